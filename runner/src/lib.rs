@@ -1,0 +1,429 @@
+//! The one way every tool of the lab runs a subprocess.
+//!
+//! Why a crate of its own: host-setup, cluster-ctl (helm), gpu-probe (nvidia-smi) and xtask all run
+//! programs, and all of them need the same three things: the command line logged before it runs,
+//! stderr kept so an error can say *why* a command failed, and a seam so tests can replace the real
+//! host with a [`RecordingRunner`] that answers from a script and records every call.
+//!
+//! The real implementation, [`SystemRunner`], is a thin layer over `duct`.
+
+use std::collections::VecDeque;
+use std::fmt;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+/// A command to run: program, arguments, extra environment and optional stdin.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Cmd {
+    pub program: String,
+    pub args: Vec<String>,
+    pub env: Vec<(String, String)>,
+    pub stdin: Option<Vec<u8>>,
+}
+
+impl Cmd {
+    pub fn new(program: impl Into<String>) -> Self {
+        Self {
+            program: program.into(),
+            args: Vec::new(),
+            env: Vec::new(),
+            stdin: None,
+        }
+    }
+
+    #[must_use]
+    pub fn arg(mut self, arg: impl Into<String>) -> Self {
+        self.args.push(arg.into());
+        self
+    }
+
+    #[must_use]
+    pub fn args<I, S>(mut self, args: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.args.extend(args.into_iter().map(Into::into));
+        self
+    }
+
+    #[must_use]
+    pub fn env(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.env.push((key.into(), value.into()));
+        self
+    }
+
+    #[must_use]
+    pub fn stdin(mut self, bytes: impl Into<Vec<u8>>) -> Self {
+        self.stdin = Some(bytes.into());
+        self
+    }
+}
+
+impl fmt::Display for Cmd {
+    /// Shell-like rendering, for logs and error messages (values of `env` are not shown: they may
+    /// be secrets).
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (key, _) in &self.env {
+            write!(f, "{key}=… ")?;
+        }
+        write!(f, "{}", shell_quote(&self.program))?;
+        for arg in &self.args {
+            write!(f, " {}", shell_quote(arg))?;
+        }
+        Ok(())
+    }
+}
+
+fn shell_quote(word: &str) -> String {
+    let plain = !word.is_empty()
+        && word
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_./=:,@+%".contains(c));
+    if plain {
+        word.to_owned()
+    } else {
+        format!("'{}'", word.replace('\'', r"'\''"))
+    }
+}
+
+/// What a finished command gave back.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Output {
+    /// Exit code; `None` when the process was killed by a signal.
+    pub code: Option<i32>,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Output {
+    pub fn success(&self) -> bool {
+        self.code == Some(0)
+    }
+}
+
+/// Why a command could not be run, or failed.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error("`{program}` was not found on PATH; {hint}")]
+    NotFound { program: String, hint: String },
+    #[error("could not start `{cmd}`: {source}")]
+    Spawn { cmd: String, source: io::Error },
+    #[error("`{cmd}` failed with {}: {}", exit_text(*.code), stderr_tail(.stderr))]
+    Failed {
+        cmd: String,
+        code: Option<i32>,
+        stderr: String,
+    },
+}
+
+fn exit_text(code: Option<i32>) -> String {
+    code.map_or_else(|| "a signal".to_owned(), |c| format!("exit code {c}"))
+}
+
+/// The last lines of stderr, enough to explain a failure without flooding the terminal.
+fn stderr_tail(stderr: &str) -> String {
+    let lines: Vec<&str> = stderr.trim_end().lines().collect();
+    let start = lines.len().saturating_sub(8);
+    let tail = lines[start..].join("\n");
+    if tail.is_empty() {
+        "(no stderr)".to_owned()
+    } else {
+        tail
+    }
+}
+
+/// Runs commands. Implemented by [`SystemRunner`] (the real host) and [`RecordingRunner`] (tests).
+pub trait Runner: Send + Sync {
+    /// Runs `cmd` to completion and returns its output whatever the exit code.
+    fn run(&self, cmd: &Cmd) -> Result<Output, RunError>;
+
+    /// Whether `program` can be found (on PATH, or as a path).
+    fn exists(&self, program: &str) -> bool;
+
+    /// Runs `cmd` and turns a non-zero exit into [`RunError::Failed`] carrying stderr.
+    fn run_checked(&self, cmd: &Cmd) -> Result<Output, RunError> {
+        let out = self.run(cmd)?;
+        if out.success() {
+            Ok(out)
+        } else {
+            Err(RunError::Failed {
+                cmd: cmd.to_string(),
+                code: out.code,
+                stderr: out.stderr,
+            })
+        }
+    }
+}
+
+/// Runs commands on this machine through `duct`, logging each command line to stderr when
+/// `verbose` is set.
+#[derive(Debug, Clone, Default)]
+pub struct SystemRunner {
+    pub verbose: bool,
+    /// Hints shown when a program is missing, e.g. `("helm", "install it: https://helm.sh")`.
+    pub install_hints: Vec<(String, String)>,
+}
+
+impl SystemRunner {
+    pub fn new(verbose: bool) -> Self {
+        Self {
+            verbose,
+            install_hints: Vec::new(),
+        }
+    }
+
+    #[must_use]
+    pub fn with_hint(mut self, program: &str, hint: &str) -> Self {
+        self.install_hints
+            .push((program.to_owned(), hint.to_owned()));
+        self
+    }
+
+    fn hint_for(&self, program: &str) -> String {
+        self.install_hints
+            .iter()
+            .find(|(p, _)| p == program)
+            .map_or_else(|| "install it or fix PATH".to_owned(), |(_, h)| h.clone())
+    }
+}
+
+impl Runner for SystemRunner {
+    fn run(&self, cmd: &Cmd) -> Result<Output, RunError> {
+        if !self.exists(&cmd.program) {
+            return Err(RunError::NotFound {
+                program: cmd.program.clone(),
+                hint: self.hint_for(&cmd.program),
+            });
+        }
+        if self.verbose {
+            eprintln!("+ {cmd}");
+        }
+        let mut expr = duct::cmd(&cmd.program, &cmd.args)
+            .stdout_capture()
+            .stderr_capture()
+            .unchecked();
+        for (key, value) in &cmd.env {
+            expr = expr.env(key, value);
+        }
+        expr = match &cmd.stdin {
+            Some(bytes) => expr.stdin_bytes(bytes.clone()),
+            None => expr.stdin_null(),
+        };
+        let out = expr.run().map_err(|source| RunError::Spawn {
+            cmd: cmd.to_string(),
+            source,
+        })?;
+        Ok(Output {
+            code: out.status.code(),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        })
+    }
+
+    fn exists(&self, program: &str) -> bool {
+        which(program).is_some()
+    }
+}
+
+/// Finds `program` the way a shell would: as a path when it contains `/`, else on `PATH`.
+pub fn which(program: &str) -> Option<PathBuf> {
+    if program.contains('/') {
+        let path = Path::new(program);
+        return is_executable(path).then(|| path.to_path_buf());
+    }
+    let path_var = std::env::var_os("PATH")?;
+    std::env::split_paths(&path_var)
+        .map(|dir| dir.join(program))
+        .find(|p| is_executable(p))
+}
+
+fn is_executable(path: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    path.metadata()
+        .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+}
+
+/// A scripted answer of the [`RecordingRunner`].
+#[derive(Debug, Clone)]
+pub struct Reply {
+    /// The call is answered when its rendered command line contains this text.
+    pub matches: String,
+    pub output: Output,
+}
+
+/// A fake runner for tests: answers from a script of [`Reply`]s (first match wins, each used once
+/// unless it is the last for its pattern) and records every command it was asked to run.
+#[derive(Debug, Default)]
+pub struct RecordingRunner {
+    replies: Mutex<VecDeque<Reply>>,
+    calls: Mutex<Vec<Cmd>>,
+    /// Programs that `exists` reports as present; everything else is missing.
+    pub present: Vec<String>,
+}
+
+impl RecordingRunner {
+    pub fn new(present: &[&str]) -> Self {
+        Self {
+            present: present.iter().map(|s| (*s).to_owned()).collect(),
+            ..Self::default()
+        }
+    }
+
+    /// Adds a reply for commands whose rendered line contains `matches`.
+    pub fn reply(&self, matches: &str, code: i32, stdout: &str, stderr: &str) -> &Self {
+        let output = Output {
+            code: Some(code),
+            stdout: stdout.to_owned(),
+            stderr: stderr.to_owned(),
+        };
+        self.replies
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push_back(Reply {
+                matches: matches.to_owned(),
+                output,
+            });
+        self
+    }
+
+    /// Every command run so far, in order.
+    pub fn calls(&self) -> Vec<Cmd> {
+        self.calls
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Every command line run so far, rendered as in logs.
+    pub fn lines(&self) -> Vec<String> {
+        self.calls().iter().map(ToString::to_string).collect()
+    }
+}
+
+impl Runner for RecordingRunner {
+    fn run(&self, cmd: &Cmd) -> Result<Output, RunError> {
+        self.calls
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push(cmd.clone());
+        if !self.exists(&cmd.program) {
+            return Err(RunError::NotFound {
+                program: cmd.program.clone(),
+                hint: "not present in this test".to_owned(),
+            });
+        }
+        let line = cmd.to_string();
+        let mut replies = self
+            .replies
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let Some(pos) = replies.iter().position(|r| line.contains(&r.matches)) else {
+            // An unscripted command succeeds silently: tests assert on `calls()` for what ran.
+            return Ok(Output {
+                code: Some(0),
+                ..Output::default()
+            });
+        };
+        let is_last_for_pattern = !replies
+            .iter()
+            .skip(pos + 1)
+            .any(|r| r.matches == replies[pos].matches);
+        let reply = if is_last_for_pattern {
+            replies[pos].clone()
+        } else {
+            replies.remove(pos).unwrap_or_else(|| replies[pos].clone())
+        };
+        Ok(reply.output)
+    }
+
+    fn exists(&self, program: &str) -> bool {
+        self.present.iter().any(|p| p == program)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn system_runner_keeps_stdout_stderr_and_code() {
+        let runner = SystemRunner::new(false);
+        let out = runner
+            .run(&Cmd::new("sh").args(["-c", "echo out; echo err >&2; exit 3"]))
+            .expect("sh runs");
+        assert_eq!(out.code, Some(3));
+        assert_eq!(out.stdout, "out\n");
+        assert_eq!(out.stderr, "err\n");
+    }
+
+    #[test]
+    fn run_checked_puts_stderr_into_the_error() {
+        let runner = SystemRunner::new(false);
+        let err = runner
+            .run_checked(&Cmd::new("sh").args(["-c", "echo 'disk is full' >&2; exit 1"]))
+            .expect_err("exit 1 is an error");
+        let text = err.to_string();
+        assert!(text.contains("exit code 1"), "{text}");
+        assert!(text.contains("disk is full"), "{text}");
+    }
+
+    #[test]
+    fn missing_program_is_not_found_with_hint() {
+        let runner = SystemRunner::new(false).with_hint("no-such-tool-xyz", "apt-get install xyz");
+        let err = runner
+            .run(&Cmd::new("no-such-tool-xyz"))
+            .expect_err("missing");
+        assert!(matches!(err, RunError::NotFound { .. }));
+        assert!(err.to_string().contains("apt-get install xyz"));
+    }
+
+    #[test]
+    fn stdin_and_env_reach_the_child() {
+        let runner = SystemRunner::new(false);
+        let out = runner
+            .run(
+                &Cmd::new("sh")
+                    .args(["-c", "cat; printf %s \"$FOO\""])
+                    .env("FOO", "bar")
+                    .stdin("in:"),
+            )
+            .expect("runs");
+        assert_eq!(out.stdout, "in:bar");
+    }
+
+    #[test]
+    fn display_quotes_and_hides_env_values() {
+        let cmd = Cmd::new("helm")
+            .args(["--set", "a=b c"])
+            .env("TOKEN", "secret");
+        let text = cmd.to_string();
+        assert_eq!(text, "TOKEN=… helm --set 'a=b c'");
+        assert!(!text.contains("secret"));
+    }
+
+    #[test]
+    fn recording_runner_scripts_and_records() {
+        let fake = RecordingRunner::new(&["helm"]);
+        fake.reply("helm status", 1, "", "release: not found")
+            .reply("helm status", 0, "deployed", "");
+        let first = fake
+            .run(&Cmd::new("helm").args(["status", "hami"]))
+            .expect("scripted");
+        let second = fake
+            .run(&Cmd::new("helm").args(["status", "hami"]))
+            .expect("scripted");
+        let third = fake
+            .run(&Cmd::new("helm").args(["status", "hami"]))
+            .expect("last reply repeats");
+        assert_eq!(first.code, Some(1));
+        assert_eq!(second.stdout, "deployed");
+        assert_eq!(third.stdout, "deployed");
+        assert!(matches!(
+            fake.run(&Cmd::new("kubectl")),
+            Err(RunError::NotFound { .. })
+        ));
+        assert_eq!(fake.lines().len(), 4);
+    }
+}
