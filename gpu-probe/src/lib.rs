@@ -1,1 +1,6 @@
-//! lib
+//! gpu-probe: proves a process's GPU memory slice from the inside.
+//!
+//! Invariant: this crate never depends on kube, tokio or anything network-facing; it loads the CUDA
+//! driver and NVML at run time, so it builds and its tests run on machines without CUDA.
+
+pub mod report;
