@@ -3,4 +3,12 @@
 //! Invariant: this crate never depends on kube, tokio or anything network-facing; it loads the CUDA
 //! driver and NVML at run time, so it builds and its tests run on machines without CUDA.
 
+pub mod hamicore;
+pub mod limits;
+pub mod maps;
+pub mod region;
 pub mod report;
+pub mod smi;
+
+#[cfg(test)]
+mod testdata;
