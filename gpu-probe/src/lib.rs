@@ -3,6 +3,8 @@
 //! Invariant: this crate never depends on kube, tokio or anything network-facing; it loads the CUDA
 //! driver and NVML at run time, so it builds and its tests run on machines without CUDA.
 
+pub mod cap;
+pub mod ffi;
 pub mod hamicore;
 pub mod limits;
 pub mod maps;
