@@ -52,7 +52,10 @@ pub fn search(
 ) -> SearchResult {
     let start = Instant::now();
     let resolution = params.resolution.max(1);
-    let mut step = params.initial_step.max(resolution).min(params.ceiling.max(1));
+    let mut step = params
+        .initial_step
+        .max(resolution)
+        .min(params.ceiling.max(1));
     let mut held = 0u64;
     let mut steps = Vec::new();
     let mut handles = Vec::new();
@@ -70,10 +73,20 @@ pub fn search(
             Ok(handle) => {
                 held += request;
                 handles.push(handle);
-                steps.push(CapStep { request_bytes: request, ok: true, code: 0, held_after_bytes: held });
+                steps.push(CapStep {
+                    request_bytes: request,
+                    ok: true,
+                    code: 0,
+                    held_after_bytes: held,
+                });
             }
             Err((code, name)) => {
-                steps.push(CapStep { request_bytes: request, ok: false, code, held_after_bytes: held });
+                steps.push(CapStep {
+                    request_bytes: request,
+                    ok: false,
+                    code,
+                    held_after_bytes: held,
+                });
                 if !is_refusal(code) {
                     unexpected = Some(CudaErrorInfo { code, name });
                     break StopReason::UnexpectedError;
@@ -89,12 +102,24 @@ pub fn search(
             }
         }
     };
-    SearchResult { held, steps, stopped_because, first_refusal, unexpected, handles }
+    SearchResult {
+        held,
+        steps,
+        stopped_because,
+        first_refusal,
+        unexpected,
+        handles,
+    }
 }
 
 /// Frees every handle; true when all frees succeeded.
 pub fn free_all(mem: &mut dyn DeviceMemory, handles: &[u64]) -> bool {
-    handles.iter().rev().fold(true, |ok, &h| mem.free(h).is_ok() && ok)
+    // Every handle is freed even after a failure, so no short-circuiting `all`.
+    let mut all_ok = true;
+    for &handle in handles.iter().rev() {
+        all_ok &= mem.free(handle).is_ok();
+    }
+    all_ok
 }
 
 /// The evidence the verdict is decided from.
@@ -133,7 +158,11 @@ pub fn decide(ev: &CapEvidence<'_>) -> (CapOutcome, Vec<String>) {
             m(start.used)
         ));
     }
-    let ooms: Vec<&OomLine> = ev.oom_lines.iter().filter(|o| o.device == ev.device).collect();
+    let ooms: Vec<&OomLine> = ev
+        .oom_lines
+        .iter()
+        .filter(|o| o.device == ev.device)
+        .collect();
     if let Some(first) = ooms.first() {
         reasons.push(format!(
             "HAMi-core refused: Device {} OOM {} / {} ({} OOM lines)",
@@ -152,22 +181,45 @@ pub fn decide(ev: &CapEvidence<'_>) -> (CapOutcome, Vec<String>) {
     };
     if r.held > slice {
         let how = if r.stopped_because == StopReason::ReachedCeiling {
-            format!("and stopped at its ceiling of {} without a refusal", m(ev.ceiling))
+            format!(
+                "and stopped at its ceiling of {} without a refusal",
+                m(ev.ceiling)
+            )
         } else {
             "before being refused".to_owned()
         };
-        reasons.insert(0, format!("held {}, more than the {} slice, {how}", m(r.held), m(slice)));
+        reasons.insert(
+            0,
+            format!(
+                "held {}, more than the {} slice, {how}",
+                m(r.held),
+                m(slice)
+            ),
+        );
         return (CapOutcome::NotEnforced, reasons);
     }
     match r.stopped_because {
         StopReason::ResolutionReached => {}
         StopReason::ReachedCeiling => {
-            reasons.insert(0, format!("the ceiling {} is not above the slice {}; raise --ceiling-mib", m(ev.ceiling), m(slice)));
+            reasons.insert(
+                0,
+                format!(
+                    "the ceiling {} is not above the slice {}; raise --ceiling-mib",
+                    m(ev.ceiling),
+                    m(slice)
+                ),
+            );
             return (CapOutcome::Inconclusive, reasons);
         }
         StopReason::UnexpectedError => {
-            let e = r.unexpected.as_ref().map_or_else(String::new, |e| format!("{} ({})", e.name, e.code));
-            reasons.insert(0, format!("the search stopped on an error that is not out-of-memory: {e}"));
+            let e = r
+                .unexpected
+                .as_ref()
+                .map_or_else(String::new, |e| format!("{} ({})", e.name, e.code));
+            reasons.insert(
+                0,
+                format!("the search stopped on an error that is not out-of-memory: {e}"),
+            );
             return (CapOutcome::Inconclusive, reasons);
         }
         StopReason::TimeBound | StopReason::NotRun => {
@@ -191,7 +243,11 @@ pub fn decide(ev: &CapEvidence<'_>) -> (CapOutcome, Vec<String>) {
         }
         reasons.insert(
             0,
-            format!("HAMi-core enforces a limit of {}, not the expected {}", m(oom.limit_bytes), m(slice)),
+            format!(
+                "HAMi-core enforces a limit of {}, not the expected {}",
+                m(oom.limit_bytes),
+                m(slice)
+            ),
         );
         return (CapOutcome::Inconclusive, reasons);
     }
@@ -247,7 +303,15 @@ mod tests {
 
     impl SimDevice {
         fn new(limit: Option<u64>, physical_free: u64) -> Self {
-            Self { limit, context: 518 * MIB, physical_free, held: vec![], next: 1, calls: 0, fail_with: None }
+            Self {
+                limit,
+                context: 518 * MIB,
+                physical_free,
+                held: vec![],
+                next: 1,
+                calls: 0,
+                fail_with: None,
+            }
         }
         fn used(&self) -> u64 {
             self.held.iter().map(|(_, b)| b).sum()
@@ -260,7 +324,9 @@ mod tests {
             if let Some(code) = self.fail_with {
                 return Err((code, "CUDA_ERROR_INVALID_VALUE".into()));
             }
-            let over_limit = self.limit.is_some_and(|l| self.context + self.used() + bytes > l);
+            let over_limit = self
+                .limit
+                .is_some_and(|l| self.context + self.used() + bytes > l);
             if over_limit || self.used() + bytes > self.physical_free {
                 return Err((2, "CUDA_ERROR_OUT_OF_MEMORY".into()));
             }
@@ -269,18 +335,33 @@ mod tests {
             Ok(self.next)
         }
         fn free(&mut self, handle: u64) -> Result<(), (i64, String)> {
-            let pos = self.held.iter().position(|(h, _)| *h == handle).ok_or((1, "bad".to_owned()))?;
+            let pos = self
+                .held
+                .iter()
+                .position(|(h, _)| *h == handle)
+                .ok_or((1, "bad".to_owned()))?;
             self.held.remove(pos);
             Ok(())
         }
     }
 
     fn params(ceiling: u64) -> SearchParams {
-        SearchParams { ceiling, resolution: 2 * MIB, initial_step: 1024 * MIB, time_bound: Duration::from_secs(60) }
+        SearchParams {
+            ceiling,
+            resolution: 2 * MIB,
+            initial_step: 1024 * MIB,
+            time_bound: Duration::from_secs(60),
+        }
     }
 
     fn oom(limit: u64) -> OomLine {
-        OomLine { pid: Some(1), device: 0, requested_total_bytes: limit + 1, limit_bytes: limit, raw: String::new() }
+        OomLine {
+            pid: Some(1),
+            device: 0,
+            requested_total_bytes: limit + 1,
+            limit_bytes: limit,
+            raw: String::new(),
+        }
     }
 
     #[test]
@@ -291,8 +372,17 @@ mod tests {
         let r = search(&mut dev, params(slice * 5 / 4), |held| sampled = Some(held));
         assert_eq!(r.stopped_because, StopReason::ResolutionReached);
         let room = slice - 518 * MIB;
-        assert!(r.held <= room && room - r.held < 2 * MIB, "held {} room {}", r.held, room);
-        assert_eq!(sampled, Some(7 * 1024 * MIB), "sampled at the first refusal");
+        assert!(
+            r.held <= room && room - r.held < 2 * MIB,
+            "held {} room {}",
+            r.held,
+            room
+        );
+        assert_eq!(
+            sampled,
+            Some(7 * 1024 * MIB),
+            "sampled at the first refusal"
+        );
         assert_eq!(r.steps.len() as u32, dev.calls);
         assert!(free_all(&mut dev, &r.handles));
         assert_eq!(dev.used(), 0);
@@ -338,7 +428,11 @@ mod tests {
         let slice = 8000 * MIB;
         let mut dev = SimDevice::new(None, 3000 * MIB);
         let r = search(&mut dev, params(10_000 * MIB), |_| {});
-        let nvml = MemInfo { total: 81559 * MIB, free: 2 * MIB, used: 81557 * MIB };
+        let nvml = MemInfo {
+            total: 81559 * MIB,
+            free: 2 * MIB,
+            used: 81557 * MIB,
+        };
         let ev = CapEvidence {
             expected: Some(slice),
             result: &r,
@@ -359,7 +453,11 @@ mod tests {
         let slice = 4000 * MIB;
         let mut dev = SimDevice::new(Some(slice), 80 * 1024 * MIB);
         let r = search(&mut dev, params(5000 * MIB), |_| {});
-        let nvml = MemInfo { total: 81559 * MIB, free: 70000 * MIB, used: 11559 * MIB };
+        let nvml = MemInfo {
+            total: 81559 * MIB,
+            free: 70000 * MIB,
+            used: 11559 * MIB,
+        };
         let mut ev = CapEvidence {
             expected: Some(slice),
             result: &r,
@@ -372,7 +470,11 @@ mod tests {
         };
         assert_eq!(decide(&ev).0, CapOutcome::Enforced);
         // NVML virtualized to the slice proves nothing about the card.
-        ev.nvml_at_refusal = Some(MemInfo { total: slice, free: 0, used: slice });
+        ev.nvml_at_refusal = Some(MemInfo {
+            total: slice,
+            free: 0,
+            used: slice,
+        });
         assert_eq!(decide(&ev).0, CapOutcome::Inconclusive);
     }
 
@@ -420,7 +522,11 @@ mod tests {
     fn no_slice_is_inconclusive_and_small_slices_work() {
         let mut dev = SimDevice::new(Some(1000 * MIB), 80 * 1024 * MIB);
         let r = search(&mut dev, params(1250 * MIB), |_| {});
-        assert!(r.held <= 482 * MIB && 482 * MIB - r.held < 2 * MIB, "{}", r.held);
+        assert!(
+            r.held <= 482 * MIB && 482 * MIB - r.held < 2 * MIB,
+            "{}",
+            r.held
+        );
         let ev = CapEvidence {
             expected: None,
             result: &r,
@@ -437,7 +543,10 @@ mod tests {
     #[test]
     fn the_time_bound_stops_the_search() {
         let mut dev = SimDevice::new(None, 80 * 1024 * MIB);
-        let p = SearchParams { time_bound: Duration::ZERO, ..params(10_000 * MIB) };
+        let p = SearchParams {
+            time_bound: Duration::ZERO,
+            ..params(10_000 * MIB)
+        };
         let r = search(&mut dev, p, |_| {});
         // The bound is checked before every call, the first one included.
         assert_eq!(r.stopped_because, StopReason::TimeBound);

@@ -33,7 +33,13 @@ pub fn parse_oom_line(line: &str) -> Option<OomLine> {
         return None;
     }
     let limit_bytes = words.next()?.parse().ok()?;
-    Some(OomLine { pid: header_pid(line), device, requested_total_bytes, limit_bytes, raw: line.to_owned() })
+    Some(OomLine {
+        pid: header_pid(line),
+        device,
+        requested_total_bytes,
+        limit_bytes,
+        raw: line.to_owned(),
+    })
 }
 
 /// The pid in either header form: `(pid:429 thread=…` or `Msg(418:…`.
@@ -88,8 +94,14 @@ mod tests {
     #[test]
     fn lookalikes_are_not_parsed() {
         assert!(parse_oom_line("Device 0 OOM 1 / 2").is_none());
-        assert!(parse_oom_line("[HAMI-core ERROR (pid:1 thread=2 a.c:3)]: Device x OOM 1 / 2").is_none());
-        assert!(parse_oom_line("[HAMI-core ERROR (pid:1 thread=2 a.c:3)]: Device 0 OOM 1 of 2").is_none());
+        assert!(
+            parse_oom_line("[HAMI-core ERROR (pid:1 thread=2 a.c:3)]: Device x OOM 1 / 2")
+                .is_none()
+        );
+        assert!(
+            parse_oom_line("[HAMI-core ERROR (pid:1 thread=2 a.c:3)]: Device 0 OOM 1 of 2")
+                .is_none()
+        );
     }
 
     proptest! {

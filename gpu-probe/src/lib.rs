@@ -6,11 +6,16 @@
 pub mod cap;
 pub mod ffi;
 pub mod hamicore;
+pub mod human;
 pub mod limits;
 pub mod maps;
+pub mod mechanism;
+pub mod probe;
 pub mod region;
 pub mod report;
 pub mod smi;
+pub mod view;
+pub mod worker;
 
 #[cfg(test)]
 mod testdata;

@@ -35,7 +35,11 @@ pub fn parse_limit(name: &str, raw: &str) -> Result<u64, LimitError> {
         raw: raw.to_owned(),
         problem: problem.to_owned(),
         hami,
-        meaning: if hami == 0 { " (no limit at all)".to_owned() } else { String::new() },
+        meaning: if hami == 0 {
+            " (no limit at all)".to_owned()
+        } else {
+            String::new()
+        },
     };
     let (digits, scale) = match raw.as_bytes().last() {
         Some(b'k' | b'K') => (&raw[..raw.len() - 1], 1u64 << 10),
@@ -50,9 +54,16 @@ pub fn parse_limit(name: &str, raw: &str) -> Result<u64, LimitError> {
     if digits.len() > 1 && digits.starts_with('0') {
         return Err(fail("a leading 0 makes HAMi-core read the number as octal"));
     }
-    let value: u64 = digits.parse().map_err(|_| fail("the number is too large"))?;
-    let bytes = value.checked_mul(scale).ok_or_else(|| fail("the number is too large"))?;
-    debug_assert_eq!(bytes, hami, "strictly valid values must read the same in HAMi-core");
+    let value: u64 = digits
+        .parse()
+        .map_err(|_| fail("the number is too large"))?;
+    let bytes = value
+        .checked_mul(scale)
+        .ok_or_else(|| fail("the number is too large"))?;
+    debug_assert_eq!(
+        bytes, hami,
+        "strictly valid values must read the same in HAMi-core"
+    );
     Ok(bytes)
 }
 
@@ -94,7 +105,10 @@ fn strtoul_base0(s: &str) -> u64 {
     let mut value: u64 = 0;
     let mut overflow = false;
     while let Some(d) = bytes.get(i).and_then(|&b| (b as char).to_digit(radix)) {
-        match value.checked_mul(u64::from(radix)).and_then(|v| v.checked_add(u64::from(d))) {
+        match value
+            .checked_mul(u64::from(radix))
+            .and_then(|v| v.checked_add(u64::from(d)))
+        {
             Some(v) => value = v,
             None => overflow = true,
         }
@@ -103,7 +117,11 @@ fn strtoul_base0(s: &str) -> u64 {
     if overflow {
         return u64::MAX;
     }
-    if negative { value.wrapping_neg() } else { value }
+    if negative {
+        value.wrapping_neg()
+    } else {
+        value
+    }
 }
 
 /// A human reading of a limit variable, for the mechanism section.
@@ -116,7 +134,11 @@ pub fn interpret(name: &str, raw: &str) -> String {
 }
 
 fn fmt_mib(bytes: u64) -> String {
-    if bytes % MIB == 0 { (bytes / MIB).to_string() } else { format!("{:.2}", crate::report::mib(bytes)) }
+    if bytes.is_multiple_of(MIB) {
+        (bytes / MIB).to_string()
+    } else {
+        format!("{:.2}", crate::report::mib(bytes))
+    }
 }
 
 /// Where the expected slice of each device comes from.
@@ -167,7 +189,10 @@ mod tests {
     use proptest::prelude::*;
 
     fn env(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-        pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
     }
 
     #[test]
@@ -186,7 +211,10 @@ mod tests {
         let text = err.to_string();
         assert!(text.contains("4 bytes") && text.contains("8000m"), "{text}");
         assert_eq!(parse_limit("X", "4GB").expect_err("malformed").hami, 4);
-        assert_eq!(parse_limit("X", "1.5G").expect_err("malformed").hami, 1 << 30);
+        assert_eq!(
+            parse_limit("X", "1.5G").expect_err("malformed").hami,
+            1 << 30
+        );
     }
 
     #[test]
@@ -209,20 +237,38 @@ mod tests {
 
     #[test]
     fn per_device_variable_wins_over_the_bare_one() {
-        let e = env(&[("CUDA_DEVICE_MEMORY_LIMIT_1", "2000m"), ("CUDA_DEVICE_MEMORY_LIMIT", "1g")]);
-        let d0 = expected_slice(0, &SliceRequest::FromEnv, &e).expect("ok").expect("slice");
-        let d1 = expected_slice(1, &SliceRequest::FromEnv, &e).expect("ok").expect("slice");
-        assert_eq!((d0.bytes, d0.source.as_str()), (1 << 30, "CUDA_DEVICE_MEMORY_LIMIT"));
-        assert_eq!((d1.bytes, d1.source.as_str()), (2000 << 20, "CUDA_DEVICE_MEMORY_LIMIT_1"));
+        let e = env(&[
+            ("CUDA_DEVICE_MEMORY_LIMIT_1", "2000m"),
+            ("CUDA_DEVICE_MEMORY_LIMIT", "1g"),
+        ]);
+        let d0 = expected_slice(0, &SliceRequest::FromEnv, &e)
+            .expect("ok")
+            .expect("slice");
+        let d1 = expected_slice(1, &SliceRequest::FromEnv, &e)
+            .expect("ok")
+            .expect("slice");
+        assert_eq!(
+            (d0.bytes, d0.source.as_str()),
+            (1 << 30, "CUDA_DEVICE_MEMORY_LIMIT")
+        );
+        assert_eq!(
+            (d1.bytes, d1.source.as_str()),
+            (2000 << 20, "CUDA_DEVICE_MEMORY_LIMIT_1")
+        );
     }
 
     #[test]
     fn expect_mib_overrides_env_and_zero_means_none() {
         let e = env(&[("CUDA_DEVICE_MEMORY_LIMIT_0", "0")]);
         assert_eq!(expected_slice(0, &SliceRequest::FromEnv, &e), Ok(None));
-        let s = expected_slice(0, &SliceRequest::Mib(8000), &e).expect("ok").expect("slice");
+        let s = expected_slice(0, &SliceRequest::Mib(8000), &e)
+            .expect("ok")
+            .expect("slice");
         assert_eq!((s.bytes, s.source.as_str()), (8000 << 20, "--expect-mib"));
-        assert_eq!(expected_slice(3, &SliceRequest::FromEnv, &BTreeMap::new()), Ok(None));
+        assert_eq!(
+            expected_slice(3, &SliceRequest::FromEnv, &BTreeMap::new()),
+            Ok(None)
+        );
     }
 
     #[test]

@@ -53,7 +53,10 @@ mod tests {
                     garbage\n\
                     7f00-7f01 r--p 00000000 fe:00 12 /lib/x.so (deleted)\n";
         let mapped = mapped_paths(text);
-        assert_eq!(mapped.into_iter().collect::<Vec<_>>(), vec!["/lib/x.so".to_owned()]);
+        assert_eq!(
+            mapped.into_iter().collect::<Vec<_>>(),
+            vec!["/lib/x.so".to_owned()]
+        );
     }
 
     #[test]

@@ -31,7 +31,9 @@ const READ_ATTEMPTS: usize = 5;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum RegionError {
-    #[error("{path} does not exist (HAMi-core creates it when the first CUDA process of the container starts)")]
+    #[error(
+        "{path} does not exist (HAMi-core creates it when the first CUDA process of the container starts)"
+    )]
     Missing { path: String },
     #[error("cannot read {path}: {reason}")]
     Unreadable { path: String, reason: String },
@@ -40,7 +42,11 @@ pub enum RegionError {
     #[error("{path} is not a HAMi-core shared region (magic {found}, expected {MAGIC})")]
     NotARegion { path: String, found: i32 },
     #[error("{path} has region version {major}.{minor}; this probe reads version 1.x only")]
-    UnsupportedVersion { path: String, major: u32, minor: u32 },
+    UnsupportedVersion {
+        path: String,
+        major: u32,
+        minor: u32,
+    },
     #[error("{path} is corrupt: {what}")]
     Corrupt { path: String, what: String },
 }
@@ -52,7 +58,10 @@ pub fn read_region(path: &Path) -> Result<SharedRegion, RegionError> {
     for _ in 0..READ_ATTEMPTS {
         let bytes = std::fs::read(path).map_err(|e| match e.kind() {
             std::io::ErrorKind::NotFound => RegionError::Missing { path: name.clone() },
-            _ => RegionError::Unreadable { path: name.clone(), reason: e.to_string() },
+            _ => RegionError::Unreadable {
+                path: name.clone(),
+                reason: e.to_string(),
+            },
         })?;
         let region = parse_region(&name, &bytes)?;
         if region.torn_slots == 0 {
@@ -62,7 +71,10 @@ pub fn read_region(path: &Path) -> Result<SharedRegion, RegionError> {
         std::thread::sleep(std::time::Duration::from_millis(2));
     }
     // Still torn after every attempt: report the values with the torn count, not an error.
-    last.ok_or_else(|| RegionError::Unreadable { path: name, reason: "no read succeeded".into() })
+    last.ok_or_else(|| RegionError::Unreadable {
+        path: name,
+        reason: "no read succeeded".into(),
+    })
 }
 
 fn u32_at(b: &[u8], off: usize) -> u32 {
@@ -95,14 +107,23 @@ pub fn parse_region(name: &str, b: &[u8]) -> Result<SharedRegion, RegionError> {
     }
     let device_num = u64_at(b, 56);
     if device_num > MAX_DEVICES as u64 {
-        return Err(RegionError::Corrupt { path, what: format!("device_num {device_num} > 16") });
+        return Err(RegionError::Corrupt {
+            path,
+            what: format!("device_num {device_num} > 16"),
+        });
     }
     let proc_num = i32_at(b, OFF_PROC_NUM);
     let Ok(proc_count) = usize::try_from(proc_num) else {
-        return Err(RegionError::Corrupt { path, what: format!("proc_num {proc_num} < 0") });
+        return Err(RegionError::Corrupt {
+            path,
+            what: format!("proc_num {proc_num} < 0"),
+        });
     };
     if proc_count > MAX_PROCS {
-        return Err(RegionError::Corrupt { path, what: format!("proc_num {proc_num} > 1024") });
+        return Err(RegionError::Corrupt {
+            path,
+            what: format!("proc_num {proc_num} > 1024"),
+        });
     }
     let devices = device_num as usize;
     let uuids = (0..devices)
@@ -113,14 +134,16 @@ pub fn parse_region(name: &str, b: &[u8]) -> Result<SharedRegion, RegionError> {
         })
         .collect();
     let limits = (0..devices).map(|d| u64_at(b, OFF_LIMIT + d * 8)).collect();
-    let sm_limits = (0..devices).map(|d| u64_at(b, OFF_SM_LIMIT + d * 8)).collect();
+    let sm_limits = (0..devices)
+        .map(|d| u64_at(b, OFF_SM_LIMIT + d * 8))
+        .collect();
     let has_seqlock = minor >= 2;
     let mut procs = Vec::new();
     let mut charged = vec![0u64; devices];
     let mut torn_slots = 0;
     for slot in 0..proc_count {
         let base = OFF_PROCS + slot * SLOT_SIZE;
-        if has_seqlock && u64_at(b, base + SLOT_SEQLOCK) % 2 == 1 {
+        if has_seqlock && !u64_at(b, base + SLOT_SEQLOCK).is_multiple_of(2) {
             torn_slots += 1;
         }
         let used: Vec<RegionUsage> = (0..devices)
@@ -176,8 +199,14 @@ mod tests {
     fn one_process_holding_5g() {
         let bytes = hami_fixture_gz("h100-hami-core/region-one-proc-5g.cache.gz");
         let r = parse_region("fx", &bytes).expect("valid");
-        assert_eq!((r.major_version, r.minor_version, r.device_num, r.proc_num), (1, 2, 1, 1));
-        assert_eq!(r.uuids, vec!["GPU-4f7efa07-0f69-f62e-5958-365ed3785eb2".to_owned()]);
+        assert_eq!(
+            (r.major_version, r.minor_version, r.device_num, r.proc_num),
+            (1, 2, 1, 1)
+        );
+        assert_eq!(
+            r.uuids,
+            vec!["GPU-4f7efa07-0f69-f62e-5958-365ed3785eb2".to_owned()]
+        );
         assert_eq!(r.limits, vec![8_388_608_000]);
         let p = &r.procs[0];
         assert_eq!((p.pid, p.hostpid, p.status), (422, 422, 1));
@@ -201,13 +230,22 @@ mod tests {
     #[test]
     fn truncated_wrong_magic_and_bad_counts_are_errors() {
         let good = hami_fixture_gz("h100-hami-core/region-one-proc-5g.cache.gz");
-        assert!(matches!(parse_region("f", &good[..1000]), Err(RegionError::Truncated { len: 1000, .. })));
+        assert!(matches!(
+            parse_region("f", &good[..1000]),
+            Err(RegionError::Truncated { len: 1000, .. })
+        ));
         let mut bad = good.clone();
         bad[0] = 0;
-        assert!(matches!(parse_region("f", &bad), Err(RegionError::NotARegion { .. })));
+        assert!(matches!(
+            parse_region("f", &bad),
+            Err(RegionError::NotARegion { .. })
+        ));
         let mut bad = good.clone();
         bad[OFF_PROC_NUM..OFF_PROC_NUM + 4].copy_from_slice(&5000i32.to_le_bytes());
-        assert!(matches!(parse_region("f", &bad), Err(RegionError::Corrupt { .. })));
+        assert!(matches!(
+            parse_region("f", &bad),
+            Err(RegionError::Corrupt { .. })
+        ));
         let mut bad = good.clone();
         bad[4..8].copy_from_slice(&2u32.to_le_bytes());
         let err = parse_region("f", &bad).expect_err("v2");
@@ -233,8 +271,15 @@ mod tests {
     fn reads_a_real_file() {
         let dir = tempfile::tempdir().expect("tmp");
         let path = dir.path().join("r.cache");
-        std::fs::write(&path, hami_fixture_gz("h100-hami-core/region-one-proc-5g.cache.gz")).expect("write");
-        assert_eq!(read_region(&path).expect("reads").charged_bytes, vec![5638 * MIB]);
+        std::fs::write(
+            &path,
+            hami_fixture_gz("h100-hami-core/region-one-proc-5g.cache.gz"),
+        )
+        .expect("write");
+        assert_eq!(
+            read_region(&path).expect("reads").charged_bytes,
+            vec![5638 * MIB]
+        );
     }
 
     proptest! {

@@ -17,7 +17,9 @@ pub fn query(runner: &dyn Runner) -> Option<NvidiaSmi> {
     if !runner.exists("nvidia-smi") {
         return None;
     }
-    let cmd = Cmd::new("nvidia-smi").arg(format!("--query-gpu={QUERY}")).arg("--format=csv");
+    let cmd = Cmd::new("nvidia-smi")
+        .arg(format!("--query-gpu={QUERY}"))
+        .arg("--format=csv");
     let command = cmd.to_string();
     match runner.run(&cmd) {
         Ok(out) => {
@@ -56,9 +58,11 @@ pub fn parse_csv(text: &str) -> (Vec<SmiRow>, Vec<String>) {
         if fields.len() != 5 {
             continue;
         }
-        let (Some(total), Some(used), Some(free)) =
-            (parse_mib(fields[2]), parse_mib(fields[3]), parse_mib(fields[4]))
-        else {
+        let (Some(total), Some(used), Some(free)) = (
+            parse_mib(fields[2]),
+            parse_mib(fields[3]),
+            parse_mib(fields[4]),
+        ) else {
             continue; // the header, or "[N/A]"
         };
         rows.push(SmiRow {
@@ -73,7 +77,12 @@ pub fn parse_csv(text: &str) -> (Vec<SmiRow>, Vec<String>) {
 }
 
 fn parse_mib(field: &str) -> Option<u64> {
-    field.strip_suffix("MiB").unwrap_or(field).trim().parse().ok()
+    field
+        .strip_suffix("MiB")
+        .unwrap_or(field)
+        .trim()
+        .parse()
+        .ok()
 }
 
 #[cfg(test)]
@@ -88,7 +97,10 @@ mod tests {
         assert_eq!(rows.len(), 1);
         assert_eq!(rows[0].name, "NVIDIA H100 80GB HBM3");
         assert_eq!(rows[0].uuid, "GPU-4f7efa07-0f69-f62e-5958-365ed3785eb2");
-        assert_eq!((rows[0].total_mib, rows[0].used_mib, rows[0].free_mib), (8000, 0, 8000));
+        assert_eq!(
+            (rows[0].total_mib, rows[0].used_mib, rows[0].free_mib),
+            (8000, 0, 8000)
+        );
         assert_eq!(hami.len(), 2);
     }
 
@@ -108,11 +120,19 @@ mod tests {
     #[test]
     fn query_keeps_raw_output_and_exit_code() {
         let fake = RecordingRunner::new(&["nvidia-smi"]);
-        fake.reply("nvidia-smi", 0, &hami_fixture("h100-hami-core/nvidia-smi-query-slice.csv"), "");
+        fake.reply(
+            "nvidia-smi",
+            0,
+            &hami_fixture("h100-hami-core/nvidia-smi-query-slice.csv"),
+            "",
+        );
         let smi = query(&fake).expect("present");
         assert_eq!(smi.exit_code, Some(0));
         assert!(smi.stdout.contains("8000 MiB"));
         assert_eq!(smi.rows.len(), 1);
-        assert_eq!(fake.lines(), vec![format!("nvidia-smi --query-gpu={QUERY} --format=csv")]);
+        assert_eq!(
+            fake.lines(),
+            vec![format!("nvidia-smi --query-gpu={QUERY} --format=csv")]
+        );
     }
 }

@@ -26,7 +26,10 @@ pub struct CuError {
 
 impl CuError {
     pub fn info(&self) -> CudaErrorInfo {
-        CudaErrorInfo { code: self.code, name: self.name.clone() }
+        CudaErrorInfo {
+            code: self.code,
+            name: self.name.clone(),
+        }
     }
 }
 
@@ -126,14 +129,20 @@ impl Cuda {
             return format!("unknown CUDA result {code} (not a CUDA error code)");
         }
         // SAFETY: the driver returned a NUL-terminated static string.
-        unsafe { std::ffi::CStr::from_ptr(ptr) }.to_string_lossy().into_owned()
+        unsafe { std::ffi::CStr::from_ptr(ptr) }
+            .to_string_lossy()
+            .into_owned()
     }
 
     fn check(&self, call: &'static str, rc: CuResult) -> Result<(), CuError> {
         if rc == 0 {
             Ok(())
         } else {
-            Err(CuError { call, code: i64::from(rc), name: self.error_name(i64::from(rc)) })
+            Err(CuError {
+                call,
+                code: i64::from(rc),
+                name: self.error_name(i64::from(rc)),
+            })
         }
     }
 
@@ -145,14 +154,18 @@ impl Cuda {
     pub fn driver_version(&self) -> Result<i32, CuError> {
         let mut v = 0;
         // SAFETY: valid out-pointer.
-        self.check("cuDriverGetVersion", unsafe { (self.driver_get_version)(&raw mut v) })?;
+        self.check("cuDriverGetVersion", unsafe {
+            (self.driver_get_version)(&raw mut v)
+        })?;
         Ok(v)
     }
 
     pub fn device_count(&self) -> Result<u32, CuError> {
         let mut n = 0;
         // SAFETY: valid out-pointer.
-        self.check("cuDeviceGetCount", unsafe { (self.device_get_count)(&raw mut n) })?;
+        self.check("cuDeviceGetCount", unsafe {
+            (self.device_get_count)(&raw mut n)
+        })?;
         Ok(u32::try_from(n).unwrap_or(0))
     }
 
@@ -160,14 +173,18 @@ impl Cuda {
         let mut d = 0;
         let ordinal = c_int::try_from(ordinal).unwrap_or(c_int::MAX);
         // SAFETY: valid out-pointer; an out-of-range ordinal is reported as an error code.
-        self.check("cuDeviceGet", unsafe { (self.device_get)(&raw mut d, ordinal) })?;
+        self.check("cuDeviceGet", unsafe {
+            (self.device_get)(&raw mut d, ordinal)
+        })?;
         Ok(Device(d))
     }
 
     pub fn name(&self, dev: Device) -> Result<String, CuError> {
         let mut buf = [0 as c_char; 256];
         // SAFETY: the buffer length passed matches the buffer.
-        self.check("cuDeviceGetName", unsafe { (self.device_get_name)(buf.as_mut_ptr(), 256, dev.0) })?;
+        self.check("cuDeviceGetName", unsafe {
+            (self.device_get_name)(buf.as_mut_ptr(), 256, dev.0)
+        })?;
         Ok(c_buf_to_string(&buf))
     }
 
@@ -175,14 +192,18 @@ impl Cuda {
     pub fn uuid(&self, dev: Device) -> Result<String, CuError> {
         let mut raw = [0u8; 16];
         // SAFETY: CUuuid is 16 bytes.
-        self.check("cuDeviceGetUuid", unsafe { (self.device_get_uuid)(&raw mut raw, dev.0) })?;
+        self.check("cuDeviceGetUuid", unsafe {
+            (self.device_get_uuid)(&raw mut raw, dev.0)
+        })?;
         Ok(format_uuid(&raw))
     }
 
     pub fn total_mem(&self, dev: Device) -> Result<u64, CuError> {
         let mut bytes = 0usize;
         // SAFETY: valid out-pointer.
-        self.check("cuDeviceTotalMem_v2", unsafe { (self.device_total_mem)(&raw mut bytes, dev.0) })?;
+        self.check("cuDeviceTotalMem_v2", unsafe {
+            (self.device_total_mem)(&raw mut bytes, dev.0)
+        })?;
         Ok(bytes as u64)
     }
 
@@ -190,23 +211,33 @@ impl Cuda {
     pub fn enter_primary_context(&self, dev: Device) -> Result<(), CuError> {
         let mut ctx: CuContext = std::ptr::null_mut();
         // SAFETY: valid out-pointer.
-        self.check("cuDevicePrimaryCtxRetain", unsafe { (self.primary_ctx_retain)(&raw mut ctx, dev.0) })?;
+        self.check("cuDevicePrimaryCtxRetain", unsafe {
+            (self.primary_ctx_retain)(&raw mut ctx, dev.0)
+        })?;
         // SAFETY: ctx was just returned by the driver.
         self.check("cuCtxSetCurrent", unsafe { (self.ctx_set_current)(ctx) })
     }
 
     pub fn release_primary_context(&self, dev: Device) -> Result<(), CuError> {
         // SAFETY: releases a context this process retained.
-        self.check("cuDevicePrimaryCtxRelease_v2", unsafe { (self.primary_ctx_release)(dev.0) })
+        self.check("cuDevicePrimaryCtxRelease_v2", unsafe {
+            (self.primary_ctx_release)(dev.0)
+        })
     }
 
     /// `cuMemGetInfo_v2` for the current context.
     pub fn mem_info(&self) -> Result<MemInfo, CuError> {
         let (mut free, mut total) = (0usize, 0usize);
         // SAFETY: valid out-pointers.
-        self.check("cuMemGetInfo_v2", unsafe { (self.mem_get_info)(&raw mut free, &raw mut total) })?;
+        self.check("cuMemGetInfo_v2", unsafe {
+            (self.mem_get_info)(&raw mut free, &raw mut total)
+        })?;
         let (free, total) = (free as u64, total as u64);
-        Ok(MemInfo { total, free, used: total.saturating_sub(free) })
+        Ok(MemInfo {
+            total,
+            free,
+            used: total.saturating_sub(free),
+        })
     }
 
     /// `cuMemAlloc_v2`: returns the device pointer, or the raw error.
@@ -214,7 +245,9 @@ impl Cuda {
         let mut ptr: CuDevicePtr = 0;
         let size = usize::try_from(bytes).unwrap_or(usize::MAX);
         // SAFETY: valid out-pointer; plain device memory, never managed.
-        self.check("cuMemAlloc_v2", unsafe { (self.mem_alloc)(&raw mut ptr, size) })?;
+        self.check("cuMemAlloc_v2", unsafe {
+            (self.mem_alloc)(&raw mut ptr, size)
+        })?;
         Ok(ptr)
     }
 
@@ -230,7 +263,14 @@ pub struct Device(CuDevice);
 
 pub fn format_uuid(raw: &[u8; 16]) -> String {
     let hex: String = raw.iter().map(|b| format!("{b:02x}")).collect();
-    format!("GPU-{}-{}-{}-{}-{}", &hex[0..8], &hex[8..12], &hex[12..16], &hex[16..20], &hex[20..32])
+    format!(
+        "GPU-{}-{}-{}-{}-{}",
+        &hex[0..8],
+        &hex[8..12],
+        &hex[12..16],
+        &hex[16..20],
+        &hex[20..32]
+    )
 }
 
 #[cfg(test)]
@@ -239,8 +279,14 @@ mod tests {
 
     #[test]
     fn uuid_in_nvidia_smi_form() {
-        let raw = [0x4f, 0x7e, 0xfa, 0x07, 0x0f, 0x69, 0xf6, 0x2e, 0x59, 0x58, 0x36, 0x5e, 0xd3, 0x78, 0x5e, 0xb2];
-        assert_eq!(format_uuid(&raw), "GPU-4f7efa07-0f69-f62e-5958-365ed3785eb2");
+        let raw = [
+            0x4f, 0x7e, 0xfa, 0x07, 0x0f, 0x69, 0xf6, 0x2e, 0x59, 0x58, 0x36, 0x5e, 0xd3, 0x78,
+            0x5e, 0xb2,
+        ];
+        assert_eq!(
+            format_uuid(&raw),
+            "GPU-4f7efa07-0f69-f62e-5958-365ed3785eb2"
+        );
     }
 
     #[test]

@@ -20,6 +20,10 @@ pub struct LoadError {
 
 /// Reads a C string buffer up to its first NUL.
 pub(crate) fn c_buf_to_string(buf: &[std::ffi::c_char]) -> String {
-    let bytes: Vec<u8> = buf.iter().take_while(|&&c| c != 0).map(|&c| c as u8).collect();
+    let bytes: Vec<u8> = buf
+        .iter()
+        .take_while(|&&c| c != 0)
+        .map(|&c| c as u8)
+        .collect();
     String::from_utf8_lossy(&bytes).into_owned()
 }

@@ -115,31 +115,47 @@ impl Nvml {
             return format!("NVML error {rc}");
         }
         // SAFETY: non-null static string from NVML.
-        unsafe { std::ffi::CStr::from_ptr(ptr) }.to_string_lossy().into_owned()
+        unsafe { std::ffi::CStr::from_ptr(ptr) }
+            .to_string_lossy()
+            .into_owned()
     }
 
     fn check(&self, call: &'static str, rc: NvmlReturn) -> Result<(), NvmlError> {
-        if rc == 0 { Ok(()) } else { Err(NvmlError { call, code: rc, message: self.message(rc) }) }
+        if rc == 0 {
+            Ok(())
+        } else {
+            Err(NvmlError {
+                call,
+                code: rc,
+                message: self.message(rc),
+            })
+        }
     }
 
     pub fn driver_version(&self) -> Result<String, NvmlError> {
         let mut buf = [0 as c_char; 96];
         // SAFETY: buffer and its length match.
-        self.check("nvmlSystemGetDriverVersion", unsafe { (self.driver_version)(buf.as_mut_ptr(), 96) })?;
+        self.check("nvmlSystemGetDriverVersion", unsafe {
+            (self.driver_version)(buf.as_mut_ptr(), 96)
+        })?;
         Ok(c_buf_to_string(&buf))
     }
 
     pub fn device_count(&self) -> Result<u32, NvmlError> {
         let mut n = 0;
         // SAFETY: valid out-pointer.
-        self.check("nvmlDeviceGetCount_v2", unsafe { (self.device_count)(&raw mut n) })?;
+        self.check("nvmlDeviceGetCount_v2", unsafe {
+            (self.device_count)(&raw mut n)
+        })?;
         Ok(n)
     }
 
     pub fn handle_by_index(&self, index: u32) -> Result<NvmlDeviceHandle, NvmlError> {
         let mut h: NvmlDevice = std::ptr::null_mut();
         // SAFETY: valid out-pointer.
-        self.check("nvmlDeviceGetHandleByIndex_v2", unsafe { (self.handle_by_index)(index, &raw mut h) })?;
+        self.check("nvmlDeviceGetHandleByIndex_v2", unsafe {
+            (self.handle_by_index)(index, &raw mut h)
+        })?;
         Ok(NvmlDeviceHandle(h))
     }
 
@@ -151,21 +167,27 @@ impl Nvml {
         })?;
         let mut h: NvmlDevice = std::ptr::null_mut();
         // SAFETY: NUL-terminated string and valid out-pointer.
-        self.check("nvmlDeviceGetHandleByUUID", unsafe { (self.handle_by_uuid)(c.as_ptr(), &raw mut h) })?;
+        self.check("nvmlDeviceGetHandleByUUID", unsafe {
+            (self.handle_by_uuid)(c.as_ptr(), &raw mut h)
+        })?;
         Ok(NvmlDeviceHandle(h))
     }
 
     pub fn name(&self, d: NvmlDeviceHandle) -> Result<String, NvmlError> {
         let mut buf = [0 as c_char; 96];
         // SAFETY: buffer and its length match; handle from NVML.
-        self.check("nvmlDeviceGetName", unsafe { (self.device_name)(d.0, buf.as_mut_ptr(), 96) })?;
+        self.check("nvmlDeviceGetName", unsafe {
+            (self.device_name)(d.0, buf.as_mut_ptr(), 96)
+        })?;
         Ok(c_buf_to_string(&buf))
     }
 
     pub fn uuid(&self, d: NvmlDeviceHandle) -> Result<String, NvmlError> {
         let mut buf = [0 as c_char; 96];
         // SAFETY: buffer and its length match; handle from NVML.
-        self.check("nvmlDeviceGetUUID", unsafe { (self.device_uuid)(d.0, buf.as_mut_ptr(), 96) })?;
+        self.check("nvmlDeviceGetUUID", unsafe {
+            (self.device_uuid)(d.0, buf.as_mut_ptr(), 96)
+        })?;
         Ok(c_buf_to_string(&buf))
     }
 
@@ -173,8 +195,14 @@ impl Nvml {
     pub fn memory(&self, d: NvmlDeviceHandle) -> Result<MemInfo, NvmlError> {
         let mut m = NvmlMemory::default();
         // SAFETY: nvmlMemory_t is three u64 in this order; handle from NVML.
-        self.check("nvmlDeviceGetMemoryInfo", unsafe { (self.memory_info)(d.0, &raw mut m) })?;
-        Ok(MemInfo { total: m.total, free: m.free, used: m.used })
+        self.check("nvmlDeviceGetMemoryInfo", unsafe {
+            (self.memory_info)(d.0, &raw mut m)
+        })?;
+        Ok(MemInfo {
+            total: m.total,
+            free: m.free,
+            used: m.used,
+        })
     }
 }
 

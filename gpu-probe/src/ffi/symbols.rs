@@ -36,9 +36,15 @@ pub fn check_library(path: &str, names: &[&str]) -> Result<Vec<SymbolCheck>, Str
                 object_of(*sym)
             });
             let exported = resolved_in.as_deref().is_some_and(|obj| {
-                std::fs::canonicalize(obj).map(|p| p == target).unwrap_or(obj == path)
+                std::fs::canonicalize(obj)
+                    .map(|p| p == target)
+                    .unwrap_or(obj == path)
             });
-            SymbolCheck { name: (*name).to_owned(), exported, resolved_in }
+            SymbolCheck {
+                name: (*name).to_owned(),
+                exported,
+                resolved_in,
+            }
         })
         .collect();
     // Keep the library loaded: unloading a preloaded interposer is never wise.
@@ -58,7 +64,11 @@ fn object_of(addr: *mut c_void) -> Option<String> {
         return None;
     }
     // SAFETY: dli_fname is a NUL-terminated string owned by the loader.
-    Some(unsafe { CStr::from_ptr(info.dli_fname) }.to_string_lossy().into_owned())
+    Some(
+        unsafe { CStr::from_ptr(info.dli_fname) }
+            .to_string_lossy()
+            .into_owned(),
+    )
 }
 
 #[cfg(test)]
@@ -67,7 +77,9 @@ mod tests {
 
     fn libc_path() -> Option<String> {
         let maps = std::fs::read_to_string("/proc/self/maps").ok()?;
-        crate::maps::mapped_paths(&maps).into_iter().find(|p| p.contains("libc.so"))
+        crate::maps::mapped_paths(&maps)
+            .into_iter()
+            .find(|p| p.contains("libc.so"))
     }
 
     #[test]
