@@ -93,11 +93,10 @@ fn effective_version(doc: &DocumentMut, path: &str) -> Result<Option<i64>, Confi
 }
 
 fn parse(text: &str, path: &str) -> Result<DocumentMut, ConfigError> {
-    text.parse::<DocumentMut>()
-        .map_err(|e| ConfigError::Parse {
-            path: path.to_owned(),
-            message: e.to_string().trim().replace('\n', " "),
-        })
+    text.parse::<DocumentMut>().map_err(|e| ConfigError::Parse {
+        path: path.to_owned(),
+        message: e.to_string().trim().replace('\n', " "),
+    })
 }
 
 /// What kind of file is edited.
@@ -184,7 +183,8 @@ pub fn set_nvidia_default(
         path: path.to_owned(),
         key: key.to_owned(),
     };
-    let plugins = child_table(doc.as_table_mut(), "plugins", true).ok_or_else(|| shape("plugins"))?;
+    let plugins =
+        child_table(doc.as_table_mut(), "plugins", true).ok_or_else(|| shape("plugins"))?;
     let cri = child_table(plugins, plugin, true).ok_or_else(|| shape(plugin))?;
     let containerd = child_table(cri, "containerd", false).ok_or_else(|| shape("containerd"))?;
 
@@ -226,15 +226,17 @@ pub fn set_nvidia_default(
                 "set the missing `runtime_type = \"{RUNC_V2}\"` of runtime `nvidia` (containerd 2.3 rejects runtimes without it)"
             ));
         }
-        let options =
-            child_table(nvidia, "options", false).ok_or_else(|| shape("runtimes.nvidia.options"))?;
+        let options = child_table(nvidia, "options", false)
+            .ok_or_else(|| shape("runtimes.nvidia.options"))?;
         let has_binary = options
             .get("BinaryName")
             .and_then(Item::as_str)
             .is_some_and(|b| !b.is_empty());
         if !has_binary {
             set_str(options, "BinaryName", binary);
-            changes.push(format!("set `BinaryName = \"{binary}\"` of runtime `nvidia`"));
+            changes.push(format!(
+                "set `BinaryName = \"{binary}\"` of runtime `nvidia`"
+            ));
         }
     }
 
@@ -276,10 +278,7 @@ fn enable_cri(doc: &mut DocumentMut, version: i64, changes: &mut Vec<String>) {
             "io.containerd.cri.v1.images",
         ]
     };
-    let Some(array) = doc
-        .get_mut("disabled_plugins")
-        .and_then(Item::as_array_mut)
-    else {
+    let Some(array) = doc.get_mut("disabled_plugins").and_then(Item::as_array_mut) else {
         return;
     };
     let before = array.len();
@@ -459,7 +458,11 @@ pub fn imports(text: &str, path: &str) -> Result<Vec<String>, ConfigError> {
     Ok(doc
         .get("imports")
         .and_then(Item::as_array)
-        .map(|a| a.iter().filter_map(|v| v.as_str().map(str::to_owned)).collect())
+        .map(|a| {
+            a.iter()
+                .filter_map(|v| v.as_str().map(str::to_owned))
+                .collect()
+        })
         .unwrap_or_default())
 }
 
@@ -480,11 +483,11 @@ pub fn rewrite_imports_into(text: &str, path: &str, mirror: &Path) -> Result<Str
     let mut doc = parse(text, path)?;
     if let Some(array) = doc.get_mut("imports").and_then(Item::as_array_mut) {
         for v in array.iter_mut() {
-            if let Some(s) = v.as_str() {
-                if Path::new(s).is_absolute() {
-                    let moved = mirror.join(s.trim_start_matches('/'));
-                    *v = Value::from(moved.to_string_lossy().into_owned());
-                }
+            if let Some(s) = v.as_str()
+                && Path::new(s).is_absolute()
+            {
+                let moved = mirror.join(s.trim_start_matches('/'));
+                *v = Value::from(moved.to_string_lossy().into_owned());
             }
         }
     }
@@ -549,23 +552,42 @@ mod tests {
         let out = set_nvidia_default(input, "c.toml", ROOT2, NVIDIA_BINARY).unwrap();
         let t = &out.text;
         assert!(t.contains("# keep me"));
-        assert!(t.contains("default_runtime_name = 'nvidia' # trailing"), "{t}");
+        assert!(
+            t.contains("default_runtime_name = 'nvidia' # trailing"),
+            "{t}"
+        );
         let runc_opts = t.find("runtimes.runc.options]").unwrap();
         let nvidia = t.find("runtimes.nvidia]").unwrap();
         let nvidia_opts = t.find("runtimes.nvidia.options]").unwrap();
         let images = t.find("cri.v1.images']").unwrap();
-        assert!(runc_opts < nvidia && nvidia < nvidia_opts && nvidia_opts < images, "{t}");
+        assert!(
+            runc_opts < nvidia && nvidia < nvidia_opts && nvidia_opts < images,
+            "{t}"
+        );
         let after = &t[nvidia_opts..images];
         assert!(after.contains("SystemdCgroup = true"), "{t}");
-        assert!(after.contains("BinaryName = \"/usr/bin/nvidia-container-runtime\""), "{t}");
+        assert!(
+            after.contains("BinaryName = \"/usr/bin/nvidia-container-runtime\""),
+            "{t}"
+        );
     }
 
     #[test]
     fn empty_file_gets_version_and_tables() {
-        let out = set_nvidia_default("", "c.toml", Role::Root { version_if_missing: 3 }, NVIDIA_BINARY)
-            .unwrap();
+        let out = set_nvidia_default(
+            "",
+            "c.toml",
+            Role::Root {
+                version_if_missing: 3,
+            },
+            NVIDIA_BINARY,
+        )
+        .unwrap();
         assert_eq!(file_version(&out.text, "c").unwrap(), Some(3));
-        assert_eq!(default_runtime(&out.text, "c").unwrap().as_deref(), Some("nvidia"));
+        assert_eq!(
+            default_runtime(&out.text, "c").unwrap().as_deref(),
+            Some("nvidia")
+        );
     }
 
     #[test]
@@ -579,7 +601,8 @@ mod tests {
 
     #[test]
     fn version1_file_is_refused_with_a_fix() {
-        let err = set_nvidia_default("[plugins.cri]\n", "c.toml", ROOT2, NVIDIA_BINARY).unwrap_err();
+        let err =
+            set_nvidia_default("[plugins.cri]\n", "c.toml", ROOT2, NVIDIA_BINARY).unwrap_err();
         assert!(matches!(err, ConfigError::Version1 { .. }));
         assert!(err.to_string().contains("containerd config default"));
     }
@@ -594,11 +617,17 @@ mod tests {
     #[test]
     fn effective_default_follows_merge_rules() {
         let root = ("r".to_owned(), "version = 2\n[plugins.\"io.containerd.grpc.v1.cri\".containerd]\ndefault_runtime_name = \"nvidia\"\n".to_owned());
-        let dropin = ("d".to_owned(), "version = 2\n[plugins.\"io.containerd.grpc.v1.cri\".cni]\nbin_dir = \"/x\"\n".to_owned());
+        let dropin = (
+            "d".to_owned(),
+            "version = 2\n[plugins.\"io.containerd.grpc.v1.cri\".cni]\nbin_dir = \"/x\"\n"
+                .to_owned(),
+        );
         let files = [root, dropin];
         assert_eq!(effective_default_runtime(&files, Some(1)).unwrap(), None);
         assert_eq!(
-            effective_default_runtime(&files, Some(2)).unwrap().as_deref(),
+            effective_default_runtime(&files, Some(2))
+                .unwrap()
+                .as_deref(),
             Some("nvidia")
         );
     }

@@ -63,7 +63,9 @@ pub fn owner_of(path: &Path) -> Result<Option<Owner>, FsError> {
 
 /// A UTC timestamp for backup names, e.g. `20261125T134302Z`.
 pub fn timestamp() -> String {
-    jiff::Timestamp::now().strftime("%Y%m%dT%H%M%SZ").to_string()
+    jiff::Timestamp::now()
+        .strftime("%Y%m%dT%H%M%SZ")
+        .to_string()
 }
 
 /// Copies the current bytes of `path` (if any) to `<path>.host-setup-<stamp>.bak` with the same

@@ -45,9 +45,13 @@ pub struct Merged {
 /// Why config.yaml could not be merged.
 #[derive(Debug, thiserror::Error)]
 pub enum YamlError {
-    #[error("{CONFIG_YAML}: not valid YAML ({0}); fix the syntax (or restore a backup) and run again")]
+    #[error(
+        "{CONFIG_YAML}: not valid YAML ({0}); fix the syntax (or restore a backup) and run again"
+    )]
     Parse(String),
-    #[error("{CONFIG_YAML}: the top level must be a mapping of k3s flags (`key: value`); fix it and run again")]
+    #[error(
+        "{CONFIG_YAML}: the top level must be a mapping of k3s flags (`key: value`); fix it and run again"
+    )]
     NotMapping,
     #[error("{CONFIG_YAML}: `{0}` must be a string or a list of strings; fix it and run again")]
     BadList(String),
@@ -101,17 +105,21 @@ pub fn merge_config_yaml(existing: Option<&str>, wanted: &Wanted) -> Result<Merg
     let mut new = old.clone();
     let mut changes = Vec::new();
 
-    if let Some(rt) = &wanted.default_runtime {
-        if old.get("default-runtime").and_then(Value::as_str) != Some(rt.as_str()) {
-            new.insert("default-runtime".into(), Value::String(rt.clone()));
-            changes.push(format!(
+    if let Some(rt) = &wanted.default_runtime
+        && old.get("default-runtime").and_then(Value::as_str) != Some(rt.as_str())
+    {
+        new.insert("default-runtime".into(), Value::String(rt.clone()));
+        changes.push(format!(
                 "set `default-runtime: {rt}` so k3s writes default_runtime_name = \"{rt}\" into its containerd config (HAMi pods set no runtimeClassName)"
             ));
-        }
     }
 
     let sans = as_list(&old, "tls-san")?;
-    let missing: Vec<&String> = wanted.tls_san.iter().filter(|s| !sans.contains(s)).collect();
+    let missing: Vec<&String> = wanted
+        .tls_san
+        .iter()
+        .filter(|s| !sans.contains(s))
+        .collect();
     if !missing.is_empty() {
         let mut all = sans.clone();
         all.extend(missing.iter().map(|s| (*s).clone()));
@@ -139,13 +147,13 @@ pub fn merge_config_yaml(existing: Option<&str>, wanted: &Wanted) -> Result<Merg
         ));
     }
 
-    if let Some(mode) = kubeconfig_mode(&old) {
-        if mode_is_open(&mode) {
-            new.insert("write-kubeconfig-mode".into(), Value::String("0600".into()));
-            changes.push(format!(
+    if let Some(mode) = kubeconfig_mode(&old)
+        && mode_is_open(&mode)
+    {
+        new.insert("write-kubeconfig-mode".into(), Value::String("0600".into()));
+        changes.push(format!(
                 "set `write-kubeconfig-mode: \"0600\"` (was {mode:?}: that makes the cluster-admin credential readable by every local user; use --kubeconfig-user instead)"
             ));
-        }
     }
 
     let disabled = as_list(&old, "disable")?;
@@ -214,12 +222,11 @@ fn top_level_blocks(lines: &[&str]) -> Vec<Block> {
             && !line.starts_with("---")
             && line.contains(':');
         let col0_other = !line.is_empty() && !line.starts_with([' ', '\t']);
-        if starts_key || col0_other {
-            if let Some(last) = blocks.last_mut() {
-                if last.end == usize::MAX {
-                    last.end = i;
-                }
-            }
+        if (starts_key || col0_other)
+            && let Some(last) = blocks.last_mut()
+            && last.end == usize::MAX
+        {
+            last.end = i;
         }
         if starts_key {
             let raw = line.split(':').next().unwrap_or("").trim();
@@ -231,10 +238,10 @@ fn top_level_blocks(lines: &[&str]) -> Vec<Block> {
             });
         }
     }
-    if let Some(last) = blocks.last_mut() {
-        if last.end == usize::MAX {
-            last.end = lines.len();
-        }
+    if let Some(last) = blocks.last_mut()
+        && last.end == usize::MAX
+    {
+        last.end = lines.len();
     }
     // A block does not own the blank lines that end it.
     for b in &mut blocks {
@@ -301,7 +308,11 @@ fn patch_text(text: &str, old: &Mapping, new: &Mapping) -> String {
         let key = Value::String(block.key.clone());
         match (old.get(&key), new.get(&key)) {
             (Some(o), Some(n)) if o == n => {
-                out.extend(lines[block.start..block.end].iter().map(|l| (*l).to_owned()));
+                out.extend(
+                    lines[block.start..block.end]
+                        .iter()
+                        .map(|l| (*l).to_owned()),
+                );
             }
             (_, None) => {}
             (_, Some(n)) => {
@@ -342,25 +353,26 @@ pub fn dropin_conflicts(dropins: &[(String, String)], wanted: &Wanted) -> Vec<St
     let mut out = Vec::new();
     for (path, text) in dropins {
         let Ok(map) = parse_mapping(text) else {
-            out.push(format!("{path}: not valid YAML; k3s will refuse to start; fix or remove it"));
+            out.push(format!(
+                "{path}: not valid YAML; k3s will refuse to start; fix or remove it"
+            ));
             continue;
         };
         if let (Some(want), Some(have)) = (
             &wanted.default_runtime,
             map.get("default-runtime").and_then(Value::as_str),
-        ) {
-            if have != want {
-                out.push(format!(
+        ) && have != want
+        {
+            out.push(format!(
                     "{path}: sets `default-runtime: {have}`, which overrides config.yaml (drop-ins are read later); remove that line"
                 ));
-            }
         }
-        if let Some(mode) = kubeconfig_mode(&map) {
-            if mode_is_open(&mode) {
-                out.push(format!(
+        if let Some(mode) = kubeconfig_mode(&map)
+            && mode_is_open(&mode)
+        {
+            out.push(format!(
                     "{path}: sets `write-kubeconfig-mode: {mode}`, making the admin kubeconfig world-readable; remove that line"
                 ));
-            }
         }
     }
     out
@@ -477,12 +489,11 @@ pub fn template_conflicts(path: &str, text: &str, default_runtime_set: bool) -> 
             .get("runtimes")
             .and_then(|r| r.get("runc"))
             .and_then(toml_edit::Item::as_table)
+            && !runc.is_implicit()
         {
-            if !runc.is_implicit() {
-                out.push(format!(
+            out.push(format!(
                     "{path} declares runtimes.runc, which the base template already emits (`table runc already exists`); fix: remove it"
                 ));
-            }
         }
     }
     out
@@ -564,7 +575,10 @@ mod tests {
         assert_eq!(v.to_string(), "v1.33.5");
         assert_eq!(choose_method(Some(v), Some(3)), Method::ConfigYaml);
         let old = parse_version("v1.28.4+k3s2").unwrap();
-        assert!(matches!(choose_method(Some(old), Some(2)), Method::Unsupported { .. }));
+        assert!(matches!(
+            choose_method(Some(old), Some(2)),
+            Method::Unsupported { .. }
+        ));
         assert_eq!(choose_method(Some(old), Some(3)), Method::TemplateV3);
     }
 
