@@ -139,6 +139,7 @@ pub fn set_nvidia_default(
     binary: &str,
 ) -> Result<Edited, ConfigError> {
     let mut doc = parse(text, path)?;
+    let style = Style::detect(&doc);
     let mut changes = Vec::new();
     let version = match (effective_version(&doc, path)?, role) {
         (Some(v), _) => v,
@@ -203,7 +204,7 @@ pub fn set_nvidia_default(
             .find(|n| !n.starts_with("nvidia") && runtimes.get(n).is_some_and(Item::is_table))
             .map(str::to_owned);
         let nvidia = match &source_name {
-            Some(name) => copy_runtime(runtimes, name, binary),
+            Some(name) => copy_runtime(runtimes, name, binary, style.blank_before),
             None => fresh_runtime(binary),
         };
         runtimes.insert(NVIDIA_RUNTIME, Item::Table(nvidia));
@@ -252,11 +253,115 @@ pub fn set_nvidia_default(
         ));
     }
 
+    style.apply(doc.as_table_mut(), 0);
     Ok(Edited {
         text: doc.to_string(),
         changes,
         version: Some(version),
     })
+}
+
+/// The layout of a file, so new tables and keys look like their neighbours: nested files indent
+/// headers two spaces per level (`containerd config default`), flat ones do not (k3s).
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Style {
+    /// Header indentation per nesting level beyond the first.
+    unit: String,
+    /// Key indentation relative to its header.
+    extra: String,
+    /// A blank line before each table header.
+    blank_before: bool,
+}
+
+impl Style {
+    fn detect(doc: &DocumentMut) -> Self {
+        let mut headers: Vec<(usize, String, Option<String>)> = Vec::new();
+        collect_headers(doc.as_table(), 0, &mut headers);
+        let indent_of = |prefix: &str| -> String {
+            prefix.rsplit('\n').next().unwrap_or("").to_owned()
+        };
+        let unit = headers
+            .iter()
+            .filter(|(depth, _, _)| *depth >= 2)
+            .find_map(|(depth, prefix, _)| {
+                let indent = indent_of(prefix);
+                (!indent.is_empty()).then(|| " ".repeat(indent.len() / (depth - 1)))
+            })
+            .unwrap_or_default();
+        let extra = headers
+            .iter()
+            .find_map(|(_, prefix, key)| {
+                let key = key.as_ref()?;
+                let header = indent_of(prefix);
+                Some(" ".repeat(key.len().saturating_sub(header.len())))
+            })
+            .unwrap_or_else(|| "  ".to_owned());
+        let later = headers.iter().skip(1);
+        let blank = later.clone().filter(|(_, p, _)| p.contains('\n')).count();
+        let blank_before = headers.len() < 2 || blank * 2 >= later.count();
+        Self {
+            unit,
+            extra,
+            blank_before,
+        }
+    }
+
+    fn header_indent(&self, depth: usize) -> String {
+        self.unit.repeat(depth.saturating_sub(1))
+    }
+
+    /// Gives new tables (no decor yet) and new keys the file's layout.
+    fn apply(&self, table: &mut Table, depth: usize) {
+        let header = self.header_indent(depth);
+        let key_indent = format!("{header}{}", if depth == 0 { "" } else { &self.extra });
+        let keys: Vec<String> = table
+            .iter()
+            .filter(|(_, item)| item.is_value())
+            .map(|(k, _)| k.to_owned())
+            .collect();
+        for k in keys {
+            if let Some(mut key) = table.key_mut(&k) {
+                if key.leaf_decor().prefix().is_none() {
+                    key.leaf_decor_mut().set_prefix(key_indent.clone());
+                }
+            }
+        }
+        for (_, item) in table.iter_mut() {
+            if let Some(child) = item.as_table_mut() {
+                if child.decor().prefix().is_none() {
+                    let blank = if self.blank_before { "\n" } else { "" };
+                    child
+                        .decor_mut()
+                        .set_prefix(format!("{blank}{}", self.header_indent(depth + 1)));
+                }
+                self.apply(child, depth + 1);
+            }
+        }
+    }
+}
+
+/// (depth, header prefix, indentation of its first key) of every explicit table.
+fn collect_headers(table: &Table, depth: usize, out: &mut Vec<(usize, String, Option<String>)>) {
+    if depth > 0 && !table.is_implicit() {
+        let prefix = table
+            .decor()
+            .prefix()
+            .and_then(|p| p.as_str())
+            .unwrap_or("")
+            .to_owned();
+        let key = table
+            .iter()
+            .filter(|(_, item)| item.is_value())
+            .find_map(|(k, _)| table.key(k))
+            .and_then(|k| k.leaf_decor().prefix().and_then(|p| p.as_str()))
+            .map(str::to_owned);
+        out.push((depth, prefix, key));
+    }
+    for (_, item) in table.iter() {
+        if let Some(child) = item.as_table() {
+            collect_headers(child, depth + 1, out);
+        }
+    }
 }
 
 /// Whether the document declares `plugins.<plugin>` (a drop-in that does overrides the root).
@@ -296,16 +401,6 @@ fn child_table<'a>(parent: &'a mut Table, key: &str, implicit: bool) -> Option<&
     if !parent.contains_key(key) {
         let mut table = Table::new();
         table.set_implicit(implicit);
-        // Indent like the sibling tables, so nested-style files stay nested-style.
-        if let Some(prefix) = parent
-            .iter()
-            .filter_map(|(_, item)| item.as_table())
-            .filter_map(|t| t.decor().prefix().and_then(|p| p.as_str()))
-            .last()
-            .map(str::to_owned)
-        {
-            table.decor_mut().set_prefix(prefix);
-        }
         parent.insert(key, Item::Table(table));
     }
     parent.get_mut(key).and_then(Item::as_table_mut)
@@ -313,12 +408,21 @@ fn child_table<'a>(parent: &'a mut Table, key: &str, implicit: bool) -> Option<&
 
 /// A copy of runtime `name` (settings, options, comments and indentation) with `BinaryName`
 /// pointing at the NVIDIA runtime, placed right after the copied runtime.
-fn copy_runtime(runtimes: &Table, name: &str, binary: &str) -> Table {
+fn copy_runtime(runtimes: &Table, name: &str, binary: &str, blank_before: bool) -> Table {
     let mut copy = runtimes
         .get(name)
         .and_then(Item::as_table)
         .cloned()
         .unwrap_or_default();
+    // Same indentation as the original header, and the file's blank-line habit.
+    let indent = copy
+        .decor()
+        .prefix()
+        .and_then(|p| p.as_str())
+        .map(|p| p.rsplit('\n').next().unwrap_or("").to_owned())
+        .unwrap_or_default();
+    copy.decor_mut()
+        .set_prefix(format!("{}{indent}", if blank_before { "\n" } else { "" }));
     // Place the copy after the last table of the original: position = max position of its
     // subtree; children inherit it (no position) so they print right after the copy's header.
     if let Some(last) = max_position(&copy) {
@@ -329,11 +433,7 @@ fn copy_runtime(runtimes: &Table, name: &str, binary: &str) -> Table {
     }
     let has_options = copy.get("options").is_some_and(Item::is_table);
     if !has_options {
-        let mut options = Table::new();
-        if let Some(prefix) = copy.decor().prefix().and_then(|p| p.as_str()) {
-            options.decor_mut().set_prefix(prefix.to_owned());
-        }
-        copy.insert("options", Item::Table(options));
+        copy.insert("options", Item::Table(Table::new()));
     }
     if let Some(options) = copy.get_mut("options").and_then(Item::as_table_mut) {
         set_str(options, "BinaryName", binary);
@@ -401,17 +501,7 @@ fn set_str(table: &mut Table, key: &str, new: &str) {
         table.insert(key, Item::Value(value));
         return;
     }
-    let indent = table
-        .iter()
-        .filter(|(_, item)| item.is_value())
-        .filter_map(|(k, _)| table.key(k))
-        .filter_map(|k| k.leaf_decor().prefix().and_then(|p| p.as_str()))
-        .last()
-        .map(str::to_owned);
-    let mut k = Key::new(key);
-    if let Some(indent) = indent {
-        k.leaf_decor_mut().set_prefix(indent);
-    }
+    let k = Key::new(key);
     table.insert_formatted(&k, toml_edit::value(new));
 }
 
