@@ -277,9 +277,8 @@ impl Style {
     fn detect(doc: &DocumentMut) -> Self {
         let mut headers: Vec<(usize, String, Option<String>)> = Vec::new();
         collect_headers(doc.as_table(), 0, &mut headers);
-        let indent_of = |prefix: &str| -> String {
-            prefix.rsplit('\n').next().unwrap_or("").to_owned()
-        };
+        let indent_of =
+            |prefix: &str| -> String { prefix.rsplit('\n').next().unwrap_or("").to_owned() };
         let unit = headers
             .iter()
             .filter(|(depth, _, _)| *depth >= 2)
