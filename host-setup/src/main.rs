@@ -193,11 +193,7 @@ fn run(cli: &Cli) -> anyhow::Result<u8> {
                 timeout_s: *timeout,
             };
             let plan = plan::plan_install(&obs, &opts);
-            let title = format!(
-                "host-setup install plan for {} ({} steps)",
-                root.dir().display(),
-                plan.steps.len()
-            );
+            let title = title_for("install", &root, &plan, &obs);
             finish(
                 cli,
                 &plan,
@@ -217,15 +213,11 @@ fn run(cli: &Cli) -> anyhow::Result<u8> {
         } => {
             let target = runtime.unwrap_or_else(|| plan::auto_target(&obs));
             let plan = plan::plan_set_default_runtime(&obs, target, system, *timeout);
-            let title = format!(
-                "host-setup set-default-runtime --runtime {} plan for {} ({} steps)",
-                match target {
-                    Target::K3s => "k3s",
-                    Target::Containerd => "containerd",
-                },
-                root.dir().display(),
-                plan.steps.len()
-            );
+            let what = match target {
+                Target::K3s => "set-default-runtime --runtime k3s",
+                Target::Containerd => "set-default-runtime --runtime containerd",
+            };
+            let title = title_for(what, &root, &plan, &obs);
             finish(
                 cli,
                 &plan,
@@ -239,6 +231,25 @@ fn run(cli: &Cli) -> anyhow::Result<u8> {
             )
         }
     }
+}
+
+fn title_for(
+    what: &str,
+    root: &HostRoot,
+    plan: &Plan,
+    obs: &host_setup::observe::Observation,
+) -> String {
+    let mut t = format!(
+        "host-setup {what}: plan for {} ({} step{})\n{}",
+        root.dir().display(),
+        plan.steps.len(),
+        if plan.steps.len() == 1 { "" } else { "s" },
+        render::host_summary(obs)
+    );
+    if !root.is_system() {
+        t.push_str("\n--root is not the running system: files are written under it; apt, installer and systemctl steps are shown but skipped");
+    }
+    t
 }
 
 /// Prints or applies a plan, then verifies; returns the exit code.

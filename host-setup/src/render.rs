@@ -10,7 +10,8 @@ use similar::TextDiff;
 
 use crate::apply::{K3S_INSTALLER_URL, TOOLKIT_KEY_URL, TOOLKIT_LIST_URL};
 use crate::checks::{Finding, Level};
-use crate::plan::{Plan, Step};
+use crate::observe::{Driver, Observation};
+use crate::plan::{Check, Plan, Step};
 
 /// Keys whose values are secrets (k3s flags and containerd registry auth).
 const SECRET_KEYS: [&str; 12] = [
@@ -136,6 +137,54 @@ pub fn step_title(step: &Step) -> String {
     }
 }
 
+fn check_text(check: &Check) -> &'static str {
+    match check {
+        Check::K3sYaml => "parses as a YAML mapping",
+        Check::K3sTemplate => "TOML part parses, no table of the base template redeclared",
+        Check::ContainerdRoot => {
+            "parses, nvidia default in the right table, loaded by the real `containerd config dump` (with drop-ins) when installed"
+        }
+        Check::ContainerdDropIn => "parses; loaded with its root config",
+    }
+}
+
+/// A short description of the observed host, printed above plans.
+pub fn host_summary(obs: &Observation) -> String {
+    let mut parts = vec![
+        obs.os_pretty_name
+            .clone()
+            .unwrap_or_else(|| "unknown OS".to_owned()),
+    ];
+    match &obs.driver {
+        Driver::Ok { version, gpus } => {
+            parts.push(format!("driver {version}"));
+            for g in gpus {
+                parts.push(format!("GPU {} {} (MIG {})", g.index, g.name, g.mig_mode));
+            }
+        }
+        Driver::Missing { why } => parts.push(format!("no driver ({why})")),
+    }
+    parts.push(match &obs.k3s {
+        Some(k) => format!(
+            "k3s {}",
+            k.version
+                .map_or_else(|| "(version unknown)".to_owned(), |v| v.to_string())
+        ),
+        None => "no k3s".to_owned(),
+    });
+    parts.push(match &obs.toolkit {
+        Some(t) => format!("toolkit at {}", t.runtime_path),
+        None => "no toolkit".to_owned(),
+    });
+    if let Some(c) = &obs.containerd {
+        parts.push(format!(
+            "containerd {}",
+            c.version.as_deref().unwrap_or("?")
+        ));
+    }
+    format!("Host: {}", parts.join(", "))
+}
+
 /// The plan for people: numbered steps with why, commands and diffs.
 pub fn plan_human(title: &str, plan: &Plan) -> String {
     let mut s = String::new();
@@ -158,13 +207,14 @@ pub fn plan_human(title: &str, plan: &Plan) -> String {
             }
             let _ = writeln!(
                 s,
-                "   written atomically; {}; checked before writing: {:?}",
+                "   {}; written atomically (temp file + rename); checked first: {}",
                 if f.before.is_some() {
-                    "the old file is backed up with a timestamp, owner and mode kept".to_owned()
+                    "old file backed up as <file>.host-setup-<UTC time>.bak, owner and mode kept"
+                        .to_owned()
                 } else {
                     format!("new file, mode {:o}", f.mode)
                 },
-                f.check
+                check_text(&f.check)
             );
             for line in diff(&f.path, f.before.as_deref(), &f.after).lines() {
                 let _ = writeln!(s, "   | {line}");
