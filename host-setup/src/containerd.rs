@@ -319,10 +319,10 @@ impl Style {
             .map(|(k, _)| k.to_owned())
             .collect();
         for k in keys {
-            if let Some(mut key) = table.key_mut(&k) {
-                if key.leaf_decor().prefix().is_none() {
-                    key.leaf_decor_mut().set_prefix(key_indent.clone());
-                }
+            if let Some(mut key) = table.key_mut(&k)
+                && key.leaf_decor().prefix().is_none()
+            {
+                key.leaf_decor_mut().set_prefix(key_indent.clone());
             }
         }
         for (_, item) in table.iter_mut() {
