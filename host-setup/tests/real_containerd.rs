@@ -2,7 +2,7 @@
 //! (`containerd -c FILE config dump`, drop-ins included) and must report `nvidia` as default.
 //!
 //! Binaries: `containerd` on PATH (Debian bookworm's 1.6, reads v2) and a v3-capable 2.x from
-//! `$HOST_SETUP_CONTAINERD2` or /opt/containerd-2.1.9/usr/bin/containerd (host-setup/README.md says
+//! `$HOST_SETUP_CONTAINERD2` or /opt/containerd2/usr/bin/containerd (host-setup/README.md says
 //! how CI installs it). Missing binaries are reported as `SKIPPED:` lines, never silently.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 

@@ -58,14 +58,14 @@ pub fn read(dir: &Path, host: &str) -> Vec<u8> {
 }
 
 /// Real containerd binaries: (path, major version). `containerd` on PATH (Debian bookworm: 1.6)
-/// and a v3-capable one from `$HOST_SETUP_CONTAINERD2` or /opt/containerd-2.1.9 (see README).
+/// and a v3-capable one from `$HOST_SETUP_CONTAINERD2` or /opt/containerd2 (tests/install-containerd2.sh).
 pub fn containerd_bins() -> Vec<(String, u32)> {
     let runner = SystemRunner::new(false);
     let mut candidates = vec!["containerd".to_owned()];
     if let Ok(p) = std::env::var("HOST_SETUP_CONTAINERD2") {
         candidates.push(p);
     }
-    candidates.push("/opt/containerd-2.1.9/usr/bin/containerd".to_owned());
+    candidates.push("/opt/containerd2/usr/bin/containerd".to_owned());
     let mut out: Vec<(String, u32)> = Vec::new();
     for c in candidates {
         if !runner.exists(&c) || out.iter().any(|(p, _)| *p == c) {
