@@ -703,6 +703,51 @@ mod tests {
         assert_eq!(out.text, input);
     }
 
+    proptest::proptest! {
+        /// Over many shapes of config (version, runc present or not, containerd table present or
+        /// not, current default, quote style, nested or flat layout): the result parses, has the
+        /// nvidia runtime and default in the right table, keeps the comment, and is a fixed point.
+        #[test]
+        fn edit_is_correct_and_idempotent(
+            version in 2i64..=3,
+            runc in proptest::bool::ANY,
+            containerd_table in proptest::bool::ANY,
+            default in proptest::option::of("(runc|crun|nvidia)"),
+            literal in proptest::bool::ANY,
+            nested in proptest::bool::ANY,
+        ) {
+            let plugin = cri_runtime_plugin(version).unwrap();
+            let q = |s: &str| if literal { format!("'{s}'") } else { format!("\"{s}\"") };
+            let ind = |n: usize| if nested { "  ".repeat(n) } else { String::new() };
+            let mut t = format!("# my comment\nversion = {version}\n\n[plugins]\n");
+            t.push_str(&format!("{}[plugins.\"{plugin}\"]\n{}enable_cdi = true\n", ind(1), ind(2)));
+            if containerd_table || default.is_some() {
+                t.push_str(&format!("{}[plugins.\"{plugin}\".containerd]\n", ind(2)));
+                if let Some(d) = &default {
+                    t.push_str(&format!("{}  default_runtime_name = {}\n", ind(2), q(d)));
+                }
+            }
+            if runc {
+                t.push_str(&format!("{}[plugins.\"{plugin}\".containerd.runtimes.runc]\n{}  runtime_type = {}\n", ind(4), ind(4), q("io.containerd.runc.v2")));
+                t.push_str(&format!("{}[plugins.\"{plugin}\".containerd.runtimes.runc.options]\n{}  SystemdCgroup = true\n", ind(5), ind(5)));
+            }
+            let once = set_nvidia_default(&t, "c", ROOT2, NVIDIA_BINARY).unwrap();
+            proptest::prop_assert!(once.text.contains("# my comment"));
+            proptest::prop_assert_eq!(file_version(&once.text, "c").unwrap(), Some(version));
+            let dflt = default_runtime(&once.text, "c").unwrap();
+            proptest::prop_assert_eq!(dflt.as_deref(), Some("nvidia"));
+            proptest::prop_assert!(has_runtime(&once.text, "c", "nvidia").unwrap());
+            if runc && default.as_deref() != Some("crun") {
+                let doc: DocumentMut = once.text.parse().unwrap();
+                let sc = doc["plugins"][plugin]["containerd"]["runtimes"]["nvidia"]["options"]["SystemdCgroup"].as_bool();
+                proptest::prop_assert_eq!(sc, Some(true));
+            }
+            let twice = set_nvidia_default(&once.text, "c", ROOT2, NVIDIA_BINARY).unwrap();
+            proptest::prop_assert_eq!(&twice.text, &once.text);
+            proptest::prop_assert!(twice.changes.is_empty());
+        }
+    }
+
     #[test]
     fn effective_default_follows_merge_rules() {
         let root = ("r".to_owned(), "version = 2\n[plugins.\"io.containerd.grpc.v1.cri\".containerd]\ndefault_runtime_name = \"nvidia\"\n".to_owned());

@@ -84,7 +84,13 @@ pub fn backup(path: &Path, stamp: &str) -> Result<Backup, FsError> {
         .ok_or_else(|| FsError::NoParent(path.to_path_buf()))?
         .to_string_lossy()
         .into_owned();
-    let copy = path.with_file_name(format!("{name}.host-setup-{stamp}.bak"));
+    // Never overwrite an older backup (two runs within one second).
+    let mut copy = path.with_file_name(format!("{name}.host-setup-{stamp}.bak"));
+    let mut n = 1;
+    while copy.exists() {
+        copy = path.with_file_name(format!("{name}.host-setup-{stamp}-{n}.bak"));
+        n += 1;
+    }
     write_atomic(&copy, &bytes, owner)?;
     Ok(Backup {
         path: path.to_path_buf(),
@@ -155,6 +161,20 @@ mod tests {
         assert_eq!(owner_of(&path).unwrap().unwrap().mode, 0o640);
         restore(&b).unwrap();
         assert_eq!(fs::read(&path).unwrap(), b"old\n");
+    }
+
+    #[test]
+    fn a_second_backup_in_the_same_second_keeps_the_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        let me = owner_of(dir.path()).unwrap().unwrap();
+        write_atomic(&path, b"one", Owner { mode: 0o644, ..me }).unwrap();
+        let first = backup(&path, "S").unwrap().copy.unwrap();
+        write_atomic(&path, b"two", Owner { mode: 0o644, ..me }).unwrap();
+        let second = backup(&path, "S").unwrap().copy.unwrap();
+        assert_ne!(first, second);
+        assert_eq!(fs::read(first).unwrap(), b"one");
+        assert_eq!(fs::read(second).unwrap(), b"two");
     }
 
     #[test]

@@ -134,8 +134,18 @@ pub fn merge_config_yaml(existing: Option<&str>, wanted: &Wanted) -> Result<Merg
     let mut merged = labels.clone();
     for want in &wanted.node_labels {
         let key = want.split('=').next().unwrap_or(want);
-        merged.retain(|l| l == want || l.split('=').next() != Some(key));
-        if !merged.contains(want) {
+        // Keep the first `want` where it is; drop duplicates and other values of the same key.
+        let mut seen = false;
+        merged.retain(|l| {
+            if l == want {
+                let keep = !seen;
+                seen = true;
+                keep
+            } else {
+                l.split('=').next() != Some(key)
+            }
+        });
+        if !seen {
             merged.push(want.clone());
         }
     }
@@ -221,7 +231,8 @@ fn top_level_blocks(lines: &[&str]) -> Vec<Block> {
             && !line.starts_with([' ', '\t', '#', '-'])
             && !line.starts_with("---")
             && line.contains(':');
-        let col0_other = !line.is_empty() && !line.starts_with([' ', '\t']);
+        // `- item` at column 0 continues a block sequence (serde's style), it does not end it.
+        let col0_other = !line.is_empty() && !line.starts_with([' ', '\t', '-']);
         if (starts_key || col0_other)
             && let Some(last) = blocks.last_mut()
             && last.end == usize::MAX
@@ -554,10 +565,46 @@ mod tests {
     #[test]
     fn replaces_other_gpu_label_and_undisables_runtimes() {
         let input = "node-label: gpu=off\ndisable:\n- traefik\n- runtimes\n";
-        let m = merge_config_yaml(Some(input), &wanted()).unwrap();
+        let input = format!("# keep\n{input}");
+        let m = merge_config_yaml(Some(&input), &wanted()).unwrap();
+        assert!(!m.reserialised, "{}", m.text);
+        assert!(m.text.starts_with("# keep\n"));
+        assert!(m.text.contains("disable:\n- traefik\n"), "{}", m.text);
         let map = parse_mapping(&m.text).unwrap();
         assert_eq!(as_list(&map, "node-label").unwrap(), vec!["gpu=on"]);
         assert_eq!(as_list(&map, "disable").unwrap(), vec!["traefik"]);
+    }
+
+    proptest::proptest! {
+        /// Whatever labels and SANs a file already has, merging is idempotent, keeps every other
+        /// key, and leaves exactly one `gpu=` label.
+        #[test]
+        fn merge_is_idempotent(
+            labels in proptest::collection::vec("(gpu|zone|team)=(on|off|a1)", 0..4),
+            sans in proptest::collection::vec("[a-z]{1,6}\\.local", 0..3),
+            quoted in proptest::bool::ANY,
+        ) {
+            let q = |s: &String| if quoted { format!("\"{s}\"") } else { s.clone() };
+            let mut text = String::from("# top comment\ncluster-init: true\n");
+            if !labels.is_empty() {
+                text.push_str("node-label:\n");
+                for l in &labels { text.push_str(&format!("  - {}\n", q(l))); }
+            }
+            if !sans.is_empty() {
+                text.push_str("tls-san:\n");
+                for s in &sans { text.push_str(&format!("  - {}\n", q(s))); }
+            }
+            let once = merge_config_yaml(Some(&text), &wanted()).unwrap();
+            let twice = merge_config_yaml(Some(&once.text), &wanted()).unwrap();
+            proptest::prop_assert_eq!(&twice.text, &once.text);
+            proptest::prop_assert!(twice.changes.is_empty());
+            proptest::prop_assert!(!once.reserialised);
+            proptest::prop_assert!(once.text.starts_with("# top comment\ncluster-init: true\n"));
+            let map = parse_mapping(&once.text).unwrap();
+            let gpu: Vec<String> = as_list(&map, "node-label").unwrap().into_iter().filter(|l| l.starts_with("gpu=")).collect();
+            proptest::prop_assert_eq!(gpu, vec!["gpu=on".to_owned()]);
+            proptest::prop_assert!(as_list(&map, "tls-san").unwrap().contains(&"10.0.0.10".to_owned()));
+        }
     }
 
     #[test]

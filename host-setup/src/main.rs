@@ -169,7 +169,7 @@ fn run(cli: &Cli) -> anyhow::Result<u8> {
             );
             print_findings(
                 cli.output,
-                &format!("host-setup verify ({target:?})"),
+                &format!("host-setup verify --runtime {}", target_name(target)),
                 &findings,
             )?;
             Ok(checks::exit_code(&findings, 1))
@@ -213,11 +213,8 @@ fn run(cli: &Cli) -> anyhow::Result<u8> {
         } => {
             let target = runtime.unwrap_or_else(|| plan::auto_target(&obs));
             let plan = plan::plan_set_default_runtime(&obs, target, system, *timeout);
-            let what = match target {
-                Target::K3s => "set-default-runtime --runtime k3s",
-                Target::Containerd => "set-default-runtime --runtime containerd",
-            };
-            let title = title_for(what, &root, &plan, &obs);
+            let what = format!("set-default-runtime --runtime {}", target_name(target));
+            let title = title_for(&what, &root, &plan, &obs);
             finish(
                 cli,
                 &plan,
@@ -348,4 +345,11 @@ fn print_findings(output: Output, title: &str, findings: &[checks::Finding]) -> 
         Output::Json => println!("{}", serde_json::to_string_pretty(findings)?),
     }
     Ok(())
+}
+
+fn target_name(target: Target) -> &'static str {
+    match target {
+        Target::K3s => "k3s",
+        Target::Containerd => "containerd",
+    }
 }
