@@ -158,7 +158,7 @@ pub fn verify<R: Runner + ?Sized>(
 ) -> Vec<Finding> {
     match target {
         Target::K3s => verify_k3s(obs, runner, system, k3s_did_not_run),
-        Target::Containerd => verify_containerd(obs, runner, root, containerd_bin),
+        Target::Containerd => verify_containerd(obs, runner, root, system, containerd_bin),
     }
 }
 
@@ -269,6 +269,7 @@ fn verify_containerd<R: Runner + ?Sized>(
     obs: &Observation,
     runner: &R,
     root: &HostRoot,
+    system: bool,
     containerd_bin: Option<&str>,
 ) -> Vec<Finding> {
     let mut out = Vec::new();
@@ -303,7 +304,23 @@ fn verify_containerd<R: Runner + ?Sized>(
         Err(e) => out.push(Finding::fail(e.to_string(), "fix the file")),
     }
     let bin = containerd_bin.unwrap_or("containerd");
-    if runner.exists(bin) {
+    let file_version = containerd::file_version(&cfg.text, &cfg.path)
+        .ok()
+        .flatten()
+        .unwrap_or(2);
+    let too_old = file_version >= 3
+        && runner.exists(bin)
+        && apply::containerd_major(runner, bin).is_some_and(|m| m < 2);
+    if too_old && !system {
+        out.push(Finding::skip(format!(
+            "`{bin} config dump`: {bin} is containerd 1.x and cannot read config version {file_version}; pass --containerd-bin with a containerd >= 2.0"
+        )));
+    } else if too_old {
+        out.push(Finding::fail(
+            format!("{} is config version {file_version}, which this host's containerd 1.x cannot read (it ignores the CRI settings)", cfg.path),
+            "upgrade containerd to 2.x, or rewrite the file as version 2",
+        ));
+    } else if runner.exists(bin) {
         match apply::dump_with_containerd(runner, bin, root, observe::CONTAINERD_CONFIG, &[]) {
             Ok(_) => out.push(Finding::ok(format!(
                 "`{bin} config dump` loads it: default runtime nvidia"

@@ -245,9 +245,7 @@ impl<R: Runner + ?Sized> Observer<'_, R> {
         obs.toolkit_repo = self.root.exists(Path::new(TOOLKIT_LIST));
         obs.free_disk_mib = self.free_disk();
         if self.system {
-            obs.primary_address = self
-                .run_ok(&Cmd::new("hostname").arg("-I"))
-                .and_then(|s| s.split_whitespace().next().map(str::to_owned));
+            obs.primary_address = self.primary_address();
         }
 
         obs.k3s_config = self.file(k3s::CONFIG_YAML, &mut notes);
@@ -281,6 +279,22 @@ impl<R: Runner + ?Sized> Observer<'_, R> {
         obs.kubeconfig_user = kubeconfig_user.and_then(|u| self.user(u, &mut notes));
         obs.notes = notes;
         obs
+    }
+
+    /// The IPv4 address of the interface holding the default route (no packet is sent), else
+    /// the first address of `hostname -I`.
+    fn primary_address(&self) -> Option<String> {
+        let dev = self
+            .run_ok(&Cmd::new("ip").args(["-o", "-4", "route", "show", "default"]))
+            .and_then(|s| default_route_dev(&s));
+        let from_dev = dev.and_then(|dev| {
+            self.run_ok(&Cmd::new("ip").args(["-o", "-4", "addr", "show", "dev", &dev]))
+                .and_then(|s| first_inet(&s))
+        });
+        from_dev.or_else(|| {
+            self.run_ok(&Cmd::new("hostname").arg("-I"))
+                .and_then(|s| s.split_whitespace().next().map(str::to_owned))
+        })
     }
 
     fn unit_active(&self, unit: &str) -> Option<bool> {
@@ -440,6 +454,20 @@ fn read_state(path: &Path, host: &str, notes: &mut Vec<String>) -> Option<FileSt
     }
 }
 
+/// `default via 10.0.0.1 dev eth0 proto dhcp ...` → `eth0`.
+pub fn default_route_dev(text: &str) -> Option<String> {
+    let words: Vec<&str> = text.lines().next()?.split_whitespace().collect();
+    let i = words.iter().position(|w| *w == "dev")?;
+    words.get(i + 1).map(|d| (*d).to_owned())
+}
+
+/// `2: eth0    inet 10.0.0.10/24 brd ...` → `10.0.0.10`.
+pub fn first_inet(text: &str) -> Option<String> {
+    let words: Vec<&str> = text.split_whitespace().collect();
+    let i = words.iter().position(|w| *w == "inet")?;
+    words.get(i + 1)?.split('/').next().map(str::to_owned)
+}
+
 /// `containerd github.com/containerd/containerd/v2 2.1.9+unknown ` → `2.1.9`.
 pub fn containerd_version(text: &str) -> Option<String> {
     text.split_whitespace()
@@ -484,6 +512,25 @@ pub fn parse_nvidia_smi(stdout: &str) -> Driver {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn primary_address_parsing() {
+        assert_eq!(
+            default_route_dev(
+                "default via 10.0.0.1 dev ens5 proto dhcp src 10.0.0.10 metric 100\n"
+            )
+            .as_deref(),
+            Some("ens5")
+        );
+        assert_eq!(
+            first_inet(
+                "2: ens5    inet 10.0.0.10/24 metric 100 brd 10.0.0.255 scope global dynamic ens5\n"
+            )
+            .as_deref(),
+            Some("10.0.0.10")
+        );
+        assert_eq!(default_route_dev(""), None);
+    }
 
     #[test]
     fn parses_nvidia_smi_and_containerd_versions() {
