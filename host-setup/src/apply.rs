@@ -152,6 +152,13 @@ pub fn apply<R: Runner + ?Sized>(
                     runner,
                     &Cmd::new("apt-get")
                         .args(["install", "-y", "--no-install-recommends"])
+                        // A pinned version may be older than the installed one.
+                        .args(
+                            packages
+                                .iter()
+                                .any(|p| p.contains('='))
+                                .then_some("--allow-downgrades"),
+                        )
                         .args(packages.iter().cloned())
                         .env("DEBIAN_FRONTEND", "noninteractive"),
                     &mut report,
@@ -277,8 +284,8 @@ fn roll_back<R: Runner + ?Sized>(
             Err(e) => failures.push(e.to_string()),
         }
     }
-    let restart = runner.run_checked(&restart_cmd(unit));
     progress(&format!("running {}", restart_cmd(unit)));
+    let restart = runner.run_checked(&restart_cmd(unit));
     if let Err(e) = restart {
         failures.push(e.to_string());
     }

@@ -465,7 +465,7 @@ pub fn plan_set_default_runtime(
     }
     match target {
         Target::K3s => plan_k3s_default(obs, &mut plan, timeout_s),
-        Target::Containerd => plan_containerd_default(obs, &mut plan, timeout_s),
+        Target::Containerd => plan_containerd_default(obs, &mut plan, system, timeout_s),
     }
     plan
 }
@@ -552,7 +552,7 @@ fn plan_k3s_default(obs: &Observation, plan: &mut Plan, timeout_s: u64) {
     }
 }
 
-fn plan_containerd_default(obs: &Observation, plan: &mut Plan, timeout_s: u64) {
+fn plan_containerd_default(obs: &Observation, plan: &mut Plan, system: bool, timeout_s: u64) {
     if obs.k3s.is_some() {
         plan.warnings.push(format!(
             "k3s is installed: it runs its own containerd and ignores {} (use --runtime k3s)",
@@ -603,7 +603,12 @@ fn plan_containerd_default(obs: &Observation, plan: &mut Plan, timeout_s: u64) {
     for dropin in &obs.containerd_imports {
         changed |= plan_dropin(dropin, plan);
     }
-    if changed {
+    if changed && system && obs.containerd.is_none() {
+        plan.warnings.push(
+            "containerd is not installed: the config is written for it, and nothing is restarted"
+                .to_owned(),
+        );
+    } else if changed {
         plan.step(
             Step::RestartService {
                 unit: "containerd".to_owned(),

@@ -83,7 +83,12 @@ pub fn step_commands(step: &Step) -> Vec<String> {
         Step::InstallToolkit { packages } => vec![
             "apt-get update".to_owned(),
             format!(
-                "apt-get install -y --no-install-recommends {}",
+                "apt-get install -y --no-install-recommends {}{}",
+                if packages.iter().any(|p| p.contains('=')) {
+                    "--allow-downgrades "
+                } else {
+                    ""
+                },
                 packages.join(" ")
             ),
         ],

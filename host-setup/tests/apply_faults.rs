@@ -30,6 +30,11 @@ fn root_obs(root: &HostRoot) -> host_setup::observe::Observation {
     let mut obs = observe_tree(root);
     obs.euid = Some(0);
     obs.apt = true;
+    obs.containerd = Some(host_setup::observe::ContainerdInstall {
+        major: Some(1),
+        version: Some("1.6.20".into()),
+        active: Some(true),
+    });
     obs.driver = host_setup::observe::parse_nvidia_smi(
         "0, NVIDIA H100 80GB HBM3, 81559, Disabled, 570.133.20\n",
     );
@@ -127,6 +132,21 @@ fn k3s_node_not_ready_restores_config_yaml() {
         lines.last().map(String::as_str),
         Some("systemctl restart k3s")
     );
+}
+
+#[test]
+fn no_containerd_installed_means_no_restart() {
+    let t = tree(&["containerd", "containerd-default-v2.toml"]);
+    let root = HostRoot::new(t.path());
+    let mut obs = root_obs(&root);
+    obs.containerd = None;
+    let plan = plan::plan_set_default_runtime(&obs, Target::Containerd, true, 1);
+    assert!(
+        plan.steps
+            .iter()
+            .all(|s| !matches!(s.step, plan::Step::RestartService { .. }))
+    );
+    assert!(plan.warnings.iter().any(|w| w.contains("not installed")));
 }
 
 #[test]
