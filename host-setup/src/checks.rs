@@ -135,6 +135,12 @@ pub fn preflight(obs: &Observation, system: bool) -> Vec<Finding> {
     if let Some(mib) = obs.free_disk_mib {
         out.push(Finding::ok(format!("{mib} MiB free under /var/lib")));
     }
+    for n in &obs.notes {
+        out.push(Finding::warn(
+            format!("could not read: {n}"),
+            "check the permissions of that path",
+        ));
+    }
     for w in plan::host_warnings(obs) {
         let (what, fix) = w
             .split_once("; ")

@@ -697,6 +697,27 @@ mod tests {
     }
 
     #[test]
+    fn import_patterns_resolve_like_containerd() {
+        let root = Path::new("/etc/containerd/config.toml");
+        assert_eq!(
+            import_host_pattern(root, "conf.d/*.toml"),
+            Path::new("/etc/containerd/conf.d/*.toml")
+        );
+        assert_eq!(
+            import_host_pattern(root, "/x/*.toml"),
+            Path::new("/x/*.toml")
+        );
+        let m = rewrite_imports_into(
+            "imports = [\"/etc/containerd/conf.d/*.toml\", \"rel/*.toml\"]\nversion = 2\n",
+            "c",
+            Path::new("/tmp/m"),
+        )
+        .unwrap();
+        assert!(m.contains("\"/tmp/m/etc/containerd/conf.d/*.toml\""), "{m}");
+        assert!(m.contains("\"rel/*.toml\""), "{m}");
+    }
+
+    #[test]
     fn dropin_without_cri_is_left_alone() {
         let input = "version = 2\n[plugins.\"io.containerd.internal.v1.opt\"]\n  path = \"/x\"\n";
         let out = set_nvidia_default(input, "d.toml", Role::DropIn, NVIDIA_BINARY).unwrap();
