@@ -279,3 +279,31 @@ fn secrets_in_config_yaml_never_reach_the_output() {
             .contains("token: K10SECRETSECRET::server:abc")
     );
 }
+
+#[test]
+fn finished_k3s_tree_has_an_empty_plan_and_install_changes_no_byte() {
+    let t = tree(&["k3s-done"]);
+    let root = t.path().to_str().unwrap();
+    let before = snapshot(t.path());
+    let dry = host_setup(&[
+        "install",
+        "--dry-run",
+        "--root",
+        root,
+        "--tls-san",
+        "10.0.0.10",
+    ]);
+    assert_eq!(dry.code, Some(0));
+    assert!(
+        dry.stdout.contains("(0 steps)") && dry.stdout.contains("Nothing to do"),
+        "{}",
+        dry.stdout
+    );
+    let real = host_setup(&["install", "--root", root, "--tls-san", "10.0.0.10"]);
+    assert_eq!(real.code, Some(0), "{}{}", real.stdout, real.stderr);
+    assert_eq!(
+        snapshot(t.path()),
+        before,
+        "install on a finished host changed bytes"
+    );
+}
