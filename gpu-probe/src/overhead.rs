@@ -150,6 +150,7 @@ pub fn measure_compute(
     seconds: f64,
     sm_limit: Option<u64>,
     policy: Option<String>,
+    hami_injected: bool,
 ) -> Result<ComputeSection, String> {
     let k = Kernels::load(cuda).map_err(|e| e.to_string())?;
     let sms = sm_count(cuda, device).unwrap_or(132);
@@ -180,6 +181,10 @@ pub fn measure_compute(
     let limited = sm_limit.is_some_and(|l| l > 0 && l < 100);
     let policy_word = policy.clone().unwrap_or_else(|| "default".into());
     let (throttling_expected, statement) = match (limited, policy_word.to_ascii_lowercase().as_str()) {
+        _ if !hami_injected => (
+            false,
+            "no interception library is injected (no /etc/ld.so.preload, no LD_PRELOAD): nothing can throttle, whatever CUDA_DEVICE_SM_LIMIT says".to_owned(),
+        ),
         (false, _) => (false, "no SM limit below 100 % is set (CUDA_DEVICE_SM_LIMIT unset, 0 or 100): no throttling is expected".to_owned()),
         (true, "disable") => (false, "GPU_CORE_UTILIZATION_POLICY=disable: HAMi-core never throttles".to_owned()),
         (true, "force") => (true, format!("GPU_CORE_UTILIZATION_POLICY=force: HAMi-core throttles to about {}% (coarse, time-averaged)", sm_limit.unwrap_or(0))),

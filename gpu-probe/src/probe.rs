@@ -160,6 +160,7 @@ pub fn run(opts: &Options, env: &BTreeMap<String, String>, runner: &dyn Runner) 
         overhead: opts.command == Command::Overhead,
         compute: (opts.command == Command::Compute).then(|| worker::ComputeSpec {
             seconds: opts.compute_seconds,
+            hami_injected: !libraries.is_empty(),
             sm_limit: env
                 .get("CUDA_DEVICE_SM_LIMIT_0")
                 .or(env.get("CUDA_DEVICE_SM_LIMIT"))

@@ -58,6 +58,9 @@ pub struct AuditSpec {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct ComputeSpec {
     pub seconds: f64,
+    /// Whether an interception library is injected at all (else nothing can throttle).
+    #[serde(default)]
+    pub hami_injected: bool,
     pub sm_limit: Option<u64>,
     pub policy: Option<String>,
 }
@@ -262,6 +265,7 @@ pub fn run(spec: &WorkerSpec) -> WorkerOutput {
             c.seconds,
             c.sm_limit,
             c.policy.clone(),
+            c.hami_injected,
         ));
     }
     for dev in &out.devices {

@@ -221,12 +221,19 @@ fn audit_on_a_bare_card_every_path_escapes_or_is_not_applicable() {
             p.note
         );
         if p.outcome == AuditOutcome::Escaped {
+            // The two-process path counts the holder's half slice plus what the prober took.
+            let together = if p.path.starts_with("second process") {
+                2000 * MIB
+            } else {
+                0
+            };
             assert_eq!(
-                p.held_bytes, a.target_bytes,
+                p.held_bytes,
+                a.target_bytes + together,
                 "{} held the whole target",
                 p.path
             );
-            assert_eq!(p.past_slice_bytes, 1000 * MIB);
+            assert_eq!(p.past_slice_bytes, 1000 * MIB + together);
         }
     }
     let plain = a
