@@ -943,6 +943,76 @@ mod tests {
     }
 
     #[test]
+    fn two_gpus_each_get_their_own_limit_view_and_cap_and_one_verdict() {
+        // Device 0 is held to its 8000 MiB slice by HAMi-core; device 1 (limit 4000m) is not.
+        let mut out: WorkerOutput = worker::parse(&bare_h100_worker()).expect("parse").0;
+        let mut d1 = out.devices[0].clone();
+        d1.ordinal = 1;
+        d1.uuid = Some("GPU-00000000-0000-0000-0000-000000000001".into());
+        out.devices[0].total_mem = Some(8000 * MIB);
+        out.devices[0].mem_info = Some(MemInfo {
+            total: 8000 * MIB,
+            free: 7482 * MIB,
+            used: 518 * MIB,
+        });
+        out.devices.push(d1);
+        out.caps[0].held = 7482 * MIB;
+        out.caps[0].stopped_because = StopReason::ResolutionReached;
+        out.caps[0].first_refusal = Some(crate::report::CudaErrorInfo {
+            code: 2,
+            name: "CUDA_ERROR_OUT_OF_MEMORY".into(),
+        });
+        let mut c1 = out.caps[0].clone();
+        c1.device = 1;
+        c1.held = 5000 * MIB;
+        c1.ceiling_bytes = 5000 * MIB;
+        c1.stopped_because = StopReason::ReachedCeiling;
+        c1.first_refusal = None;
+        out.caps.push(c1);
+        let fake = RecordingRunner::new(&["gpu-probe-worker"]);
+        fake.reply(
+            "__worker",
+            0,
+            &worker::render(&out),
+            "[HAMI-core ERROR (pid:1 thread=2 allocator.c:52)]: Device 0 OOM 8596226048 / 8388608000\n",
+        );
+        let env: BTreeMap<String, String> = [
+            ("CUDA_DEVICE_MEMORY_LIMIT_0".to_owned(), "8000m".to_owned()),
+            ("CUDA_DEVICE_MEMORY_LIMIT_1".to_owned(), "4000m".to_owned()),
+        ]
+        .into();
+        let r = run(&opts(Command::All, SliceRequest::FromEnv), &env, &fake);
+        let spec: WorkerSpec = serde_json::from_str(&fake.calls()[0].args[1]).expect("spec");
+        assert_eq!(&spec.expected[..2], &[Some(8000 * MIB), Some(4000 * MIB)]);
+        assert_eq!(r.expected.len(), 2);
+        let view = r.view.expect("view");
+        assert_eq!(view.devices.len(), 2);
+        assert_eq!(view.devices[1].expected_bytes, Some(4000 * MIB));
+        let cap = r.cap.expect("cap");
+        assert_eq!(
+            cap.devices[0].outcome,
+            CapOutcome::Enforced,
+            "{:?}",
+            cap.devices[0].reasons
+        );
+        assert_eq!(cap.devices[1].outcome, CapOutcome::NotEnforced);
+        assert!(
+            cap.devices[1].hami_oom_lines.is_empty(),
+            "OOM lines are attributed by device"
+        );
+        assert!(
+            r.checks
+                .iter()
+                .any(|c| c.id == "cap.device1" && c.status == CheckStatus::Failed)
+        );
+        assert_eq!(
+            r.verdict.outcome,
+            Outcome::NotVerified,
+            "one device failing fails the summary"
+        );
+    }
+
+    #[test]
     fn no_driver_is_an_environment_verdict() {
         let fake = RecordingRunner::new(&["gpu-probe-worker"]);
         let out = WorkerOutput {
