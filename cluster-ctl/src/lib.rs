@@ -8,6 +8,9 @@
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
 pub mod decide;
+pub mod helm;
+pub mod manifests;
+pub mod plan;
 pub mod podann;
 pub mod register;
 pub mod sizing;
