@@ -8,6 +8,7 @@
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
 pub mod decide;
+pub mod doctor;
 pub mod helm;
 pub mod manifests;
 pub mod plan;
