@@ -499,3 +499,140 @@ mod tests {
         assert_eq!(exit_code_from_status(&Status::default()), None);
     }
 }
+
+#[cfg(test)]
+mod mock_tests {
+    use super::*;
+    use crate::mockapi::MockApi;
+
+    const T: Duration = Duration::from_secs(5);
+
+    fn healthy() -> MockApi {
+        let m = MockApi::new();
+        m.add_fixture("node-hami-v2.10-h100.json")
+            .add_fixture("daemonsets-hami-only.json")
+            .add_fixture("deploy-hami-scheduler-tag-match.json")
+            .add_fixture("endpoints-hami-scheduler-ready.json")
+            .add_fixture("events-share-a.json");
+        m
+    }
+
+    #[tokio::test]
+    async fn snapshot_asks_for_each_object_once() {
+        let m = healthy();
+        let s = snapshot(&m.client(), "default", "kube-system", T).await.unwrap();
+        assert_eq!(s.server_git_version, "v1.31.4+k3s1");
+        assert_eq!(s.nodes.len(), 1);
+        assert_eq!(s.daemonsets.len(), 2);
+        assert!(s.scheduler.is_some());
+        assert!(s.scheduler_endpoints.is_some());
+        assert_eq!(s.events.len(), 4);
+        assert_eq!(
+            m.seen_paths(),
+            vec![
+                "GET /version",
+                "GET /api/v1/nodes",
+                "GET /apis/apps/v1/daemonsets",
+                "GET /api/v1/pods",
+                "GET /apis/apps/v1/namespaces/kube-system/deployments/hami-scheduler",
+                "GET /api/v1/namespaces/kube-system/endpoints/hami-scheduler",
+                "GET /api/v1/namespaces/default/events",
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn missing_scheduler_is_none_not_an_error() {
+        let m = MockApi::new();
+        let s = snapshot(&m.client(), "default", "kube-system", T).await.unwrap();
+        assert!(s.scheduler.is_none() && s.scheduler_endpoints.is_none());
+    }
+
+    #[tokio::test]
+    async fn unreachable_server_is_reported_as_such() {
+        let m = MockApi::new();
+        m.set_unreachable();
+        let err = server_version(&m.client(), T).await.unwrap_err();
+        assert!(matches!(err, ApiError::Unreachable(_)));
+        assert!(err.to_string().contains("--kubeconfig"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn create_is_idempotent_and_refuses_other_sizes() {
+        let m = MockApi::new();
+        let api = Api::<Pod>::namespaced(m.client(), "default");
+        let pod = crate::manifests::render(crate::manifests::SHARE_TEMPLATE, "hami-share-a", "default", crate::manifests::DEFAULT_IMAGE, 8000, None).unwrap().pod;
+        create_pod(&api, &pod).await.unwrap();
+        assert!(m.has("pods", "default", "hami-share-a"));
+        create_pod(&api, &pod).await.unwrap();
+        let bigger = crate::manifests::render(crate::manifests::SHARE_TEMPLATE, "hami-share-a", "default", crate::manifests::DEFAULT_IMAGE, 9000, None).unwrap().pod;
+        let err = create_pod(&api, &bigger).await.unwrap_err();
+        assert!(err.to_string().contains("cluster-ctl cleanup"), "{err}");
+        assert_eq!(
+            m.seen_paths(),
+            vec![
+                "POST /api/v1/namespaces/default/pods",
+                "POST /api/v1/namespaces/default/pods",
+                "GET /api/v1/namespaces/default/pods/hami-share-a",
+                "POST /api/v1/namespaces/default/pods",
+                "GET /api/v1/namespaces/default/pods/hami-share-a",
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn ready_pods_are_seen_through_the_watch_list() {
+        let m = MockApi::new();
+        m.add_fixture("pod-hami-share-a-running.json").add_fixture("pod-hami-share-b-running.json");
+        let api = Api::<Pod>::namespaced(m.client(), "default");
+        let pods = wait_pods_ready(&api, &["hami-share-a", "hami-share-b"], T).await.unwrap();
+        assert_eq!(pods.len(), 2);
+        assert!(m.seen().iter().all(|s| s.uri.contains("fieldSelector=metadata.name")), "{:?}", m.seen());
+    }
+
+    #[tokio::test]
+    async fn a_pending_pod_times_out_with_what_was_awaited() {
+        let m = MockApi::new();
+        m.add_fixture("pod-unmutated-default-scheduler.json");
+        let api = Api::<Pod>::namespaced(m.client(), "default");
+        let err = wait_pods_ready(&api, &["hami-share-a"], Duration::from_millis(300)).await.unwrap_err();
+        assert!(matches!(err, ApiError::Timeout { .. }), "{err}");
+        assert!(err.to_string().contains("hami-share-a to be Ready"));
+    }
+
+    #[tokio::test]
+    async fn oversubscribe_evidence_from_the_event_watch() {
+        let m = MockApi::new();
+        m.add_fixture("events-oversubscribe.json").add_fixture("events-share-a.json");
+        let ev = watch_oversubscribe(&m.client(), "default", "hami-oversubscribe", T).await.unwrap();
+        assert!(matches!(ev, OversubscribeEvidence::Named { .. }), "{ev:?}");
+        assert!(m.seen()[0].uri.contains("fieldSelector=involvedObject.name%3Dhami-oversubscribe"), "{:?}", m.seen());
+        // No event at all: the timeout ends the watch with Nothing.
+        let empty = MockApi::new();
+        let ev = watch_oversubscribe(&empty.client(), "default", "hami-oversubscribe", Duration::from_millis(300)).await.unwrap();
+        assert_eq!(ev, OversubscribeEvidence::Nothing);
+    }
+
+    #[tokio::test]
+    async fn cleanup_deletes_only_lab_pods_and_waits() {
+        let m = MockApi::new();
+        let s = crate::sizing::size(&[crate::sizing::Card { uuid: None, devmem_mib: 49140 }], None, None).unwrap();
+        for p in crate::manifests::render_all(&s, "default", crate::manifests::DEFAULT_IMAGE).unwrap() {
+            let mut v = serde_json::to_value(&p.pod).unwrap();
+            v["metadata"]["uid"] = serde_json::json!(format!("uid-{}", p.name));
+            m.add(v);
+        }
+        let mut other = crate::testdata::fixture_pod("pod-hami-share-a-running.json");
+        other.metadata.name = Some("someone-elses".into());
+        m.add(serde_json::to_value(&other).unwrap());
+        let api = Api::<Pod>::namespaced(m.client(), "default");
+        let mut deleted = delete_lab_pods(&api, T).await.unwrap();
+        deleted.sort();
+        assert_eq!(deleted, vec!["hami-oversubscribe", "hami-share-a", "hami-share-b"]);
+        assert!(m.has("pods", "default", "someone-elses"));
+        assert!(!m.has("pods", "default", "hami-share-a"));
+        assert!(m.seen()[0].uri.contains("labelSelector=app.kubernetes.io%2Fpart-of%3Dhami-isolation-lab"), "{:?}", m.seen()[0]);
+        // A second cleanup finds nothing and changes nothing.
+        assert!(delete_lab_pods(&api, T).await.unwrap().is_empty());
+    }
+}

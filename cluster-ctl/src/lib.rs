@@ -19,3 +19,5 @@ pub mod sizing;
 
 #[cfg(test)]
 mod testdata;
+#[cfg(test)]
+mod mockapi;
