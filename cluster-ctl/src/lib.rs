@@ -8,6 +8,7 @@
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
 pub mod api;
+pub mod commands;
 pub mod decide;
 pub mod doctor;
 pub mod helm;
@@ -15,6 +16,7 @@ pub mod manifests;
 pub mod plan;
 pub mod podann;
 pub mod register;
+pub mod report;
 pub mod sizing;
 
 #[cfg(test)]
