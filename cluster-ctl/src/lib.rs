@@ -23,3 +23,5 @@ pub mod sizing;
 mod testdata;
 #[cfg(test)]
 mod mockapi;
+#[cfg(test)]
+mod commands_tests;
