@@ -68,7 +68,11 @@ async fn list<K>(api: &Api<K>, lp: &ListParams, what: &str) -> Result<Vec<K>, Ap
 where
     K: Resource + Clone + DeserializeOwned + std::fmt::Debug,
 {
-    Ok(api.list(lp).await.map_err(call(format!("list {what}")))?.items)
+    Ok(api
+        .list(lp)
+        .await
+        .map_err(call(format!("list {what}")))?
+        .items)
 }
 
 /// Gathers what `doctor`, `preflight` and `install-hami` decide on.
@@ -140,7 +144,10 @@ pub async fn create_pod(api: &Api<Pod>, pod: &Pod) -> Result<Pod, ApiError> {
     match api.create(&PostParams::default(), pod).await {
         Ok(p) => Ok(p),
         Err(kube::Error::Api(s)) if s.code == 409 => {
-            let existing = api.get(&name).await.map_err(call(format!("get pod {name}")))?;
+            let existing = api
+                .get(&name)
+                .await
+                .map_err(call(format!("get pod {name}")))?;
             let gpumem = |p: &Pod| {
                 p.spec
                     .as_ref()
@@ -168,7 +175,11 @@ pub async fn create_pod(api: &Api<Pod>, pod: &Pod) -> Result<Pod, ApiError> {
 
 /// Prints kubelet pull progress (`Pulling`/`Pulled`) for `pods` until dropped. Best effort: a
 /// failing watch only stops the progress lines.
-pub fn spawn_pull_progress(client: Client, namespace: &str, pods: Vec<String>) -> tokio::task::JoinHandle<()> {
+pub fn spawn_pull_progress(
+    client: Client,
+    namespace: &str,
+    pods: Vec<String>,
+) -> tokio::task::JoinHandle<()> {
     let api = Api::<Event>::namespaced(client, namespace);
     tokio::spawn(async move {
         let mut seen = std::collections::BTreeSet::new();
@@ -181,10 +192,11 @@ pub fn spawn_pull_progress(client: Client, namespace: &str, pods: Vec<String>) -
                 .as_ref()
                 .is_some_and(|n| pods.contains(n));
             let uid = ev.metadata.uid.clone().unwrap_or_default();
-            if for_us && seen.insert(uid) {
-                if let Some(line) = pull_progress(&ev) {
-                    eprintln!("  … {line}");
-                }
+            if for_us
+                && seen.insert(uid)
+                && let Some(line) = pull_progress(&ev)
+            {
+                eprintln!("  … {line}");
             }
         }
     })
@@ -201,7 +213,10 @@ pub async fn wait_pods_ready(
     names: &[&str],
     timeout: Duration,
 ) -> Result<Vec<Pod>, ApiError> {
-    let whats: Vec<String> = names.iter().map(|n| format!("pod {n} to be Ready")).collect();
+    let whats: Vec<String> = names
+        .iter()
+        .map(|n| format!("pod {n} to be Ready"))
+        .collect();
     let waits = names
         .iter()
         .zip(&whats)
@@ -259,7 +274,10 @@ pub async fn watch_oversubscribe(
 
 /// The pod's phase now.
 pub async fn pod_phase_now(api: &Api<Pod>, name: &str) -> Result<String, ApiError> {
-    let p = api.get(name).await.map_err(call(format!("get pod {name}")))?;
+    let p = api
+        .get(name)
+        .await
+        .map_err(call(format!("get pod {name}")))?;
     Ok(pod_phase(&p).to_owned())
 }
 
@@ -276,7 +294,14 @@ pub async fn delete_lab_pods(api: &Api<Pod>, timeout: Duration) -> Result<Vec<St
             Err(e) => return Err(call(format!("delete pod {name}"))(e)),
         }
         let uid = p.metadata.uid.clone().unwrap_or_default();
-        wait_for(api.clone(), &name, conditions::is_deleted(&uid), timeout, &format!("pod {name} to be deleted")).await?;
+        wait_for(
+            api.clone(),
+            &name,
+            conditions::is_deleted(&uid),
+            timeout,
+            &format!("pod {name} to be deleted"),
+        )
+        .await?;
         deleted.push(name);
     }
     Ok(deleted)
@@ -361,8 +386,12 @@ async fn exec_collect(
     let mut out = proc.stdout();
     let mut errs = proc.stderr();
     if let (Some(bytes), Some(mut w)) = (stdin, proc.stdin()) {
-        w.write_all(&bytes).await.map_err(|e| err(format!("writing stdin: {e}")))?;
-        w.shutdown().await.map_err(|e| err(format!("closing stdin: {e}")))?;
+        w.write_all(&bytes)
+            .await
+            .map_err(|e| err(format!("writing stdin: {e}")))?;
+        w.shutdown()
+            .await
+            .map_err(|e| err(format!("closing stdin: {e}")))?;
     }
     let read = |r: Option<tokio::io::ReadHalf<tokio::io::SimplexStream>>| async move {
         let mut buf = Vec::new();
@@ -373,13 +402,17 @@ async fn exec_collect(
         }
     };
     let (o, e) = tokio::join!(read(out.take()), read(errs.take()));
-    let stdout = String::from_utf8_lossy(&o.map_err(|e| err(format!("reading stdout: {e}")))?).into_owned();
-    let stderr = String::from_utf8_lossy(&e.map_err(|e| err(format!("reading stderr: {e}")))?).into_owned();
+    let stdout =
+        String::from_utf8_lossy(&o.map_err(|e| err(format!("reading stdout: {e}")))?).into_owned();
+    let stderr =
+        String::from_utf8_lossy(&e.map_err(|e| err(format!("reading stderr: {e}")))?).into_owned();
     let exit_code = match status {
         Some(s) => s.await.as_ref().and_then(exit_code_from_status),
         None => None,
     };
-    proc.join().await.map_err(|e| err(format!("exec stream: {e}")))?;
+    proc.join()
+        .await
+        .map_err(|e| err(format!("exec stream: {e}")))?;
     Ok(ProbeRun {
         stdout,
         stderr,
@@ -403,7 +436,14 @@ pub async fn copy_and_run_probe(
         what: format!("building the tar archive: {e}"),
     })?;
     let work = async {
-        let copied = exec_collect(&api, pod, container, untar_command(archive.len()), Some(archive.clone())).await?;
+        let copied = exec_collect(
+            &api,
+            pod,
+            container,
+            untar_command(archive.len()),
+            Some(archive.clone()),
+        )
+        .await?;
         if copied.exit_code != Some(0) {
             return Err(ApiError::Exec {
                 pod: pod.to_owned(),
@@ -474,13 +514,22 @@ mod tests {
         assert!(out.success(), "{out:?}");
         let path = dir.path().join("gpu-probe");
         use std::os::unix::fs::PermissionsExt;
-        assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o755);
-        assert_eq!(std::fs::read_to_string(path).unwrap(), "#!/bin/sh\necho hi\n");
+        assert_eq!(
+            std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+            0o755
+        );
+        assert_eq!(
+            std::fs::read_to_string(path).unwrap(),
+            "#!/bin/sh\necho hi\n"
+        );
     }
 
     #[test]
     fn exit_codes_from_exec_status() {
-        let ok = Status { status: Some("Success".into()), ..Default::default() };
+        let ok = Status {
+            status: Some("Success".into()),
+            ..Default::default()
+        };
         assert_eq!(exit_code_from_status(&ok), Some(0));
         let failed = Status {
             status: Some("Failure".into()),
@@ -520,7 +569,9 @@ mod mock_tests {
     #[tokio::test]
     async fn snapshot_asks_for_each_object_once() {
         let m = healthy();
-        let s = snapshot(&m.client(), "default", "kube-system", T).await.unwrap();
+        let s = snapshot(&m.client(), "default", "kube-system", T)
+            .await
+            .unwrap();
         assert_eq!(s.server_git_version, "v1.31.4+k3s1");
         assert_eq!(s.nodes.len(), 1);
         assert_eq!(s.daemonsets.len(), 2);
@@ -544,7 +595,9 @@ mod mock_tests {
     #[tokio::test]
     async fn missing_scheduler_is_none_not_an_error() {
         let m = MockApi::new();
-        let s = snapshot(&m.client(), "default", "kube-system", T).await.unwrap();
+        let s = snapshot(&m.client(), "default", "kube-system", T)
+            .await
+            .unwrap();
         assert!(s.scheduler.is_none() && s.scheduler_endpoints.is_none());
     }
 
@@ -561,11 +614,29 @@ mod mock_tests {
     async fn create_is_idempotent_and_refuses_other_sizes() {
         let m = MockApi::new();
         let api = Api::<Pod>::namespaced(m.client(), "default");
-        let pod = crate::manifests::render(crate::manifests::SHARE_TEMPLATE, "hami-share-a", "default", crate::manifests::DEFAULT_IMAGE, 8000, None).unwrap().pod;
+        let pod = crate::manifests::render(
+            crate::manifests::SHARE_TEMPLATE,
+            "hami-share-a",
+            "default",
+            crate::manifests::DEFAULT_IMAGE,
+            8000,
+            None,
+        )
+        .unwrap()
+        .pod;
         create_pod(&api, &pod).await.unwrap();
         assert!(m.has("pods", "default", "hami-share-a"));
         create_pod(&api, &pod).await.unwrap();
-        let bigger = crate::manifests::render(crate::manifests::SHARE_TEMPLATE, "hami-share-a", "default", crate::manifests::DEFAULT_IMAGE, 9000, None).unwrap().pod;
+        let bigger = crate::manifests::render(
+            crate::manifests::SHARE_TEMPLATE,
+            "hami-share-a",
+            "default",
+            crate::manifests::DEFAULT_IMAGE,
+            9000,
+            None,
+        )
+        .unwrap()
+        .pod;
         let err = create_pod(&api, &bigger).await.unwrap_err();
         assert!(err.to_string().contains("cluster-ctl cleanup"), "{err}");
         assert_eq!(
@@ -583,11 +654,20 @@ mod mock_tests {
     #[tokio::test]
     async fn ready_pods_are_seen_through_the_watch_list() {
         let m = MockApi::new();
-        m.add_fixture("pod-hami-share-a-running.json").add_fixture("pod-hami-share-b-running.json");
+        m.add_fixture("pod-hami-share-a-running.json")
+            .add_fixture("pod-hami-share-b-running.json");
         let api = Api::<Pod>::namespaced(m.client(), "default");
-        let pods = wait_pods_ready(&api, &["hami-share-a", "hami-share-b"], T).await.unwrap();
+        let pods = wait_pods_ready(&api, &["hami-share-a", "hami-share-b"], T)
+            .await
+            .unwrap();
         assert_eq!(pods.len(), 2);
-        assert!(m.seen().iter().all(|s| s.uri.contains("fieldSelector=metadata.name")), "{:?}", m.seen());
+        assert!(
+            m.seen()
+                .iter()
+                .all(|s| s.uri.contains("fieldSelector=metadata.name")),
+            "{:?}",
+            m.seen()
+        );
     }
 
     #[tokio::test]
@@ -595,7 +675,9 @@ mod mock_tests {
         let m = MockApi::new();
         m.add_fixture("pod-unmutated-default-scheduler.json");
         let api = Api::<Pod>::namespaced(m.client(), "default");
-        let err = wait_pods_ready(&api, &["hami-share-a"], Duration::from_millis(300)).await.unwrap_err();
+        let err = wait_pods_ready(&api, &["hami-share-a"], Duration::from_millis(300))
+            .await
+            .unwrap_err();
         assert!(matches!(err, ApiError::Timeout { .. }), "{err}");
         assert!(err.to_string().contains("hami-share-a to be Ready"));
     }
@@ -603,21 +685,47 @@ mod mock_tests {
     #[tokio::test]
     async fn oversubscribe_evidence_from_the_event_watch() {
         let m = MockApi::new();
-        m.add_fixture("events-oversubscribe.json").add_fixture("events-share-a.json");
-        let ev = watch_oversubscribe(&m.client(), "default", "hami-oversubscribe", T).await.unwrap();
+        m.add_fixture("events-oversubscribe.json")
+            .add_fixture("events-share-a.json");
+        let ev = watch_oversubscribe(&m.client(), "default", "hami-oversubscribe", T)
+            .await
+            .unwrap();
         assert!(matches!(ev, OversubscribeEvidence::Named { .. }), "{ev:?}");
-        assert!(m.seen()[0].uri.contains("fieldSelector=involvedObject.name%3Dhami-oversubscribe"), "{:?}", m.seen());
+        assert!(
+            m.seen()[0]
+                .uri
+                .contains("fieldSelector=involvedObject.name%3Dhami-oversubscribe"),
+            "{:?}",
+            m.seen()
+        );
         // No event at all: the timeout ends the watch with Nothing.
         let empty = MockApi::new();
-        let ev = watch_oversubscribe(&empty.client(), "default", "hami-oversubscribe", Duration::from_millis(300)).await.unwrap();
+        let ev = watch_oversubscribe(
+            &empty.client(),
+            "default",
+            "hami-oversubscribe",
+            Duration::from_millis(300),
+        )
+        .await
+        .unwrap();
         assert_eq!(ev, OversubscribeEvidence::Nothing);
     }
 
     #[tokio::test]
     async fn cleanup_deletes_only_lab_pods_and_waits() {
         let m = MockApi::new();
-        let s = crate::sizing::size(&[crate::sizing::Card { uuid: None, devmem_mib: 49140 }], None, None).unwrap();
-        for p in crate::manifests::render_all(&s, "default", crate::manifests::DEFAULT_IMAGE).unwrap() {
+        let s = crate::sizing::size(
+            &[crate::sizing::Card {
+                uuid: None,
+                devmem_mib: 49140,
+            }],
+            None,
+            None,
+        )
+        .unwrap();
+        for p in
+            crate::manifests::render_all(&s, "default", crate::manifests::DEFAULT_IMAGE).unwrap()
+        {
             let mut v = serde_json::to_value(&p.pod).unwrap();
             v["metadata"]["uid"] = serde_json::json!(format!("uid-{}", p.name));
             m.add(v);
@@ -628,10 +736,19 @@ mod mock_tests {
         let api = Api::<Pod>::namespaced(m.client(), "default");
         let mut deleted = delete_lab_pods(&api, T).await.unwrap();
         deleted.sort();
-        assert_eq!(deleted, vec!["hami-oversubscribe", "hami-share-a", "hami-share-b"]);
+        assert_eq!(
+            deleted,
+            vec!["hami-oversubscribe", "hami-share-a", "hami-share-b"]
+        );
         assert!(m.has("pods", "default", "someone-elses"));
         assert!(!m.has("pods", "default", "hami-share-a"));
-        assert!(m.seen()[0].uri.contains("labelSelector=app.kubernetes.io%2Fpart-of%3Dhami-isolation-lab"), "{:?}", m.seen()[0]);
+        assert!(
+            m.seen()[0]
+                .uri
+                .contains("labelSelector=app.kubernetes.io%2Fpart-of%3Dhami-isolation-lab"),
+            "{:?}",
+            m.seen()[0]
+        );
         // A second cleanup finds nothing and changes nothing.
         assert!(delete_lab_pods(&api, T).await.unwrap().is_empty());
     }

@@ -57,10 +57,16 @@ pub struct Failure {
 
 impl Failure {
     pub fn env(e: impl Into<anyhow::Error>) -> Self {
-        Self { code: exit::ENVIRONMENT, error: e.into() }
+        Self {
+            code: exit::ENVIRONMENT,
+            error: e.into(),
+        }
     }
     pub fn usage(e: impl Into<anyhow::Error>) -> Self {
-        Self { code: exit::USAGE, error: e.into() }
+        Self {
+            code: exit::USAGE,
+            error: e.into(),
+        }
     }
 }
 
@@ -95,7 +101,10 @@ fn findings_text(findings: &[Finding]) -> String {
                 Severity::Problem => "PROBLEM",
                 Severity::Info => "info",
             };
-            format!("{tag} [{}] {}: {}\n    fix: {}\n", f.rule, f.subject, f.what, f.fix)
+            format!(
+                "{tag} [{}] {}: {}\n    fix: {}\n",
+                f.rule, f.subject, f.what, f.fix
+            )
         })
         .collect()
 }
@@ -158,7 +167,11 @@ fn preflight_human(r: &PreflightReport) -> String {
         Some(state) => format!("HAMi release: {state:?}\n"),
         None => format!(
             "HAMi release: unknown (helm not found); hami-scheduler Deployment {}\n",
-            if r.hami_scheduler_present { "present" } else { "absent" }
+            if r.hami_scheduler_present {
+                "present"
+            } else {
+                "absent"
+            }
         ),
     });
     if r.problems.is_empty() {
@@ -182,12 +195,20 @@ fn helm_release(runner: &dyn Runner, target: &HelmTarget) -> Result<Option<Relea
     Ok(Some(helm::release_state(&list)))
 }
 
-pub async fn preflight(client: &Client, runner: &dyn Runner, ctx: &Ctx) -> Result<Outcome, Failure> {
+pub async fn preflight(
+    client: &Client,
+    runner: &dyn Runner,
+    ctx: &Ctx,
+) -> Result<Outcome, Failure> {
     let s = api::snapshot(client, &ctx.namespace, &ctx.hami_namespace, ctx.api_timeout).await?;
     let release = helm_release(runner, &ctx.helm)?;
     let r = preflight_report(&s, release);
     Ok(Outcome {
-        exit: if r.problems.is_empty() { exit::OK } else { exit::CLAIM_FAILED },
+        exit: if r.problems.is_empty() {
+            exit::OK
+        } else {
+            exit::CLAIM_FAILED
+        },
         human: preflight_human(&r),
         json: serde_json::to_value(&r).unwrap_or(Value::Null),
     })
@@ -205,19 +226,32 @@ pub struct Check {
 }
 
 /// The install plan: clear a stuck release, refresh the repo, upgrade --install, verify.
-pub fn install_plan(state: &ReleaseState, opts: &InstallOptions, target: &HelmTarget) -> Result<(Plan, Vec<lab_runner::Cmd>), Failure> {
+pub fn install_plan(
+    state: &ReleaseState,
+    opts: &InstallOptions,
+    target: &HelmTarget,
+) -> Result<(Plan, Vec<lab_runner::Cmd>), Failure> {
     let mut plan = Plan::new("install-hami");
     let mut cmds = Vec::new();
     if let Some(clear) = helm::clear_stuck_cmd(state, target) {
         let why = match state {
-            ReleaseState::Stuck { status, .. } => format!("release is {status}: helm refuses to upgrade it until cleared"),
+            ReleaseState::Stuck { status, .. } => {
+                format!("release is {status}: helm refuses to upgrade it until cleared")
+            }
             _ => String::new(),
         };
         plan.push(Step::new("clear-stuck-release", clear.to_string(), why));
         cmds.push(clear);
     }
-    for (id, cmd) in ["repo-add", "repo-update"].into_iter().zip(helm::repo_cmds()) {
-        plan.push(Step::new(id, cmd.to_string(), "the chart comes from HAMi's helm repository"));
+    for (id, cmd) in ["repo-add", "repo-update"]
+        .into_iter()
+        .zip(helm::repo_cmds())
+    {
+        plan.push(Step::new(
+            id,
+            cmd.to_string(),
+            "the chart comes from HAMi's helm repository",
+        ));
         cmds.push(cmd);
     }
     let install = helm::upgrade_install_cmd(opts, target).map_err(Failure::usage)?;
@@ -229,15 +263,31 @@ pub fn install_plan(state: &ReleaseState, opts: &InstallOptions, target: &HelmTa
             opts.chart_version,
             opts.scheduler_registry,
             opts.scheduler_repository,
-            if opts.scheduler_tag.is_some() { " with the tag asked for" } else { ", tag derived by the chart from the server version" }
+            if opts.scheduler_tag.is_some() {
+                " with the tag asked for"
+            } else {
+                ", tag derived by the chart from the server version"
+            }
         ),
     ));
     cmds.push(install);
     for (id, why) in [
-        ("verify-scheduler", "watch Deployment hami-scheduler until ready, then compare its kube-scheduler tag with the server version"),
-        ("verify-webhook", "watch Endpoints hami-scheduler until an address exists (before that, GPU pods are not mutated)"),
-        ("verify-device-plugin", "watch DaemonSet hami-device-plugin until ready"),
-        ("verify-node", "watch each gpu=on node until nvidia.com/gpu is allocatable and the register annotation parses"),
+        (
+            "verify-scheduler",
+            "watch Deployment hami-scheduler until ready, then compare its kube-scheduler tag with the server version",
+        ),
+        (
+            "verify-webhook",
+            "watch Endpoints hami-scheduler until an address exists (before that, GPU pods are not mutated)",
+        ),
+        (
+            "verify-device-plugin",
+            "watch DaemonSet hami-device-plugin until ready",
+        ),
+        (
+            "verify-node",
+            "watch each gpu=on node until nvidia.com/gpu is allocatable and the register annotation parses",
+        ),
     ] {
         plan.push(Step::new(id, "watch (read-only)", why));
     }
@@ -257,7 +307,14 @@ pub fn install_checks(
         item: "scheduler Deployment ready".into(),
         ok: scheduler.is_some_and(deployment_ready),
         detail: scheduler.map_or("hami-scheduler Deployment not found".into(), |d| {
-            format!("{} of {} replicas ready", d.status.as_ref().and_then(|s| s.ready_replicas).unwrap_or(0), d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1))
+            format!(
+                "{} of {} replicas ready",
+                d.status
+                    .as_ref()
+                    .and_then(|s| s.ready_replicas)
+                    .unwrap_or(0),
+                d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1)
+            )
         }),
     });
     let tag = scheduler.map(|d| check_scheduler_tag(server_git_version, d));
@@ -265,36 +322,73 @@ pub fn install_checks(
         item: "kube-scheduler image tag equals the server version without +k3sN".into(),
         ok: tag.as_ref().is_some_and(|t| t.ok),
         detail: tag.map_or("no scheduler".into(), |t| {
-            format!("image {}, expected tag {}", t.image.unwrap_or_default(), t.expected_tag.unwrap_or_else(|| "?".into()))
+            format!(
+                "image {}, expected tag {}",
+                t.image.unwrap_or_default(),
+                t.expected_tag.unwrap_or_else(|| "?".into())
+            )
         }),
     });
     checks.push(Check {
         item: "webhook Service has endpoints".into(),
         ok: endpoints.is_some_and(endpoints_ready),
-        detail: if endpoints.is_some_and(endpoints_ready) { "an address is ready".into() } else { "no ready address (leader label not set yet?)".into() },
+        detail: if endpoints.is_some_and(endpoints_ready) {
+            "an address is ready".into()
+        } else {
+            "no ready address (leader label not set yet?)".into()
+        },
     });
     checks.push(Check {
         item: "device plugin DaemonSet ready".into(),
         ok: device_plugin.is_some_and(daemonset_ready),
-        detail: device_plugin.and_then(|d| d.status.as_ref()).map_or("hami-device-plugin DaemonSet not found".into(), |s| {
-            format!("{} of {} ready", s.number_ready, s.desired_number_scheduled)
-        }),
+        detail: device_plugin
+            .and_then(|d| d.status.as_ref())
+            .map_or("hami-device-plugin DaemonSet not found".into(), |s| {
+                format!("{} of {} ready", s.number_ready, s.desired_number_scheduled)
+            }),
     });
     let labelled: Vec<&NodeRegistration> = nodes.iter().filter(|n| n.labelled).collect();
     if labelled.is_empty() {
-        checks.push(Check { item: "node registered".into(), ok: false, detail: "no node is labelled gpu=on".into() });
+        checks.push(Check {
+            item: "node registered".into(),
+            ok: false,
+            detail: "no node is labelled gpu=on".into(),
+        });
     }
     for n in labelled {
-        let gpus: Vec<String> = n.gpus.iter().map(|g| {
-            format!("{} {} {} MiB devcore {} mode {} health {}", g.uuid, g.gpu_type, g.devmem_mib, g.devcore, g.mode.as_deref().unwrap_or("-"), g.health)
-        }).collect();
+        let gpus: Vec<String> = n
+            .gpus
+            .iter()
+            .map(|g| {
+                format!(
+                    "{} {} {} MiB devcore {} mode {} health {}",
+                    g.uuid,
+                    g.gpu_type,
+                    g.devmem_mib,
+                    g.devcore,
+                    g.mode.as_deref().unwrap_or("-"),
+                    g.health
+                )
+            })
+            .collect();
         checks.push(Check {
             item: format!("node {} registered", n.name),
             ok: n.registered(),
             detail: if n.registered() {
-                format!("nvidia.com/gpu allocatable {}; {:?} register: {}", n.allocatable_gpu, n.format, gpus.join("; "))
+                format!(
+                    "nvidia.com/gpu allocatable {}; {:?} register: {}",
+                    n.allocatable_gpu,
+                    n.format,
+                    gpus.join("; ")
+                )
             } else {
-                n.register_error.clone().unwrap_or_else(|| format!("nvidia.com/gpu allocatable {}, {} GPUs registered", n.allocatable_gpu, n.gpus.len()))
+                n.register_error.clone().unwrap_or_else(|| {
+                    format!(
+                        "nvidia.com/gpu allocatable {}, {} GPUs registered",
+                        n.allocatable_gpu,
+                        n.gpus.len()
+                    )
+                })
             },
         });
     }
@@ -317,12 +411,20 @@ pub async fn install_hami(
     let coexisting = find_coexisting(&s.daemonsets, &s.pods);
     if !coexisting.is_empty() {
         let r = preflight_report(&s, None);
-        return Ok(Outcome { exit: exit::CLAIM_FAILED, human: preflight_human(&r), json: serde_json::to_value(&r).unwrap_or(Value::Null) });
+        return Ok(Outcome {
+            exit: exit::CLAIM_FAILED,
+            human: preflight_human(&r),
+            json: serde_json::to_value(&r).unwrap_or(Value::Null),
+        });
     }
     let state = helm_release(runner, &ctx.helm)?.unwrap_or(ReleaseState::Absent);
     let (plan, cmds) = install_plan(&state, opts, &ctx.helm)?;
     if ctx.dry_run {
-        return Ok(Outcome { exit: exit::OK, human: plan.human(), json: json!({"plan": plan}) });
+        return Ok(Outcome {
+            exit: exit::OK,
+            human: plan.human(),
+            json: json!({"plan": plan}),
+        });
     }
     for cmd in &cmds {
         progress(&format!("running {cmd}"));
@@ -332,20 +434,52 @@ pub async fn install_hami(
     let left = || deadline.saturating_duration_since(tokio::time::Instant::now());
     let ns = &ctx.hami_namespace;
     progress("waiting for hami-scheduler to be ready");
-    let scheduler = api::wait_for(Api::<Deployment>::namespaced(client.clone(), ns), "hami-scheduler", |d: Option<&Deployment>| d.is_some_and(deployment_ready), left(), "Deployment hami-scheduler ready").await;
+    let scheduler = api::wait_for(
+        Api::<Deployment>::namespaced(client.clone(), ns),
+        "hami-scheduler",
+        |d: Option<&Deployment>| d.is_some_and(deployment_ready),
+        left(),
+        "Deployment hami-scheduler ready",
+    )
+    .await;
     progress("waiting for the webhook endpoints");
-    let endpoints = api::wait_for(Api::<Endpoints>::namespaced(client.clone(), ns), "hami-scheduler", |e: Option<&Endpoints>| e.is_some_and(endpoints_ready), left(), "Endpoints hami-scheduler").await;
+    let endpoints = api::wait_for(
+        Api::<Endpoints>::namespaced(client.clone(), ns),
+        "hami-scheduler",
+        |e: Option<&Endpoints>| e.is_some_and(endpoints_ready),
+        left(),
+        "Endpoints hami-scheduler",
+    )
+    .await;
     progress("waiting for hami-device-plugin");
-    let plugin = api::wait_for(Api::<DaemonSet>::namespaced(client.clone(), ns), "hami-device-plugin", |d: Option<&DaemonSet>| d.is_some_and(daemonset_ready), left(), "DaemonSet hami-device-plugin").await;
+    let plugin = api::wait_for(
+        Api::<DaemonSet>::namespaced(client.clone(), ns),
+        "hami-device-plugin",
+        |d: Option<&DaemonSet>| d.is_some_and(daemonset_ready),
+        left(),
+        "DaemonSet hami-device-plugin",
+    )
+    .await;
     let mut regs = Vec::new();
     for node in s.nodes.iter().filter(|n| node_registration(n).labelled) {
         let name = node.metadata.name.clone().unwrap_or_default();
         progress(&format!("waiting for node {name} to be registered by HAMi"));
-        let got = api::wait_for(Api::<Node>::all(client.clone()), &name, |n: Option<&Node>| n.is_some_and(|n| node_registration(n).registered()), left(), "node registration").await;
+        let got = api::wait_for(
+            Api::<Node>::all(client.clone()),
+            &name,
+            |n: Option<&Node>| n.is_some_and(|n| node_registration(n).registered()),
+            left(),
+            "node registration",
+        )
+        .await;
         regs.push(match got {
             Ok(Some(n)) => node_registration(&n),
             _ => {
-                let now = Api::<Node>::all(client.clone()).get_opt(&name).await.ok().flatten();
+                let now = Api::<Node>::all(client.clone())
+                    .get_opt(&name)
+                    .await
+                    .ok()
+                    .flatten();
                 node_registration(now.as_ref().unwrap_or(node))
             }
         });
@@ -354,14 +488,46 @@ pub async fn install_hami(
         regs = s.nodes.iter().map(node_registration).collect();
     }
     // A timed-out wait leaves the object as it is now.
-    let now_deploy = match scheduler { Ok(d) => d, Err(_) => Api::<Deployment>::namespaced(client.clone(), ns).get_opt("hami-scheduler").await.ok().flatten() };
-    let now_ep = match endpoints { Ok(e) => e, Err(_) => Api::<Endpoints>::namespaced(client.clone(), ns).get_opt("hami-scheduler").await.ok().flatten() };
-    let now_ds = match plugin { Ok(d) => d, Err(_) => Api::<DaemonSet>::namespaced(client.clone(), ns).get_opt("hami-device-plugin").await.ok().flatten() };
-    let checks = install_checks(&s.server_git_version, now_deploy.as_ref(), now_ep.as_ref(), now_ds.as_ref(), &regs);
+    let now_deploy = match scheduler {
+        Ok(d) => d,
+        Err(_) => Api::<Deployment>::namespaced(client.clone(), ns)
+            .get_opt("hami-scheduler")
+            .await
+            .ok()
+            .flatten(),
+    };
+    let now_ep = match endpoints {
+        Ok(e) => e,
+        Err(_) => Api::<Endpoints>::namespaced(client.clone(), ns)
+            .get_opt("hami-scheduler")
+            .await
+            .ok()
+            .flatten(),
+    };
+    let now_ds = match plugin {
+        Ok(d) => d,
+        Err(_) => Api::<DaemonSet>::namespaced(client.clone(), ns)
+            .get_opt("hami-device-plugin")
+            .await
+            .ok()
+            .flatten(),
+    };
+    let checks = install_checks(
+        &s.server_git_version,
+        now_deploy.as_ref(),
+        now_ep.as_ref(),
+        now_ds.as_ref(),
+        &regs,
+    );
     let all_ok = checks.iter().all(|c| c.ok);
     let mut human = String::new();
     for c in &checks {
-        human.push_str(&format!("{} {}: {}\n", if c.ok { "ok  " } else { "FAIL" }, c.item, c.detail));
+        human.push_str(&format!(
+            "{} {}: {}\n",
+            if c.ok { "ok  " } else { "FAIL" },
+            c.item,
+            c.detail
+        ));
     }
     let mut diagnosis = Vec::new();
     if !all_ok {
@@ -399,23 +565,73 @@ pub struct RunArgs {
 pub fn run_plan(sizing: &Sizing, ctx: &Ctx, args: &RunArgs) -> Plan {
     let ns = &ctx.namespace;
     let mut p = Plan::new("run");
-    p.push(Step::new("apply-share-a", format!("create pod {ns}/{SHARE_A} (nvidia.com/gpumem {} MiB)", sizing.slice_mib), "E1: first slice"));
-    p.push(Step::new("apply-share-b", format!("create pod {ns}/{SHARE_B} (nvidia.com/gpumem {} MiB)", sizing.slice_mib), "E1: second slice, must share the GPU"));
-    p.push(Step::new("wait-ready", format!("watch both pods until Ready (timeout {} s), showing Pulling/Pulled", args.pod_timeout.as_secs()), "the probes need running containers"));
-    p.push(Step::new("check-co-residency", "read schedulerName, nodeName and hami.io/vgpu-devices-allocated", "E1: hami-scheduler placed both on one node and one GPU UUID"));
-    for (id, pod, e) in [("probe-share-a", SHARE_A, "E2"), ("probe-share-b", SHARE_B, "E3")] {
+    p.push(Step::new(
+        "apply-share-a",
+        format!(
+            "create pod {ns}/{SHARE_A} (nvidia.com/gpumem {} MiB)",
+            sizing.slice_mib
+        ),
+        "E1: first slice",
+    ));
+    p.push(Step::new(
+        "apply-share-b",
+        format!(
+            "create pod {ns}/{SHARE_B} (nvidia.com/gpumem {} MiB)",
+            sizing.slice_mib
+        ),
+        "E1: second slice, must share the GPU",
+    ));
+    p.push(Step::new(
+        "wait-ready",
+        format!(
+            "watch both pods until Ready (timeout {} s), showing Pulling/Pulled",
+            args.pod_timeout.as_secs()
+        ),
+        "the probes need running containers",
+    ));
+    p.push(Step::new(
+        "check-co-residency",
+        "read schedulerName, nodeName and hami.io/vgpu-devices-allocated",
+        "E1: hami-scheduler placed both on one node and one GPU UUID",
+    ));
+    for (id, pod, e) in [
+        ("probe-share-a", SHARE_A, "E2"),
+        ("probe-share-b", SHARE_B, "E3"),
+    ] {
         p.push(Step::new(id, format!("copy gpu-probe into {pod} over exec (tar, like kubectl cp), run `gpu-probe all --output json --expect-mib {}`", sizing.slice_mib), format!("{e}: the pod sees and can allocate only its slice")));
     }
-    p.push(Step::new("apply-oversubscribe", format!("create pod {ns}/{OVERSUBSCRIBE} (nvidia.com/gpumem {} MiB)", sizing.oversubscribe_mib), format!(
-        "E4: fits the empty {} MiB card but not the {} MiB left beside the two slices",
-        sizing.card.devmem_mib,
-        sizing.card.devmem_mib - 2 * sizing.slice_mib
-    )));
+    p.push(Step::new(
+        "apply-oversubscribe",
+        format!(
+            "create pod {ns}/{OVERSUBSCRIBE} (nvidia.com/gpumem {} MiB)",
+            sizing.oversubscribe_mib
+        ),
+        format!(
+            "E4: fits the empty {} MiB card but not the {} MiB left beside the two slices",
+            sizing.card.devmem_mib,
+            sizing.card.devmem_mib - 2 * sizing.slice_mib
+        ),
+    ));
     p.push(Step::new("watch-filtering-failed", format!("watch events of {OVERSUBSCRIBE} for FilteringFailed from hami-scheduler naming CardInsufficientMemory (timeout {} s)", args.event_timeout.as_secs()), "E4: the refusal must come from HAMi's memory accounting"));
-    p.push(Step::new("mechanism", "combine E1–E3", "E5: isolation is enforced inside each co-resident container"));
-    p.push(Step::new("capture", format!("write {}/cluster/*.json, probe/, manifests/ and run.json", args.out.display()), "evidence for evidence-pack (no Secrets, env values scrubbed)"));
+    p.push(Step::new(
+        "mechanism",
+        "combine E1–E3",
+        "E5: isolation is enforced inside each co-resident container",
+    ));
+    p.push(Step::new(
+        "capture",
+        format!(
+            "write {}/cluster/*.json, probe/, manifests/ and run.json",
+            args.out.display()
+        ),
+        "evidence for evidence-pack (no Secrets, env values scrubbed)",
+    ));
     if let Some(uuid) = &sizing.pin_uuid {
-        p.push(Step::new("note-pin", format!("all lab pods carry {}: {uuid}", manifests::PIN_ANNOTATION), "several GPUs: the oversubscribe pod must compete for the slices' card"));
+        p.push(Step::new(
+            "note-pin",
+            format!("all lab pods carry {}: {uuid}", manifests::PIN_ANNOTATION),
+            "several GPUs: the oversubscribe pod must compete for the slices' card",
+        ));
     }
     p
 }
@@ -443,13 +659,29 @@ fn dry_run_outcome(sizing: &Sizing, rendered: &[manifests::RenderedPod], plan: &
 
 /// `run --dry-run --card-mib N`: sizing, manifests and plan without any cluster.
 pub fn run_dry_offline(card_mib: u64, ctx: &Ctx, args: &RunArgs) -> Result<Outcome, Failure> {
-    let sizing = sizing::size(&[Card { uuid: None, devmem_mib: card_mib }], args.slice_mib, args.oversubscribe_mib).map_err(Failure::usage)?;
-    let rendered = manifests::render_all(&sizing, &ctx.namespace, &args.image).map_err(Failure::usage)?;
-    Ok(dry_run_outcome(&sizing, &rendered, &run_plan(&sizing, ctx, args)))
+    let sizing = sizing::size(
+        &[Card {
+            uuid: None,
+            devmem_mib: card_mib,
+        }],
+        args.slice_mib,
+        args.oversubscribe_mib,
+    )
+    .map_err(Failure::usage)?;
+    let rendered =
+        manifests::render_all(&sizing, &ctx.namespace, &args.image).map_err(Failure::usage)?;
+    Ok(dry_run_outcome(
+        &sizing,
+        &rendered,
+        &run_plan(&sizing, ctx, args),
+    ))
 }
 
 /// The node the lab runs on: `--node`, else the first registered one.
-pub fn pick_node<'a>(regs: &'a [NodeRegistration], wanted: Option<&str>) -> Result<&'a NodeRegistration, String> {
+pub fn pick_node<'a>(
+    regs: &'a [NodeRegistration],
+    wanted: Option<&str>,
+) -> Result<&'a NodeRegistration, String> {
     match wanted {
         Some(w) => regs.iter().find(|r| r.name == w).ok_or_else(|| format!("node {w} not found")),
         None => regs.iter().find(|r| r.registered()).ok_or_else(|| {
@@ -474,7 +706,10 @@ fn write_or_warn(out: &OutDir, rel: &str, bytes: &[u8]) -> Option<String> {
     match out.write(rel, bytes) {
         Ok(r) => Some(r),
         Err(e) => {
-            progress(&format!("could not write {}: {e}", out.root.join(rel).display()));
+            progress(&format!(
+                "could not write {}: {e}",
+                out.root.join(rel).display()
+            ));
             None
         }
     }
@@ -484,7 +719,10 @@ fn write_json_or_warn<T: Serialize>(out: &OutDir, rel: &str, v: &T) -> Option<St
     match out.write_json(rel, v) {
         Ok(r) => Some(r),
         Err(e) => {
-            progress(&format!("could not write {}: {e}", out.root.join(rel).display()));
+            progress(&format!(
+                "could not write {}: {e}",
+                out.root.join(rel).display()
+            ));
             None
         }
     }
@@ -493,7 +731,10 @@ fn write_json_or_warn<T: Serialize>(out: &OutDir, rel: &str, v: &T) -> Option<St
 /// E2/E3 result from a probe run.
 pub fn probe_exercise(ex: &mut Exercise, pod: &str, run: &api::ProbeRun, slice_mib: u64) {
     ex.number("expect_mib", slice_mib);
-    ex.number("probe_exit_code", run.exit_code.map_or(Value::Null, Value::from));
+    ex.number(
+        "probe_exit_code",
+        run.exit_code.map_or(Value::Null, Value::from),
+    );
     match probe_outcome(&run.stdout).as_deref() {
         Some("verified") => ex.set(ExerciseResult::Pass, format!("gpu-probe in {pod}: verified ({slice_mib} MiB slice)")),
         Some("not-verified") => ex.set(ExerciseResult::Fail, format!("gpu-probe in {pod}: not-verified — the pod is not limited to its {slice_mib} MiB slice (run `cluster-ctl doctor --from <out>`)")),
@@ -527,42 +768,75 @@ pub fn mechanism_exercise(ex: &mut Exercise, e1: &Exercise, e2: &Exercise, e3: &
     if parts.iter().all(|e| e.result == ExerciseResult::Pass) {
         ex.set(ExerciseResult::Pass, "both pods share one GPU (E1) and each gpu-probe verified its slice from inside the container (E2, E3)");
     } else if let Some(failed) = parts.iter().find(|e| e.result == ExerciseResult::Fail) {
-        ex.set(ExerciseResult::Fail, format!("{} failed: {}", failed.id, failed.reason));
+        ex.set(
+            ExerciseResult::Fail,
+            format!("{} failed: {}", failed.id, failed.reason),
+        );
     } else {
         ex.set(ExerciseResult::NotRun, "E1–E3 did not all run");
     }
     ex.evidence = e2.evidence.iter().chain(&e3.evidence).cloned().collect();
 }
 
-pub async fn run(client: &Client, runner: &dyn Runner, ctx: &Ctx, args: &RunArgs) -> Result<Outcome, Failure> {
+pub async fn run(
+    client: &Client,
+    runner: &dyn Runner,
+    ctx: &Ctx,
+    args: &RunArgs,
+) -> Result<Outcome, Failure> {
     let started_at = now_rfc3339();
     let s = api::snapshot(client, &ctx.namespace, &ctx.hami_namespace, ctx.api_timeout).await?;
     let regs: Vec<NodeRegistration> = s.nodes.iter().map(node_registration).collect();
-    let node = pick_node(&regs, args.node.as_deref()).map_err(|e| Failure::env(anyhow::anyhow!(e)))?;
+    let node =
+        pick_node(&regs, args.node.as_deref()).map_err(|e| Failure::env(anyhow::anyhow!(e)))?;
     let cards = match args.card_mib {
-        Some(mib) => vec![Card { uuid: None, devmem_mib: mib }],
+        Some(mib) => vec![Card {
+            uuid: None,
+            devmem_mib: mib,
+        }],
         None => sizing::cards_from_gpus(&node.gpus),
     };
-    let sizing = sizing::size(&cards, args.slice_mib, args.oversubscribe_mib).map_err(Failure::usage)?;
-    let rendered = manifests::render_all(&sizing, &ctx.namespace, &args.image).map_err(Failure::usage)?;
+    let sizing =
+        sizing::size(&cards, args.slice_mib, args.oversubscribe_mib).map_err(Failure::usage)?;
+    let rendered =
+        manifests::render_all(&sizing, &ctx.namespace, &args.image).map_err(Failure::usage)?;
     let plan = run_plan(&sizing, ctx, args);
     if ctx.dry_run {
         return Ok(dry_run_outcome(&sizing, &rendered, &plan));
     }
     let out = OutDir::new(&args.out);
     for r in &rendered {
-        write_or_warn(&out, &format!("manifests/{}.yaml", r.name), r.yaml.as_bytes());
+        write_or_warn(
+            &out,
+            &format!("manifests/{}.yaml", r.name),
+            r.yaml.as_bytes(),
+        );
     }
     let mut ex: Vec<Exercise> = CLAIMS.iter().map(|(id, c)| Exercise::new(id, c)).collect();
     // Refuse to start when HAMi cannot mutate or place the pods: they would silently bypass it.
     let blockers: Vec<Finding> = doctor::diagnose(&s)
         .into_iter()
-        .filter(|f| f.severity == Severity::Problem && ["hami-not-installed", "webhook-no-endpoints", "two-device-plugins"].contains(&f.rule))
+        .filter(|f| {
+            f.severity == Severity::Problem
+                && [
+                    "hami-not-installed",
+                    "webhook-no-endpoints",
+                    "two-device-plugins",
+                ]
+                .contains(&f.rule)
+        })
         .collect();
     if blockers.is_empty() {
         run_exercises(client, ctx, args, &sizing, &rendered, &out, &mut ex).await?;
     } else {
-        let why = format!("not started: {}", blockers.iter().map(|f| format!("{} ({})", f.what, f.fix)).collect::<Vec<_>>().join("; "));
+        let why = format!(
+            "not started: {}",
+            blockers
+                .iter()
+                .map(|f| format!("{} ({})", f.what, f.fix))
+                .collect::<Vec<_>>()
+                .join("; ")
+        );
         for e in &mut ex {
             e.set(ExerciseResult::NotRun, why.clone());
         }
@@ -570,18 +844,43 @@ pub async fn run(client: &Client, runner: &dyn Runner, ctx: &Ctx, args: &RunArgs
     // Capture.
     let version = client.apiserver_version().await.ok();
     write_json_or_warn(&out, "cluster/version.json", &version);
-    let nodes = Api::<Node>::all(client.clone()).list(&ListParams::default()).await.map(|l| l.items).unwrap_or_default();
+    let nodes = Api::<Node>::all(client.clone())
+        .list(&ListParams::default())
+        .await
+        .map(|l| l.items)
+        .unwrap_or_default();
     write_json_or_warn(&out, "cluster/nodes.json", &nodes);
     let hami_pods: Vec<Pod> = Api::<Pod>::namespaced(client.clone(), &ctx.hami_namespace)
-        .list(&ListParams::default()).await.map(|l| l.items).unwrap_or_default()
-        .into_iter().filter(|p| p.metadata.name.as_deref().is_some_and(|n| n.starts_with("hami-"))).collect();
+        .list(&ListParams::default())
+        .await
+        .map(|l| l.items)
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|p| {
+            p.metadata
+                .name
+                .as_deref()
+                .is_some_and(|n| n.starts_with("hami-"))
+        })
+        .collect();
     write_json_or_warn(&out, "cluster/hami-pods.json", &hami_pods);
-    let events = Api::<Event>::namespaced(client.clone(), &ctx.namespace).list(&ListParams::default()).await.map(|l| l.items).unwrap_or_default();
+    let events = Api::<Event>::namespaced(client.clone(), &ctx.namespace)
+        .list(&ListParams::default())
+        .await
+        .map(|l| l.items)
+        .unwrap_or_default();
     write_json_or_warn(&out, "cluster/events.json", &events);
-    let daemonsets = Api::<DaemonSet>::all(client.clone()).list(&ListParams::default()).await.map(|l| l.items).unwrap_or_default();
+    let daemonsets = Api::<DaemonSet>::all(client.clone())
+        .list(&ListParams::default())
+        .await
+        .map(|l| l.items)
+        .unwrap_or_default();
     write_json_or_warn(&out, "cluster/daemonsets.json", &daemonsets);
     let releases = if runner.exists("helm") {
-        runner.run_checked(&helm::list_cmd(&ctx.helm)).ok().and_then(|o| helm::parse_helm_list(&o.stdout).ok())
+        runner
+            .run_checked(&helm::list_cmd(&ctx.helm))
+            .ok()
+            .and_then(|o| helm::parse_helm_list(&o.stdout).ok())
     } else {
         None
     };
@@ -590,10 +889,23 @@ pub async fn run(client: &Client, runner: &dyn Runner, ctx: &Ctx, args: &RunArgs
         None => json!({"error": "helm not available or `helm list` failed"}),
     };
     write_json_or_warn(&out, "cluster/helm-status.json", &helm_status);
-    let chart_version = releases.as_ref().and_then(|r| r.iter().find(|r| r.name == helm::RELEASE)).map(|r| r.chart.trim_start_matches("hami-").to_owned());
-    let mut hami_images: Vec<String> = s.scheduler.as_ref().map(|d| decide::template_images(d.spec.as_ref().map(|s| &s.template))).unwrap_or_default();
-    for ds in s.daemonsets.iter().filter(|d| d.metadata.name.as_deref() == Some("hami-device-plugin")) {
-        hami_images.extend(decide::template_images(ds.spec.as_ref().map(|s| &s.template)));
+    let chart_version = releases
+        .as_ref()
+        .and_then(|r| r.iter().find(|r| r.name == helm::RELEASE))
+        .map(|r| r.chart.trim_start_matches("hami-").to_owned());
+    let mut hami_images: Vec<String> = s
+        .scheduler
+        .as_ref()
+        .map(|d| decide::template_images(d.spec.as_ref().map(|s| &s.template)))
+        .unwrap_or_default();
+    for ds in s
+        .daemonsets
+        .iter()
+        .filter(|d| d.metadata.name.as_deref() == Some("hami-device-plugin"))
+    {
+        hami_images.extend(decide::template_images(
+            ds.spec.as_ref().map(|s| &s.template),
+        ));
     }
     hami_images.sort();
     hami_images.dedup();
@@ -608,16 +920,28 @@ pub async fn run(client: &Client, runner: &dyn Runner, ctx: &Ctx, args: &RunArgs
             gpus: node.gpus.iter().map(GpuEntry::from).collect(),
             hami_chart_version: chart_version,
             hami_images,
-            scheduler_image: s.scheduler.as_ref().and_then(|d| container_image(d, "kube-scheduler")),
+            scheduler_image: s
+                .scheduler
+                .as_ref()
+                .and_then(|d| container_image(d, "kube-scheduler")),
         },
         slice_mib: sizing.slice_mib,
         oversubscribe_mib: sizing.oversubscribe_mib,
         exercises: ex,
     };
-    out.write_json("run.json", &report).map_err(|e| Failure::env(anyhow::anyhow!("writing {}/run.json: {e}", args.out.display())))?;
+    out.write_json("run.json", &report).map_err(|e| {
+        Failure::env(anyhow::anyhow!(
+            "writing {}/run.json: {e}",
+            args.out.display()
+        ))
+    })?;
     let mut human = String::new();
     for e in &report.exercises {
-        let r = match e.result { ExerciseResult::Pass => "pass", ExerciseResult::Fail => "FAIL", ExerciseResult::NotRun => "not-run" };
+        let r = match e.result {
+            ExerciseResult::Pass => "pass",
+            ExerciseResult::Fail => "FAIL",
+            ExerciseResult::NotRun => "not-run",
+        };
         human.push_str(&format!("{} {r:<7} {}\n    {}\n", e.id, e.claim, e.reason));
     }
     human.push_str(&format!("results: {}/run.json\n", args.out.display()));
@@ -643,7 +967,11 @@ async fn run_exercises(
         progress(&format!("creating pod {}", r.name));
         api::create_pod(&pods_api, &r.pod).await?;
     }
-    let watcher = api::spawn_pull_progress(client.clone(), &ctx.namespace, vec![SHARE_A.to_owned(), SHARE_B.to_owned()]);
+    let watcher = api::spawn_pull_progress(
+        client.clone(),
+        &ctx.namespace,
+        vec![SHARE_A.to_owned(), SHARE_B.to_owned()],
+    );
     progress("waiting for the share pods to be Ready");
     let ready = api::wait_pods_ready(&pods_api, &[SHARE_A, SHARE_B], args.pod_timeout).await;
     watcher.abort();
@@ -651,34 +979,84 @@ async fn run_exercises(
     let pods = match ready {
         Ok(p) => p,
         Err(e) => {
-            let fresh = api::snapshot(client, &ctx.namespace, &ctx.hami_namespace, ctx.api_timeout).await?;
-            let diag: Vec<String> = doctor::diagnose(&fresh).into_iter().filter(|f| f.severity == Severity::Problem).map(|f| format!("{}: {} (fix: {})", f.subject, f.what, f.fix)).collect();
-            ex[0].set(ExerciseResult::Fail, format!("{e}; diagnosis: {}", if diag.is_empty() { "none of the known failures (check `kubectl describe pod`)".to_owned() } else { diag.join("; ") }));
+            let fresh =
+                api::snapshot(client, &ctx.namespace, &ctx.hami_namespace, ctx.api_timeout).await?;
+            let diag: Vec<String> = doctor::diagnose(&fresh)
+                .into_iter()
+                .filter(|f| f.severity == Severity::Problem)
+                .map(|f| format!("{}: {} (fix: {})", f.subject, f.what, f.fix))
+                .collect();
+            ex[0].set(
+                ExerciseResult::Fail,
+                format!(
+                    "{e}; diagnosis: {}",
+                    if diag.is_empty() {
+                        "none of the known failures (check `kubectl describe pod`)".to_owned()
+                    } else {
+                        diag.join("; ")
+                    }
+                ),
+            );
             Vec::new()
         }
     };
     if let [a, b] = pods.as_slice() {
         let c = co_residency(a, b);
-        ex[0].set(if c.pass { ExerciseResult::Pass } else { ExerciseResult::Fail }, c.reason.clone());
+        ex[0].set(
+            if c.pass {
+                ExerciseResult::Pass
+            } else {
+                ExerciseResult::Fail
+            },
+            c.reason.clone(),
+        );
         ex[0].numbers.insert("gpu_uuids".into(), json!(c.gpu_uuids));
         ex[0].numbers.insert("nodes".into(), json!(c.nodes));
-        ex[0].evidence = vec!["cluster/events.json".into(), "manifests/hami-share-a.yaml".into(), "manifests/hami-share-b.yaml".into()];
+        ex[0].evidence = vec![
+            "cluster/events.json".into(),
+            "manifests/hami-share-a.yaml".into(),
+            "manifests/hami-share-b.yaml".into(),
+        ];
         // E2, E3
         let probe_path = probe_binary(args);
         match std::fs::read(&probe_path) {
             Err(e) => {
                 for i in [1, 2] {
-                    ex[i].set(ExerciseResult::NotRun, format!("gpu-probe binary {} not readable ({e}); pass --probe-bin PATH", probe_path.display()));
+                    ex[i].set(
+                        ExerciseResult::NotRun,
+                        format!(
+                            "gpu-probe binary {} not readable ({e}); pass --probe-bin PATH",
+                            probe_path.display()
+                        ),
+                    );
                 }
             }
             Ok(bytes) => {
                 for (i, pod) in [(1, SHARE_A), (2, SHARE_B)] {
                     progress(&format!("running gpu-probe in {pod}"));
-                    match api::copy_and_run_probe(client, &ctx.namespace, pod, None, &bytes, Some(sizing.slice_mib), args.probe_timeout).await {
+                    match api::copy_and_run_probe(
+                        client,
+                        &ctx.namespace,
+                        pod,
+                        None,
+                        &bytes,
+                        Some(sizing.slice_mib),
+                        args.probe_timeout,
+                    )
+                    .await
+                    {
                         Ok(run) => {
                             let mut evidence = Vec::new();
-                            evidence.extend(write_or_warn(out, &format!("probe/{pod}.json"), run.stdout.as_bytes()));
-                            evidence.extend(write_or_warn(out, &format!("probe/{pod}.stderr"), run.stderr.as_bytes()));
+                            evidence.extend(write_or_warn(
+                                out,
+                                &format!("probe/{pod}.json"),
+                                run.stdout.as_bytes(),
+                            ));
+                            evidence.extend(write_or_warn(
+                                out,
+                                &format!("probe/{pod}.stderr"),
+                                run.stderr.as_bytes(),
+                            ));
                             probe_exercise(&mut ex[i], pod, &run, sizing.slice_mib);
                             ex[i].evidence = evidence;
                         }
@@ -695,16 +1073,27 @@ async fn run_exercises(
         if let Some(r) = rendered.iter().find(|r| r.name == OVERSUBSCRIBE) {
             progress(&format!("creating pod {OVERSUBSCRIBE}"));
             api::create_pod(&pods_api, &r.pod).await?;
-            let evidence = api::watch_oversubscribe(client, &ctx.namespace, OVERSUBSCRIBE, args.event_timeout).await?;
+            let evidence =
+                api::watch_oversubscribe(client, &ctx.namespace, OVERSUBSCRIBE, args.event_timeout)
+                    .await?;
             let phase = api::pod_phase_now(&pods_api, OVERSUBSCRIBE).await?;
             ex[3].number("oversubscribe_mib", sizing.oversubscribe_mib);
             ex[3].number("card_mib", sizing.card.devmem_mib);
-            ex[3].number("free_beside_slices_mib", sizing.card.devmem_mib - 2 * sizing.slice_mib);
+            ex[3].number(
+                "free_beside_slices_mib",
+                sizing.card.devmem_mib - 2 * sizing.slice_mib,
+            );
             oversubscribe_exercise(&mut ex[3], &evidence, &phase);
-            ex[3].evidence = vec!["cluster/events.json".into(), format!("manifests/{OVERSUBSCRIBE}.yaml")];
+            ex[3].evidence = vec![
+                "cluster/events.json".into(),
+                format!("manifests/{OVERSUBSCRIBE}.yaml"),
+            ];
         }
     } else {
-        ex[3].set(ExerciseResult::NotRun, "E1 did not pass, so the slices are not in place");
+        ex[3].set(
+            ExerciseResult::NotRun,
+            "E1 did not pass, so the slices are not in place",
+        );
     }
     let (e1, e2, e3) = (ex[0].clone(), ex[1].clone(), ex[2].clone());
     mechanism_exercise(&mut ex[4], &e1, &e2, &e3);
@@ -716,7 +1105,9 @@ async fn run_exercises(
 
 /// `(pod, outcome)` of every `probe/*.json` in a run's output folder.
 pub fn probe_verdicts_from(dir: &Path) -> Vec<(String, String)> {
-    let Ok(entries) = std::fs::read_dir(dir.join("probe")) else { return Vec::new() };
+    let Ok(entries) = std::fs::read_dir(dir.join("probe")) else {
+        return Vec::new();
+    };
     let mut v: Vec<(String, String)> = entries
         .flatten()
         .filter_map(|e| {
@@ -739,11 +1130,18 @@ pub async fn doctor(client: &Client, ctx: &Ctx, from: Option<&Path>) -> Result<O
         s.probe_verdicts = probe_verdicts_from(dir);
     }
     let findings = doctor::diagnose(&s);
-    let problems = findings.iter().filter(|f| f.severity == Severity::Problem).count();
+    let problems = findings
+        .iter()
+        .filter(|f| f.severity == Severity::Problem)
+        .count();
     let mut human = findings_text(&findings);
     human.push_str(&format!("doctor: {problems} problem(s)\n"));
     Ok(Outcome {
-        exit: if problems == 0 { exit::OK } else { exit::CLAIM_FAILED },
+        exit: if problems == 0 {
+            exit::OK
+        } else {
+            exit::CLAIM_FAILED
+        },
         human,
         json: json!({"findings": findings}),
     })
@@ -756,7 +1154,15 @@ pub fn container_gpumem(pod: &Pod, container: Option<&str>) -> Option<u64> {
         Some(name) => spec.containers.iter().find(|c| c.name == name)?,
         None => spec.containers.first()?,
     };
-    c.resources.as_ref()?.limits.as_ref()?.get(manifests::GPUMEM)?.0.trim().parse().ok()
+    c.resources
+        .as_ref()?
+        .limits
+        .as_ref()?
+        .get(manifests::GPUMEM)?
+        .0
+        .trim()
+        .parse()
+        .ok()
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -771,59 +1177,144 @@ pub async fn probe(
     timeout: Duration,
 ) -> Result<Outcome, Failure> {
     let bytes = std::fs::read(probe_bin).map_err(|e| {
-        Failure::env(anyhow::anyhow!("gpu-probe binary {} not readable ({e}); pass --probe-bin PATH", probe_bin.display()))
+        Failure::env(anyhow::anyhow!(
+            "gpu-probe binary {} not readable ({e}); pass --probe-bin PATH",
+            probe_bin.display()
+        ))
     })?;
     let api_pods = Api::<Pod>::namespaced(client.clone(), &ctx.namespace);
-    let target = api_pods.get(pod).await.map_err(|e| Failure::env(anyhow::anyhow!("pod {}/{pod}: {e}", ctx.namespace)))?;
+    let target = api_pods
+        .get(pod)
+        .await
+        .map_err(|e| Failure::env(anyhow::anyhow!("pod {}/{pod}: {e}", ctx.namespace)))?;
     let expect = expect_mib.or_else(|| container_gpumem(&target, container));
     if ctx.dry_run {
         let mut plan = Plan::new("probe");
-        plan.push(Step::new("copy", format!("copy {} into {}/{pod}:{}/{} over exec (tar)", probe_bin.display(), ctx.namespace, api::PROBE_DIR, api::PROBE_NAME), "the probe runs inside the container, under HAMi-core"));
-        plan.push(Step::new("run", format!("gpu-probe all --output json{}", expect.map(|m| format!(" --expect-mib {m}")).unwrap_or_default()), "report what the container sees and can allocate"));
-        return Ok(Outcome { exit: exit::OK, human: plan.human(), json: json!({"plan": plan}) });
+        plan.push(Step::new(
+            "copy",
+            format!(
+                "copy {} into {}/{pod}:{}/{} over exec (tar)",
+                probe_bin.display(),
+                ctx.namespace,
+                api::PROBE_DIR,
+                api::PROBE_NAME
+            ),
+            "the probe runs inside the container, under HAMi-core",
+        ));
+        plan.push(Step::new(
+            "run",
+            format!(
+                "gpu-probe all --output json{}",
+                expect
+                    .map(|m| format!(" --expect-mib {m}"))
+                    .unwrap_or_default()
+            ),
+            "report what the container sees and can allocate",
+        ));
+        return Ok(Outcome {
+            exit: exit::OK,
+            human: plan.human(),
+            json: json!({"plan": plan}),
+        });
     }
-    let run = api::copy_and_run_probe(client, &ctx.namespace, pod, container, &bytes, expect, timeout).await?;
+    let run = api::copy_and_run_probe(
+        client,
+        &ctx.namespace,
+        pod,
+        container,
+        &bytes,
+        expect,
+        timeout,
+    )
+    .await?;
     if let Some(dir) = out {
         let o = OutDir::new(dir);
         write_or_warn(&o, &format!("probe/{pod}.json"), run.stdout.as_bytes());
         write_or_warn(&o, &format!("probe/{pod}.stderr"), run.stderr.as_bytes());
     }
     eprint!("{}", run.stderr);
-    let code = run.exit_code.and_then(|c| u8::try_from(c).ok()).unwrap_or(exit::ENVIRONMENT);
+    let code = run
+        .exit_code
+        .and_then(|c| u8::try_from(c).ok())
+        .unwrap_or(exit::ENVIRONMENT);
     let json = serde_json::from_str(&run.stdout).unwrap_or(Value::String(run.stdout.clone()));
-    Ok(Outcome { exit: code, human: run.stdout, json })
+    Ok(Outcome {
+        exit: code,
+        human: run.stdout,
+        json,
+    })
 }
 
-pub async fn cleanup(client: &Client, runner: &dyn Runner, ctx: &Ctx, uninstall_hami: bool, timeout: Duration) -> Result<Outcome, Failure> {
+pub async fn cleanup(
+    client: &Client,
+    runner: &dyn Runner,
+    ctx: &Ctx,
+    uninstall_hami: bool,
+    timeout: Duration,
+) -> Result<Outcome, Failure> {
     api::server_version(client, ctx.api_timeout).await?;
     let pods_api = Api::<Pod>::namespaced(client.clone(), &ctx.namespace);
     let existing = pods_api
         .list(&ListParams::default().labels(manifests::LAB_SELECTOR))
         .await
         .map_err(|e| Failure::env(anyhow::anyhow!("list lab pods: {e}")))?;
-    let names: Vec<String> = existing.items.iter().filter_map(|p| p.metadata.name.clone()).collect();
+    let names: Vec<String> = existing
+        .items
+        .iter()
+        .filter_map(|p| p.metadata.name.clone())
+        .collect();
     let mut plan = Plan::new("cleanup");
-    plan.push(Step::new("delete-lab-pods", format!("delete pods -l {} in {} ({})", manifests::LAB_SELECTOR, ctx.namespace, if names.is_empty() { "none".to_owned() } else { names.join(", ") }), "remove the lab's pods and wait until they are gone"));
+    plan.push(Step::new(
+        "delete-lab-pods",
+        format!(
+            "delete pods -l {} in {} ({})",
+            manifests::LAB_SELECTOR,
+            ctx.namespace,
+            if names.is_empty() {
+                "none".to_owned()
+            } else {
+                names.join(", ")
+            }
+        ),
+        "remove the lab's pods and wait until they are gone",
+    ));
     let uninstall = if uninstall_hami {
         match helm_release(runner, &ctx.helm)? {
             None => return Err(Failure::env(anyhow::anyhow!("{}", helm::INSTALL_HINT))),
             Some(ReleaseState::Absent) => None,
-            Some(_) => Some(lab_runner::Cmd::new("helm").args(["uninstall", helm::RELEASE, "--namespace", ctx.helm.namespace.as_str()])),
+            Some(_) => Some(lab_runner::Cmd::new("helm").args([
+                "uninstall",
+                helm::RELEASE,
+                "--namespace",
+                ctx.helm.namespace.as_str(),
+            ])),
         }
     } else {
         None
     };
     let uninstall = uninstall.map(|c| {
         let mut c = c;
-        if let Some(k) = &ctx.helm.kubeconfig { c = c.args(["--kubeconfig", k.as_str()]); }
-        if let Some(x) = &ctx.helm.context { c = c.args(["--kube-context", x.as_str()]); }
+        if let Some(k) = &ctx.helm.kubeconfig {
+            c = c.args(["--kubeconfig", k.as_str()]);
+        }
+        if let Some(x) = &ctx.helm.context {
+            c = c.args(["--kube-context", x.as_str()]);
+        }
         c
     });
     if let Some(c) = &uninstall {
-        plan.push(Step::new("uninstall-hami", c.to_string(), "--uninstall-hami was given"));
+        plan.push(Step::new(
+            "uninstall-hami",
+            c.to_string(),
+            "--uninstall-hami was given",
+        ));
     }
     if ctx.dry_run {
-        return Ok(Outcome { exit: exit::OK, human: plan.human(), json: json!({"plan": plan}) });
+        return Ok(Outcome {
+            exit: exit::OK,
+            human: plan.human(),
+            json: json!({"plan": plan}),
+        });
     }
     let deleted = api::delete_lab_pods(&pods_api, timeout).await?;
     if let Some(c) = &uninstall {
@@ -831,7 +1322,15 @@ pub async fn cleanup(client: &Client, runner: &dyn Runner, ctx: &Ctx, uninstall_
     }
     Ok(Outcome {
         exit: exit::OK,
-        human: format!("deleted {} lab pod(s){}\n", deleted.len(), if uninstall.is_some() { "; HAMi uninstalled" } else { "" }),
+        human: format!(
+            "deleted {} lab pod(s){}\n",
+            deleted.len(),
+            if uninstall.is_some() {
+                "; HAMi uninstalled"
+            } else {
+                ""
+            }
+        ),
         json: json!({"deleted": deleted, "uninstalled_hami": uninstall.is_some()}),
     })
 }

@@ -51,7 +51,9 @@ pub fn image_tag(image: &str) -> Option<&str> {
     let without_digest = image.split('@').next().unwrap_or(image);
     let last_slash = without_digest.rfind('/').map_or(0, |i| i + 1);
     let name = &without_digest[last_slash..];
-    name.split_once(':').map(|(_, tag)| tag).filter(|t| !t.is_empty())
+    name.split_once(':')
+        .map(|(_, tag)| tag)
+        .filter(|t| !t.is_empty())
 }
 
 /// Outcome of comparing the scheduler's kube-scheduler image tag with the server version.
@@ -95,7 +97,12 @@ pub fn check_scheduler_tag(server_git_version: &str, scheduler: &Deployment) -> 
 /// Every container image of a Deployment or DaemonSet pod template.
 pub fn template_images(spec: Option<&k8s_openapi::api::core::v1::PodTemplateSpec>) -> Vec<String> {
     spec.and_then(|t| t.spec.as_ref())
-        .map(|s| s.containers.iter().filter_map(|c| c.image.clone()).collect())
+        .map(|s| {
+            s.containers
+                .iter()
+                .filter_map(|c| c.image.clone())
+                .collect()
+        })
         .unwrap_or_default()
 }
 
@@ -132,7 +139,9 @@ pub struct Coexisting {
 
 fn is_hami(name: &str, labels: &BTreeMap<String, String>) -> bool {
     name.starts_with("hami-")
-        || labels.get("app.kubernetes.io/name").is_some_and(|v| v == "hami")
+        || labels
+            .get("app.kubernetes.io/name")
+            .is_some_and(|v| v == "hami")
         || labels
             .get("app.kubernetes.io/component")
             .is_some_and(|v| v.starts_with("hami-"))
@@ -212,15 +221,19 @@ pub fn find_coexisting(daemonsets: &[DaemonSet], pods: &[Pod]) -> Vec<Coexisting
 /// A Deployment is ready when it wants ≥ 1 replica and all of them are ready.
 pub fn deployment_ready(d: &Deployment) -> bool {
     let want = d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
-    let ready = d.status.as_ref().and_then(|s| s.ready_replicas).unwrap_or(0);
+    let ready = d
+        .status
+        .as_ref()
+        .and_then(|s| s.ready_replicas)
+        .unwrap_or(0);
     want > 0 && ready >= want
 }
 
 /// A DaemonSet is ready when it is scheduled somewhere and every scheduled pod is ready.
 pub fn daemonset_ready(ds: &DaemonSet) -> bool {
-    ds.status
-        .as_ref()
-        .is_some_and(|s| s.desired_number_scheduled > 0 && s.number_ready >= s.desired_number_scheduled)
+    ds.status.as_ref().is_some_and(|s| {
+        s.desired_number_scheduled > 0 && s.number_ready >= s.desired_number_scheduled
+    })
 }
 
 /// The webhook Service has at least one ready address.
@@ -369,7 +382,10 @@ pub struct CoResidency {
 pub fn co_residency(a: &Pod, b: &Pod) -> CoResidency {
     let pods = [a, b];
     let schedulers: Vec<String> = pods.iter().map(|p| scheduler_name(p).to_owned()).collect();
-    let nodes: Vec<Option<String>> = pods.iter().map(|p| node_name(p).map(str::to_owned)).collect();
+    let nodes: Vec<Option<String>> = pods
+        .iter()
+        .map(|p| node_name(p).map(str::to_owned))
+        .collect();
     let mut problems = Vec::new();
     let gpu_uuids: Vec<Vec<String>> = pods
         .iter()
@@ -391,7 +407,10 @@ pub fn co_residency(a: &Pod, b: &Pod) -> CoResidency {
         }
     }
     if nodes[0].is_none() || nodes[0] != nodes[1] {
-        problems.push(format!("pods are on nodes {:?} and {:?}, not one node", nodes[0], nodes[1]));
+        problems.push(format!(
+            "pods are on nodes {:?} and {:?}, not one node",
+            nodes[0], nodes[1]
+        ));
     }
     if gpu_uuids.iter().any(Vec::is_empty) {
         problems.push("a pod has no hami.io/vgpu-devices-allocated GPU".to_owned());
@@ -433,7 +452,9 @@ pub enum FilterMessage {
         nodes: Vec<String>,
     },
     /// `"no available node, <N> nodes do not meet"` (v2.6+) or `"… all node scores do not meet"` (≤ v2.5).
-    NoAvailableNode { not_meeting: Option<u32> },
+    NoAvailableNode {
+        not_meeting: Option<u32>,
+    },
     Other,
 }
 
@@ -479,11 +500,18 @@ pub fn from_hami_scheduler(ev: &Event) -> bool {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub enum OversubscribeEvidence {
     /// A `FilteringFailed` from hami-scheduler names `CardInsufficientMemory`: the pass condition.
-    Named { nodes: Vec<String>, message: String },
+    Named {
+        nodes: Vec<String>,
+        message: String,
+    },
     /// Only the generic `no available node…` (HAMi < 2.7 emits no per-reason event).
-    GenericOnly { message: String },
+    GenericOnly {
+        message: String,
+    },
     /// Only kube-scheduler's `FailedScheduling` summary names the reason.
-    SummaryOnly { message: String },
+    SummaryOnly {
+        message: String,
+    },
     Nothing,
 }
 
@@ -510,10 +538,11 @@ pub fn match_insufficient_memory(events: &[Event], pod: &str) -> OversubscribeEv
                 }
                 _ => {}
             },
-            Some("FailedScheduling") if message.contains(INSUFFICIENT_MEMORY) => {
-                if !matches!(best, OversubscribeEvidence::SummaryOnly { .. }) {
-                    best = OversubscribeEvidence::SummaryOnly { message };
-                }
+            Some("FailedScheduling")
+                if message.contains(INSUFFICIENT_MEMORY)
+                    && !matches!(best, OversubscribeEvidence::SummaryOnly { .. }) =>
+            {
+                best = OversubscribeEvidence::SummaryOnly { message };
             }
             _ => {}
         }
@@ -542,15 +571,24 @@ mod tests {
     #[test]
     fn k3s_version_is_stripped() {
         let v: k8s_openapi::apimachinery::pkg::version::Info = fixture("version-k3s.json");
-        assert_eq!(strip_server_version(&v.git_version).as_deref(), Some("v1.31.4"));
-        assert_eq!(strip_server_version("v1.30.2-eks-1234").as_deref(), Some("v1.30.2"));
+        assert_eq!(
+            strip_server_version(&v.git_version).as_deref(),
+            Some("v1.31.4")
+        );
+        assert_eq!(
+            strip_server_version("v1.30.2-eks-1234").as_deref(),
+            Some("v1.30.2")
+        );
         assert_eq!(strip_server_version("v1.31").as_deref(), None);
         assert_eq!(strip_server_version("1.31.4").as_deref(), None);
     }
 
     #[test]
     fn image_tags() {
-        assert_eq!(image_tag("registry.k8s.io/kube-scheduler:v1.31.4"), Some("v1.31.4"));
+        assert_eq!(
+            image_tag("registry.k8s.io/kube-scheduler:v1.31.4"),
+            Some("v1.31.4")
+        );
         assert_eq!(image_tag("localhost:5000/kube-scheduler"), None);
         assert_eq!(image_tag("localhost:5000/ks:v1@sha256:abc"), Some("v1"));
         assert_eq!(image_tag("kube-scheduler"), None);
@@ -558,9 +596,15 @@ mod tests {
 
     #[test]
     fn tag_check_on_fixtures() {
-        let ok = check_scheduler_tag("v1.31.4+k3s1", &fixture_deploy("deploy-hami-scheduler-tag-match.json"));
+        let ok = check_scheduler_tag(
+            "v1.31.4+k3s1",
+            &fixture_deploy("deploy-hami-scheduler-tag-match.json"),
+        );
         assert!(ok.ok, "{ok:?}");
-        let bad = check_scheduler_tag("v1.31.4+k3s1", &fixture_deploy("deploy-hami-scheduler-tag-mismatch.json"));
+        let bad = check_scheduler_tag(
+            "v1.31.4+k3s1",
+            &fixture_deploy("deploy-hami-scheduler-tag-mismatch.json"),
+        );
         assert!(!bad.ok);
         assert_eq!(bad.found_tag.as_deref(), Some("v1.20.0"));
         assert_eq!(bad.expected_tag.as_deref(), Some("v1.31.4"));
@@ -575,12 +619,17 @@ mod tests {
     #[test]
     fn gpu_operator_and_gfd_are_found_hami_is_not() {
         let found = find_coexisting(&fixture_daemonsets("daemonsets-gpu-operator.json"), &[]);
-        let names: Vec<(&str, Component)> =
-            found.iter().map(|f| (f.name.as_str(), f.component)).collect();
+        let names: Vec<(&str, Component)> = found
+            .iter()
+            .map(|f| (f.name.as_str(), f.component))
+            .collect();
         assert_eq!(
             names,
             vec![
-                ("nvidia-device-plugin-daemonset", Component::NvidiaDevicePlugin),
+                (
+                    "nvidia-device-plugin-daemonset",
+                    Component::NvidiaDevicePlugin
+                ),
                 ("gpu-feature-discovery", Component::GpuFeatureDiscovery),
             ]
         );
@@ -593,11 +642,13 @@ mod tests {
         let mut pod = fixture_pod("pod-hami-share-a-running.json");
         pod.metadata.name = Some("nvidia-device-plugin-daemonset-abcde".into());
         pod.metadata.namespace = Some("gpu-operator".into());
-        pod.metadata.owner_references = Some(vec![k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference {
-            kind: "DaemonSet".into(),
-            name: "nvidia-device-plugin-daemonset".into(),
-            ..Default::default()
-        }]);
+        pod.metadata.owner_references = Some(vec![
+            k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference {
+                kind: "DaemonSet".into(),
+                name: "nvidia-device-plugin-daemonset".into(),
+                ..Default::default()
+            },
+        ]);
         assert_eq!(find_coexisting(&ds, std::slice::from_ref(&pod)).len(), 2);
         pod.metadata.owner_references = None;
         let found = find_coexisting(&[], &[pod]);
@@ -609,9 +660,15 @@ mod tests {
 
     #[test]
     fn readiness_on_fixtures() {
-        assert!(deployment_ready(&fixture_deploy("deploy-hami-scheduler-tag-match.json")));
-        assert!(endpoints_ready(&fixture_endpoints("endpoints-hami-scheduler-ready.json")));
-        assert!(!endpoints_ready(&fixture_endpoints("endpoints-hami-scheduler-empty.json")));
+        assert!(deployment_ready(&fixture_deploy(
+            "deploy-hami-scheduler-tag-match.json"
+        )));
+        assert!(endpoints_ready(&fixture_endpoints(
+            "endpoints-hami-scheduler-ready.json"
+        )));
+        assert!(!endpoints_ready(&fixture_endpoints(
+            "endpoints-hami-scheduler-empty.json"
+        )));
         let ds = fixture_daemonsets("daemonsets-hami-only.json");
         assert!(daemonset_ready(&ds[0]));
         let mut not_ready = ds[0].clone();
@@ -662,7 +719,10 @@ mod tests {
         let a = fixture_pod("pod-hami-share-a-running.json");
         let mut b = fixture_pod("pod-hami-share-b-running.json");
         if let Some(ann) = b.metadata.annotations.as_mut() {
-            ann.insert(crate::podann::ALLOCATED_ANNOTATION.into(), "GPU-other,NVIDIA,8000,0:;".into());
+            ann.insert(
+                crate::podann::ALLOCATED_ANNOTATION.into(),
+                "GPU-other,NVIDIA,8000,0:;".into(),
+            );
         }
         let c = co_residency(&a, &b);
         assert!(!c.pass);
@@ -695,13 +755,20 @@ mod tests {
         );
         assert_eq!(
             parse_filter_message("no available node, 1 nodes do not meet"),
-            FilterMessage::NoAvailableNode { not_meeting: Some(1) }
+            FilterMessage::NoAvailableNode {
+                not_meeting: Some(1)
+            }
         );
         assert_eq!(
             parse_filter_message("no available node, all node scores do not meet"),
             FilterMessage::NoAvailableNode { not_meeting: None }
         );
-        assert_eq!(parse_filter_message("find fit node(gpu-vm-1), 0 nodes not fit, 1 nodes fit(gpu-vm-1:0.00)"), FilterMessage::Other);
+        assert_eq!(
+            parse_filter_message(
+                "find fit node(gpu-vm-1), 0 nodes not fit, 1 nodes fit(gpu-vm-1:0.00)"
+            ),
+            FilterMessage::Other
+        );
     }
 
     #[test]
@@ -714,23 +781,45 @@ mod tests {
                 message: "1 nodes CardInsufficientMemory(gpu-vm-1)".into()
             }
         );
-        assert_eq!(match_insufficient_memory(&ev, "other-pod"), OversubscribeEvidence::Nothing);
+        assert_eq!(
+            match_insufficient_memory(&ev, "other-pod"),
+            OversubscribeEvidence::Nothing
+        );
         // Without the per-reason event (HAMi < 2.7) only weaker evidence remains.
-        let without: Vec<Event> = ev.iter().filter(|e| !e.message.as_deref().unwrap_or("").starts_with("1 nodes")).cloned().collect();
-        assert!(matches!(match_insufficient_memory(&without, "hami-oversubscribe"), OversubscribeEvidence::SummaryOnly { .. }));
+        let without: Vec<Event> = ev
+            .iter()
+            .filter(|e| !e.message.as_deref().unwrap_or("").starts_with("1 nodes"))
+            .cloned()
+            .collect();
+        assert!(matches!(
+            match_insufficient_memory(&without, "hami-oversubscribe"),
+            OversubscribeEvidence::SummaryOnly { .. }
+        ));
         let generic: Vec<Event> = ev.iter().take(1).cloned().collect();
-        assert!(matches!(match_insufficient_memory(&generic, "hami-oversubscribe"), OversubscribeEvidence::GenericOnly { .. }));
+        assert!(matches!(
+            match_insufficient_memory(&generic, "hami-oversubscribe"),
+            OversubscribeEvidence::GenericOnly { .. }
+        ));
         // default-scheduler's refusal is not HAMi's.
         let unmut = fixture_events("events-unmutated.json");
-        assert_eq!(match_insufficient_memory(&unmut, "hami-share-a"), OversubscribeEvidence::Nothing);
+        assert_eq!(
+            match_insufficient_memory(&unmut, "hami-share-a"),
+            OversubscribeEvidence::Nothing
+        );
     }
 
     #[test]
     fn pull_progress_from_kubelet_events() {
         let ev = fixture_events("events-share-a.json");
         let lines: Vec<String> = ev.iter().filter_map(pull_progress).collect();
-        assert!(lines.iter().any(|l| l.starts_with("hami-share-a Pulling")), "{lines:?}");
-        assert!(lines.iter().any(|l| l.starts_with("hami-share-a Pulled")), "{lines:?}");
+        assert!(
+            lines.iter().any(|l| l.starts_with("hami-share-a Pulling")),
+            "{lines:?}"
+        );
+        assert!(
+            lines.iter().any(|l| l.starts_with("hami-share-a Pulled")),
+            "{lines:?}"
+        );
     }
 
     proptest! {

@@ -7,8 +7,8 @@ use k8s_openapi::api::core::v1::{Endpoints, Event, Node, Pod};
 use serde::Serialize;
 
 use crate::decide::{
-    HAMI_SCHEDULER, check_scheduler_tag, find_coexisting, node_registration, requests_hami_resource,
-    scheduler_name, waiting_reasons,
+    HAMI_SCHEDULER, check_scheduler_tag, find_coexisting, node_registration,
+    requests_hami_resource, scheduler_name, waiting_reasons,
 };
 
 /// What `doctor` looks at. Gathered by `api::snapshot` (or built from fixtures in tests).
@@ -96,7 +96,8 @@ pub fn hami_not_installed(s: &Snapshot) -> Vec<Finding> {
         "hami-not-installed",
         format!("{}/hami-scheduler", s.hami_namespace),
         "no hami-scheduler Deployment: HAMi is not installed in this namespace".to_owned(),
-        "run `cluster-ctl install-hami` (or pass --hami-namespace where it is installed)".to_owned(),
+        "run `cluster-ctl install-hami` (or pass --hami-namespace where it is installed)"
+            .to_owned(),
     )]
 }
 
@@ -132,7 +133,8 @@ pub fn node_unlabelled(s: &Snapshot) -> Vec<Finding> {
             finding(
                 "node-unlabelled",
                 format!("node {}", r.name),
-                "no node is labelled gpu=on, so HAMi's device plugin DaemonSet runs nowhere".to_owned(),
+                "no node is labelled gpu=on, so HAMi's device plugin DaemonSet runs nowhere"
+                    .to_owned(),
                 format!("kubectl label node {} gpu=on --overwrite", r.name),
             )
         })
@@ -197,7 +199,9 @@ pub fn scheduler_image_pull(s: &Snapshot) -> Vec<Finding> {
 }
 
 pub fn tag_mismatch(s: &Snapshot) -> Vec<Finding> {
-    let Some(d) = &s.scheduler else { return Vec::new() };
+    let Some(d) = &s.scheduler else {
+        return Vec::new();
+    };
     let check = check_scheduler_tag(&s.server_git_version, d);
     if check.ok {
         return Vec::new();
@@ -315,7 +319,10 @@ mod tests {
     }
 
     fn rules(f: &[Finding]) -> Vec<&str> {
-        f.iter().filter(|f| f.severity == Severity::Problem).map(|f| f.rule).collect()
+        f.iter()
+            .filter(|f| f.severity == Severity::Problem)
+            .map(|f| f.rule)
+            .collect()
     }
 
     #[test]
@@ -330,10 +337,16 @@ mod tests {
     #[test]
     fn unmutated_pod() {
         let mut s = healthy();
-        s.pods.push(fixture_pod("pod-unmutated-default-scheduler.json"));
+        s.pods
+            .push(fixture_pod("pod-unmutated-default-scheduler.json"));
         let f = default_scheduler_pods(&s);
         assert_eq!(f.len(), 1);
-        assert!(f[0].fix.contains("kubectl -n default delete pod hami-share-a"), "{}", f[0].fix);
+        assert!(
+            f[0].fix
+                .contains("kubectl -n default delete pod hami-share-a"),
+            "{}",
+            f[0].fix
+        );
     }
 
     #[test]
@@ -361,7 +374,13 @@ mod tests {
         let mut p = fixture_pod("pod-hami-share-a-running.json");
         p.metadata.name = Some("hami-scheduler-7d9c8b6f5-x2k4q".into());
         p.metadata.namespace = Some("kube-system".into());
-        p.metadata.labels = Some([("app.kubernetes.io/component".to_owned(), "hami-scheduler".to_owned())].into());
+        p.metadata.labels = Some(
+            [(
+                "app.kubernetes.io/component".to_owned(),
+                "hami-scheduler".to_owned(),
+            )]
+            .into(),
+        );
         let mut status = p.status.clone().unwrap();
         let mut cs = status.container_statuses.clone().unwrap()[0].clone();
         cs.name = "kube-scheduler".into();
@@ -386,7 +405,11 @@ mod tests {
         let mut s = healthy();
         s.nodes = vec![fixture_node("node-unlabelled.json")];
         assert_eq!(rules(&diagnose(&s)), vec!["node-unlabelled"]);
-        assert!(node_unlabelled(&s)[0].fix.contains("kubectl label node gpu-vm-1 gpu=on"));
+        assert!(
+            node_unlabelled(&s)[0]
+                .fix
+                .contains("kubectl label node gpu-vm-1 gpu=on")
+        );
         s.nodes = vec![fixture_node("node-gpu-on-unregistered.json")];
         assert_eq!(rules(&diagnose(&s)), vec!["node-unregistered"]);
     }
@@ -397,7 +420,11 @@ mod tests {
         s.scheduler = Some(fixture_deploy("deploy-hami-scheduler-tag-mismatch.json"));
         let f = tag_mismatch(&s);
         assert_eq!(f.len(), 1);
-        assert!(f[0].what.contains("v1.20.0") && f[0].what.contains("v1.31.4"), "{}", f[0].what);
+        assert!(
+            f[0].what.contains("v1.20.0") && f[0].what.contains("v1.31.4"),
+            "{}",
+            f[0].what
+        );
     }
 
     #[test]
@@ -411,7 +438,8 @@ mod tests {
     #[test]
     fn probe_saw_the_full_card() {
         let mut s = healthy();
-        s.probe_verdicts.push(("hami-share-b".into(), "not-verified".into()));
+        s.probe_verdicts
+            .push(("hami-share-b".into(), "not-verified".into()));
         let f = full_card_view(&s);
         assert_eq!(f.len(), 1);
         assert!(f[0].fix.contains("runtimeClassName=nvidia"));

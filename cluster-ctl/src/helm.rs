@@ -23,7 +23,9 @@ pub const INSTALL_HINT: &str = "helm 3 or 4 is required: install it from https:/
 /// What went wrong with helm.
 #[derive(Debug, thiserror::Error)]
 pub enum HelmError {
-    #[error("`helm version` printed {0:?}; cluster-ctl supports Helm 3 and 4 — install one of them: https://helm.sh/docs/intro/install/")]
+    #[error(
+        "`helm version` printed {0:?}; cluster-ctl supports Helm 3 and 4 — install one of them: https://helm.sh/docs/intro/install/"
+    )]
     UnsupportedVersion(String),
     #[error("`helm list -a -o json` printed something that is not a release list: {0}")]
     BadList(String),
@@ -103,18 +105,33 @@ pub fn parse_helm_list(text: &str) -> Result<Vec<HelmRelease>, HelmError> {
 
 /// `helm list -a -o json --filter ^hami$`.
 pub fn list_cmd(target: &HelmTarget) -> Cmd {
-    target.apply(Cmd::new("helm").args(["list", "-a", "-o", "json", "--filter", &format!("^{RELEASE}$")]))
+    target.apply(Cmd::new("helm").args([
+        "list",
+        "-a",
+        "-o",
+        "json",
+        "--filter",
+        &format!("^{RELEASE}$"),
+    ]))
 }
 
 /// What to do with the existing release before installing.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub enum ReleaseState {
     Absent,
-    Deployed { chart: String, revision: String },
+    Deployed {
+        chart: String,
+        revision: String,
+    },
     /// `pending-install|upgrade|rollback` or `failed`: must be cleared first.
-    Stuck { status: String, revision: String },
+    Stuck {
+        status: String,
+        revision: String,
+    },
     /// Any other status (`superseded`, `uninstalling`, …): left to helm.
-    Other { status: String },
+    Other {
+        status: String,
+    },
 }
 
 pub fn release_state(releases: &[HelmRelease]) -> ReleaseState {
@@ -130,7 +147,9 @@ pub fn release_state(releases: &[HelmRelease]) -> ReleaseState {
             status: s.to_owned(),
             revision: r.revision.clone(),
         },
-        s => ReleaseState::Other { status: s.to_owned() },
+        s => ReleaseState::Other {
+            status: s.to_owned(),
+        },
     }
 }
 
@@ -178,9 +197,11 @@ fn chart_minor(version: &str) -> Result<(u64, u64), HelmError> {
     let mut parts = version.trim_start_matches('v').split('.');
     let major = parts.next().and_then(|p| p.parse().ok()).ok_or_else(bad)?;
     let minor = parts.next().and_then(|p| p.parse().ok()).ok_or_else(bad)?;
-    let patch_ok = parts
-        .next()
-        .is_some_and(|p| p.split(['-', '+']).next().is_some_and(|n| n.parse::<u64>().is_ok()));
+    let patch_ok = parts.next().is_some_and(|p| {
+        p.split(['-', '+'])
+            .next()
+            .is_some_and(|n| n.parse::<u64>().is_ok())
+    });
     if !patch_ok {
         return Err(bad());
     }
@@ -193,8 +214,14 @@ pub fn scheduler_image_sets(opts: &InstallOptions) -> Result<Vec<String>, HelmEr
     let (major, minor) = chart_minor(&opts.chart_version)?;
     let mut sets = Vec::new();
     if (major, minor) >= (2, 7) {
-        sets.push(format!("scheduler.kubeScheduler.image.registry={}", opts.scheduler_registry));
-        sets.push(format!("scheduler.kubeScheduler.image.repository={}", opts.scheduler_repository));
+        sets.push(format!(
+            "scheduler.kubeScheduler.image.registry={}",
+            opts.scheduler_registry
+        ));
+        sets.push(format!(
+            "scheduler.kubeScheduler.image.repository={}",
+            opts.scheduler_repository
+        ));
         if let Some(tag) = &opts.scheduler_tag {
             sets.push(format!("scheduler.kubeScheduler.image.tag={tag}"));
         }
@@ -262,30 +289,54 @@ mod tests {
         let deployed = parse_helm_list(&fixture_text("helm-list-deployed.json")).unwrap();
         assert_eq!(
             release_state(&deployed),
-            ReleaseState::Deployed { chart: "hami-2.10.0".into(), revision: "1".into() }
+            ReleaseState::Deployed {
+                chart: "hami-2.10.0".into(),
+                revision: "1".into()
+            }
         );
         assert_eq!(clear_stuck_cmd(&release_state(&deployed), &target()), None);
         let stuck = parse_helm_list(&fixture_text("helm-list-pending-install.json")).unwrap();
         let state = release_state(&stuck);
-        assert_eq!(state, ReleaseState::Stuck { status: "pending-install".into(), revision: "1".into() });
+        assert_eq!(
+            state,
+            ReleaseState::Stuck {
+                status: "pending-install".into(),
+                revision: "1".into()
+            }
+        );
         assert_eq!(
             clear_stuck_cmd(&state, &target()).unwrap().to_string(),
             "helm uninstall hami --kube-context lab --namespace kube-system"
         );
-        let upgrade = ReleaseState::Stuck { status: "pending-upgrade".into(), revision: "3".into() };
+        let upgrade = ReleaseState::Stuck {
+            status: "pending-upgrade".into(),
+            revision: "3".into(),
+        };
         assert_eq!(
             clear_stuck_cmd(&upgrade, &target()).unwrap().to_string(),
             "helm rollback hami 2 --kube-context lab --namespace kube-system"
         );
-        assert_eq!(release_state(&parse_helm_list("[]").unwrap()), ReleaseState::Absent);
-        assert_eq!(release_state(&parse_helm_list("").unwrap()), ReleaseState::Absent);
+        assert_eq!(
+            release_state(&parse_helm_list("[]").unwrap()),
+            ReleaseState::Absent
+        );
+        assert_eq!(
+            release_state(&parse_helm_list("").unwrap()),
+            ReleaseState::Absent
+        );
         assert!(parse_helm_list("{").is_err());
     }
 
     #[test]
     fn numeric_revision_is_accepted() {
         let l = parse_helm_list(r#"[{"name":"hami","namespace":"kube-system","revision":2,"status":"failed","chart":"hami-2.9.0"}]"#).unwrap();
-        assert_eq!(release_state(&l), ReleaseState::Stuck { status: "failed".into(), revision: "2".into() });
+        assert_eq!(
+            release_state(&l),
+            ReleaseState::Stuck {
+                status: "failed".into(),
+                revision: "2".into()
+            }
+        );
     }
 
     #[test]
@@ -308,9 +359,18 @@ mod tests {
             ..InstallOptions::default()
         };
         let line = upgrade_install_cmd(&opts, &target()).unwrap().to_string();
-        assert!(line.contains("--set scheduler.kubeScheduler.image.tag=v1.31.4"), "{line}");
-        assert!(line.ends_with("--set devicePlugin.runtimeClassName=nvidia"), "{line}");
-        let old = InstallOptions { chart_version: "2.6.1".into(), ..opts };
+        assert!(
+            line.contains("--set scheduler.kubeScheduler.image.tag=v1.31.4"),
+            "{line}"
+        );
+        assert!(
+            line.ends_with("--set devicePlugin.runtimeClassName=nvidia"),
+            "{line}"
+        );
+        let old = InstallOptions {
+            chart_version: "2.6.1".into(),
+            ..opts
+        };
         let sets = scheduler_image_sets(&old).unwrap();
         assert_eq!(
             sets,
@@ -319,8 +379,14 @@ mod tests {
                 "scheduler.kubeScheduler.imageTag=v1.31.4".to_owned()
             ]
         );
-        let bad = InstallOptions { chart_version: "latest".into(), ..InstallOptions::default() };
-        assert!(matches!(scheduler_image_sets(&bad), Err(HelmError::BadChartVersion(_))));
+        let bad = InstallOptions {
+            chart_version: "latest".into(),
+            ..InstallOptions::default()
+        };
+        assert!(matches!(
+            scheduler_image_sets(&bad),
+            Err(HelmError::BadChartVersion(_))
+        ));
     }
 
     #[test]
@@ -330,6 +396,9 @@ mod tests {
         assert_eq!(helm_major(&fake).unwrap(), 4);
         assert_eq!(fake.lines(), vec!["helm version --short".to_owned()]);
         let missing = lab_runner::RecordingRunner::new(&[]);
-        assert!(matches!(helm_major(&missing), Err(HelmError::Run(lab_runner::RunError::NotFound { .. }))));
+        assert!(matches!(
+            helm_major(&missing),
+            Err(HelmError::Run(lab_runner::RunError::NotFound { .. }))
+        ));
     }
 }

@@ -20,8 +20,8 @@ pub mod report;
 pub mod sizing;
 
 #[cfg(test)]
-mod testdata;
+mod commands_tests;
 #[cfg(test)]
 mod mockapi;
 #[cfg(test)]
-mod commands_tests;
+mod testdata;

@@ -155,7 +155,11 @@ fn args_with_plugin_alias() -> Vec<std::ffi::OsString> {
     let mut args: Vec<std::ffi::OsString> = std::env::args_os().collect();
     let invoked_as_plugin = args
         .first()
-        .and_then(|a| PathBuf::from(a).file_name().map(|n| n.to_string_lossy().starts_with("kubectl-hami_probe")))
+        .and_then(|a| {
+            PathBuf::from(a)
+                .file_name()
+                .map(|n| n.to_string_lossy().starts_with("kubectl-hami_probe"))
+        })
         .unwrap_or(false);
     if invoked_as_plugin {
         args.insert(1, "probe".into());
@@ -199,7 +203,8 @@ async fn make_client(cli: &Cli) -> Result<Client, Failure> {
             "no usable kubeconfig ({e}); pass --kubeconfig, set KUBECONFIG (k3s: /etc/rancher/k3s/k3s.yaml) or create ~/.kube/config"
         ))
     })?;
-    Client::try_from(config).map_err(|e| Failure::env(anyhow::anyhow!("building the Kubernetes client: {e}")))
+    Client::try_from(config)
+        .map_err(|e| Failure::env(anyhow::anyhow!("building the Kubernetes client: {e}")))
 }
 
 async fn dispatch(cli: Cli) -> Result<Outcome, Failure> {
@@ -215,15 +220,25 @@ async fn dispatch(cli: Cli) -> Result<Outcome, Failure> {
         },
     };
     let runner = lab_runner::SystemRunner::new(cli.verbose).with_hint("helm", helm::INSTALL_HINT);
-    if let Command::Run { card_mib: Some(mib), .. } = &cli.command {
-        if cli.dry_run {
-            return commands::run_dry_offline(*mib, &ctx, &run_args(&cli.command));
-        }
+    if let Command::Run {
+        card_mib: Some(mib),
+        ..
+    } = &cli.command
+        && cli.dry_run
+    {
+        return commands::run_dry_offline(*mib, &ctx, &run_args(&cli.command));
     }
     let client = make_client(&cli).await?;
     match &cli.command {
         Command::Preflight => commands::preflight(&client, &runner, &ctx).await,
-        Command::InstallHami { chart_version, scheduler_registry, scheduler_repository, scheduler_tag, set, wait_timeout } => {
+        Command::InstallHami {
+            chart_version,
+            scheduler_registry,
+            scheduler_repository,
+            scheduler_tag,
+            set,
+            wait_timeout,
+        } => {
             let opts = InstallOptions {
                 chart_version: chart_version.clone(),
                 scheduler_registry: scheduler_registry.clone(),
@@ -231,23 +246,70 @@ async fn dispatch(cli: Cli) -> Result<Outcome, Failure> {
                 scheduler_tag: scheduler_tag.clone(),
                 extra_set: set.clone(),
             };
-            commands::install_hami(&client, &runner, &ctx, &opts, Duration::from_secs(*wait_timeout)).await
+            commands::install_hami(
+                &client,
+                &runner,
+                &ctx,
+                &opts,
+                Duration::from_secs(*wait_timeout),
+            )
+            .await
         }
         Command::Run { .. } => commands::run(&client, &runner, &ctx, &run_args(&cli.command)).await,
         Command::Doctor { from } => commands::doctor(&client, &ctx, from.as_deref()).await,
-        Command::Probe { pod, container, expect_mib, probe_bin, out, timeout } => {
-            let bin = probe_bin.clone().unwrap_or_else(commands::default_probe_bin);
-            commands::probe(&client, &ctx, pod, container.as_deref(), *expect_mib, &bin, out.as_deref(), Duration::from_secs(*timeout)).await
+        Command::Probe {
+            pod,
+            container,
+            expect_mib,
+            probe_bin,
+            out,
+            timeout,
+        } => {
+            let bin = probe_bin
+                .clone()
+                .unwrap_or_else(commands::default_probe_bin);
+            commands::probe(
+                &client,
+                &ctx,
+                pod,
+                container.as_deref(),
+                *expect_mib,
+                &bin,
+                out.as_deref(),
+                Duration::from_secs(*timeout),
+            )
+            .await
         }
-        Command::Cleanup { uninstall_hami, timeout } => {
-            commands::cleanup(&client, &runner, &ctx, *uninstall_hami, Duration::from_secs(*timeout)).await
+        Command::Cleanup {
+            uninstall_hami,
+            timeout,
+        } => {
+            commands::cleanup(
+                &client,
+                &runner,
+                &ctx,
+                *uninstall_hami,
+                Duration::from_secs(*timeout),
+            )
+            .await
         }
     }
 }
 
 fn run_args(cmd: &Command) -> RunArgs {
     match cmd {
-        Command::Run { card_mib, slice_mib, oversubscribe_mib, image, out, probe_bin, node, pod_timeout, event_timeout, probe_timeout } => RunArgs {
+        Command::Run {
+            card_mib,
+            slice_mib,
+            oversubscribe_mib,
+            image,
+            out,
+            probe_bin,
+            node,
+            pod_timeout,
+            event_timeout,
+            probe_timeout,
+        } => RunArgs {
             card_mib: *card_mib,
             slice_mib: *slice_mib,
             oversubscribe_mib: *oversubscribe_mib,
@@ -277,7 +339,10 @@ fn run_args(cmd: &Command) -> RunArgs {
 fn main() -> ExitCode {
     let cli = Cli::parse_from(args_with_plugin_alias());
     let output = cli.output;
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(r) => r,
         Err(e) => {
             eprintln!("cluster-ctl: cannot start the async runtime: {e}");
@@ -288,13 +353,19 @@ fn main() -> ExitCode {
         Ok(outcome) => {
             match output {
                 OutputFormat::Human => print!("{}", outcome.human),
-                OutputFormat::Json => println!("{}", serde_json::to_string_pretty(&outcome.json).unwrap_or_default()),
+                OutputFormat::Json => println!(
+                    "{}",
+                    serde_json::to_string_pretty(&outcome.json).unwrap_or_default()
+                ),
             }
             ExitCode::from(outcome.exit)
         }
         Err(f) => {
             if output == OutputFormat::Json {
-                println!("{}", serde_json::json!({"error": format!("{:#}", f.error), "exit_code": f.code}));
+                println!(
+                    "{}",
+                    serde_json::json!({"error": format!("{:#}", f.error), "exit_code": f.code})
+                );
             }
             eprintln!("cluster-ctl: {:#}", f.error);
             ExitCode::from(f.code)
@@ -314,16 +385,34 @@ mod tests {
 
     #[test]
     fn global_options_parse_after_the_subcommand() {
-        let cli = Cli::try_parse_from(["cluster-ctl", "run", "--dry-run", "--card-mib", "49140", "-o", "json", "--context", "lab"]).expect("parses");
+        let cli = Cli::try_parse_from([
+            "cluster-ctl",
+            "run",
+            "--dry-run",
+            "--card-mib",
+            "49140",
+            "-o",
+            "json",
+            "--context",
+            "lab",
+        ])
+        .expect("parses");
         assert!(cli.dry_run);
         assert_eq!(cli.output, OutputFormat::Json);
         assert_eq!(cli.context.as_deref(), Some("lab"));
-        assert!(matches!(cli.command, Command::Run { card_mib: Some(49140), .. }));
+        assert!(matches!(
+            cli.command,
+            Command::Run {
+                card_mib: Some(49140),
+                ..
+            }
+        ));
     }
 
     #[test]
     fn bad_output_is_a_usage_error() {
-        let err = Cli::try_parse_from(["cluster-ctl", "--output", "yaml", "preflight"]).expect_err("yaml is not offered");
+        let err = Cli::try_parse_from(["cluster-ctl", "--output", "yaml", "preflight"])
+            .expect_err("yaml is not offered");
         assert_eq!(err.exit_code(), 2);
     }
 }

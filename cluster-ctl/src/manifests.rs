@@ -27,7 +27,9 @@ pub const GPUMEM: &str = "nvidia.com/gpumem";
 /// Why a rendered manifest is refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ManifestError {
-    #[error("template for {name} still has placeholder {placeholder} after rendering (template and cluster-ctl disagree)")]
+    #[error(
+        "template for {name} still has placeholder {placeholder} after rendering (template and cluster-ctl disagree)"
+    )]
     Unrendered { name: String, placeholder: String },
     #[error("rendered manifest for {name} is not a valid Pod: {error}")]
     Invalid { name: String, error: String },
@@ -37,7 +39,9 @@ pub enum ManifestError {
         "image {0:?} is a CUDA devel image (several GiB); the lab needs only a base image such as {DEFAULT_IMAGE} — pass --image with a base or runtime tag"
     )]
     DevelImage(String),
-    #[error("namespace {0:?} is not a valid Kubernetes namespace name (lowercase letters, digits and '-', at most 63)")]
+    #[error(
+        "namespace {0:?} is not a valid Kubernetes namespace name (lowercase letters, digits and '-', at most 63)"
+    )]
     BadNamespace(String),
 }
 
@@ -54,7 +58,8 @@ pub struct RenderedPod {
 fn valid_dns_label(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 63
-        && s.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        && s.chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
         && !s.starts_with('-')
         && !s.ends_with('-')
 }
@@ -80,7 +85,11 @@ pub fn render(
         .replace("${IMAGE}", image)
         .replace("${GPUMEM_MIB}", &gpumem_mib.to_string());
     if let Some(start) = text.find("${") {
-        let placeholder: String = text[start..].chars().take_while(|c| *c != '}').chain(['}']).collect();
+        let placeholder: String = text[start..]
+            .chars()
+            .take_while(|c| *c != '}')
+            .chain(['}'])
+            .collect();
         return Err(ManifestError::Unrendered {
             name: name.to_owned(),
             placeholder,
@@ -115,7 +124,10 @@ fn validate(pod: &Pod, name: &str, gpumem_mib: u64, image: &str) -> Result<(), M
         what,
     };
     if pod.metadata.name.as_deref() != Some(name) {
-        return Err(mismatch(format!("metadata.name is {:?}", pod.metadata.name)));
+        return Err(mismatch(format!(
+            "metadata.name is {:?}",
+            pod.metadata.name
+        )));
     }
     let labelled = pod
         .metadata
@@ -124,11 +136,19 @@ fn validate(pod: &Pod, name: &str, gpumem_mib: u64, image: &str) -> Result<(), M
         .and_then(|l| l.get(PART_OF_KEY))
         .is_some_and(|v| v == PART_OF_VALUE);
     if !labelled {
-        return Err(mismatch(format!("label {LAB_SELECTOR} missing, cleanup could not find it")));
+        return Err(mismatch(format!(
+            "label {LAB_SELECTOR} missing, cleanup could not find it"
+        )));
     }
-    let spec = pod.spec.as_ref().ok_or_else(|| mismatch("no spec".to_owned()))?;
+    let spec = pod
+        .spec
+        .as_ref()
+        .ok_or_else(|| mismatch("no spec".to_owned()))?;
     let [container] = spec.containers.as_slice() else {
-        return Err(mismatch(format!("{} containers, expected 1", spec.containers.len())));
+        return Err(mismatch(format!(
+            "{} containers, expected 1",
+            spec.containers.len()
+        )));
     };
     if container.image.as_deref() != Some(image) {
         return Err(mismatch(format!("image is {:?}", container.image)));
@@ -148,12 +168,37 @@ fn validate(pod: &Pod, name: &str, gpumem_mib: u64, image: &str) -> Result<(), M
 }
 
 /// Renders the three lab pods (share-a, share-b, oversubscribe); all are validated before any is used.
-pub fn render_all(sizing: &Sizing, namespace: &str, image: &str) -> Result<Vec<RenderedPod>, ManifestError> {
+pub fn render_all(
+    sizing: &Sizing,
+    namespace: &str,
+    image: &str,
+) -> Result<Vec<RenderedPod>, ManifestError> {
     let pin = sizing.pin_uuid.as_deref();
     Ok(vec![
-        render(SHARE_TEMPLATE, SHARE_A, namespace, image, sizing.slice_mib, pin)?,
-        render(SHARE_TEMPLATE, SHARE_B, namespace, image, sizing.slice_mib, pin)?,
-        render(OVERSUBSCRIBE_TEMPLATE, OVERSUBSCRIBE, namespace, image, sizing.oversubscribe_mib, pin)?,
+        render(
+            SHARE_TEMPLATE,
+            SHARE_A,
+            namespace,
+            image,
+            sizing.slice_mib,
+            pin,
+        )?,
+        render(
+            SHARE_TEMPLATE,
+            SHARE_B,
+            namespace,
+            image,
+            sizing.slice_mib,
+            pin,
+        )?,
+        render(
+            OVERSUBSCRIBE_TEMPLATE,
+            OVERSUBSCRIBE,
+            namespace,
+            image,
+            sizing.oversubscribe_mib,
+            pin,
+        )?,
     ])
 }
 
@@ -164,12 +209,28 @@ mod tests {
 
     #[test]
     fn renders_the_three_pods_for_a6000() {
-        let s = size(&[Card { uuid: None, devmem_mib: 49140 }], None, None).unwrap();
+        let s = size(
+            &[Card {
+                uuid: None,
+                devmem_mib: 49140,
+            }],
+            None,
+            None,
+        )
+        .unwrap();
         let pods = render_all(&s, "default", DEFAULT_IMAGE).unwrap();
         let names: Vec<&str> = pods.iter().map(|p| p.name.as_str()).collect();
         assert_eq!(names, vec![SHARE_A, SHARE_B, OVERSUBSCRIBE]);
-        assert!(pods[0].yaml.contains("nvidia.com/gpumem: '8000'"), "{}", pods[0].yaml);
-        assert!(pods[2].yaml.contains("nvidia.com/gpumem: '41000'"), "{}", pods[2].yaml);
+        assert!(
+            pods[0].yaml.contains("nvidia.com/gpumem: '8000'"),
+            "{}",
+            pods[0].yaml
+        );
+        assert!(
+            pods[2].yaml.contains("nvidia.com/gpumem: '41000'"),
+            "{}",
+            pods[2].yaml
+        );
         assert!(pods[0].yaml.contains("sleep"));
         assert!(pods[0].yaml.contains(DEFAULT_IMAGE));
         assert!(!pods[0].yaml.contains(PIN_ANNOTATION));
@@ -181,14 +242,26 @@ mod tests {
     #[test]
     fn pinned_pods_carry_the_uuid() {
         let cards = vec![
-            Card { uuid: Some("GPU-a".into()), devmem_mib: 49140 },
-            Card { uuid: Some("GPU-b".into()), devmem_mib: 49140 },
+            Card {
+                uuid: Some("GPU-a".into()),
+                devmem_mib: 49140,
+            },
+            Card {
+                uuid: Some("GPU-b".into()),
+                devmem_mib: 49140,
+            },
         ];
         let s = size(&cards, None, None).unwrap();
         let pods = render_all(&s, "lab", DEFAULT_IMAGE).unwrap();
         for p in &pods {
             assert_eq!(
-                p.pod.metadata.annotations.as_ref().unwrap().get(PIN_ANNOTATION).map(String::as_str),
+                p.pod
+                    .metadata
+                    .annotations
+                    .as_ref()
+                    .unwrap()
+                    .get(PIN_ANNOTATION)
+                    .map(String::as_str),
                 Some("GPU-a")
             );
             assert_eq!(p.pod.metadata.namespace.as_deref(), Some("lab"));
@@ -198,7 +271,14 @@ mod tests {
     #[test]
     fn bad_inputs_are_refused() {
         assert!(matches!(
-            render(SHARE_TEMPLATE, SHARE_A, "default", "nvidia/cuda:12.4.1-devel-ubuntu22.04", 8000, None),
+            render(
+                SHARE_TEMPLATE,
+                SHARE_A,
+                "default",
+                "nvidia/cuda:12.4.1-devel-ubuntu22.04",
+                8000,
+                None
+            ),
             Err(ManifestError::DevelImage(_))
         ));
         assert!(matches!(
@@ -206,11 +286,25 @@ mod tests {
             Err(ManifestError::BadNamespace(_))
         ));
         assert!(matches!(
-            render("metadata:\n  name: ${OTHER}\n", SHARE_A, "default", DEFAULT_IMAGE, 8000, None),
+            render(
+                "metadata:\n  name: ${OTHER}\n",
+                SHARE_A,
+                "default",
+                DEFAULT_IMAGE,
+                8000,
+                None
+            ),
             Err(ManifestError::Unrendered { .. })
         ));
         assert!(matches!(
-            render("kind: Pod\napiVersion: v1\nmetadata:\n  name: x\n", SHARE_A, "default", DEFAULT_IMAGE, 8000, None),
+            render(
+                "kind: Pod\napiVersion: v1\nmetadata:\n  name: x\n",
+                SHARE_A,
+                "default",
+                DEFAULT_IMAGE,
+                8000,
+                None
+            ),
             Err(ManifestError::Mismatch { .. })
         ));
         assert!(matches!(

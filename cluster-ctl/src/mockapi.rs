@@ -54,15 +54,25 @@ impl MockApi {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Adds an object (its `kind`, `metadata.namespace` and `metadata.name` place it).
     pub fn add(&self, obj: Value) -> &Self {
         let kind = obj["kind"].as_str().unwrap_or_default().to_owned();
-        let ns = obj["metadata"]["namespace"].as_str().unwrap_or_default().to_owned();
-        let name = obj["metadata"]["name"].as_str().unwrap_or_default().to_owned();
-        self.lock().objects.insert((plural_of(&kind), ns, name), obj);
+        let ns = obj["metadata"]["namespace"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        let name = obj["metadata"]["name"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        self.lock()
+            .objects
+            .insert((plural_of(&kind), ns, name), obj);
         self
     }
 
@@ -70,7 +80,11 @@ impl MockApi {
     pub fn add_fixture(&self, file: &str) -> &Self {
         let v: Value = crate::testdata::fixture(file);
         if let Some(items) = v["items"].as_array() {
-            let item_kind = v["kind"].as_str().unwrap_or_default().trim_end_matches("List").to_owned();
+            let item_kind = v["kind"]
+                .as_str()
+                .unwrap_or_default()
+                .trim_end_matches("List")
+                .to_owned();
             for mut item in items.clone() {
                 if item["kind"].is_null() {
                     item["kind"] = json!(item_kind);
@@ -85,7 +99,9 @@ impl MockApi {
 
     /// On `POST` of a pod named `name`, store (and answer with) `obj` instead of the posted body.
     pub fn on_create(&self, plural: &str, name: &str, obj: Value) -> &Self {
-        self.lock().on_create.insert((plural.to_owned(), name.to_owned()), obj);
+        self.lock()
+            .on_create
+            .insert((plural.to_owned(), name.to_owned()), obj);
         self
     }
 
@@ -103,7 +119,13 @@ impl MockApi {
     pub fn seen_paths(&self) -> Vec<String> {
         self.seen()
             .into_iter()
-            .map(|s| format!("{} {}", s.method, s.uri.split('?').next().unwrap_or_default()))
+            .map(|s| {
+                format!(
+                    "{} {}",
+                    s.method,
+                    s.uri.split('?').next().unwrap_or_default()
+                )
+            })
             .collect()
     }
 
@@ -123,7 +145,10 @@ impl MockApi {
         kube::Client::new(svc, "default")
     }
 
-    async fn handle(&self, req: Request<Body>) -> Result<Response<Body>, Box<dyn std::error::Error + Send + Sync>> {
+    async fn handle(
+        &self,
+        req: Request<Body>,
+    ) -> Result<Response<Body>, Box<dyn std::error::Error + Send + Sync>> {
         let method = req.method().clone();
         let uri = req.uri().to_string();
         let path = req.uri().path().to_owned();
@@ -153,7 +178,13 @@ impl MockApi {
         Ok(self.answer(&method, &path, &query, &body))
     }
 
-    fn answer(&self, method: &Method, path: &str, query: &BTreeMap<String, String>, body: &[u8]) -> Response<Body> {
+    fn answer(
+        &self,
+        method: &Method,
+        path: &str,
+        query: &BTreeMap<String, String>,
+        body: &[u8],
+    ) -> Response<Body> {
         if path == "/version" {
             return respond(StatusCode::OK, &self.lock().version);
         }
@@ -176,7 +207,10 @@ impl MockApi {
                 )
             }
             (Method::GET, Some(name)) => {
-                match st.objects.get(&(plural, ns.unwrap_or_default(), name.clone())) {
+                match st
+                    .objects
+                    .get(&(plural, ns.unwrap_or_default(), name.clone()))
+                {
                     Some(v) => respond(StatusCode::OK, v),
                     None => not_found(&name),
                 }
@@ -185,11 +219,18 @@ impl MockApi {
                 let Ok(mut obj) = serde_json::from_slice::<Value>(body) else {
                     return status(StatusCode::BAD_REQUEST, "BadRequest", "body is not JSON");
                 };
-                let name = obj["metadata"]["name"].as_str().unwrap_or_default().to_owned();
+                let name = obj["metadata"]["name"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned();
                 let ns = ns.unwrap_or_default();
                 let key = (plural.clone(), ns.clone(), name.clone());
                 if st.objects.contains_key(&key) {
-                    return status(StatusCode::CONFLICT, "AlreadyExists", &format!("{plural} \"{name}\" already exists"));
+                    return status(
+                        StatusCode::CONFLICT,
+                        "AlreadyExists",
+                        &format!("{plural} \"{name}\" already exists"),
+                    );
                 }
                 if let Some(replacement) = st.on_create.get(&(plural.clone(), name.clone())) {
                     obj = replacement.clone();
@@ -202,12 +243,19 @@ impl MockApi {
                 respond(StatusCode::CREATED, &obj)
             }
             (Method::DELETE, Some(name)) => {
-                match st.objects.remove(&(plural, ns.unwrap_or_default(), name.clone())) {
+                match st
+                    .objects
+                    .remove(&(plural, ns.unwrap_or_default(), name.clone()))
+                {
                     Some(v) => respond(StatusCode::OK, &v),
                     None => not_found(&name),
                 }
             }
-            _ => status(StatusCode::METHOD_NOT_ALLOWED, "MethodNotAllowed", "not supported by the mock"),
+            _ => status(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "MethodNotAllowed",
+                "not supported by the mock",
+            ),
         }
     }
 }
@@ -234,9 +282,9 @@ fn percent_decode(v: &str) -> String {
 /// `/api/v1[/namespaces/NS]/PLURAL[/NAME]` or `/apis/G/V[/namespaces/NS]/PLURAL[/NAME]`.
 fn parse_path(path: &str) -> Option<(Option<String>, String, Option<String>)> {
     let segs: Vec<&str> = path.trim_matches('/').split('/').collect();
-    let rest = match segs.first()? {
-        &"api" => segs.get(2..)?,
-        &"apis" => segs.get(3..)?,
+    let rest = match *segs.first()? {
+        "api" => segs.get(2..)?,
+        "apis" => segs.get(3..)?,
         _ => return None,
     };
     let (ns, rest) = if rest.first() == Some(&"namespaces") && rest.len() >= 3 {
@@ -265,9 +313,8 @@ fn selected(v: &Value, query: &BTreeMap<String, String>) -> bool {
     });
     let labels_ok = query.get("labelSelector").is_none_or(|sel| {
         sel.split(',').filter(|s| !s.is_empty()).all(|cond| {
-            cond.split_once('=').is_some_and(|(k, want)| {
-                v["metadata"]["labels"][k].as_str() == Some(want)
-            })
+            cond.split_once('=')
+                .is_some_and(|(k, want)| v["metadata"]["labels"][k].as_str() == Some(want))
         })
     });
     fields_ok && labels_ok
@@ -288,5 +335,9 @@ fn status(code: StatusCode, reason: &str, message: &str) -> Response<Body> {
 }
 
 fn not_found(what: &str) -> Response<Body> {
-    status(StatusCode::NOT_FOUND, "NotFound", &format!("\"{what}\" not found"))
+    status(
+        StatusCode::NOT_FOUND,
+        "NotFound",
+        &format!("\"{what}\" not found"),
+    )
 }

@@ -47,7 +47,13 @@ impl Plan {
     pub fn human(&self) -> String {
         let mut out = format!("plan for `cluster-ctl {}`:\n", self.command);
         for (i, s) in self.steps.iter().enumerate() {
-            out.push_str(&format!("{:>2}. [{}] {}\n      why: {}\n", i + 1, s.id, s.action, s.why));
+            out.push_str(&format!(
+                "{:>2}. [{}] {}\n      why: {}\n",
+                i + 1,
+                s.id,
+                s.action,
+                s.why
+            ));
         }
         out
     }
@@ -60,9 +66,16 @@ mod tests {
     #[test]
     fn human_lists_each_step_with_why() {
         let mut p = Plan::new("cleanup");
-        p.push(Step::new("delete-pods", "DELETE pods -l x=y", "remove lab pods"));
+        p.push(Step::new(
+            "delete-pods",
+            "DELETE pods -l x=y",
+            "remove lab pods",
+        ));
         let text = p.human();
-        assert!(text.contains(" 1. [delete-pods] DELETE pods -l x=y"), "{text}");
+        assert!(
+            text.contains(" 1. [delete-pods] DELETE pods -l x=y"),
+            "{text}"
+        );
         assert!(text.contains("why: remove lab pods"), "{text}");
         let json = serde_json::to_value(&p).unwrap();
         assert_eq!(json["steps"][0]["id"], "delete-pods");

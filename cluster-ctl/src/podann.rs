@@ -29,7 +29,9 @@ pub enum AllocError {
         device: usize,
         found: usize,
     },
-    #[error("container {container}, device {device} of `{ALLOCATED_ANNOTATION}`: `{field}` is not a number: {value:?}")]
+    #[error(
+        "container {container}, device {device} of `{ALLOCATED_ANNOTATION}`: `{field}` is not a number: {value:?}"
+    )]
     BadNumber {
         container: usize,
         device: usize,
@@ -59,7 +61,11 @@ pub fn parse_allocated(value: &str) -> Result<Vec<Vec<ContainerDevice>>, AllocEr
         .collect()
 }
 
-fn parse_device(container: usize, device: usize, text: &str) -> Result<ContainerDevice, AllocError> {
+fn parse_device(
+    container: usize,
+    device: usize,
+    text: &str,
+) -> Result<ContainerDevice, AllocError> {
     let fields: Vec<&str> = text.split(',').map(str::trim).collect();
     if fields.len() != 4 {
         return Err(AllocError::FieldCount {
@@ -96,7 +102,11 @@ fn parse_device(container: usize, device: usize, text: &str) -> Result<Container
 pub fn pod_gpu_uuids(
     pod: &k8s_openapi::api::core::v1::Pod,
 ) -> Option<Result<Vec<String>, AllocError>> {
-    let value = pod.metadata.annotations.as_ref()?.get(ALLOCATED_ANNOTATION)?;
+    let value = pod
+        .metadata
+        .annotations
+        .as_ref()?
+        .get(ALLOCATED_ANNOTATION)?;
     Some(parse_allocated(value).map(|containers| {
         let mut uuids: Vec<String> = Vec::new();
         for d in containers.into_iter().flatten() {
@@ -120,7 +130,10 @@ mod tests {
         let b = fixture_pod("pod-hami-share-b-running.json");
         let ua = pod_gpu_uuids(&a).unwrap().unwrap();
         let ub = pod_gpu_uuids(&b).unwrap().unwrap();
-        assert_eq!(ua, vec!["GPU-4f7efa07-0f69-f62e-5958-365ed3785eb2".to_owned()]);
+        assert_eq!(
+            ua,
+            vec!["GPU-4f7efa07-0f69-f62e-5958-365ed3785eb2".to_owned()]
+        );
         assert_eq!(ua, ub);
     }
 
@@ -131,8 +144,9 @@ mod tests {
 
     #[test]
     fn per_container_and_per_device() {
-        let parsed = parse_allocated("GPU-a,NVIDIA,8000,0:GPU-b,NVIDIA,100,30:;;GPU-c,NVIDIA,81559,100:;")
-            .unwrap();
+        let parsed =
+            parse_allocated("GPU-a,NVIDIA,8000,0:GPU-b,NVIDIA,100,30:;;GPU-c,NVIDIA,81559,100:;")
+                .unwrap();
         assert_eq!(parsed.len(), 3);
         assert_eq!(parsed[0].len(), 2);
         assert_eq!(parsed[0][1].uuid, "GPU-b");

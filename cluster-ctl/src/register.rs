@@ -56,13 +56,17 @@ pub enum RegisterError {
         "device {device} of the register annotation has {found} comma-separated fields; HAMi writes 7 (≤ v2.4) or 9 (v2.5–v2.7) — is the value truncated or from another vendor?"
     )]
     FieldCount { device: usize, found: usize },
-    #[error("device {device} of the register annotation: field `{field}` is not a number: {value:?}")]
+    #[error(
+        "device {device} of the register annotation: field `{field}` is not a number: {value:?}"
+    )]
     BadNumber {
         device: usize,
         field: &'static str,
         value: String,
     },
-    #[error("device {device} of the register annotation: health is {value:?}, expected true or false")]
+    #[error(
+        "device {device} of the register annotation: health is {value:?}, expected true or false"
+    )]
     BadBool { device: usize, value: String },
     #[error("device {device} of the register annotation has no GPU UUID")]
     MissingUuid { device: usize },
@@ -237,8 +241,10 @@ mod tests {
 
     #[test]
     fn nine_field_format_of_v2_6_l4() {
-        let (format, gpus) =
-            parse_register(&register_of(&fixture_node("node-hami-v2.6-l4-legacy9.json"))).unwrap();
+        let (format, gpus) = parse_register(&register_of(&fixture_node(
+            "node-hami-v2.6-l4-legacy9.json",
+        )))
+        .unwrap();
         assert_eq!(format, RegisterFormat::Legacy9);
         let g = &gpus[0];
         assert_eq!(g.uuid, "GPU-8c3e2f10-77a1-4d52-b6e9-1f0a2b3c4d5e");
@@ -297,17 +303,26 @@ mod tests {
         assert_eq!(parse_register("[]"), Err(RegisterError::Empty));
         assert!(matches!(
             parse_register("GPU-a,10,1000:"),
-            Err(RegisterError::FieldCount { device: 0, found: 3 })
+            Err(RegisterError::FieldCount {
+                device: 0,
+                found: 3
+            })
         ));
         assert!(matches!(
             parse_register("GPU-a,10,lots,100,T,0,true:"),
-            Err(RegisterError::BadNumber { field: "devmem", .. })
+            Err(RegisterError::BadNumber {
+                field: "devmem",
+                ..
+            })
         ));
         assert!(matches!(
             parse_register("GPU-a,10,1,100,T,0,yes:"),
             Err(RegisterError::BadBool { .. })
         ));
-        assert!(matches!(parse_register("[{\"devmem\":1}]"), Err(RegisterError::MissingUuid { .. })));
+        assert!(matches!(
+            parse_register("[{\"devmem\":1}]"),
+            Err(RegisterError::MissingUuid { .. })
+        ));
         assert!(matches!(parse_register("[{"), Err(RegisterError::Json(_))));
     }
 

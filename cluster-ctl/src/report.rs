@@ -58,11 +58,26 @@ impl Exercise {
 
 /// The claims of the five exercises.
 pub const CLAIMS: [(&str, &str); 5] = [
-    ("E1", "Two share pods scheduled by hami-scheduler run on the same node and the same GPU UUID."),
-    ("E2", "Share pod A sees and can allocate only its slice of GPU memory (gpu-probe verdict)."),
-    ("E3", "Share pod B sees and can allocate only its slice of GPU memory (gpu-probe verdict)."),
-    ("E4", "A pod that fits an empty card but not beside the two slices stays Pending, refused by hami-scheduler for CardInsufficientMemory."),
-    ("E5", "The isolation comes from HAMi-core inside the containers: both co-resident pods are capped to their slice on one GPU."),
+    (
+        "E1",
+        "Two share pods scheduled by hami-scheduler run on the same node and the same GPU UUID.",
+    ),
+    (
+        "E2",
+        "Share pod A sees and can allocate only its slice of GPU memory (gpu-probe verdict).",
+    ),
+    (
+        "E3",
+        "Share pod B sees and can allocate only its slice of GPU memory (gpu-probe verdict).",
+    ),
+    (
+        "E4",
+        "A pod that fits an empty card but not beside the two slices stays Pending, refused by hami-scheduler for CardInsufficientMemory.",
+    ),
+    (
+        "E5",
+        "The isolation comes from HAMi-core inside the containers: both co-resident pods are capped to their slice on one GPU.",
+    ),
 ];
 
 /// One GPU of `cluster.gpus`.
@@ -116,9 +131,17 @@ pub struct RunReport {
 impl RunReport {
     /// 0 when every exercise passed, 1 when one failed, 3 when none failed but one could not run.
     pub fn exit_code(&self) -> u8 {
-        if self.exercises.iter().any(|e| e.result == ExerciseResult::Fail) {
+        if self
+            .exercises
+            .iter()
+            .any(|e| e.result == ExerciseResult::Fail)
+        {
             1
-        } else if self.exercises.iter().any(|e| e.result == ExerciseResult::NotRun) {
+        } else if self
+            .exercises
+            .iter()
+            .any(|e| e.result == ExerciseResult::NotRun)
+        {
             3
         } else {
             0
@@ -128,7 +151,9 @@ impl RunReport {
 
 /// RFC 3339 UTC timestamp of now.
 pub fn now_rfc3339() -> String {
-    jiff::Timestamp::now().round(jiff::Unit::Second).map_or_else(|_| jiff::Timestamp::now().to_string(), |t| t.to_string())
+    jiff::Timestamp::now()
+        .round(jiff::Unit::Second)
+        .map_or_else(|_| jiff::Timestamp::now().to_string(), |t| t.to_string())
 }
 
 /// Removes what must not be captured: `metadata.managedFields`, and every container env `value` /
@@ -193,7 +218,10 @@ impl OutDir {
 /// `verdict.outcome` of a gpu-probe JSON report (the only part cluster-ctl reads).
 pub fn probe_outcome(report: &str) -> Option<String> {
     let v: Value = serde_json::from_str(report).ok()?;
-    v.get("verdict")?.get("outcome")?.as_str().map(str::to_owned)
+    v.get("verdict")?
+        .get("outcome")?
+        .as_str()
+        .map(str::to_owned)
 }
 
 #[cfg(test)]
@@ -208,7 +236,12 @@ mod tests {
                 {"name": "PW", "valueFrom": {"secretKeyRef": {"name": "db", "key": "pw"}}}]}]}});
         scrub(&mut pod);
         let text = pod.to_string();
-        assert!(!text.contains("s3cret") && !text.contains("secretKeyRef") && !text.contains("managedFields"), "{text}");
+        assert!(
+            !text.contains("s3cret")
+                && !text.contains("secretKeyRef")
+                && !text.contains("managedFields"),
+            "{text}"
+        );
         assert!(text.contains("TOKEN") && text.contains("PW"));
         let mut list = json!([pod.clone(), {"items": [pod]}]);
         scrub(&mut list);
@@ -216,7 +249,10 @@ mod tests {
 
     #[test]
     fn probe_outcome_reads_only_the_verdict() {
-        assert_eq!(probe_outcome(r#"{"x":1,"verdict":{"outcome":"verified","exit_code":0}}"#).as_deref(), Some("verified"));
+        assert_eq!(
+            probe_outcome(r#"{"x":1,"verdict":{"outcome":"verified","exit_code":0}}"#).as_deref(),
+            Some("verified")
+        );
         assert_eq!(probe_outcome("not json"), None);
         assert_eq!(probe_outcome(r#"{"verdict":{}}"#), None);
     }

@@ -120,7 +120,11 @@ pub fn size(
             // devmem − slice, rounded down to 1000 MiB when that still clears the slices.
             let exact = devmem - slice;
             let rounded = exact / ROUND_MIB * ROUND_MIB;
-            if rounded > low_exclusive { rounded } else { exact }
+            if rounded > low_exclusive {
+                rounded
+            } else {
+                exact
+            }
         }
     };
     if over > devmem {
@@ -204,7 +208,10 @@ mod tests {
     fn a6000_card_of_the_issue() {
         let s = size(&[card(49140)], None, None).unwrap();
         assert_eq!(s.slice_mib, 8000);
-        assert!(s.oversubscribe_mib > 33140 && s.oversubscribe_mib <= 49140, "{s:?}");
+        assert!(
+            s.oversubscribe_mib > 33140 && s.oversubscribe_mib <= 49140,
+            "{s:?}"
+        );
         assert_eq!(s.oversubscribe_mib, 41000);
         assert_eq!(s.pin_uuid, None);
     }
@@ -219,11 +226,28 @@ mod tests {
 
     #[test]
     fn small_cards_get_a_sixth_rounded_down() {
-        assert_eq!(size(&fixture_cards("node-hami-v2.6-l4-legacy9.json"), None, None).unwrap().slice_mib, 3000);
-        assert_eq!(size(&fixture_cards("node-hami-v2.4-v100-legacy7.json"), None, None).unwrap().slice_mib, 5000);
+        assert_eq!(
+            size(&fixture_cards("node-hami-v2.6-l4-legacy9.json"), None, None)
+                .unwrap()
+                .slice_mib,
+            3000
+        );
+        assert_eq!(
+            size(
+                &fixture_cards("node-hami-v2.4-v100-legacy7.json"),
+                None,
+                None
+            )
+            .unwrap()
+            .slice_mib,
+            5000
+        );
         assert_eq!(default_slice(48000).unwrap(), 8000);
         assert_eq!(default_slice(47999).unwrap(), 7000);
-        assert_eq!(default_slice(5999), Err(SizingError::CardTooSmall { devmem_mib: 5999 }));
+        assert_eq!(
+            default_slice(5999),
+            Err(SizingError::CardTooSmall { devmem_mib: 5999 })
+        );
     }
 
     #[test]
@@ -232,23 +256,43 @@ mod tests {
         assert_eq!((s.slice_mib, s.oversubscribe_mib), (10000, 30000));
         assert!(matches!(
             size(&[card(49140)], None, Some(33140)),
-            Err(SizingError::OverFitsBesideSlices { free_mib: 33140, .. })
+            Err(SizingError::OverFitsBesideSlices {
+                free_mib: 33140,
+                ..
+            })
         ));
         assert!(size(&[card(49140)], None, Some(33141)).is_ok());
         assert!(size(&[card(49140)], None, Some(49140)).is_ok());
-        assert!(matches!(size(&[card(49140)], None, Some(49141)), Err(SizingError::OverTooBig { .. })));
-        assert!(matches!(size(&[card(49140)], Some(30000), None), Err(SizingError::SlicesDoNotFit { .. })));
-        assert_eq!(size(&[card(49140)], Some(0), None), Err(SizingError::ZeroSlice));
+        assert!(matches!(
+            size(&[card(49140)], None, Some(49141)),
+            Err(SizingError::OverTooBig { .. })
+        ));
+        assert!(matches!(
+            size(&[card(49140)], Some(30000), None),
+            Err(SizingError::SlicesDoNotFit { .. })
+        ));
+        assert_eq!(
+            size(&[card(49140)], Some(0), None),
+            Err(SizingError::ZeroSlice)
+        );
         assert_eq!(size(&[], None, None), Err(SizingError::NoCard));
-        let text = size(&[card(49140)], None, Some(20000)).unwrap_err().to_string();
+        let text = size(&[card(49140)], None, Some(20000))
+            .unwrap_err()
+            .to_string();
         assert!(text.contains("33141..=49140"), "{text}");
     }
 
     #[test]
     fn multi_gpu_with_uuids_pins_to_the_first_card() {
         let cards = vec![
-            Card { uuid: Some("GPU-a".into()), devmem_mib: 49140 },
-            Card { uuid: Some("GPU-b".into()), devmem_mib: 49140 },
+            Card {
+                uuid: Some("GPU-a".into()),
+                devmem_mib: 49140,
+            },
+            Card {
+                uuid: Some("GPU-b".into()),
+                devmem_mib: 49140,
+            },
         ];
         let s = size(&cards, None, None).unwrap();
         assert_eq!(s.pin_uuid.as_deref(), Some("GPU-a"));
