@@ -22,6 +22,8 @@ pub mod sizing;
 #[cfg(test)]
 mod commands_tests;
 #[cfg(test)]
+mod execserver;
+#[cfg(test)]
 mod mockapi;
 #[cfg(test)]
 mod testdata;

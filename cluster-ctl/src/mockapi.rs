@@ -149,11 +149,20 @@ impl MockApi {
         &self,
         req: Request<Body>,
     ) -> Result<Response<Body>, Box<dyn std::error::Error + Send + Sync>> {
-        let method = req.method().clone();
-        let uri = req.uri().to_string();
-        let path = req.uri().path().to_owned();
-        let query: BTreeMap<String, String> = req
-            .uri()
+        let (parts, body) = req.into_parts();
+        let body = body.collect().await?.to_bytes();
+        self.handle_parts(&parts.method, &parts.uri, &body).await
+    }
+
+    /// Answers one request (also used by the real HTTP server in `execserver`).
+    pub async fn handle_parts(
+        &self,
+        method: &Method,
+        uri: &http::Uri,
+        body: &[u8],
+    ) -> Result<Response<Body>, Box<dyn std::error::Error + Send + Sync>> {
+        let path = uri.path().to_owned();
+        let query: BTreeMap<String, String> = uri
             .query()
             .unwrap_or_default()
             .split('&')
@@ -164,7 +173,7 @@ impl MockApi {
             let mut st = self.lock();
             st.seen.push(Seen {
                 method: method.to_string(),
-                uri: uri.clone(),
+                uri: uri.to_string(),
             });
             if st.unreachable {
                 return Err("connection refused (mock)".into());
@@ -174,8 +183,7 @@ impl MockApi {
             // A watch that never delivers: the caller's timeout (or an earlier list) ends it.
             futures::future::pending::<()>().await;
         }
-        let body = req.into_body().collect().await?.to_bytes();
-        Ok(self.answer(&method, &path, &query, &body))
+        Ok(self.answer(method, &path, &query, body))
     }
 
     fn answer(
@@ -260,7 +268,7 @@ impl MockApi {
     }
 }
 
-fn percent_decode(v: &str) -> String {
+pub fn percent_decode(v: &str) -> String {
     let bytes = v.as_bytes();
     let mut out = Vec::new();
     let mut i = 0;
