@@ -225,11 +225,14 @@ pub struct Check {
     pub detail: String,
 }
 
-/// The install plan: clear a stuck release, refresh the repo, upgrade --install, verify.
+/// The install plan: clear a stuck release, upgrade --install, verify. `already_current`: the
+/// release is deployed with this chart version and exactly these values, so helm is not run again
+/// (a second `install-hami` changes nothing).
 pub fn install_plan(
     state: &ReleaseState,
     opts: &InstallOptions,
     target: &HelmTarget,
+    already_current: bool,
 ) -> Result<(Plan, Vec<lab_runner::Cmd>), Failure> {
     let mut plan = Plan::new("install-hami");
     let mut cmds = Vec::new();
@@ -243,34 +246,34 @@ pub fn install_plan(
         plan.push(Step::new("clear-stuck-release", clear.to_string(), why));
         cmds.push(clear);
     }
-    for (id, cmd) in ["repo-add", "repo-update"]
-        .into_iter()
-        .zip(helm::repo_cmds())
-    {
-        plan.push(Step::new(
-            id,
-            cmd.to_string(),
-            "the chart comes from HAMi's helm repository",
-        ));
-        cmds.push(cmd);
-    }
     let install = helm::upgrade_install_cmd(opts, target).map_err(Failure::usage)?;
-    plan.push(Step::new(
-        "upgrade-install",
-        install.to_string(),
-        format!(
-            "install or upgrade HAMi {} (idempotent); kube-scheduler image from {}/{}{}",
-            opts.chart_version,
-            opts.scheduler_registry,
-            opts.scheduler_repository,
-            if opts.scheduler_tag.is_some() {
-                " with the tag asked for"
-            } else {
-                ", tag derived by the chart from the server version"
-            }
-        ),
-    ));
-    cmds.push(install);
+    if already_current {
+        plan.push(Step::new(
+            "already-installed",
+            "none",
+            format!(
+                "release hami is deployed with chart {} and the same values: nothing to change",
+                opts.chart_version
+            ),
+        ));
+    } else {
+        plan.push(Step::new(
+            "upgrade-install",
+            install.to_string(),
+            format!(
+                "install or upgrade HAMi {} (idempotent); kube-scheduler image from {}/{}{}",
+                opts.chart_version,
+                opts.scheduler_registry,
+                opts.scheduler_repository,
+                if opts.scheduler_tag.is_some() {
+                    " with the tag asked for"
+                } else {
+                    ", tag derived by the chart from the server version"
+                }
+            ),
+        ));
+        cmds.push(install);
+    }
     for (id, why) in [
         (
             "verify-scheduler",
@@ -418,7 +421,17 @@ pub async fn install_hami(
         });
     }
     let state = helm_release(runner, &ctx.helm)?.unwrap_or(ReleaseState::Absent);
-    let (plan, cmds) = install_plan(&state, opts, &ctx.helm)?;
+    let already_current = match &state {
+        ReleaseState::Deployed { chart, .. }
+            if *chart == format!("{}-{}", helm::CHART, opts.chart_version) =>
+        {
+            runner
+                .run_checked(&helm::get_values_cmd(&ctx.helm))
+                .is_ok_and(|o| helm::values_match(&o.stdout, opts))
+        }
+        _ => false,
+    };
+    let (plan, cmds) = install_plan(&state, opts, &ctx.helm, already_current)?;
     if ctx.dry_run {
         return Ok(Outcome {
             exit: exit::OK,

@@ -140,12 +140,14 @@ async fn install_dry_run_plans_clearing_the_stuck_release_and_changes_nothing() 
         .map(|s| s["id"].as_str().unwrap())
         .collect();
     assert_eq!(
-        ids[..4],
+        ids,
         [
             "clear-stuck-release",
-            "repo-add",
-            "repo-update",
-            "upgrade-install"
+            "upgrade-install",
+            "verify-scheduler",
+            "verify-webhook",
+            "verify-device-plugin",
+            "verify-node"
         ]
     );
     assert_eq!(
@@ -178,9 +180,7 @@ async fn install_runs_helm_in_order_and_verifies_each_item() {
             "helm version --short",
             "helm list -a -o json --filter '^hami$' --namespace kube-system",
             "helm uninstall hami --namespace kube-system",
-            "helm repo add hami-charts https://project-hami.github.io/HAMi/ --force-update",
-            "helm repo update hami-charts",
-            "helm upgrade --install hami hami-charts/hami --version 2.10.0 --namespace kube-system --set scheduler.kubeScheduler.image.registry=registry.k8s.io --set scheduler.kubeScheduler.image.repository=kube-scheduler",
+            "helm upgrade --install hami hami --repo https://project-hami.github.io/HAMi/ --version 2.10.0 --namespace kube-system --set scheduler.kubeScheduler.image.registry=registry.k8s.io --set scheduler.kubeScheduler.image.repository=kube-scheduler",
         ]
     );
     let checks = out.json["checks"].as_array().unwrap();
@@ -246,6 +246,50 @@ async fn install_reports_a_tag_mismatch_and_missing_endpoints_with_diagnosis() {
         "{rules:?}"
     );
     assert!(!r.lines().iter().any(|l| l.contains("uninstall")));
+}
+
+#[tokio::test]
+async fn second_install_with_the_same_values_changes_nothing() {
+    let m = healthy_mock();
+    let r = helm("helm-list-deployed.json");
+    r.reply(
+        "helm get values",
+        0,
+        r#"{"scheduler":{"kubeScheduler":{"image":{"registry":"registry.k8s.io","repository":"kube-scheduler"}}}}"#,
+        "",
+    );
+    let out = install_hami(
+        &m.client(),
+        &r,
+        &ctx(false),
+        &InstallOptions::default(),
+        Duration::from_secs(5),
+    )
+    .await
+    .unwrap();
+    assert_eq!(out.exit, exit::OK, "{}", out.human);
+    assert!(
+        !r.lines().iter().any(|l| l.contains("upgrade")),
+        "{:?}",
+        r.lines()
+    );
+    assert_eq!(out.json["plan"]["steps"][0]["id"], "already-installed");
+    // Other values (e.g. a new --set) do upgrade.
+    let opts = InstallOptions {
+        extra_set: vec!["devicePlugin.runtimeClassName=nvidia".into()],
+        ..InstallOptions::default()
+    };
+    install_hami(&m.client(), &r, &ctx(false), &opts, Duration::from_secs(5))
+        .await
+        .unwrap();
+    assert!(
+        r.lines()
+            .last()
+            .unwrap()
+            .starts_with("helm upgrade --install"),
+        "{:?}",
+        r.lines()
+    );
 }
 
 #[tokio::test]

@@ -10,9 +10,9 @@ use serde::{Deserialize, Serialize};
 /// Chart version installed unless `--chart-version` says otherwise (latest known).
 pub const DEFAULT_CHART_VERSION: &str = "2.10.0";
 pub const RELEASE: &str = "hami";
-pub const REPO_NAME: &str = "hami-charts";
 pub const REPO_URL: &str = "https://project-hami.github.io/HAMi/";
-pub const CHART: &str = "hami-charts/hami";
+/// Chart name inside the repository.
+pub const CHART: &str = "hami";
 /// Registry of the kube-scheduler sidecar image (the chart's default registry is slow or
 /// unreachable outside China).
 pub const DEFAULT_SCHEDULER_REGISTRY: &str = "registry.k8s.io";
@@ -237,22 +237,17 @@ pub fn scheduler_image_sets(opts: &InstallOptions) -> Result<Vec<String>, HelmEr
     Ok(sets)
 }
 
-/// `helm repo add --force-update` (idempotent) and `helm repo update hami-charts`.
-pub fn repo_cmds() -> Vec<Cmd> {
-    vec![
-        Cmd::new("helm").args(["repo", "add", REPO_NAME, REPO_URL, "--force-update"]),
-        Cmd::new("helm").args(["repo", "update", REPO_NAME]),
-    ]
-}
-
-/// `helm upgrade --install hami hami-charts/hami --version V --namespace NS --set …`.
-/// No `--wait`: readiness is verified afterwards by watches with their own diagnosis.
+/// `helm upgrade --install hami hami --repo <HAMi repo> --version V --namespace NS --set …`.
+/// `--repo` (Helm 3 and 4) leaves the user's repository list untouched. No `--wait`: readiness is
+/// verified afterwards by watches with their own diagnosis.
 pub fn upgrade_install_cmd(opts: &InstallOptions, target: &HelmTarget) -> Result<Cmd, HelmError> {
     let mut cmd = Cmd::new("helm").args([
         "upgrade",
         "--install",
         RELEASE,
         CHART,
+        "--repo",
+        REPO_URL,
         "--version",
         opts.chart_version.as_str(),
     ]);
@@ -261,6 +256,63 @@ pub fn upgrade_install_cmd(opts: &InstallOptions, target: &HelmTarget) -> Result
         cmd = cmd.args(["--set", set.as_str()]);
     }
     Ok(cmd)
+}
+
+/// `helm get values hami -o json`: the user-supplied values of the installed release.
+pub fn get_values_cmd(target: &HelmTarget) -> Cmd {
+    target.apply(Cmd::new("helm").args(["get", "values", RELEASE, "-o", "json"]))
+}
+
+/// The values `--set` lines describe, as helm would nest them (`a.b=c` → `{"a":{"b":"c"}}`), every
+/// leaf a string. `None` when a line is not `key=value` or uses helm's list/escape syntax.
+pub fn desired_values(sets: &[String]) -> Option<serde_json::Value> {
+    let mut root = serde_json::Map::new();
+    for set in sets {
+        let (key, value) = set.split_once('=')?;
+        if key.contains(['[', '\\', ',']) || value.contains(',') {
+            return None;
+        }
+        let parts: Vec<&str> = key.split('.').collect();
+        let (last, path) = parts.split_last()?;
+        let mut cur = &mut root;
+        for p in path {
+            let entry = cur
+                .entry((*p).to_owned())
+                .or_insert_with(|| serde_json::Value::Object(serde_json::Map::new()));
+            cur = entry.as_object_mut()?;
+        }
+        cur.insert(
+            (*last).to_owned(),
+            serde_json::Value::String(value.to_owned()),
+        );
+    }
+    Some(serde_json::Value::Object(root))
+}
+
+fn stringify_leaves(v: &serde_json::Value) -> serde_json::Value {
+    match v {
+        serde_json::Value::Object(m) => serde_json::Value::Object(
+            m.iter()
+                .map(|(k, v)| (k.clone(), stringify_leaves(v)))
+                .collect(),
+        ),
+        serde_json::Value::String(s) => serde_json::Value::String(s.clone()),
+        serde_json::Value::Null => serde_json::Value::Object(serde_json::Map::new()),
+        other => serde_json::Value::String(other.to_string()),
+    }
+}
+
+/// Whether the installed release already has exactly the values `install-hami` would set
+/// (`helm get values -o json` prints `null` when there are none).
+pub fn values_match(installed_json: &str, opts: &InstallOptions) -> bool {
+    let Ok(installed) = serde_json::from_str::<serde_json::Value>(installed_json.trim()) else {
+        return false;
+    };
+    let Ok(mut sets) = scheduler_image_sets(opts) else {
+        return false;
+    };
+    sets.extend(opts.extra_set.iter().cloned());
+    desired_values(&sets).is_some_and(|d| stringify_leaves(&installed) == d)
 }
 
 #[cfg(test)]
@@ -345,7 +397,7 @@ mod tests {
         let line = cmd.to_string();
         assert_eq!(
             line,
-            "helm upgrade --install hami hami-charts/hami --version 2.10.0 --kube-context lab --namespace kube-system --set scheduler.kubeScheduler.image.registry=registry.k8s.io --set scheduler.kubeScheduler.image.repository=kube-scheduler"
+            "helm upgrade --install hami hami --repo https://project-hami.github.io/HAMi/ --version 2.10.0 --kube-context lab --namespace kube-system --set scheduler.kubeScheduler.image.registry=registry.k8s.io --set scheduler.kubeScheduler.image.repository=kube-scheduler"
         );
         assert!(!line.contains(".tag="));
         assert!(!line.contains("--wait"));
@@ -387,6 +439,31 @@ mod tests {
             scheduler_image_sets(&bad),
             Err(HelmError::BadChartVersion(_))
         ));
+    }
+
+    #[test]
+    fn installed_values_are_compared_as_helm_nests_them() {
+        let opts = InstallOptions {
+            extra_set: vec![
+                "devicePlugin.runtimeClassName=nvidia".into(),
+                "scheduler.leaderElect=false".into(),
+            ],
+            ..InstallOptions::default()
+        };
+        let same = r#"{"devicePlugin":{"runtimeClassName":"nvidia"},"scheduler":{"leaderElect":false,"kubeScheduler":{"image":{"registry":"registry.k8s.io","repository":"kube-scheduler"}}}}"#;
+        assert!(values_match(same, &opts));
+        let other_registry = same.replace("registry.k8s.io", "docker.io");
+        assert!(!values_match(&other_registry, &opts));
+        assert!(!values_match("null", &opts));
+        // Defaults always set the registry and repository, so an install without values differs.
+        assert!(!values_match("null", &InstallOptions::default()));
+        assert!(!values_match("not json", &opts));
+        assert_eq!(
+            desired_values(&["a.b=c".into(), "a.d=e".into()]),
+            Some(serde_json::json!({"a": {"b": "c", "d": "e"}}))
+        );
+        assert_eq!(desired_values(&["list[0]=x".into()]), None);
+        assert_eq!(desired_values(&["novalue".into()]), None);
     }
 
     #[test]
