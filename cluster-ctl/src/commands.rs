@@ -905,7 +905,15 @@ pub async fn run(
     let chart_version = releases
         .as_ref()
         .and_then(|r| r.iter().find(|r| r.name == helm::RELEASE))
-        .map(|r| r.chart.trim_start_matches("hami-").to_owned());
+        .map(|r| r.chart.trim_start_matches("hami-").to_owned())
+        .or_else(|| {
+            // Without helm: the chart label the HAMi chart puts on its objects.
+            s.scheduler
+                .as_ref()
+                .and_then(|d| d.metadata.labels.as_ref())
+                .and_then(|l| l.get("helm.sh/chart"))
+                .map(|c| c.trim_start_matches("hami-").to_owned())
+        });
     let mut hami_images: Vec<String> = s
         .scheduler
         .as_ref()
@@ -994,11 +1002,18 @@ async fn run_exercises(
         Err(e) => {
             let fresh =
                 api::snapshot(client, &ctx.namespace, &ctx.hami_namespace, ctx.api_timeout).await?;
-            let diag: Vec<String> = doctor::diagnose(&fresh)
+            let mut diag: Vec<String> = doctor::diagnose(&fresh)
                 .into_iter()
                 .filter(|f| f.severity == Severity::Problem)
                 .map(|f| format!("{}: {} (fix: {})", f.subject, f.what, f.fix))
                 .collect();
+            for pod in [SHARE_A, SHARE_B] {
+                diag.extend(
+                    decide::pod_warnings(&fresh.events, pod)
+                        .into_iter()
+                        .map(|w| format!("{pod}: {w}")),
+                );
+            }
             ex[0].set(
                 ExerciseResult::Fail,
                 format!(
@@ -1081,7 +1096,7 @@ async fn run_exercises(
     } else if ex[0].result == ExerciseResult::NotRun {
         ex[0].set(ExerciseResult::Fail, "share pods did not become Ready");
     }
-    // E4 (runs even when E1 failed: its refusal is independent evidence, but only beside the slices)
+    // E4 needs the two slices in place, so it runs only after E1 passed.
     if ex[0].result == ExerciseResult::Pass {
         if let Some(r) = rendered.iter().find(|r| r.name == OVERSUBSCRIBE) {
             progress(&format!("creating pod {OVERSUBSCRIBE}"));

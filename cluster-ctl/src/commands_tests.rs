@@ -683,3 +683,39 @@ async fn cleanup_plans_then_deletes_and_uninstalls() {
         Some("helm uninstall hami --namespace kube-system")
     );
 }
+
+#[tokio::test]
+async fn stuck_share_pods_fail_e1_with_a_diagnosis() {
+    let m = healthy_mock();
+    m.add_fixture("events-unmutated.json");
+    let unmutated = fixture_pod("pod-unmutated-default-scheduler.json");
+    m.on_create(
+        "pods",
+        "hami-share-a",
+        serde_json::to_value(&unmutated).unwrap(),
+    );
+    let mut b = unmutated;
+    b.metadata.name = Some("hami-share-b".into());
+    m.on_create("pods", "hami-share-b", serde_json::to_value(&b).unwrap());
+    let dir = tempfile::tempdir().unwrap();
+    let mut args = run_args(dir.path());
+    args.pod_timeout = Duration::from_millis(500);
+    let out = run(&m.client(), &RecordingRunner::new(&[]), &ctx(false), &args)
+        .await
+        .unwrap();
+    assert_eq!(out.exit, exit::CLAIM_FAILED, "{}", out.human);
+    let report: Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join("run.json")).unwrap())
+            .unwrap();
+    let reason = report["exercises"][0]["reason"].as_str().unwrap();
+    assert!(reason.contains("timed out"), "{reason}");
+    assert!(reason.contains("the webhook missed it"), "{reason}");
+    assert!(
+        reason.contains("Insufficient nvidia.com/gpumem"),
+        "{reason}"
+    );
+    assert_eq!(report["exercises"][3]["result"], "not-run");
+    // The oversubscribe pod is not created when the slices are not in place.
+    let posts = m.seen().into_iter().filter(|s| s.method == "POST").count();
+    assert_eq!(posts, 2);
+}

@@ -550,6 +550,34 @@ pub fn match_insufficient_memory(events: &[Event], pod: &str) -> OversubscribeEv
     best
 }
 
+/// The distinct `Warning` messages about `pod` (reason: message), most recent last, at most 3:
+/// what a stuck pod's diagnosis shows next to the doctor rules.
+pub fn pod_warnings(events: &[Event], pod: &str) -> Vec<String> {
+    let mut mine: Vec<&Event> = events
+        .iter()
+        .filter(|e| {
+            e.involved_object.name.as_deref() == Some(pod) && e.type_.as_deref() == Some("Warning")
+        })
+        .collect();
+    mine.sort_by_key(|e| e.last_timestamp.as_ref().map(|t| t.0));
+    let mut out: Vec<String> = Vec::new();
+    for e in mine {
+        let line = format!(
+            "{} from {}: {}",
+            e.reason.as_deref().unwrap_or("?"),
+            e.source
+                .as_ref()
+                .and_then(|s| s.component.as_deref())
+                .unwrap_or("?"),
+            e.message.as_deref().unwrap_or("")
+        );
+        out.retain(|l| *l != line);
+        out.push(line);
+    }
+    let skip = out.len().saturating_sub(3);
+    out.split_off(skip)
+}
+
 /// kubelet image-pull progress events (`Pulling`/`Pulled`) as one-line texts.
 pub fn pull_progress(ev: &Event) -> Option<String> {
     match ev.reason.as_deref() {
@@ -806,6 +834,19 @@ mod tests {
             match_insufficient_memory(&unmut, "hami-share-a"),
             OversubscribeEvidence::Nothing
         );
+    }
+
+    #[test]
+    fn warnings_of_a_stuck_pod() {
+        let w = pod_warnings(&fixture_events("events-unmutated.json"), "hami-share-a");
+        assert_eq!(w.len(), 1);
+        assert!(w[0].starts_with("FailedScheduling from default-scheduler: 0/1 nodes are available: 1 Insufficient nvidia.com/gpumem"), "{w:?}");
+        let over = pod_warnings(
+            &fixture_events("events-oversubscribe.json"),
+            "hami-oversubscribe",
+        );
+        assert_eq!(over.len(), 3);
+        assert!(pod_warnings(&fixture_events("events-share-a.json"), "hami-share-a").is_empty());
     }
 
     #[test]

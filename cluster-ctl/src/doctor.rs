@@ -245,7 +245,11 @@ pub fn webhook_no_endpoints(s: &Snapshot) -> Vec<Finding> {
 pub fn default_scheduler_pods(s: &Snapshot) -> Vec<Finding> {
     s.pods
         .iter()
-        .filter(|p| requests_hami_resource(p) && scheduler_name(p) != HAMI_SCHEDULER)
+        .filter(|p| {
+            requests_hami_resource(p)
+                && scheduler_name(p) != HAMI_SCHEDULER
+                && !matches!(crate::decide::pod_phase(p), "Succeeded" | "Failed")
+        })
         .map(|p| {
             finding(
                 "default-scheduler-pods",
