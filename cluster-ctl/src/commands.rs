@@ -119,6 +119,8 @@ pub struct PreflightReport {
     pub nodes: Vec<NodeRegistration>,
     pub coexisting: Vec<Coexisting>,
     pub release: Option<ReleaseState>,
+    /// Major version of helm (3 or 4) when found and supported.
+    pub helm_major: Option<u32>,
     pub hami_scheduler_present: bool,
     pub problems: Vec<String>,
 }
@@ -146,6 +148,7 @@ pub fn preflight_report(s: &Snapshot, release: Option<ReleaseState>) -> Prefligh
         nodes,
         coexisting,
         release,
+        helm_major: None,
         hami_scheduler_present: s.scheduler.is_some(),
         problems,
     }
@@ -162,6 +165,13 @@ fn preflight_human(r: &PreflightReport) -> String {
             n.gpus.len()
         ));
     }
+    out.push_str(&match r.helm_major {
+        Some(m) => format!("helm: {m}\n"),
+        None => format!(
+            "helm: not usable (install-hami needs it): {}\n",
+            helm::INSTALL_HINT
+        ),
+    });
     out.push_str(&match &r.release {
         Some(ReleaseState::Absent) => "HAMi release: none\n".to_owned(),
         Some(state) => format!("HAMi release: {state:?}\n"),
@@ -202,7 +212,10 @@ pub async fn preflight(
 ) -> Result<Outcome, Failure> {
     let s = api::snapshot(client, &ctx.namespace, &ctx.hami_namespace, ctx.api_timeout).await?;
     let release = helm_release(runner, &ctx.helm)?;
-    let r = preflight_report(&s, release);
+    let mut r = preflight_report(&s, release);
+    if runner.exists("helm") {
+        r.helm_major = helm::helm_major(runner).ok();
+    }
     Ok(Outcome {
         exit: if r.problems.is_empty() {
             exit::OK

@@ -85,9 +85,13 @@ async fn preflight_reads_the_cluster_and_the_helm_release() {
     assert_eq!(out.exit, exit::OK, "{}", out.human);
     assert!(out.human.contains("pending-install"), "{}", out.human);
     assert_eq!(out.json["server_version"], "v1.31.4+k3s1");
+    assert_eq!(out.json["helm_major"], 3);
     assert_eq!(
         r.lines(),
-        vec!["helm list -a -o json --filter '^hami$' --namespace kube-system"]
+        vec![
+            "helm list -a -o json --filter '^hami$' --namespace kube-system",
+            "helm version --short"
+        ]
     );
 }
 
@@ -100,6 +104,7 @@ async fn preflight_with_gpu_operator_exits_1() {
         .unwrap();
     assert_eq!(out.exit, exit::CLAIM_FAILED);
     assert!(out.human.contains("REFUSED"), "{}", out.human);
+    assert!(out.human.contains("helm: not usable"), "{}", out.human);
 }
 
 #[tokio::test]

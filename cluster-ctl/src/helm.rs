@@ -466,6 +466,16 @@ mod tests {
         assert_eq!(desired_values(&["novalue".into()]), None);
     }
 
+    proptest::proptest! {
+        #[test]
+        fn helm_output_parsers_never_panic(s in ".{0,200}") {
+            let _ = parse_helm_major(&s);
+            let _ = parse_helm_list(&s);
+            let _ = desired_values(std::slice::from_ref(&s));
+            let _ = values_match(&s, &InstallOptions::default());
+        }
+    }
+
     #[test]
     fn version_goes_through_the_runner() {
         let fake = lab_runner::RecordingRunner::new(&["helm"]);
