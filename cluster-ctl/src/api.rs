@@ -173,12 +173,13 @@ pub async fn create_pod(api: &Api<Pod>, pod: &Pod) -> Result<Pod, ApiError> {
     }
 }
 
-/// Prints kubelet pull progress (`Pulling`/`Pulled`) for `pods` until dropped. Best effort: a
-/// failing watch only stops the progress lines.
+/// Reports kubelet pull progress (`Pulling`/`Pulled`, pull failures) for `pods` through `on_line`
+/// until the task is aborted. Best effort: a failing watch only stops the progress lines.
 pub fn spawn_pull_progress(
     client: Client,
     namespace: &str,
     pods: Vec<String>,
+    on_line: impl Fn(String) + Send + 'static,
 ) -> tokio::task::JoinHandle<()> {
     let api = Api::<Event>::namespaced(client, namespace);
     tokio::spawn(async move {
@@ -191,12 +192,16 @@ pub fn spawn_pull_progress(
                 .name
                 .as_ref()
                 .is_some_and(|n| pods.contains(n));
-            let uid = ev.metadata.uid.clone().unwrap_or_default();
+            // An event object is re-sent with a higher count when it repeats.
+            let key = (
+                ev.metadata.name.clone().unwrap_or_default(),
+                ev.count.unwrap_or(0),
+            );
             if for_us
-                && seen.insert(uid)
+                && seen.insert(key)
                 && let Some(line) = pull_progress(&ev)
             {
-                eprintln!("  … {line}");
+                on_line(line);
             }
         }
     })
@@ -668,6 +673,41 @@ mod mock_tests {
             "{:?}",
             m.seen()
         );
+    }
+
+    #[tokio::test]
+    async fn pull_progress_lines_for_the_watched_pods_only() {
+        let m = MockApi::new();
+        m.add_fixture("events-share-a.json")
+            .add_fixture("events-oversubscribe.json");
+        let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let sink = lines.clone();
+        let task = spawn_pull_progress(
+            m.client(),
+            "default",
+            vec!["hami-share-a".into()],
+            move |l| {
+                sink.lock().unwrap().push(l);
+            },
+        );
+        let got = tokio::time::timeout(T, async {
+            loop {
+                if lines.lock().unwrap().len() >= 2 {
+                    break;
+                }
+                tokio::task::yield_now().await;
+            }
+        })
+        .await;
+        task.abort();
+        assert!(got.is_ok(), "{:?}", lines.lock().unwrap());
+        let lines = lines.lock().unwrap().clone();
+        assert_eq!(lines.len(), 2, "{lines:?}");
+        assert!(
+            lines[0].starts_with("hami-share-a Pulling: Pulling image"),
+            "{lines:?}"
+        );
+        assert!(lines[1].starts_with("hami-share-a Pulled:"), "{lines:?}");
     }
 
     #[tokio::test]

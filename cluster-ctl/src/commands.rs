@@ -1005,6 +1005,7 @@ async fn run_exercises(
         client.clone(),
         &ctx.namespace,
         vec![SHARE_A.to_owned(), SHARE_B.to_owned()],
+        |line| eprintln!("  … {line}"),
     );
     progress("waiting for the share pods to be Ready");
     let ready = api::wait_pods_ready(&pods_api, &[SHARE_A, SHARE_B], args.pod_timeout).await;
