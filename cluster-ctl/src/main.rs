@@ -24,7 +24,11 @@ enum OutputFormat {
 
 /// Install HAMi, run the GPU isolation exercises, diagnose failures (Kubernetes API + helm).
 #[derive(Debug, Parser)]
-#[command(name = "cluster-ctl", version)]
+#[command(
+    name = "cluster-ctl",
+    version,
+    after_help = "Exit codes: 0 ok/verified, 1 a checked claim failed, 2 usage, 3 environment (cluster unreachable, helm or gpu-probe missing, HAMi not ready).\nAs `kubectl-hami_probe` (copy or symlink on PATH) it runs `probe`: kubectl hami-probe POD -c CONTAINER."
+)]
 struct Cli {
     /// Kubeconfig file (default: $KUBECONFIG, then ~/.kube/config, then the in-cluster service account).
     #[arg(long, global = true)]
