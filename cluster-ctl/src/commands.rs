@@ -1139,6 +1139,10 @@ async fn run_exercises(
     }
     let (e1, e2, e3) = (ex[0].clone(), ex[1].clone(), ex[2].clone());
     mechanism_exercise(&mut ex[4], &e1, &e2, &e3);
+    ex[4].number("slice_mib", sizing.slice_mib);
+    if let Some(uuids) = e1.numbers.get("gpu_uuids") {
+        ex[4].numbers.insert("gpu_uuids".into(), uuids.clone());
+    }
     Ok(())
 }
 

@@ -412,6 +412,10 @@ mod tests {
             .collect();
         assert_eq!(results, ["pass"; 5]);
         assert_eq!(
+            report["exercises"][4]["numbers"]["gpu_uuids"][0][0],
+            "GPU-4f7efa07-0f69-f62e-5958-365ed3785eb2"
+        );
+        assert_eq!(
             report["exercises"][1]["evidence"],
             serde_json::json!(["probe/hami-share-a.json", "probe/hami-share-a.stderr"])
         );
