@@ -211,7 +211,11 @@ pub async fn preflight(
     ctx: &Ctx,
 ) -> Result<Outcome, Failure> {
     let s = api::snapshot(client, &ctx.namespace, &ctx.hami_namespace, ctx.api_timeout).await?;
-    let release = helm_release(runner, &ctx.helm)?;
+    // Preflight only reports the release: a failing `helm list` is shown, not fatal.
+    let release = helm_release(runner, &ctx.helm).unwrap_or_else(|e| {
+        progress(&format!("could not read the HAMi release: {e}"));
+        None
+    });
     let mut r = preflight_report(&s, release);
     if runner.exists("helm") {
         r.helm_major = helm::helm_major(runner).ok();
