@@ -1,14 +1,422 @@
-//! `cluster-ctl`: placeholder binary; its subcommands are not implemented yet (see the open issues).
+//! `cluster-ctl`: installs HAMi, runs the lab's five GPU isolation exercises and diagnoses the known
+//! failures, over the Kubernetes API. Thin `main`: parse flags, build the client the way kubectl
+//! finds its cluster, call `cluster_ctl::commands`, print human or JSON, exit 0/1/2/3.
+//!
+//! Installed as `kubectl-hami_probe` (a copy or link), it behaves as `cluster-ctl probe`, so
+//! `kubectl hami-probe POD [-c CONTAINER]` works as a kubectl plugin.
 
-use clap::Parser;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
 
-/// cluster-ctl (not implemented yet: this binary only answers --help).
+use clap::{Parser, Subcommand, ValueEnum};
+use cluster_ctl::commands::{self, Ctx, Failure, Outcome, RunArgs, exit};
+use cluster_ctl::helm::{self, HelmTarget, InstallOptions};
+use cluster_ctl::manifests::DEFAULT_IMAGE;
+use kube::Client;
+use kube::config::{Config, KubeConfigOptions, Kubeconfig};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum OutputFormat {
+    Human,
+    Json,
+}
+
+/// Install HAMi, run the GPU isolation exercises, diagnose failures (Kubernetes API + helm).
 #[derive(Debug, Parser)]
-#[command(version)]
-struct Cli {}
+#[command(
+    name = "cluster-ctl",
+    version,
+    after_help = "Exit codes: 0 ok/verified, 1 a checked claim failed, 2 usage, 3 environment (cluster unreachable, helm or gpu-probe missing, HAMi not ready).\nAs `kubectl-hami_probe` (copy or symlink on PATH) it runs `probe`: kubectl hami-probe POD -c CONTAINER."
+)]
+struct Cli {
+    /// Kubeconfig file (default: $KUBECONFIG, then ~/.kube/config, then the in-cluster service account).
+    #[arg(long, global = true)]
+    kubeconfig: Option<PathBuf>,
+    /// Kubeconfig context to use (default: the current context).
+    #[arg(long, global = true)]
+    context: Option<String>,
+    /// Namespace of the lab pods (and of `probe`'s pod).
+    #[arg(long, short = 'n', global = true, default_value = "default")]
+    namespace: String,
+    /// Namespace HAMi is installed in.
+    #[arg(long, global = true, default_value = "kube-system")]
+    hami_namespace: String,
+    /// Output format.
+    #[arg(long, short = 'o', global = true, value_enum, default_value = "human")]
+    output: OutputFormat,
+    /// Print the plan (and rendered manifests) instead of changing anything.
+    #[arg(long, global = true)]
+    dry_run: bool,
+    /// Seconds allowed to reach the API server.
+    #[arg(long, global = true, default_value_t = 30)]
+    api_timeout: u64,
+    /// Log every helm command line before it runs.
+    #[arg(long, short = 'v', global = true)]
+    verbose: bool,
+    #[command(subcommand)]
+    command: Command,
+}
 
-fn main() -> std::process::ExitCode {
-    let _cli = Cli::parse();
-    eprintln!("cluster-ctl: no subcommand is implemented yet");
-    std::process::ExitCode::from(2)
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Check the cluster before installing: server version, gpu=on nodes, coexisting NVIDIA
+    /// device plugin / GPU Operator / GFD (refused), existing HAMi release.
+    Preflight,
+    /// helm upgrade --install HAMi (pinned chart) into the HAMi namespace, then verify it by watches.
+    InstallHami {
+        /// Chart version.
+        #[arg(long, default_value = helm::DEFAULT_CHART_VERSION)]
+        chart_version: String,
+        /// Registry of the kube-scheduler sidecar image.
+        #[arg(long, default_value = helm::DEFAULT_SCHEDULER_REGISTRY)]
+        scheduler_registry: String,
+        /// Repository of the kube-scheduler sidecar image.
+        #[arg(long, default_value = helm::DEFAULT_SCHEDULER_REPOSITORY)]
+        scheduler_repository: String,
+        /// Set the kube-scheduler tag explicitly (default: the chart derives it from the server version).
+        #[arg(long)]
+        scheduler_tag: Option<String>,
+        /// Extra chart value, repeatable (e.g. devicePlugin.runtimeClassName=nvidia).
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        set: Vec<String>,
+        /// Seconds to wait for HAMi to become ready after helm.
+        #[arg(long, default_value_t = 300)]
+        wait_timeout: u64,
+    },
+    /// Run the five exercises and write the results into --out DIR.
+    Run {
+        /// Size for a card of this many MiB instead of the registered one (with --dry-run: no cluster needed).
+        #[arg(long)]
+        card_mib: Option<u64>,
+        /// Slice of each share pod in MiB (default 8000, smaller on small cards).
+        #[arg(long)]
+        slice_mib: Option<u64>,
+        /// Memory of the oversubscribe pod in MiB (default: card − slice, rounded down to 1000).
+        #[arg(long)]
+        oversubscribe_mib: Option<u64>,
+        /// Image of the lab pods (a small CUDA base image).
+        #[arg(long, default_value = DEFAULT_IMAGE)]
+        image: String,
+        /// Folder for run.json, probe reports, captured objects and manifests.
+        #[arg(long, default_value = "lab-out")]
+        out: PathBuf,
+        /// gpu-probe binary to copy into the pods (default: next to cluster-ctl).
+        #[arg(long)]
+        probe_bin: Option<PathBuf>,
+        /// Node to size for (default: the first node HAMi registered).
+        #[arg(long)]
+        node: Option<String>,
+        /// Seconds to wait for the share pods to be Ready (image pulls included).
+        #[arg(long, default_value_t = 600)]
+        pod_timeout: u64,
+        /// Seconds to wait for hami-scheduler's FilteringFailed event.
+        #[arg(long, default_value_t = 120)]
+        event_timeout: u64,
+        /// Seconds allowed for copying and running gpu-probe in one pod.
+        #[arg(long, default_value_t = 300)]
+        probe_timeout: u64,
+    },
+    /// Detect and explain the known failures of a HAMi install, each with its fix.
+    Doctor {
+        /// Output folder of an earlier `run`, whose probe verdicts are also checked.
+        #[arg(long)]
+        from: Option<PathBuf>,
+    },
+    /// Copy gpu-probe into an existing pod (over exec, like kubectl cp) and run it.
+    Probe {
+        /// Pod name (in --namespace).
+        pod: String,
+        /// Container (default: the first).
+        #[arg(long, short = 'c')]
+        container: Option<String>,
+        /// Slice to expect in MiB (default: the container's nvidia.com/gpumem limit).
+        #[arg(long)]
+        expect_mib: Option<u64>,
+        /// gpu-probe binary (default: next to this executable).
+        #[arg(long)]
+        probe_bin: Option<PathBuf>,
+        /// Also write probe/<pod>.json and .stderr under this folder.
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Seconds allowed for copy and run.
+        #[arg(long, default_value_t = 300)]
+        timeout: u64,
+    },
+    /// Delete the lab pods (and HAMi with --uninstall-hami).
+    Cleanup {
+        /// Also `helm uninstall` HAMi.
+        #[arg(long)]
+        uninstall_hami: bool,
+        /// Seconds to wait for the pods to be gone.
+        #[arg(long, default_value_t = 120)]
+        timeout: u64,
+    },
+}
+
+/// Arguments with `probe` inserted when invoked as the kubectl plugin `kubectl-hami_probe`.
+fn args_with_plugin_alias() -> Vec<std::ffi::OsString> {
+    let mut args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    let invoked_as_plugin = args
+        .first()
+        .and_then(|a| {
+            PathBuf::from(a)
+                .file_name()
+                .map(|n| n.to_string_lossy().starts_with("kubectl-hami_probe"))
+        })
+        .unwrap_or(false);
+    if invoked_as_plugin {
+        args.insert(1, "probe".into());
+    }
+    args
+}
+
+fn home_kubeconfig_exists() -> bool {
+    std::env::var_os("HOME").is_some_and(|h| PathBuf::from(h).join(".kube/config").is_file())
+}
+
+/// The client, found as kubectl finds its cluster.
+async fn make_client(cli: &Cli) -> Result<Client, Failure> {
+    let opts = KubeConfigOptions {
+        context: cli.context.clone(),
+        ..KubeConfigOptions::default()
+    };
+    let config = if let Some(path) = &cli.kubeconfig {
+        let kc = Kubeconfig::read_from(path)
+            .map_err(|e| Failure::env(anyhow::anyhow!("reading kubeconfig {}: {e}", path.display())))?;
+        Config::from_custom_kubeconfig(kc, &opts).await
+    } else if std::env::var_os("KUBECONFIG").is_some() || home_kubeconfig_exists() {
+        Config::from_kubeconfig(&opts).await
+    } else if cli.context.is_some() {
+        return Err(Failure::env(anyhow::anyhow!(
+            "--context needs a kubeconfig: pass --kubeconfig or set KUBECONFIG (k3s: /etc/rancher/k3s/k3s.yaml)"
+        )));
+    } else {
+        return Config::incluster()
+            .map_err(|e| {
+                Failure::env(anyhow::anyhow!(
+                    "no kubeconfig found and not running in a cluster ({e}); pass --kubeconfig, set KUBECONFIG (k3s: /etc/rancher/k3s/k3s.yaml) or create ~/.kube/config"
+                ))
+            })
+            .and_then(|c| {
+                Client::try_from(c).map_err(|e| Failure::env(anyhow::anyhow!("building the Kubernetes client: {e}")))
+            });
+    }
+    .map_err(|e| {
+        Failure::env(anyhow::anyhow!(
+            "no usable kubeconfig ({e}); pass --kubeconfig, set KUBECONFIG (k3s: /etc/rancher/k3s/k3s.yaml) or create ~/.kube/config"
+        ))
+    })?;
+    Client::try_from(config)
+        .map_err(|e| Failure::env(anyhow::anyhow!("building the Kubernetes client: {e}")))
+}
+
+async fn dispatch(cli: Cli) -> Result<Outcome, Failure> {
+    let ctx = Ctx {
+        namespace: cli.namespace.clone(),
+        hami_namespace: cli.hami_namespace.clone(),
+        dry_run: cli.dry_run,
+        api_timeout: Duration::from_secs(cli.api_timeout),
+        helm: HelmTarget {
+            kubeconfig: cli.kubeconfig.as_ref().map(|p| p.display().to_string()),
+            context: cli.context.clone(),
+            namespace: cli.hami_namespace.clone(),
+        },
+    };
+    let runner = lab_runner::SystemRunner::new(cli.verbose).with_hint("helm", helm::INSTALL_HINT);
+    if let Command::Run {
+        card_mib: Some(mib),
+        ..
+    } = &cli.command
+        && cli.dry_run
+    {
+        return commands::run_dry_offline(*mib, &ctx, &run_args(&cli.command));
+    }
+    let client = make_client(&cli).await?;
+    match &cli.command {
+        Command::Preflight => commands::preflight(&client, &runner, &ctx).await,
+        Command::InstallHami {
+            chart_version,
+            scheduler_registry,
+            scheduler_repository,
+            scheduler_tag,
+            set,
+            wait_timeout,
+        } => {
+            let opts = InstallOptions {
+                chart_version: chart_version.clone(),
+                scheduler_registry: scheduler_registry.clone(),
+                scheduler_repository: scheduler_repository.clone(),
+                scheduler_tag: scheduler_tag.clone(),
+                extra_set: set.clone(),
+            };
+            commands::install_hami(
+                &client,
+                &runner,
+                &ctx,
+                &opts,
+                Duration::from_secs(*wait_timeout),
+            )
+            .await
+        }
+        Command::Run { .. } => commands::run(&client, &runner, &ctx, &run_args(&cli.command)).await,
+        Command::Doctor { from } => commands::doctor(&client, &ctx, from.as_deref()).await,
+        Command::Probe {
+            pod,
+            container,
+            expect_mib,
+            probe_bin,
+            out,
+            timeout,
+        } => {
+            let bin = probe_bin
+                .clone()
+                .unwrap_or_else(commands::default_probe_bin);
+            commands::probe(
+                &client,
+                &ctx,
+                pod,
+                container.as_deref(),
+                *expect_mib,
+                &bin,
+                out.as_deref(),
+                Duration::from_secs(*timeout),
+            )
+            .await
+        }
+        Command::Cleanup {
+            uninstall_hami,
+            timeout,
+        } => {
+            commands::cleanup(
+                &client,
+                &runner,
+                &ctx,
+                *uninstall_hami,
+                Duration::from_secs(*timeout),
+            )
+            .await
+        }
+    }
+}
+
+fn run_args(cmd: &Command) -> RunArgs {
+    match cmd {
+        Command::Run {
+            card_mib,
+            slice_mib,
+            oversubscribe_mib,
+            image,
+            out,
+            probe_bin,
+            node,
+            pod_timeout,
+            event_timeout,
+            probe_timeout,
+        } => RunArgs {
+            card_mib: *card_mib,
+            slice_mib: *slice_mib,
+            oversubscribe_mib: *oversubscribe_mib,
+            image: image.clone(),
+            out: out.clone(),
+            probe_bin: probe_bin.clone(),
+            node: node.clone(),
+            pod_timeout: Duration::from_secs(*pod_timeout),
+            event_timeout: Duration::from_secs(*event_timeout),
+            probe_timeout: Duration::from_secs(*probe_timeout),
+        },
+        _ => RunArgs {
+            card_mib: None,
+            slice_mib: None,
+            oversubscribe_mib: None,
+            image: DEFAULT_IMAGE.to_owned(),
+            out: PathBuf::from("lab-out"),
+            probe_bin: None,
+            node: None,
+            pod_timeout: Duration::from_secs(600),
+            event_timeout: Duration::from_secs(120),
+            probe_timeout: Duration::from_secs(300),
+        },
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse_from(args_with_plugin_alias());
+    let output = cli.output;
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("cluster-ctl: cannot start the async runtime: {e}");
+            return ExitCode::from(exit::ENVIRONMENT);
+        }
+    };
+    match runtime.block_on(dispatch(cli)) {
+        Ok(outcome) => {
+            match output {
+                OutputFormat::Human => print!("{}", outcome.human),
+                OutputFormat::Json => println!(
+                    "{}",
+                    serde_json::to_string_pretty(&outcome.json).unwrap_or_default()
+                ),
+            }
+            ExitCode::from(outcome.exit)
+        }
+        Err(f) => {
+            if output == OutputFormat::Json {
+                println!(
+                    "{}",
+                    serde_json::json!({"error": format!("{:#}", f.error), "exit_code": f.code})
+                );
+            }
+            eprintln!("cluster-ctl: {:#}", f.error);
+            ExitCode::from(f.code)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn global_options_parse_after_the_subcommand() {
+        let cli = Cli::try_parse_from([
+            "cluster-ctl",
+            "run",
+            "--dry-run",
+            "--card-mib",
+            "49140",
+            "-o",
+            "json",
+            "--context",
+            "lab",
+        ])
+        .expect("parses");
+        assert!(cli.dry_run);
+        assert_eq!(cli.output, OutputFormat::Json);
+        assert_eq!(cli.context.as_deref(), Some("lab"));
+        assert!(matches!(
+            cli.command,
+            Command::Run {
+                card_mib: Some(49140),
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn bad_output_is_a_usage_error() {
+        let err = Cli::try_parse_from(["cluster-ctl", "--output", "yaml", "preflight"])
+            .expect_err("yaml is not offered");
+        assert_eq!(err.exit_code(), 2);
+    }
 }
