@@ -238,7 +238,33 @@ pub fn plan(args: &LabArgs, layout: &Layout) -> Vec<Step> {
             .arg(layout.run_dir().display().to_string())
             .args(["-o", &layout.out.display().to_string()]),
     ));
+    steps.push(step(
+        Phase::Pack,
+        "check the bundle (checksums, schema) and print its claims table",
+        Cmd::new(layout.tool("evidence-pack"))
+            .arg("verify")
+            .arg(NEWEST_BUNDLE),
+    ));
     steps
+}
+
+/// Stands for the bundle `pack` just wrote; replaced at run time by [`newest_bundle`].
+pub const NEWEST_BUNDLE: &str = "<newest hami-evidence-*.tgz in --out>";
+
+/// The most recently written `hami-evidence-*.tgz` in `dir`.
+pub fn newest_bundle(dir: &Path) -> Option<PathBuf> {
+    std::fs::read_dir(dir)
+        .ok()?
+        .filter_map(Result::ok)
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .starts_with("hami-evidence-")
+                && e.file_name().to_string_lossy().ends_with(".tgz")
+        })
+        .filter_map(|e| Some((e.metadata().ok()?.modified().ok()?, e.path())))
+        .max()
+        .map(|(_, p)| p)
 }
 
 /// A problem that stops the lab at preflight, with its fix.
@@ -423,8 +449,16 @@ pub fn run(args: &LabArgs) -> Result<u8> {
             .iter()
             .filter(|s| s.phase == phase && s.phase != Phase::Preflight)
         {
-            eprintln!("  - {}\n    why: {}", step.cmd, step.why);
-            let out = runner.run(&step.cmd.clone().dir(&layout.root).streamed())?;
+            let mut cmd = step.cmd.clone();
+            for arg in &mut cmd.args {
+                if arg == NEWEST_BUNDLE {
+                    *arg = newest_bundle(&layout.out)
+                        .map(|p| p.display().to_string())
+                        .unwrap_or_default();
+                }
+            }
+            eprintln!("  - {cmd}\n    why: {}", step.why);
+            let out = runner.run(&cmd.dir(&layout.root).streamed())?;
             match out.code {
                 Some(0) => {}
                 // A failed claim in the exercises still gets packed: the bundle is the evidence.
@@ -497,6 +531,16 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("/repo/lab-out/run"), "{text}");
+    }
+
+    #[test]
+    fn the_newest_bundle_is_found() {
+        let dir = tempfile::tempdir().expect("tmp");
+        assert_eq!(newest_bundle(dir.path()), None);
+        let old = dir.path().join("hami-evidence-20261101T000000Z.tgz");
+        std::fs::write(&old, "a").expect("write");
+        std::fs::write(dir.path().join("other.tgz"), "b").expect("write");
+        assert_eq!(newest_bundle(dir.path()), Some(old));
     }
 
     #[test]
