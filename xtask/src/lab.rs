@@ -412,11 +412,10 @@ pub fn render_plan(steps: &[Step]) -> String {
 /// Runs the lab; returns the process exit code.
 pub fn run(args: &LabArgs) -> Result<u8> {
     let layout = Layout::new(&crate::workspace_root(), &args.out);
-    let steps = plan(args, &layout);
     if args.dry_run {
         let text = format!(
             "{}\nstate file: {} (finished phases are skipped on a re-run; --from PHASE restarts there)\n",
-            render_plan(&steps),
+            render_plan(&plan(args, &layout)),
             layout.state_file().display()
         );
         // A closed pipe (`| head`) is not an error worth a panic.
@@ -424,7 +423,14 @@ pub fn run(args: &LabArgs) -> Result<u8> {
         return Ok(0);
     }
     let runner = SystemRunner::new(true);
-    let problems = preflight(&observe(&runner, args), args);
+    let facts = observe(&runner, args);
+    execute(args, &layout, &runner, &facts)
+}
+
+/// Preflight, then every phase not yet finished, recording each in the state file.
+pub fn execute(args: &LabArgs, layout: &Layout, runner: &dyn Runner, facts: &Facts) -> Result<u8> {
+    let steps = plan(args, layout);
+    let problems = preflight(facts, args);
     if !problems.is_empty() {
         eprintln!("lab stopped at preflight:");
         for p in &problems {
@@ -438,7 +444,8 @@ pub fn run(args: &LabArgs) -> Result<u8> {
     }
     let mut code = 0u8;
     let mut times: Vec<(Phase, f64)> = Vec::new();
-    for phase in Phase::ALL {
+    // Preflight ran above, every time: it is never "done" for good.
+    for phase in Phase::ALL.into_iter().filter(|p| *p != Phase::Preflight) {
         if state.finished.contains_key(phase.name()) {
             eprintln!("==> {} (done in an earlier run; skipped)", phase.name());
             continue;
@@ -461,8 +468,8 @@ pub fn run(args: &LabArgs) -> Result<u8> {
             let out = runner.run(&cmd.dir(&layout.root).streamed())?;
             match out.code {
                 Some(0) => {}
-                // A failed claim in the exercises still gets packed: the bundle is the evidence.
-                Some(1) if phase == Phase::Exercises => code = 1,
+                // A failed claim still gets packed and shown: the bundle is the evidence.
+                Some(1) if matches!(phase, Phase::Exercises | Phase::Pack) => code = 1,
                 other => {
                     let c = other.and_then(|c| u8::try_from(c).ok()).unwrap_or(1);
                     eprintln!(
@@ -531,6 +538,134 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("/repo/lab-out/run"), "{text}");
+    }
+
+    fn ready_gpu_host() -> Facts {
+        Facts {
+            os_linux: true,
+            root: true,
+            nvidia_smi: Some(Ok("NVIDIA L4, 23034 MiB, [N/A]\n".into())),
+            kubeconfig_found: true,
+        }
+    }
+
+    fn tools(layout: &Layout) -> Vec<String> {
+        let mut v: Vec<String> = ["host-setup", "cluster-ctl", "evidence-pack"]
+            .iter()
+            .map(|t| layout.tool(t))
+            .collect();
+        v.push("cargo".into());
+        v
+    }
+
+    #[test]
+    fn a_full_run_records_every_phase_and_a_rerun_does_nothing() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let layout = Layout::new(dir.path(), Path::new("lab-out"));
+        let present = tools(&layout);
+        let fake = lab_runner::RecordingRunner::new(
+            &present.iter().map(String::as_str).collect::<Vec<_>>(),
+        );
+        let a = args(&[]);
+        assert_eq!(
+            execute(&a, &layout, &fake, &ready_gpu_host()).expect("runs"),
+            0
+        );
+        let lines = fake.lines();
+        assert!(lines[0].starts_with("cargo build --release"), "{lines:?}");
+        assert!(lines.iter().any(|l| l.contains("cluster-ctl install-hami")));
+        assert!(
+            lines.last().expect("some").contains("evidence-pack verify"),
+            "{lines:?}"
+        );
+        let state = State::load(&layout.state_file()).expect("state");
+        assert_eq!(
+            state.finished.len(),
+            Phase::ALL.len() - 1,
+            "every phase but preflight is recorded"
+        );
+        let again = lab_runner::RecordingRunner::new(
+            &present.iter().map(String::as_str).collect::<Vec<_>>(),
+        );
+        assert_eq!(
+            execute(&a, &layout, &again, &ready_gpu_host()).expect("runs"),
+            0
+        );
+        assert!(
+            again.calls().is_empty(),
+            "a finished lab runs nothing: {:?}",
+            again.lines()
+        );
+    }
+
+    #[test]
+    fn a_failed_phase_stops_and_the_rerun_continues_there() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let layout = Layout::new(dir.path(), Path::new("lab-out"));
+        let present = tools(&layout);
+        let names: Vec<&str> = present.iter().map(String::as_str).collect();
+        let fake = lab_runner::RecordingRunner::new(&names);
+        fake.reply("install-hami", 3, "", "helm not found");
+        let a = args(&[]);
+        assert_eq!(
+            execute(&a, &layout, &fake, &ready_gpu_host()).expect("runs"),
+            3
+        );
+        assert!(
+            !fake.lines().iter().any(|l| l.contains("cluster-ctl run")),
+            "stopped before the exercises"
+        );
+        let state = State::load(&layout.state_file()).expect("state");
+        assert!(
+            state.finished.contains_key("host") && !state.finished.contains_key("install-hami")
+        );
+        let rerun = lab_runner::RecordingRunner::new(&names);
+        assert_eq!(
+            execute(&a, &layout, &rerun, &ready_gpu_host()).expect("runs"),
+            0
+        );
+        let lines = rerun.lines();
+        assert!(
+            lines[0].contains("cluster-ctl preflight"),
+            "continues at install-hami: {lines:?}"
+        );
+        assert!(!lines.iter().any(|l| l.contains("host-setup")));
+    }
+
+    #[test]
+    fn a_failed_claim_is_still_packed_and_exits_1() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let layout = Layout::new(dir.path(), Path::new("lab-out"));
+        let present = tools(&layout);
+        let fake = lab_runner::RecordingRunner::new(
+            &present.iter().map(String::as_str).collect::<Vec<_>>(),
+        );
+        fake.reply("cluster-ctl run", 1, "", "E2 failed");
+        assert_eq!(
+            execute(&args(&["--skip-host"]), &layout, &fake, &ready_gpu_host()).expect("runs"),
+            1
+        );
+        assert!(
+            fake.lines()
+                .iter()
+                .any(|l| l.contains("evidence-pack pack"))
+        );
+    }
+
+    #[test]
+    fn preflight_problems_run_nothing_and_exit_3() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let layout = Layout::new(dir.path(), Path::new("lab-out"));
+        let fake = lab_runner::RecordingRunner::new(&["cargo"]);
+        let no_gpu = Facts {
+            nvidia_smi: None,
+            ..ready_gpu_host()
+        };
+        assert_eq!(
+            execute(&args(&[]), &layout, &fake, &no_gpu).expect("runs"),
+            3
+        );
+        assert!(fake.calls().is_empty());
     }
 
     #[test]
