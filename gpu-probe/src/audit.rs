@@ -33,6 +33,20 @@ pub struct PathRun {
     pub all_freed: bool,
 }
 
+impl PathRun {
+    /// A path that was not tried, and why.
+    pub fn not_tried(path: &str, why: impl Into<String>) -> Self {
+        Self {
+            path: path.into(),
+            not_applicable: Some(why.into()),
+            held_bytes: 0,
+            first_refusal: None,
+            calls: 0,
+            all_freed: true,
+        }
+    }
+}
+
 /// Capped / escaped / not applicable, from what a path did.
 pub fn decide(run: &PathRun, slice: Option<u64>) -> AuditPath {
     let refusal = run.first_refusal.clone();
@@ -185,14 +199,7 @@ pub fn run_paths(
             None
         };
         if let Some(why) = not_applicable {
-            runs.push(PathRun {
-                path: name.into(),
-                not_applicable: Some(why),
-                held_bytes: 0,
-                first_refusal: None,
-                calls: 0,
-                all_freed: true,
-            });
+            runs.push(PathRun::not_tried(name, why));
             continue;
         }
         let result = cap::search(mem.as_mut(), params(left), |_| {});

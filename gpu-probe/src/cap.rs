@@ -7,7 +7,9 @@
 
 use std::time::{Duration, Instant};
 
-use crate::report::{CapOutcome, CapStep, CudaErrorInfo, MIB, MemInfo, OomLine, StopReason, mib};
+use crate::report::{
+    CapDevice, CapOutcome, CapStep, CudaErrorInfo, MIB, MemInfo, OomLine, StopReason, mib,
+};
 
 /// Device memory as the search sees it.
 pub trait DeviceMemory {
@@ -288,6 +290,29 @@ pub fn decide(ev: &CapEvidence<'_>) -> (CapOutcome, Vec<String>) {
         ),
     );
     (CapOutcome::Inconclusive, reasons)
+}
+
+/// Decides again from a recorded report's numbers (evidence checks and tests use it to show a
+/// report's verdict follows from its own numbers).
+pub fn redecide(c: &CapDevice) -> (CapOutcome, Vec<String>) {
+    let result = SearchResult {
+        held: c.held_bytes,
+        steps: c.steps.clone(),
+        stopped_because: c.stopped_because,
+        first_refusal: c.first_refusal.clone(),
+        unexpected: None,
+        handles: Vec::new(),
+    };
+    decide(&CapEvidence {
+        expected: c.expected_bytes,
+        result: &result,
+        resolution: c.resolution_bytes,
+        ceiling: c.ceiling_bytes,
+        start: c.start_mem_info,
+        oom_lines: &c.hami_oom_lines,
+        nvml_at_refusal: c.nvml_at_first_refusal,
+        device: c.index,
+    })
 }
 
 #[cfg(test)]

@@ -186,14 +186,8 @@ pub fn expected_slice(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testdata::env;
     use proptest::prelude::*;
-
-    fn env(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-        pairs
-            .iter()
-            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-            .collect()
-    }
 
     #[test]
     fn suffixes_as_hami_core_reads_them() {

@@ -263,13 +263,7 @@ pub fn library_checks(
 mod tests {
     use super::*;
     use crate::report::SymbolCheck;
-
-    fn env(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-        pairs
-            .iter()
-            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-            .collect()
-    }
+    use crate::testdata::env;
 
     fn section(libraries: Vec<LibraryCheck>, env_vars: &[(&str, &str)]) -> MechanismSection {
         MechanismSection {

@@ -437,14 +437,7 @@ fn worker_cap_run(
     device: u32,
     runner: &dyn Runner,
 ) -> crate::audit::PathRun {
-    let not_applicable = |why: String| crate::audit::PathRun {
-        path: name.into(),
-        not_applicable: Some(why),
-        held_bytes: 0,
-        first_refusal: None,
-        calls: 0,
-        all_freed: true,
-    };
+    let not_applicable = |why: String| crate::audit::PathRun::not_tried(name, why);
     let out = match runner.run(cmd) {
         Ok(o) => o,
         Err(e) => return not_applicable(format!("could not run: {e}")),
@@ -521,14 +514,7 @@ pub fn two_processes(
             .and_then(|t| t.trim().parse().ok())
             .unwrap_or(0);
         let mut run = if held == 0 {
-            crate::audit::PathRun {
-                path: name.into(),
-                not_applicable: Some("the holder process could not hold memory".into()),
-                held_bytes: 0,
-                first_refusal: None,
-                calls: 0,
-                all_freed: true,
-            }
+            crate::audit::PathRun::not_tried(name, "the holder process could not hold memory")
         } else {
             worker_cap_run(name, &prober_cmd, device, runner)
         };

@@ -32,3 +32,11 @@ pub fn hami_fixture_gz(rel: &str) -> Vec<u8> {
         .expect("valid gzip");
     out
 }
+
+/// An environment map from pairs.
+pub fn env(pairs: &[(&str, &str)]) -> std::collections::BTreeMap<String, String> {
+    pairs
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect()
+}

@@ -1,7 +1,7 @@
 //! The reports recorded on the H100 (tests/data) still parse with today's types, and today's
 //! decision code reaches the same outcomes from their numbers.
 
-use gpu_probe::cap::{CapEvidence, SearchResult, decide};
+use gpu_probe::cap::redecide;
 use gpu_probe::report::{CapOutcome, Outcome, Report, SCHEMA, ViewOutcome};
 
 fn load(name: &str) -> Report {
@@ -20,25 +20,7 @@ fn bare_h100_all_report_redecides_the_same() {
     assert_eq!(gpu_probe::view::decide(d).0, ViewOutcome::ShowsFullCard);
     assert_eq!(d.outcome, ViewOutcome::ShowsFullCard);
     let c = &r.cap.expect("cap").devices[0];
-    let result = SearchResult {
-        held: c.held_bytes,
-        steps: c.steps.clone(),
-        stopped_because: c.stopped_because,
-        first_refusal: c.first_refusal.clone(),
-        unexpected: None,
-        handles: vec![],
-    };
-    let ev = CapEvidence {
-        expected: c.expected_bytes,
-        result: &result,
-        resolution: c.resolution_bytes,
-        ceiling: c.ceiling_bytes,
-        start: c.start_mem_info,
-        oom_lines: &c.hami_oom_lines,
-        nvml_at_refusal: c.nvml_at_first_refusal,
-        device: c.index,
-    };
-    assert_eq!(decide(&ev).0, CapOutcome::NotEnforced);
+    assert_eq!(redecide(c).0, CapOutcome::NotEnforced);
     assert_eq!(c.alloc_calls as usize, c.steps.len());
     assert_eq!(
         c.steps.last().map(|s| s.held_after_bytes),
@@ -91,25 +73,7 @@ fn filling_the_h100_is_inconclusive_not_enforced() {
     let r = load("h100-bare-cap-fill-card.json");
     let c = &r.cap.expect("cap").devices[0];
     assert_eq!(c.outcome, CapOutcome::Inconclusive);
-    let result = SearchResult {
-        held: c.held_bytes,
-        steps: c.steps.clone(),
-        stopped_because: c.stopped_because,
-        first_refusal: c.first_refusal.clone(),
-        unexpected: None,
-        handles: vec![],
-    };
-    let ev = CapEvidence {
-        expected: c.expected_bytes,
-        result: &result,
-        resolution: c.resolution_bytes,
-        ceiling: c.ceiling_bytes,
-        start: c.start_mem_info,
-        oom_lines: &c.hami_oom_lines,
-        nvml_at_refusal: c.nvml_at_first_refusal,
-        device: c.index,
-    };
-    assert_eq!(decide(&ev).0, CapOutcome::Inconclusive);
+    assert_eq!(redecide(c).0, CapOutcome::Inconclusive);
 }
 
 #[test]
