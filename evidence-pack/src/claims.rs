@@ -1,0 +1,439 @@
+//! From inputs to [`Summary`]: the environment table, one claim per exercise (cluster mode) or per
+//! probe check (local mode), the cap searches for the chart, and the scope limits.
+//!
+//! Pure functions over parsed documents; no I/O. Invariant: a verdict is copied from the tool that
+//! checked it (cluster-ctl's `result`, gpu-probe's check status), never re-judged here, and
+//! anything unrecognised counts against the bundle (an unknown result is a failure).
+
+use std::collections::BTreeMap;
+
+use gpu_probe::report::{self as probe, CheckStatus, Report, ViewOutcome};
+use serde_json::{Value, json};
+
+use crate::input::{Inputs, RunDoc};
+use crate::model::{
+    CapSearch, Claim, ClaimVerdict, Environment, GpuEnv, Mode, Outcome, SCHEMA, SCHEMA_VERSION,
+    Scope, Step, Summary, Totals,
+};
+
+/// What kind of isolation HAMi gives, stated in every report.
+pub const SCOPE_STATEMENT: &str = "HAMi isolates GPU memory in software: HAMi-core, preloaded into \
+each container through /etc/ld.so.preload, intercepts CUDA and NVML calls and refuses allocations \
+beyond the slice. It is not a security boundary like MIG: code that bypasses the interception (a \
+static binary, an allocation path HAMi-core does not hook) is not held to the slice.";
+
+/// Where raw inputs live inside the bundle.
+pub const RAW_DIR: &str = "raw";
+
+pub fn raw_path(rel: &str) -> String {
+    format!("{RAW_DIR}/{rel}")
+}
+
+/// Builds the summary. `timestamp` is RFC 3339 UTC, `bundle` the bundle's name.
+pub fn summarize(inputs: &Inputs, timestamp: &str, bundle: &str) -> Summary {
+    let mut warnings = inputs.warnings.clone();
+    let claims = match (&inputs.mode, &inputs.run) {
+        (Mode::Cluster, Some(run)) => cluster_claims(run, inputs, &mut warnings),
+        _ => local_claims(inputs),
+    };
+    let environment = environment(inputs);
+    let cap_searches = cap_searches(inputs, &environment);
+    let mut probe_notes: Vec<String> = Vec::new();
+    for (_, report) in &inputs.probes {
+        if !probe_notes.contains(&report.scope_note) {
+            probe_notes.push(report.scope_note.clone());
+        }
+    }
+    let scope = Scope {
+        statement: SCOPE_STATEMENT.to_owned(),
+        probe_notes,
+        not_measured: not_measured(inputs.mode, &claims),
+    };
+    Summary {
+        schema: SCHEMA.to_owned(),
+        schema_version: SCHEMA_VERSION,
+        tool_version: env!("CARGO_PKG_VERSION").to_owned(),
+        mode: inputs.mode,
+        timestamp: timestamp.to_owned(),
+        bundle: bundle.to_owned(),
+        environment,
+        totals: Totals::of(&claims),
+        outcome: Outcome::from_claims(&claims),
+        claims,
+        scope,
+        cap_searches,
+        redactions: inputs.redactions.clone(),
+        warnings,
+        raw_files: inputs.files.keys().map(|k| raw_path(k)).collect(),
+    }
+}
+
+fn cluster_claims(run: &RunDoc, inputs: &Inputs, warnings: &mut Vec<String>) -> Vec<Claim> {
+    run.exercises
+        .iter()
+        .map(|ex| {
+            let verdict = match ex.result.as_str() {
+                "pass" => ClaimVerdict::Pass,
+                "fail" => ClaimVerdict::Fail,
+                "not-run" | "not run" | "skipped" => ClaimVerdict::NotRun,
+                other => {
+                    warnings.push(format!(
+                        "{}: unknown result `{other}` in run.json, counted as a failure",
+                        ex.id
+                    ));
+                    ClaimVerdict::Fail
+                }
+            };
+            let mut evidence = Vec::new();
+            for path in &ex.evidence {
+                let clean = path.trim_start_matches("./");
+                if inputs.files.contains_key(clean) {
+                    evidence.push(raw_path(clean));
+                } else {
+                    warnings.push(format!(
+                        "{}: evidence file `{path}` named in run.json is not in the input directory",
+                        ex.id
+                    ));
+                }
+            }
+            Claim {
+                id: ex.id.clone(),
+                claim: ex.claim.clone(),
+                verdict,
+                reason: ex.reason.clone(),
+                numbers: ex
+                    .numbers
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect(),
+                evidence,
+            }
+        })
+        .collect()
+}
+
+fn local_claims(inputs: &Inputs) -> Vec<Claim> {
+    let many = inputs.probes.len() > 1;
+    let mut claims = Vec::new();
+    for (path, report) in &inputs.probes {
+        let stem = path.trim_end_matches(".json");
+        let mut evidence = vec![raw_path(path)];
+        let stderr = format!("{stem}.stderr");
+        if inputs.files.contains_key(&stderr) {
+            evidence.push(raw_path(&stderr));
+        }
+        for check in &report.checks {
+            let verdict = match check.status {
+                CheckStatus::Passed => ClaimVerdict::Pass,
+                CheckStatus::Failed if check.environment => ClaimVerdict::NotRun,
+                CheckStatus::Failed => ClaimVerdict::Fail,
+                CheckStatus::Skipped => ClaimVerdict::NotRun,
+            };
+            let reason = if check.environment && check.status == CheckStatus::Failed {
+                format!("environment: {}", check.reason)
+            } else {
+                check.reason.clone()
+            };
+            claims.push(Claim {
+                id: if many {
+                    format!("{stem}:{}", check.id)
+                } else {
+                    check.id.clone()
+                },
+                claim: check.claim.clone(),
+                verdict,
+                reason,
+                numbers: probe_numbers(report, &check.id),
+                evidence: evidence.clone(),
+            });
+        }
+    }
+    claims
+}
+
+/// MiB with two decimals, as a JSON number.
+fn mib(bytes: u64) -> Value {
+    json!((probe::mib(bytes) * 100.0).round() / 100.0)
+}
+
+fn device_of(id: &str, prefix: &str) -> Option<u32> {
+    id.strip_prefix(prefix)?.parse().ok()
+}
+
+fn kebab<T: serde::Serialize>(v: &T) -> Value {
+    serde_json::to_value(v).unwrap_or(Value::Null)
+}
+
+/// The numbers behind one gpu-probe check, looked up by its id (`view.deviceN`, `cap.deviceN`,
+/// `mechanism`); other ids get none.
+fn probe_numbers(report: &Report, id: &str) -> BTreeMap<String, Value> {
+    let mut n = BTreeMap::new();
+    if let Some(dev) = device_of(id, "view.device") {
+        if let Some(d) = report
+            .view
+            .as_ref()
+            .and_then(|v| v.devices.iter().find(|d| d.index == dev))
+        {
+            n.insert("outcome".into(), kebab(&d.outcome));
+            if let Some(b) = d.expected_bytes {
+                n.insert("slice_mib".into(), mib(b));
+            }
+            if let Some(m) = d.nvml {
+                n.insert("nvml_total_mib".into(), mib(m.total));
+            }
+            if let Some(b) = d.cuda_total_mem {
+                n.insert("cuda_total_mem_mib".into(), mib(b));
+            }
+            if let Some(m) = d.cuda_mem_info {
+                n.insert("cuda_mem_info_total_mib".into(), mib(m.total));
+            }
+            if let Some(t) = d.nvidia_smi_total_mib {
+                n.insert("nvidia_smi_total_mib".into(), json!(t));
+            }
+        }
+    } else if let Some(dev) = device_of(id, "cap.device") {
+        if let Some(d) = report
+            .cap
+            .as_ref()
+            .and_then(|c| c.devices.iter().find(|d| d.index == dev))
+        {
+            n.insert("outcome".into(), kebab(&d.outcome));
+            if let Some(b) = d.expected_bytes {
+                n.insert("slice_mib".into(), mib(b));
+            }
+            n.insert("held_mib".into(), mib(d.held_bytes));
+            n.insert("ceiling_mib".into(), mib(d.ceiling_bytes));
+            n.insert("alloc_calls".into(), json!(d.alloc_calls));
+            n.insert("stopped_because".into(), kebab(&d.stopped_because));
+            if let Some(b) = d.context_overhead_bytes {
+                n.insert("context_overhead_mib".into(), mib(b));
+            }
+            if let Some(e) = &d.first_refusal {
+                n.insert("first_refusal".into(), json!(format!("{} ({})", e.name, e.code)));
+            }
+            n.insert("hami_oom_lines".into(), json!(d.hami_oom_lines.len()));
+            n.insert("all_freed".into(), json!(d.all_freed));
+        }
+    } else if id == "mechanism" {
+        if let Some(m) = &report.mechanism {
+            n.insert("outcome".into(), kebab(&m.outcome));
+            n.insert(
+                "ld_so_preload".into(),
+                json!(m.ld_so_preload.entries.join(" ")),
+            );
+            let mapped = m
+                .libraries
+                .iter()
+                .filter(|l| l.mapped_after_cuda_init == Some(true))
+                .count();
+            n.insert("libraries_mapped".into(), json!(mapped));
+            n.insert("shared_region_exists".into(), json!(m.shared_region.exists));
+            if let Some(r) = &m.shared_region.region {
+                let limits: Vec<Value> = r.limits.iter().map(|b| mib(*b)).collect();
+                n.insert("region_limits_mib".into(), Value::Array(limits));
+            }
+        }
+    }
+    n
+}
+
+fn environment(inputs: &Inputs) -> Environment {
+    let mut env = Environment::default();
+    if let Some(run) = &inputs.run {
+        let c = &run.cluster;
+        env.kubernetes = c.server_version.clone();
+        env.node = c.node.clone();
+        env.hami_chart = c.hami_chart_version.clone();
+        env.hami_images = c.hami_images.clone();
+        env.scheduler_image = c.scheduler_image.clone();
+        env.slice_mib = run.slice_mib;
+        env.oversubscribe_mib = run.oversubscribe_mib;
+        env.gpus = c
+            .gpus
+            .iter()
+            .map(|g| GpuEnv {
+                model: g.model.clone(),
+                uuid: g.uuid.clone(),
+                memory_mib: g.devmem_mib,
+                memory_source: if g.devmem_mib.is_some() {
+                    "HAMi node registration (devmem)".into()
+                } else {
+                    "not reported".into()
+                },
+            })
+            .collect();
+    }
+    if let Some(v) = inputs
+        .files
+        .get("cluster/version.json")
+        .and_then(|b| serde_json::from_slice::<Value>(b).ok())
+        && env.kubernetes.is_none()
+    {
+        env.kubernetes = v.get("gitVersion").and_then(Value::as_str).map(str::to_owned);
+    }
+    env.k3s = env
+        .kubernetes
+        .as_ref()
+        .filter(|v| v.contains("+k3s"))
+        .cloned();
+    if let Some(node_info) = first_node_info(inputs) {
+        let get = |k: &str| node_info.get(k).and_then(Value::as_str).map(str::to_owned);
+        env.containerd = get("containerRuntimeVersion");
+        env.kernel = get("kernelVersion");
+        env.os = get("osImage");
+    }
+    if env.hami_chart.is_none()
+        && let Some(v) = inputs
+            .files
+            .get("cluster/helm-status.json")
+            .and_then(|b| serde_json::from_slice::<Value>(b).ok())
+    {
+        env.hami_chart = helm_chart_version(&v);
+    }
+    for (_, report) in &inputs.probes {
+        if env.driver_version.is_none() {
+            env.driver_version = report.driver.driver_version.clone();
+        }
+        if env.cuda_driver.is_none() {
+            env.cuda_driver = report
+                .driver
+                .cuda_driver_version
+                .map(|v| format!("{}.{}", v / 1000, (v % 1000) / 10));
+        }
+        if env.kernel.is_none() {
+            env.kernel = report.host.kernel.clone();
+        }
+        if env.gpu_probe_version.is_none() {
+            env.gpu_probe_version = Some(report.tool_version.clone());
+        }
+        if inputs.run.is_none() {
+            for d in report.view.iter().flat_map(|v| v.devices.iter()) {
+                if env.gpus.iter().any(|g| g.uuid.is_some() && g.uuid == d.uuid) {
+                    continue;
+                }
+                let (memory_mib, memory_source) = card_memory(d);
+                env.gpus.push(GpuEnv {
+                    model: d.name.clone(),
+                    uuid: d.uuid.clone(),
+                    memory_mib,
+                    memory_source,
+                });
+            }
+        }
+    }
+    env
+}
+
+/// The card's memory as one probe device saw it: NVML's total is the card only when HAMi-core
+/// did not virtualize it (the full card was visible, or no slice was set).
+fn card_memory(d: &probe::ViewDevice) -> (Option<u64>, String) {
+    let not_virtualized = matches!(
+        d.outcome,
+        ViewOutcome::ShowsFullCard | ViewOutcome::NoSliceExpected
+    );
+    match (d.nvml, not_virtualized) {
+        (Some(m), true) => (
+            Some(m.total / probe::MIB),
+            "NVML total (not virtualized)".into(),
+        ),
+        (Some(_), false) => (
+            None,
+            "unknown: NVML shows the slice under HAMi".into(),
+        ),
+        (None, _) => (None, "unknown: NVML gave no memory info".into()),
+    }
+}
+
+fn first_node_info(inputs: &Inputs) -> Option<Value> {
+    let v: Value = serde_json::from_slice(inputs.files.get("cluster/nodes.json")?).ok()?;
+    let node = match v.get("items").and_then(Value::as_array) {
+        Some(items) => items.first()?.clone(),
+        None => v,
+    };
+    node.get("status")?.get("nodeInfo").cloned()
+}
+
+/// `helm status -o json` (`chart.metadata.version`) or `helm list -o json` (`chart: hami-2.10.0`).
+fn helm_chart_version(v: &Value) -> Option<String> {
+    if let Some(ver) = v
+        .pointer("/chart/metadata/version")
+        .and_then(Value::as_str)
+    {
+        return Some(ver.to_owned());
+    }
+    let release = v.as_array().and_then(|a| a.first()).unwrap_or(v);
+    let chart = release.get("chart")?.as_str()?;
+    Some(chart.rsplit_once('-').map_or(chart, |(_, v)| v).to_owned())
+}
+
+fn cap_searches(inputs: &Inputs, env: &Environment) -> Vec<CapSearch> {
+    let mut out = Vec::new();
+    for (path, report) in &inputs.probes {
+        for d in report.cap.iter().flat_map(|c| c.devices.iter()) {
+            let view = report
+                .view
+                .as_ref()
+                .and_then(|v| v.devices.iter().find(|v| v.index == d.index));
+            let (mut card_mib, mut card_source) = view.map_or_else(
+                || (None, "unknown: the report has no view section".to_owned()),
+                card_memory,
+            );
+            if card_mib.is_none() {
+                // The cluster's registration knows the card, matched by UUID (or the only GPU).
+                let uuid = view.and_then(|v| v.uuid.clone());
+                let gpu = env
+                    .gpus
+                    .iter()
+                    .find(|g| g.uuid.is_some() && g.uuid == uuid)
+                    .or_else(|| (env.gpus.len() == 1).then(|| &env.gpus[0]));
+                if let Some(g) = gpu
+                    && let Some(m) = g.memory_mib
+                {
+                    card_mib = Some(m);
+                    card_source = g.memory_source.clone();
+                }
+            }
+            out.push(CapSearch {
+                source: raw_path(path),
+                device: d.index,
+                slice_bytes: d.expected_bytes,
+                card_bytes: card_mib.map(|m| m * probe::MIB),
+                card_source,
+                held_bytes: d.held_bytes,
+                outcome: kebab(&d.outcome).as_str().unwrap_or("unknown").to_owned(),
+                steps: d
+                    .steps
+                    .iter()
+                    .map(|s| Step {
+                        request_bytes: s.request_bytes,
+                        ok: s.ok,
+                        code: s.code,
+                        held_after_bytes: s.held_after_bytes,
+                    })
+                    .collect(),
+            });
+        }
+    }
+    out
+}
+
+fn not_measured(mode: Mode, claims: &[Claim]) -> Vec<String> {
+    let mut out: Vec<String> = claims
+        .iter()
+        .filter(|c| c.verdict == ClaimVerdict::NotRun)
+        .map(|c| format!("{}: {} (not run: {})", c.id, c.claim, c.reason))
+        .collect();
+    if mode == Mode::Local {
+        out.push(
+            "Kubernetes scheduling, sharing one GPU between pods and refusing over-subscription: \
+local mode runs no cluster exercises."
+                .into(),
+        );
+    }
+    out.push(
+        "Compute (SM) limits, allocation paths other than cuMemAlloc_v2, and isolation against \
+code that bypasses HAMi-core: not measured unless a claim above says so."
+            .into(),
+    );
+    out
+}
