@@ -231,6 +231,12 @@ pub fn write(plan: &Plan, path: &Path) -> Result<Written, Error> {
         .map_err(io(format!("cannot create a file in {}", parent.display())))?;
     tmp.write_all(&bytes)
         .map_err(io(format!("cannot write {}", path.display())))?;
+    {
+        use std::os::unix::fs::PermissionsExt;
+        tmp.as_file()
+            .set_permissions(std::fs::Permissions::from_mode(0o644))
+            .map_err(io(format!("cannot set the mode of {}", path.display())))?;
+    }
     tmp.persist(path)
         .map_err(|e| Error::Io {
             what: format!("cannot write {}", path.display()),

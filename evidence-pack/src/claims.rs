@@ -256,7 +256,7 @@ fn environment(inputs: &Inputs) -> Environment {
                 uuid: g.uuid.clone(),
                 memory_mib: g.devmem_mib,
                 memory_source: if g.devmem_mib.is_some() {
-                    "HAMi node registration (devmem)".into()
+                    "HAMi node registration, devmem".into()
                 } else {
                     "not reported".into()
                 },

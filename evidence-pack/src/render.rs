@@ -8,7 +8,7 @@ use std::fmt::Write as _;
 
 use serde_json::Value;
 
-use crate::model::{CapSearch, Claim, ClaimVerdict, Summary};
+use crate::model::{CapSearch, Claim, ClaimVerdict, Step, Summary};
 
 const UNKNOWN: &str = "not known";
 
@@ -140,11 +140,7 @@ pub fn markdown(s: &Summary) -> String {
         t.fail,
         t.not_run
     );
-    o.push_str("## Environment\n\n| Item | Value |\n|---|---|\n");
-    for (k, v) in environment_rows(s) {
-        let _ = writeln!(o, "| {k} | {} |", md_cell(&v));
-    }
-    o.push_str("\n## Claims and evidence\n\n| Id | Claim | Verdict | Numbers | Evidence |\n|---|---|---|---|---|\n");
+    o.push_str("## Claims and evidence\n\n| Id | Claim | Verdict | Numbers | Evidence |\n|---|---|---|---|---|\n");
     for c in &s.claims {
         let ev = c
             .evidence
@@ -180,6 +176,10 @@ pub fn markdown(s: &Summary) -> String {
         for c in &s.cap_searches {
             let _ = writeln!(o, "- {}", cap_line(c));
         }
+    }
+    o.push_str("\n## Environment\n\n| Item | Value |\n|---|---|\n");
+    for (k, v) in environment_rows(s) {
+        let _ = writeln!(o, "| {k} | {} |", md_cell(&v));
     }
     o.push_str("\n## Scope and limits\n\n");
     let _ = writeln!(o, "{}\n", s.scope.statement);
@@ -250,11 +250,7 @@ pub fn html(s: &Summary) -> String {
         t.fail,
         t.not_run
     );
-    o.push_str("<h2>Environment</h2>\n<table><tr><th>Item</th><th>Value</th></tr>\n");
-    for (k, v) in environment_rows(s) {
-        let _ = writeln!(o, "<tr><td>{}</td><td>{}</td></tr>", esc(k), esc(&v));
-    }
-    o.push_str("</table>\n<h2>Claims and evidence</h2>\n<table><tr><th>Id</th><th>Claim</th><th>Verdict</th><th>Why</th><th>Numbers</th><th>Evidence</th></tr>\n");
+    o.push_str("<h2>Claims and evidence</h2>\n<table><tr><th>Id</th><th>Claim</th><th>Verdict</th><th>Why</th><th>Numbers</th><th>Evidence</th></tr>\n");
     for c in &s.claims {
         let class = match c.verdict {
             ClaimVerdict::Pass => "pass",
@@ -290,6 +286,11 @@ pub fn html(s: &Summary) -> String {
             );
         }
     }
+    o.push_str("<h2>Environment</h2>\n<table><tr><th>Item</th><th>Value</th></tr>\n");
+    for (k, v) in environment_rows(s) {
+        let _ = writeln!(o, "<tr><td>{}</td><td>{}</td></tr>", esc(k), esc(&v));
+    }
+    o.push_str("</table>\n");
     let _ = writeln!(
         o,
         "<h2>Scope and limits</h2>\n<p>{}</p>",
@@ -340,137 +341,111 @@ fn tick_step(max: f64) -> f64 {
         .unwrap_or(10.0 * mag)
 }
 
-/// The chart of one cap search: memory held after each allocation call (blue), each refused
-/// request drawn where it would have taken the total (red ×), the slice and the card's size as
-/// dashed lines. Coordinates are printed with one decimal, so the output is deterministic.
-pub fn svg_chart(c: &CapSearch) -> String {
-    const W: f64 = 900.0;
-    const H: f64 = 380.0;
-    const L: f64 = 80.0;
-    const R: f64 = 190.0;
-    const T: f64 = 40.0;
-    const B: f64 = 50.0;
-    let mib = |b: u64| b as f64 / (1024.0 * 1024.0);
-    let mut held_before = 0u64;
-    let mut points = Vec::new();
-    let mut ymax: f64 = 1.0;
-    for s in &c.steps {
-        let attempt = held_before.saturating_add(s.request_bytes);
-        points.push((held_before, attempt, s));
-        ymax = ymax.max(mib(s.held_after_bytes)).max(mib(attempt));
-        held_before = s.held_after_bytes;
+/// One refused or granted allocation call, as drawn: held before, the total it asked for, the step.
+struct Point<'a> {
+    before: u64,
+    attempt: u64,
+    step: &'a Step,
+}
+
+fn to_mib(b: u64) -> f64 {
+    b as f64 / (1024.0 * 1024.0)
+}
+
+/// The plot area of one panel, in SVG units, and the MiB value at its top.
+struct Panel {
+    x0: f64,
+    x1: f64,
+    y0: f64,
+    y1: f64,
+    top: f64,
+}
+
+impl Panel {
+    fn x(&self, i: usize, n: usize) -> f64 {
+        self.x0 + (self.x1 - self.x0) * (i as f64 + 0.5) / n.max(1) as f64
     }
-    if let Some(b) = c.slice_bytes {
-        ymax = ymax.max(mib(b));
+    fn y(&self, mib: f64) -> f64 {
+        self.y1 - (self.y1 - self.y0) * (mib / self.top).min(1.02)
     }
-    if let Some(b) = c.card_bytes {
-        ymax = ymax.max(mib(b));
-    }
-    let step = tick_step(ymax * 1.05);
-    let top = (ymax * 1.05 / step).ceil() * step;
-    let n = c.steps.len().max(1) as f64;
-    let x = |i: usize| L + (W - L - R) * (i as f64 + 0.5) / n;
-    let y = |m: f64| T + (H - T - B) * (1.0 - m / top);
-    let mut o = String::new();
+}
+
+/// Draws one panel: grid, axes, slice and card lines (when inside its range), refused requests
+/// and the held line.
+fn panel(o: &mut String, p: &Panel, title: &str, c: &CapSearch, points: &[Point<'_>]) {
+    let n = points.len();
+    let step = tick_step(p.top);
     let _ = write!(
         o,
-        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{W}\" height=\"{H}\" viewBox=\"0 0 {W} {H}\" role=\"img\" aria-label=\"cap search of device {}\" font-family=\"sans-serif\" font-size=\"12\">",
-        c.device
+        "<text x=\"{:.1}\" y=\"{:.1}\" font-weight=\"bold\">{}</text>",
+        p.x0,
+        p.y0 - 8.0,
+        esc(title)
     );
-    let _ = write!(
-        o,
-        "<rect x=\"0\" y=\"0\" width=\"{W}\" height=\"{H}\" fill=\"white\"/><text x=\"{L}\" y=\"20\" font-size=\"14\" font-weight=\"bold\">Cap search, device {}: memory held after each allocation call</text>",
-        c.device
-    );
-    // Grid and y ticks.
     let mut v = 0.0;
-    while v <= top + 0.5 {
-        let yy = y(v);
+    while v <= p.top + 0.5 {
+        let yy = p.y(v);
         let _ = write!(
             o,
-            "<line x1=\"{L:.1}\" y1=\"{yy:.1}\" x2=\"{:.1}\" y2=\"{yy:.1}\" stroke=\"#e3e3e3\"/><text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"end\">{v:.0}</text>",
-            W - R,
-            L - 6.0,
+            "<line x1=\"{:.1}\" y1=\"{yy:.1}\" x2=\"{:.1}\" y2=\"{yy:.1}\" stroke=\"#e3e3e3\"/><text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"end\">{v:.0}</text>",
+            p.x0,
+            p.x1,
+            p.x0 - 6.0,
             yy + 4.0
         );
         v += step;
     }
     let _ = write!(
         o,
-        "<line x1=\"{L}\" y1=\"{T}\" x2=\"{L}\" y2=\"{:.1}\" stroke=\"#333\"/><line x1=\"{L}\" y1=\"{:.1}\" x2=\"{:.1}\" y2=\"{:.1}\" stroke=\"#333\"/>",
-        H - B,
-        H - B,
-        W - R,
-        H - B
+        "<line x1=\"{x0:.1}\" y1=\"{y0:.1}\" x2=\"{x0:.1}\" y2=\"{y1:.1}\" stroke=\"#333\"/><line x1=\"{x0:.1}\" y1=\"{y1:.1}\" x2=\"{x1:.1}\" y2=\"{y1:.1}\" stroke=\"#333\"/><text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"middle\">allocation call (1 … {n})</text>",
+        (p.x0 + p.x1) / 2.0,
+        p.y1 + 20.0,
+        x0 = p.x0,
+        x1 = p.x1,
+        y0 = p.y0,
+        y1 = p.y1,
     );
-    let _ = write!(
-        o,
-        "<text x=\"18\" y=\"{:.1}\" transform=\"rotate(-90 18 {:.1})\" text-anchor=\"middle\">MiB held</text><text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"middle\">allocation call (1 … {})</text>",
-        (T + H - B) / 2.0,
-        (T + H - B) / 2.0,
-        (L + W - R) / 2.0,
-        H - 12.0,
-        c.steps.len()
-    );
-    // Reference lines.
-    let mut label_y = T + 10.0;
     for (bytes, color, name) in [
         (c.slice_bytes, "#e07b00", "slice"),
-        (c.card_bytes, "#777777", "card"),
+        (c.card_bytes, "#555555", "card"),
     ] {
-        if let Some(b) = bytes {
-            let yy = y(mib(b));
+        if let Some(b) = bytes
+            && to_mib(b) <= p.top
+        {
+            let yy = p.y(to_mib(b));
             let _ = write!(
                 o,
-                "<line x1=\"{L}\" y1=\"{yy:.1}\" x2=\"{:.1}\" y2=\"{yy:.1}\" stroke=\"{color}\" stroke-width=\"2\" stroke-dasharray=\"8 5\"/><text x=\"{:.1}\" y=\"{:.1}\" fill=\"{color}\">{name} {}</text>",
-                W - R,
-                W - R + 6.0,
-                yy + 4.0,
+                "<line x1=\"{:.1}\" y1=\"{yy:.1}\" x2=\"{:.1}\" y2=\"{yy:.1}\" stroke=\"{color}\" stroke-width=\"2\" stroke-dasharray=\"8 5\"/><text x=\"{:.1}\" y=\"{:.1}\" fill=\"{color}\" font-weight=\"bold\">{name} {}</text>",
+                p.x0,
+                p.x1,
+                p.x0 + 6.0,
+                yy - 5.0,
                 esc(&mib_text(b))
             );
         }
     }
-    if c.slice_bytes.is_none() {
-        let _ = write!(
-            o,
-            "<text x=\"{:.1}\" y=\"{label_y:.1}\" fill=\"#e07b00\">no slice expected</text>",
-            W - R + 6.0
-        );
-        label_y += 16.0;
-    }
-    if c.card_bytes.is_none() {
-        let _ = write!(
-            o,
-            "<text x=\"{:.1}\" y=\"{label_y:.1}\" fill=\"#777777\">card size {}</text>",
-            W - R + 6.0,
-            esc(&c.card_source.replace("unknown: ", "unknown"))
-        );
-    }
-    // Refused requests: a dotted red line from what was held to where the request would have
-    // taken the total, ending in a red ×.
-    for (i, (before, attempt, s)) in points.iter().enumerate() {
-        if s.ok {
+    for (i, pt) in points.iter().enumerate() {
+        if pt.step.ok {
             continue;
         }
-        let (xx, y0, y1) = (x(i), y(mib(*before)), y(mib(*attempt)));
+        let (xx, ya, yb) = (p.x(i, n), p.y(to_mib(pt.before)), p.y(to_mib(pt.attempt)));
         let _ = write!(
             o,
-            "<line x1=\"{xx:.1}\" y1=\"{y0:.1}\" x2=\"{xx:.1}\" y2=\"{y1:.1}\" stroke=\"#c62828\" stroke-dasharray=\"2 3\"/><path d=\"M{:.1} {:.1}L{:.1} {:.1}M{:.1} {:.1}L{:.1} {:.1}\" stroke=\"#c62828\" stroke-width=\"2\"/>",
+            "<line x1=\"{xx:.1}\" y1=\"{ya:.1}\" x2=\"{xx:.1}\" y2=\"{yb:.1}\" stroke=\"#c62828\" stroke-dasharray=\"2 3\"/><path d=\"M{:.1} {:.1}L{:.1} {:.1}M{:.1} {:.1}L{:.1} {:.1}\" stroke=\"#c62828\" stroke-width=\"2\"/>",
             xx - 4.0,
-            y1 - 4.0,
+            yb - 4.0,
             xx + 4.0,
-            y1 + 4.0,
+            yb + 4.0,
             xx - 4.0,
-            y1 + 4.0,
+            yb + 4.0,
             xx + 4.0,
-            y1 - 4.0
+            yb - 4.0
         );
     }
-    // Held after each call.
     let line: Vec<String> = points
         .iter()
         .enumerate()
-        .map(|(i, (_, _, s))| format!("{:.1},{:.1}", x(i), y(mib(s.held_after_bytes))))
+        .map(|(i, pt)| format!("{:.1},{:.1}", p.x(i, n), p.y(to_mib(pt.step.held_after_bytes))))
         .collect();
     if !line.is_empty() {
         let _ = write!(
@@ -479,33 +454,104 @@ pub fn svg_chart(c: &CapSearch) -> String {
             line.join(" ")
         );
     }
-    for (i, (_, _, s)) in points.iter().enumerate() {
+    for (i, pt) in points.iter().enumerate() {
         let _ = write!(
             o,
             "<circle cx=\"{:.1}\" cy=\"{:.1}\" r=\"3\" fill=\"#1565c0\"/>",
-            x(i),
-            y(mib(s.held_after_bytes))
+            p.x(i, n),
+            p.y(to_mib(pt.step.held_after_bytes))
         );
     }
-    // Legend.
-    let ly = H - B + 30.0;
-    let _ = write!(
-        o,
-        "<circle cx=\"{:.1}\" cy=\"{:.1}\" r=\"4\" fill=\"#1565c0\"/><text x=\"{:.1}\" y=\"{:.1}\">held after the call</text><text x=\"{:.1}\" y=\"{:.1}\" fill=\"#c62828\">× refused request (total it asked for)</text>",
-        W - R + 10.0,
-        ly - 4.0,
-        W - R + 18.0,
-        ly,
-        W - R + 10.0,
-        ly + 16.0
-    );
-    if c.steps.is_empty() {
+    if points.is_empty() {
         let _ = write!(
             o,
-            "<text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"middle\">the search made no allocation calls</text>",
-            (L + W - R) / 2.0,
-            (T + H - B) / 2.0
+            "<text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"middle\">no allocation calls</text>",
+            (p.x0 + p.x1) / 2.0,
+            (p.y0 + p.y1) / 2.0
         );
+    }
+}
+
+/// The chart of one cap search, two panels: memory held after each allocation call (blue), each
+/// refused request drawn where it would have taken the total (red ×), the slice and the card's
+/// size as dashed lines; the left panel is scaled to the card, the right one to the slice. When
+/// the card's size is unknown (under HAMi NVML shows the slice) only the right panel is drawn, and
+/// says so. Coordinates are printed with one decimal, so the output is deterministic.
+pub fn svg_chart(c: &CapSearch) -> String {
+    const W: f64 = 1000.0;
+    const H: f64 = 400.0;
+    let mut held_before = 0u64;
+    let mut points = Vec::new();
+    let mut data_max: f64 = 1.0;
+    for s in &c.steps {
+        let attempt = held_before.saturating_add(s.request_bytes);
+        points.push(Point {
+            before: held_before,
+            attempt,
+            step: s,
+        });
+        data_max = data_max.max(to_mib(s.held_after_bytes)).max(to_mib(attempt));
+        held_before = s.held_after_bytes;
+    }
+    let near = c.slice_bytes.map_or(data_max, |b| data_max.max(to_mib(b)));
+    let near_top = {
+        let st = tick_step(near * 1.08);
+        (near * 1.08 / st).ceil() * st
+    };
+    let mut o = String::new();
+    let _ = write!(
+        o,
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{W}\" height=\"{H}\" viewBox=\"0 0 {W} {H}\" role=\"img\" aria-label=\"cap search of device {}\" font-family=\"sans-serif\" font-size=\"12\"><rect x=\"0\" y=\"0\" width=\"{W}\" height=\"{H}\" fill=\"white\"/>",
+        c.device
+    );
+    let _ = write!(
+        o,
+        "<text x=\"10\" y=\"20\" font-size=\"15\" font-weight=\"bold\">Cap search, device {}: MiB held after each allocation call</text><circle cx=\"16\" cy=\"38\" r=\"4\" fill=\"#1565c0\"/><text x=\"26\" y=\"42\">held after the call</text><text x=\"160\" y=\"42\" fill=\"#c62828\">× refused: the total the request asked for</text><text x=\"440\" y=\"42\" fill=\"#e07b00\">- - slice</text><text x=\"510\" y=\"42\" fill=\"#555555\">- - card</text>",
+        c.device
+    );
+    let _ = write!(
+        o,
+        "<text x=\"14\" y=\"{y:.1}\" transform=\"rotate(-90 14 {y:.1})\" text-anchor=\"middle\">MiB</text>",
+        y = H / 2.0
+    );
+    let (y0, y1) = (85.0, H - 40.0);
+    match c.card_bytes {
+        Some(card) if to_mib(card) > near_top => {
+            let top = {
+                let m = to_mib(card).max(data_max) * 1.05;
+                let st = tick_step(m);
+                (m / st).ceil() * st
+            };
+            panel(
+                &mut o,
+                &Panel { x0: 75.0, x1: 360.0, y0, y1, top },
+                "against the card",
+                c,
+                &points,
+            );
+            panel(
+                &mut o,
+                &Panel { x0: 450.0, x1: W - 20.0, y0, y1, top: near_top },
+                "near the slice (zoomed)",
+                c,
+                &points,
+            );
+        }
+        _ => {
+            let top = c.card_bytes.map_or(near_top, |b| near_top.max(to_mib(b) * 1.05));
+            let title = if c.card_bytes.is_some() {
+                "against the slice and the card".to_owned()
+            } else {
+                format!("against the slice; card size {}", c.card_source)
+            };
+            panel(
+                &mut o,
+                &Panel { x0: 75.0, x1: W - 20.0, y0, y1, top },
+                &title,
+                c,
+                &points,
+            );
+        }
     }
     o.push_str("</svg>");
     o
