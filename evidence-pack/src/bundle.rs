@@ -14,11 +14,11 @@ use flate2::Compression;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
+use crate::Error;
 use crate::claims;
 use crate::input::{self, Inputs};
 use crate::model::{ClaimVerdict, Outcome, SCHEMA, SCHEMA_VERSION, Summary, Totals};
 use crate::render;
-use crate::Error;
 
 pub const SUMS: &str = "SHA256SUMS";
 const PREFIX: &str = "hami-evidence-";
@@ -76,7 +76,10 @@ pub fn parse_time(text: &str) -> Result<jiff::Timestamp, String> {
 /// latest probe `started_at_unix`.
 pub fn input_time(inputs: &Inputs) -> Result<jiff::Timestamp, Error> {
     if let Some(run) = &inputs.run {
-        for (field, value) in [("finished_at", &run.finished_at), ("started_at", &run.started_at)] {
+        for (field, value) in [
+            ("finished_at", &run.finished_at),
+            ("started_at", &run.started_at),
+        ] {
             if let Some(v) = value {
                 return parse_time(v).map_err(|e| Error::Input {
                     what: format!("run.json {field} `{v}` is not an RFC 3339 time: {e}"),
@@ -138,10 +141,26 @@ pub fn plan(dir: &Path, timestamp: Option<&str>) -> Result<Plan, Error> {
             why: why.into(),
         });
     };
-    add("summary.json", summary_bytes(&summary), "environment, claims, verdicts, redactions (schema hami-isolation-lab/evidence-summary v1)");
-    add("report.md", render::markdown(&summary).into_bytes(), "validation report for people");
-    add("report.html", render::html(&summary).into_bytes(), "the same report with the cap-search chart (inline SVG)");
-    add("junit.xml", render::junit(&summary).into_bytes(), "one test case per claim, for CI");
+    add(
+        "summary.json",
+        summary_bytes(&summary),
+        "environment, claims, verdicts, redactions (schema hami-isolation-lab/evidence-summary v1)",
+    );
+    add(
+        "report.md",
+        render::markdown(&summary).into_bytes(),
+        "validation report for people",
+    );
+    add(
+        "report.html",
+        render::html(&summary).into_bytes(),
+        "the same report with the cap-search chart (inline SVG)",
+    );
+    add(
+        "junit.xml",
+        render::junit(&summary).into_bytes(),
+        "one test case per claim, for CI",
+    );
     entries.sort_by(|a, b| a.path.cmp(&b.path));
     let sums: String = entries
         .iter()
@@ -188,8 +207,12 @@ pub fn archive_bytes(plan: &Plan) -> Result<Vec<u8>, Error> {
         h.set_gid(0);
         h.set_mtime(plan.mtime);
         h.set_entry_type(tar::EntryType::Regular);
-        tar.append_data(&mut h, format!("{}/{}", plan.name, e.path), e.bytes.as_slice())
-            .map_err(io)?;
+        tar.append_data(
+            &mut h,
+            format!("{}/{}", plan.name, e.path),
+            e.bytes.as_slice(),
+        )
+        .map_err(io)?;
     }
     let gz = tar.into_inner().map_err(io)?;
     gz.finish().map_err(io)
@@ -237,12 +260,15 @@ pub fn write(plan: &Plan, path: &Path) -> Result<Written, Error> {
             .set_permissions(std::fs::Permissions::from_mode(0o644))
             .map_err(io(format!("cannot set the mode of {}", path.display())))?;
     }
-    tmp.persist(path)
-        .map_err(|e| Error::Io {
-            what: format!("cannot write {}", path.display()),
-            source: e.error,
-        })?;
-    Ok(if existed { Written::Replaced } else { Written::Created })
+    tmp.persist(path).map_err(|e| Error::Io {
+        what: format!("cannot write {}", path.display()),
+        source: e.error,
+    })?;
+    Ok(if existed {
+        Written::Replaced
+    } else {
+        Written::Created
+    })
 }
 
 /// A bundle that was read and checked.
@@ -285,18 +311,28 @@ pub fn read_archive(path: &Path) -> Result<(String, BTreeMap<String, Vec<u8>>), 
             .into_owned();
         last = name.clone();
         if !entry.header().entry_type().is_file() {
-            return Err(damaged(&name, "is not a regular file (bundles hold only files)"));
+            return Err(damaged(
+                &name,
+                "is not a regular file (bundles hold only files)",
+            ));
         }
         let Some((dir, rel)) = name.split_once('/') else {
             return Err(damaged(&name, "is outside the bundle's top directory"));
         };
-        if rel.is_empty() || rel.split('/').any(|c| c == ".." || c == "." || c.is_empty()) {
+        if rel.is_empty()
+            || rel
+                .split('/')
+                .any(|c| c == ".." || c == "." || c.is_empty())
+        {
             return Err(damaged(&name, "has an unsafe path"));
         }
         match &top {
             None => top = Some(dir.to_owned()),
             Some(t) if t != dir => {
-                return Err(damaged(&name, format!("is outside the top directory `{t}`")));
+                return Err(damaged(
+                    &name,
+                    format!("is outside the top directory `{t}`"),
+                ));
             }
             Some(_) => {}
         }
@@ -323,21 +359,27 @@ pub fn verify(path: &Path) -> Result<Verified, Error> {
     let sums = String::from_utf8_lossy(sums);
     let mut listed = BTreeMap::new();
     for (i, line) in sums.lines().enumerate() {
-        let parsed = line
-            .split_once("  ")
-            .filter(|(h, p)| h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit()) && !p.is_empty());
+        let parsed = line.split_once("  ").filter(|(h, p)| {
+            h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit()) && !p.is_empty()
+        });
         match parsed {
             Some((hash, file)) => {
                 listed.insert(file.to_owned(), hash.to_ascii_lowercase());
             }
-            None => problems.push((SUMS.into(), format!("line {} is not `<sha256>  <file>`", i + 1))),
+            None => problems.push((
+                SUMS.into(),
+                format!("line {} is not `<sha256>  <file>`", i + 1),
+            )),
         }
     }
     for (file, hash) in &listed {
         match files.get(file) {
             None => problems.push((file.clone(), "is listed in SHA256SUMS but missing".into())),
             Some(bytes) if sha256_hex(bytes) != *hash => {
-                problems.push((file.clone(), "does not match its SHA-256 in SHA256SUMS (altered)".into()));
+                problems.push((
+                    file.clone(),
+                    "does not match its SHA-256 in SHA256SUMS (altered)".into(),
+                ));
             }
             Some(_) => {}
         }
@@ -369,7 +411,10 @@ pub fn verify(path: &Path) -> Result<Verified, Error> {
             if let Some(bytes) = files.get(file)
                 && bytes.as_slice() != rendered.as_bytes()
             {
-                problems.push((file.into(), "does not match summary.json (re-rendered and compared)".into()));
+                problems.push((
+                    file.into(),
+                    "does not match summary.json (re-rendered and compared)".into(),
+                ));
             } else if !files.contains_key(file) {
                 problems.push((file.into(), "is missing".into()));
             }
@@ -377,18 +422,30 @@ pub fn verify(path: &Path) -> Result<Verified, Error> {
         for c in &s.claims {
             for ev in &c.evidence {
                 if !files.contains_key(ev) {
-                    problems.push((ev.clone(), format!("is evidence of claim {} but missing", c.id)));
+                    problems.push((
+                        ev.clone(),
+                        format!("is evidence of claim {} but missing", c.id),
+                    ));
                 }
             }
         }
         if s.bundle != name {
-            problems.push(("summary.json".into(), format!("names bundle `{}` but the archive's folder is `{name}`", s.bundle)));
+            problems.push((
+                "summary.json".into(),
+                format!(
+                    "names bundle `{}` but the archive's folder is `{name}`",
+                    s.bundle
+                ),
+            ));
         }
     }
     if let Some((file, why)) = problems.first() {
         let mut why = why.clone();
         if problems.len() > 1 {
-            let rest: Vec<String> = problems[1..].iter().map(|(f, w)| format!("{f} {w}")).collect();
+            let rest: Vec<String> = problems[1..]
+                .iter()
+                .map(|(f, w)| format!("{f} {w}"))
+                .collect();
             why = format!("{why}; also: {}", rest.join("; "));
         }
         return Err(damaged(file.clone(), why));
@@ -410,12 +467,15 @@ fn check_summary(bytes: &[u8]) -> Result<Summary, String> {
     if v.get("schema").and_then(|s| s.as_str()) != Some(SCHEMA) {
         return Err(format!("has no `schema: {SCHEMA}`"));
     }
-    if v.get("schema_version").and_then(serde_json::Value::as_u64) != Some(u64::from(SCHEMA_VERSION)) {
+    if v.get("schema_version").and_then(serde_json::Value::as_u64)
+        != Some(u64::from(SCHEMA_VERSION))
+    {
         return Err(format!(
             "has a schema_version other than {SCHEMA_VERSION} (use the evidence-pack that made it)"
         ));
     }
-    let s: Summary = serde_json::from_value(v).map_err(|e| format!("does not follow the schema: {e}"))?;
+    let s: Summary =
+        serde_json::from_value(v).map_err(|e| format!("does not follow the schema: {e}"))?;
     if s.totals != Totals::of(&s.claims) {
         return Err("totals disagree with the claims".into());
     }
@@ -427,11 +487,7 @@ fn check_summary(bytes: &[u8]) -> Result<Summary, String> {
 
 /// The claims table printed by `pack` and `verify`.
 pub fn claims_table(s: &Summary) -> String {
-    let mut rows = vec![(
-        "ID".to_owned(),
-        "VERDICT".to_owned(),
-        "CLAIM".to_owned(),
-    )];
+    let mut rows = vec![("ID".to_owned(), "VERDICT".to_owned(), "CLAIM".to_owned())];
     for c in &s.claims {
         let v = match c.verdict {
             ClaimVerdict::Pass => "pass",

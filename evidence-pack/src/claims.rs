@@ -209,29 +209,32 @@ fn probe_numbers(report: &Report, id: &str) -> BTreeMap<String, Value> {
                 n.insert("context_overhead_mib".into(), mib(b));
             }
             if let Some(e) = &d.first_refusal {
-                n.insert("first_refusal".into(), json!(format!("{} ({})", e.name, e.code)));
+                n.insert(
+                    "first_refusal".into(),
+                    json!(format!("{} ({})", e.name, e.code)),
+                );
             }
             n.insert("hami_oom_lines".into(), json!(d.hami_oom_lines.len()));
             n.insert("all_freed".into(), json!(d.all_freed));
         }
-    } else if id == "mechanism" {
-        if let Some(m) = &report.mechanism {
-            n.insert("outcome".into(), kebab(&m.outcome));
-            n.insert(
-                "ld_so_preload".into(),
-                json!(m.ld_so_preload.entries.join(" ")),
-            );
-            let mapped = m
-                .libraries
-                .iter()
-                .filter(|l| l.mapped_after_cuda_init == Some(true))
-                .count();
-            n.insert("libraries_mapped".into(), json!(mapped));
-            n.insert("shared_region_exists".into(), json!(m.shared_region.exists));
-            if let Some(r) = &m.shared_region.region {
-                let limits: Vec<Value> = r.limits.iter().map(|b| mib(*b)).collect();
-                n.insert("region_limits_mib".into(), Value::Array(limits));
-            }
+    } else if id == "mechanism"
+        && let Some(m) = &report.mechanism
+    {
+        n.insert("outcome".into(), kebab(&m.outcome));
+        n.insert(
+            "ld_so_preload".into(),
+            json!(m.ld_so_preload.entries.join(" ")),
+        );
+        let mapped = m
+            .libraries
+            .iter()
+            .filter(|l| l.mapped_after_cuda_init == Some(true))
+            .count();
+        n.insert("libraries_mapped".into(), json!(mapped));
+        n.insert("shared_region_exists".into(), json!(m.shared_region.exists));
+        if let Some(r) = &m.shared_region.region {
+            let limits: Vec<Value> = r.limits.iter().map(|b| mib(*b)).collect();
+            n.insert("region_limits_mib".into(), Value::Array(limits));
         }
     }
     n
@@ -269,7 +272,10 @@ fn environment(inputs: &Inputs) -> Environment {
         .and_then(|b| serde_json::from_slice::<Value>(b).ok())
         && env.kubernetes.is_none()
     {
-        env.kubernetes = v.get("gitVersion").and_then(Value::as_str).map(str::to_owned);
+        env.kubernetes = v
+            .get("gitVersion")
+            .and_then(Value::as_str)
+            .map(str::to_owned);
     }
     env.k3s = env
         .kubernetes
@@ -308,7 +314,11 @@ fn environment(inputs: &Inputs) -> Environment {
         }
         if inputs.run.is_none() {
             for d in report.view.iter().flat_map(|v| v.devices.iter()) {
-                if env.gpus.iter().any(|g| g.uuid.is_some() && g.uuid == d.uuid) {
+                if env
+                    .gpus
+                    .iter()
+                    .any(|g| g.uuid.is_some() && g.uuid == d.uuid)
+                {
                     continue;
                 }
                 let (memory_mib, memory_source) = card_memory(d);
@@ -336,10 +346,7 @@ fn card_memory(d: &probe::ViewDevice) -> (Option<u64>, String) {
             Some(m.total / probe::MIB),
             "NVML total (not virtualized)".into(),
         ),
-        (Some(_), false) => (
-            None,
-            "unknown: NVML shows the slice under HAMi".into(),
-        ),
+        (Some(_), false) => (None, "unknown: NVML shows the slice under HAMi".into()),
         (None, _) => (None, "unknown: NVML gave no memory info".into()),
     }
 }
@@ -355,10 +362,7 @@ fn first_node_info(inputs: &Inputs) -> Option<Value> {
 
 /// `helm status -o json` (`chart.metadata.version`) or `helm list -o json` (`chart: hami-2.10.0`).
 fn helm_chart_version(v: &Value) -> Option<String> {
-    if let Some(ver) = v
-        .pointer("/chart/metadata/version")
-        .and_then(Value::as_str)
-    {
+    if let Some(ver) = v.pointer("/chart/metadata/version").and_then(Value::as_str) {
         return Some(ver.to_owned());
     }
     let release = v.as_array().and_then(|a| a.first()).unwrap_or(v);

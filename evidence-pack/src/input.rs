@@ -12,9 +12,9 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+use crate::Error;
 use crate::model::{Mode, Redaction};
 use crate::redact;
-use crate::Error;
 
 pub const RUN_SCHEMA: &str = "hami-isolation-lab/cluster-run";
 pub const RUN_SCHEMA_VERSION: u32 = 1;
@@ -185,7 +185,8 @@ pub fn read_dir(dir: &Path) -> Result<Inputs, Error> {
 fn parse_run(bytes: &[u8]) -> Result<RunDoc, Error> {
     let run: RunDoc = serde_json::from_slice(bytes).map_err(|e| Error::Input {
         what: format!("run.json does not parse: {e}"),
-        fix: "run.json must be what `cluster-ctl run --out DIR` wrote; re-run it or fix the file".into(),
+        fix: "run.json must be what `cluster-ctl run --out DIR` wrote; re-run it or fix the file"
+            .into(),
     })?;
     if run.schema != RUN_SCHEMA {
         return Err(Error::Input {
@@ -227,7 +228,9 @@ fn walk(
         let meta = fs::symlink_metadata(&path).map_err(|e| io(&path, e))?;
         let rel = relative(root, &path);
         if meta.file_type().is_symlink() {
-            warnings.push(format!("{rel} is a symbolic link; not followed, not packed"));
+            warnings.push(format!(
+                "{rel} is a symbolic link; not followed, not packed"
+            ));
         } else if meta.is_dir() {
             walk(root, &path, files, warnings)?;
         } else if meta.is_file() {

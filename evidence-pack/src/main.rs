@@ -98,7 +98,11 @@ fn run(cli: Cli) -> Result<u8, evidence_pack::Error> {
                         }))
                     ),
                     Output::Human => {
-                        println!("would write {} ({} files):", path.display(), plan.entries.len());
+                        println!(
+                            "would write {} ({} files):",
+                            path.display(),
+                            plan.entries.len()
+                        );
                         for e in &plan.entries {
                             println!("  {}/{}  {} bytes  {}", plan.name, e.path, e.size, e.why);
                         }

@@ -16,7 +16,8 @@ use regex::bytes::{Captures, Regex};
 use crate::model::Redaction;
 
 /// The words that make a name (env variable, JSON key) secret-like.
-const SECRET_WORD: &str = r"(?i:password|passwd|secret|token|api_?key|api-key|access_?key|private_?key|credentials?)";
+const SECRET_WORD: &str =
+    r"(?i:password|passwd|secret|token|api_?key|api-key|access_?key|private_?key|credentials?)";
 
 /// The kubeconfig (and similar) keys whose values are credentials.
 const CRED_KEYS: &str = r"(?i:client-key-data|client-certificate-data|token|id-token|refresh-token|access-token|password|client-secret)";
@@ -133,7 +134,10 @@ fn is_marker(value: &[u8]) -> bool {
         .strip_prefix(b"\"")
         .or_else(|| value.strip_prefix(b"'"))
         .unwrap_or(value);
-    trimmed.starts_with(b"[REDACTED:") || trimmed.is_empty() || trimmed == b"\"\"" || trimmed == b"''"
+    trimmed.starts_with(b"[REDACTED:")
+        || trimmed.is_empty()
+        || trimmed == b"\"\""
+        || trimmed == b"''"
 }
 
 /// Strips the quotes of a YAML/env value, so the bare secret can be chased in other files.
@@ -291,9 +295,19 @@ mod tests {
             "pod.json",
             r#"{"env":[{"name":"DB_PASSWORD","value":"hunter2hunter2"},{"name":"CUDA_DEVICE_MEMORY_LIMIT_0","value":"8000m"},{"value":"s3cr3tvalue","name":"HF_TOKEN"}]}"#,
         );
-        assert!(!out.contains("hunter2hunter2") && !out.contains("s3cr3tvalue"), "{out}");
+        assert!(
+            !out.contains("hunter2hunter2") && !out.contains("s3cr3tvalue"),
+            "{out}"
+        );
         assert!(out.contains("8000m"), "non-secret env kept: {out}");
-        assert_eq!(r, vec![Redaction { file: "pod.json".into(), kind: "env-secret".into(), count: 2 }]);
+        assert_eq!(
+            r,
+            vec![Redaction {
+                file: "pod.json".into(),
+                kind: "env-secret".into(),
+                count: 2
+            }]
+        );
     }
 
     #[test]
@@ -307,7 +321,10 @@ mod tests {
         assert!(!out.contains("eyJhbGciOiJIUzI1NiJ9"), "{out}");
         assert!(out.contains("PATH=/usr/bin"));
         let kinds: BTreeSet<&str> = r.iter().map(|r| r.kind.as_str()).collect();
-        assert_eq!(kinds, BTreeSet::from(["bearer-token", "env-secret", "repeated-secret"]));
+        assert_eq!(
+            kinds,
+            BTreeSet::from(["bearer-token", "env-secret", "repeated-secret"])
+        );
     }
 
     #[test]

@@ -33,9 +33,10 @@ pub fn environment_rows(s: &Summary) -> Vec<(&'static str, String)> {
         rows.push(("GPU", UNKNOWN.to_owned()));
     }
     for g in &e.gpus {
-        let mem = g
-            .memory_mib
-            .map_or_else(|| g.memory_source.clone(), |m| format!("{m} MiB ({})", g.memory_source));
+        let mem = g.memory_mib.map_or_else(
+            || g.memory_source.clone(),
+            |m| format!("{m} MiB ({})", g.memory_source),
+        );
         rows.push((
             "GPU",
             format!(
@@ -66,7 +67,8 @@ pub fn environment_rows(s: &Summary) -> Vec<(&'static str, String)> {
     rows.push(("Scheduler image", opt(e.scheduler_image.as_ref())));
     rows.push((
         "Slice per pod",
-        e.slice_mib.map_or_else(|| UNKNOWN.to_owned(), |m| format!("{m} MiB")),
+        e.slice_mib
+            .map_or_else(|| UNKNOWN.to_owned(), |m| format!("{m} MiB")),
     ));
     rows.push((
         "Over-subscription request",
@@ -98,9 +100,10 @@ fn verdict_word(v: ClaimVerdict) -> &'static str {
 }
 
 fn cap_line(c: &CapSearch) -> String {
-    let slice = c
-        .slice_bytes
-        .map_or_else(|| "no slice expected".to_owned(), |b| format!("slice {}", mib_text(b)));
+    let slice = c.slice_bytes.map_or_else(
+        || "no slice expected".to_owned(),
+        |b| format!("slice {}", mib_text(b)),
+    );
     let card = c.card_bytes.map_or_else(
         || format!("card size {}", c.card_source),
         |b| format!("card {} ({})", mib_text(b), c.card_source),
@@ -445,7 +448,13 @@ fn panel(o: &mut String, p: &Panel, title: &str, c: &CapSearch, points: &[Point<
     let line: Vec<String> = points
         .iter()
         .enumerate()
-        .map(|(i, pt)| format!("{:.1},{:.1}", p.x(i, n), p.y(to_mib(pt.step.held_after_bytes))))
+        .map(|(i, pt)| {
+            format!(
+                "{:.1},{:.1}",
+                p.x(i, n),
+                p.y(to_mib(pt.step.held_after_bytes))
+            )
+        })
         .collect();
     if !line.is_empty() {
         let _ = write!(
@@ -490,7 +499,9 @@ pub fn svg_chart(c: &CapSearch) -> String {
             attempt,
             step: s,
         });
-        data_max = data_max.max(to_mib(s.held_after_bytes)).max(to_mib(attempt));
+        data_max = data_max
+            .max(to_mib(s.held_after_bytes))
+            .max(to_mib(attempt));
         held_before = s.held_after_bytes;
     }
     let near = c.slice_bytes.map_or(data_max, |b| data_max.max(to_mib(b)));
@@ -524,21 +535,35 @@ pub fn svg_chart(c: &CapSearch) -> String {
             };
             panel(
                 &mut o,
-                &Panel { x0: 75.0, x1: 360.0, y0, y1, top },
+                &Panel {
+                    x0: 75.0,
+                    x1: 360.0,
+                    y0,
+                    y1,
+                    top,
+                },
                 "against the card",
                 c,
                 &points,
             );
             panel(
                 &mut o,
-                &Panel { x0: 450.0, x1: W - 20.0, y0, y1, top: near_top },
+                &Panel {
+                    x0: 450.0,
+                    x1: W - 20.0,
+                    y0,
+                    y1,
+                    top: near_top,
+                },
                 "near the slice (zoomed)",
                 c,
                 &points,
             );
         }
         _ => {
-            let top = c.card_bytes.map_or(near_top, |b| near_top.max(to_mib(b) * 1.05));
+            let top = c
+                .card_bytes
+                .map_or(near_top, |b| near_top.max(to_mib(b) * 1.05));
             let title = if c.card_bytes.is_some() {
                 "against the slice and the card".to_owned()
             } else {
@@ -546,7 +571,13 @@ pub fn svg_chart(c: &CapSearch) -> String {
             };
             panel(
                 &mut o,
-                &Panel { x0: 75.0, x1: W - 20.0, y0, y1, top },
+                &Panel {
+                    x0: 75.0,
+                    x1: W - 20.0,
+                    y0,
+                    y1,
+                    top,
+                },
                 &title,
                 c,
                 &points,

@@ -1,0 +1,75 @@
+//! Golden tests: `report.md` and `summary.json` of bundles packed from the committed fixture
+//! inputs must equal the committed goldens byte for byte. `UPDATE_GOLDEN=1 cargo test -p
+//! evidence-pack --test golden` rewrites the goldens (review the diff before committing).
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::path::Path;
+
+use common::{data, files, golden, pack};
+
+fn check_golden(fixture: &str) {
+    let tmp = tempfile::tempdir().unwrap();
+    let tgz = pack(&data(fixture), tmp.path());
+    let files = files(&tgz);
+    let dir = golden(fixture);
+    let update = std::env::var_os("UPDATE_GOLDEN").is_some_and(|v| v == "1");
+    for name in ["report.md", "summary.json"] {
+        let got = files
+            .get(name)
+            .unwrap_or_else(|| panic!("{name} missing from the bundle"));
+        let path = dir.join(name);
+        if update {
+            std::fs::create_dir_all(&dir).unwrap();
+            std::fs::write(&path, got).unwrap();
+            eprintln!("UPDATED golden {}", path.display());
+            continue;
+        }
+        let want = std::fs::read(&path).unwrap_or_else(|e| {
+            panic!(
+                "{}: {e}; run with UPDATE_GOLDEN=1 to create it",
+                path.display()
+            )
+        });
+        if *got != want {
+            let got_s = String::from_utf8_lossy(got);
+            let want_s = String::from_utf8_lossy(&want);
+            let first = got_s
+                .lines()
+                .zip(want_s.lines())
+                .position(|(a, b)| a != b)
+                .unwrap_or(got_s.lines().count().min(want_s.lines().count()));
+            panic!(
+                "{name} of {fixture} differs from {} at line {}:\n got: {:?}\nwant: {:?}\n(UPDATE_GOLDEN=1 regenerates)",
+                path.display(),
+                first + 1,
+                got_s.lines().nth(first),
+                want_s.lines().nth(first)
+            );
+        }
+    }
+}
+
+#[test]
+fn golden_cluster_run() {
+    check_golden("cluster-run");
+}
+
+#[test]
+fn golden_local_hami() {
+    check_golden("local-hami");
+}
+
+/// The real H100 bare-card report (gpu-probe/tests/data on main), when it has been merged.
+#[test]
+fn golden_local_h100_bare_card() {
+    if !Path::new(&data("local-h100-bare")).exists() {
+        eprintln!(
+            "SKIPPED: tests/data/local-h100-bare (real H100 gpu-probe output) is not here yet"
+        );
+        return;
+    }
+    check_golden("local-h100-bare");
+}
