@@ -1,1 +1,139 @@
-fn main() {}
+//! `gpu-probe`: thin CLI over the library. Exit codes: 0 verified, 1 a checked claim failed (or
+//! could not be shown), 2 usage, 3 environment (no driver, no GPU).
+
+use std::collections::BTreeMap;
+use std::io::Write as _;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use gpu_probe::limits::SliceRequest;
+use gpu_probe::probe::{self, Command, Options};
+use gpu_probe::{human, worker};
+use lab_runner::SystemRunner;
+
+/// Proves this process's GPU memory slice from the inside: the virtualized view, the memory cap,
+/// the HAMi-core mechanism, and one verdict. Runs in any x86_64 image with glibc ≥ 2.28; needs only
+/// the driver libraries the NVIDIA runtime mounts.
+#[derive(Debug, Parser)]
+#[command(
+    version,
+    after_help = "Exit codes: 0 verified, 1 a claim failed or was not shown, 2 usage, 3 environment (no driver/GPU)."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Cmd>,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = Output::Human, global = true)]
+    output: Output,
+    /// The slice each device should show, in MiB (default: from CUDA_DEVICE_MEMORY_LIMIT_<i> / CUDA_DEVICE_MEMORY_LIMIT).
+    #[arg(long, global = true, value_parser = clap::value_parser!(u64).range(1..))]
+    expect_mib: Option<u64>,
+    /// Never hold more than this many MiB in the cap search (default: slice × 1.25, else the card's memory).
+    #[arg(long, global = true, value_parser = clap::value_parser!(u64).range(1..))]
+    ceiling_mib: Option<u64>,
+    /// Resolution of the cap search, in MiB.
+    #[arg(long, global = true, default_value_t = 2, value_parser = clap::value_parser!(u64).range(1..=1024))]
+    resolution_mib: u64,
+    /// First (largest) step of the cap search, in MiB.
+    #[arg(long, global = true, default_value_t = 1024, value_parser = clap::value_parser!(u64).range(1..))]
+    step_mib: u64,
+    /// Time bound of the cap search per device, in seconds.
+    #[arg(long, global = true, default_value_t = 120, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    time_bound_secs: u64,
+    /// Do not run nvidia-smi.
+    #[arg(long, global = true)]
+    no_nvidia_smi: bool,
+    /// Also write the JSON report to this file.
+    #[arg(long, global = true)]
+    report_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Cmd {
+    /// Everything below, and one summary verdict (the default).
+    All,
+    /// Per device: memory as NVML, CUDA and nvidia-smi report it, against the expected slice.
+    View,
+    /// The most device memory this process can hold with cuMemAlloc_v2, found by halving search.
+    Cap,
+    /// The HAMi-core mechanism: environment, /etc/ld.so.preload, the library's hooks, the shared region.
+    Mechanism,
+    /// Internal: the CUDA worker (run by gpu-probe itself).
+    #[command(name = "__worker", hide = true)]
+    Worker { spec: String },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Output {
+    Human,
+    Json,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let command = match cli.command {
+        Some(Cmd::Worker { spec }) => return run_worker(&spec),
+        None | Some(Cmd::All) => Command::All,
+        Some(Cmd::View) => Command::View,
+        Some(Cmd::Cap) => Command::Cap,
+        Some(Cmd::Mechanism) => Command::Mechanism,
+    };
+    let worker_exe = match std::env::current_exe() {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("gpu-probe: cannot find its own executable to start the CUDA worker: {e}");
+            return ExitCode::from(3);
+        }
+    };
+    let opts = Options {
+        command,
+        slice: cli
+            .expect_mib
+            .map_or(SliceRequest::FromEnv, SliceRequest::Mib),
+        ceiling_mib: cli.ceiling_mib,
+        resolution_mib: cli.resolution_mib,
+        step_mib: cli.step_mib,
+        time_bound: Duration::from_secs(cli.time_bound_secs),
+        nvidia_smi: !cli.no_nvidia_smi,
+        worker_exe,
+    };
+    let env: BTreeMap<String, String> = std::env::vars_os()
+        .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
+        .collect();
+    let report = probe::run(&opts, &env, &SystemRunner::new(false));
+    let json = match serde_json::to_string_pretty(&report) {
+        Ok(j) => j,
+        Err(e) => {
+            eprintln!("gpu-probe: cannot serialise the report: {e}");
+            return ExitCode::from(3);
+        }
+    };
+    if let Some(path) = &cli.report_file
+        && let Err(e) = std::fs::write(path, format!("{json}\n"))
+    {
+        eprintln!("gpu-probe: cannot write {}: {e}", path.display());
+        return ExitCode::from(3);
+    }
+    let text = match cli.output {
+        Output::Json => format!("{json}\n"),
+        Output::Human => human::render(&report),
+    };
+    // A closed stdout (e.g. `| head`) must not turn into a panic.
+    let _ = std::io::stdout().write_all(text.as_bytes());
+    ExitCode::from(report.verdict.exit_code)
+}
+
+fn run_worker(spec: &str) -> ExitCode {
+    let spec: worker::WorkerSpec = match serde_json::from_str(spec) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("gpu-probe __worker: bad spec: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let out = worker::run(&spec);
+    let _ = std::io::stdout().write_all(worker::render(&out).as_bytes());
+    ExitCode::SUCCESS
+}

@@ -179,6 +179,12 @@ pub struct CapDevice {
     pub other_stderr: Vec<String>,
     /// Whether every allocation was freed (`cuMemFree_v2` returned success for each).
     pub all_freed: bool,
+    /// `cuMemGetInfo_v2` after everything was freed (free should be back to the start's).
+    pub end_mem_info: Option<MemInfo>,
+    /// What the HAMi-core shared region charged the container for this device at the peak.
+    pub region_charged_at_peak_bytes: Option<u64>,
+    /// NVML's memory info at the first refusal (physical unless HAMi-core virtualizes NVML).
+    pub nvml_at_first_refusal: Option<MemInfo>,
     /// Seconds the search took, context creation excluded.
     pub search_seconds: f64,
     pub outcome: CapOutcome,
@@ -392,9 +398,9 @@ pub struct Verdict {
 }
 
 impl Verdict {
-    /// The summary verdict follows from the checks alone: any failed claim → not verified; any
-    /// environment failure (and no failed claim) → environment; all passed → verified; otherwise
-    /// (something skipped) → inconclusive, because a skipped check proves nothing.
+    /// The summary verdict follows from the checks alone: any environment failure → environment;
+    /// else any failed claim → not verified; all passed → verified; otherwise (something skipped,
+    /// or nothing checked) → inconclusive, because a skipped check proves nothing.
     pub fn from_checks(checks: &[Check]) -> Self {
         let failed: Vec<&Check> = checks
             .iter()
@@ -404,20 +410,33 @@ impl Verdict {
             .iter()
             .filter(|c| c.status == CheckStatus::Failed && c.environment)
             .collect();
-        let skipped = checks.iter().filter(|c| c.status == CheckStatus::Skipped).count();
-        let passed = checks.iter().filter(|c| c.status == CheckStatus::Passed).count();
-        let ids = |v: &[&Check]| v.iter().map(|c| c.id.as_str()).collect::<Vec<_>>().join(", ");
-        if !failed.is_empty() {
-            Self {
-                outcome: Outcome::NotVerified,
-                exit_code: 1,
-                summary: format!("NOT VERIFIED: {} failed ({})", failed.len(), ids(&failed)),
-            }
-        } else if !env.is_empty() {
+        let skipped = checks
+            .iter()
+            .filter(|c| c.status == CheckStatus::Skipped)
+            .count();
+        let passed = checks
+            .iter()
+            .filter(|c| c.status == CheckStatus::Passed)
+            .count();
+        let ids = |v: &[&Check]| {
+            v.iter()
+                .map(|c| c.id.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        // An environment failure comes first: with no driver or no GPU, any other "failure" is a
+        // consequence, not a finding about isolation.
+        if !env.is_empty() {
             Self {
                 outcome: Outcome::Environment,
                 exit_code: 3,
                 summary: format!("ENVIRONMENT: cannot check ({})", ids(&env)),
+            }
+        } else if !failed.is_empty() {
+            Self {
+                outcome: Outcome::NotVerified,
+                exit_code: 1,
+                summary: format!("NOT VERIFIED: {} failed ({})", failed.len(), ids(&failed)),
             }
         } else if passed > 0 && skipped == 0 {
             Self {
@@ -440,3 +459,38 @@ pub const SCOPE_NOTE: &str = "HAMi-core enforces the slice in software, by inter
 calls inside the process; it is not a security boundary like MIG. This report covers the \
 cuMemAlloc_v2 path of this process (and its child) only; other allocation paths, other processes \
 and compute limits are not measured here unless listed.";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check(id: &str, status: CheckStatus, environment: bool) -> Check {
+        Check {
+            id: id.into(),
+            claim: String::new(),
+            status,
+            reason: String::new(),
+            environment,
+        }
+    }
+
+    #[test]
+    fn verdict_follows_the_checks() {
+        use CheckStatus::{Failed, Passed, Skipped};
+        let v = Verdict::from_checks(&[check("a", Passed, false), check("b", Passed, false)]);
+        assert_eq!((v.outcome, v.exit_code), (Outcome::Verified, 0));
+        let v = Verdict::from_checks(&[check("a", Passed, false), check("b", Failed, false)]);
+        assert_eq!((v.outcome, v.exit_code), (Outcome::NotVerified, 1));
+        assert!(v.summary.contains('b'));
+        let v = Verdict::from_checks(&[check("a", Failed, false), check("cuda", Failed, true)]);
+        assert_eq!((v.outcome, v.exit_code), (Outcome::Environment, 3));
+        let v = Verdict::from_checks(&[check("a", Passed, false), check("b", Skipped, false)]);
+        assert_eq!((v.outcome, v.exit_code), (Outcome::Inconclusive, 1));
+        let v = Verdict::from_checks(&[]);
+        assert_eq!(
+            (v.outcome, v.exit_code),
+            (Outcome::Inconclusive, 1),
+            "nothing checked is not verified"
+        );
+    }
+}

@@ -12,6 +12,7 @@ use std::fmt;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 /// A command to run: program, arguments, extra environment and optional stdin.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -20,6 +21,8 @@ pub struct Cmd {
     pub args: Vec<String>,
     pub env: Vec<(String, String)>,
     pub stdin: Option<Vec<u8>>,
+    /// Killed when it runs longer than this.
+    pub timeout: Option<Duration>,
 }
 
 impl Cmd {
@@ -29,6 +32,7 @@ impl Cmd {
             args: Vec::new(),
             env: Vec::new(),
             stdin: None,
+            timeout: None,
         }
     }
 
@@ -51,6 +55,12 @@ impl Cmd {
     #[must_use]
     pub fn env(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
         self.env.push((key.into(), value.into()));
+        self
+    }
+
+    #[must_use]
+    pub fn timeout(mut self, limit: Duration) -> Self {
+        self.timeout = Some(limit);
         self
     }
 
@@ -110,6 +120,8 @@ pub enum RunError {
     NotFound { program: String, hint: String },
     #[error("could not start `{cmd}`: {source}")]
     Spawn { cmd: String, source: io::Error },
+    #[error("`{cmd}` did not finish within {}s and was killed", .after.as_secs())]
+    TimedOut { cmd: String, after: Duration },
     #[error("`{cmd}` failed with {}: {}", exit_text(*.code), stderr_tail(.stderr))]
     Failed {
         cmd: String,
@@ -211,10 +223,30 @@ impl Runner for SystemRunner {
             Some(bytes) => expr.stdin_bytes(bytes.clone()),
             None => expr.stdin_null(),
         };
-        let out = expr.run().map_err(|source| RunError::Spawn {
+        let spawn_err = |source| RunError::Spawn {
             cmd: cmd.to_string(),
             source,
-        })?;
+        };
+        let out = match cmd.timeout {
+            None => expr.run().map_err(spawn_err)?,
+            Some(limit) => {
+                let handle = expr.start().map_err(spawn_err)?;
+                let started = Instant::now();
+                loop {
+                    if let Some(out) = handle.try_wait().map_err(spawn_err)? {
+                        break out.clone();
+                    }
+                    if started.elapsed() >= limit {
+                        let _ = handle.kill();
+                        return Err(RunError::TimedOut {
+                            cmd: cmd.to_string(),
+                            after: limit,
+                        });
+                    }
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+            }
+        };
         Ok(Output {
             code: out.status.code(),
             stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -391,6 +423,23 @@ mod tests {
             )
             .expect("runs");
         assert_eq!(out.stdout, "in:bar");
+    }
+
+    #[test]
+    fn timeout_kills_a_hung_command() {
+        let runner = SystemRunner::new(false);
+        let err = runner
+            .run(
+                &Cmd::new("sleep")
+                    .arg("30")
+                    .timeout(Duration::from_millis(200)),
+            )
+            .expect_err("killed");
+        assert!(matches!(err, RunError::TimedOut { .. }), "{err}");
+        let ok = runner
+            .run(&Cmd::new("true").timeout(Duration::from_secs(30)))
+            .expect("fast");
+        assert!(ok.success());
     }
 
     #[test]

@@ -1,0 +1,681 @@
+//! Orchestration: gathers the facts (NVML here, CUDA in the worker child, nvidia-smi, the
+//! mechanism files), decides each check, and assembles the report. The decisions themselves live
+//! in `view`, `cap` and `mechanism`; this module only wires them.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use lab_runner::{Cmd, Runner};
+
+use crate::ffi::nvml::Nvml;
+use crate::hamicore;
+use crate::limits::{self, SliceRequest};
+use crate::mechanism;
+use crate::report::{
+    CapDevice, CapOutcome, CapSection, Check, CheckStatus, DriverInfo, ExpectedSlice, HostInfo,
+    MIB, MechanismOutcome, MechanismSection, MemInfo, Report, SCHEMA, SCHEMA_VERSION, SCOPE_NOTE,
+    Verdict, ViewDevice, ViewOutcome, ViewSection, mib,
+};
+use crate::smi;
+use crate::view;
+use crate::worker::{self, WorkerOutput, WorkerSpec};
+
+/// HAMi-core indexes at most 16 devices.
+const MAX_DEVICES: u32 = 16;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Command {
+    All,
+    View,
+    Cap,
+    Mechanism,
+}
+
+impl Command {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::All => "all",
+            Self::View => "view",
+            Self::Cap => "cap",
+            Self::Mechanism => "mechanism",
+        }
+    }
+    fn view(self) -> bool {
+        matches!(self, Self::All | Self::View)
+    }
+    fn cap(self) -> bool {
+        matches!(self, Self::All | Self::Cap)
+    }
+    fn mechanism(self) -> bool {
+        matches!(self, Self::All | Self::Mechanism)
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub command: Command,
+    pub slice: SliceRequest,
+    pub ceiling_mib: Option<u64>,
+    pub resolution_mib: u64,
+    pub step_mib: u64,
+    pub time_bound: Duration,
+    pub nvidia_smi: bool,
+    /// The executable started as the worker (normally this very binary).
+    pub worker_exe: PathBuf,
+}
+
+/// What the worker run gave back, with its stderr split.
+#[derive(Debug, Default)]
+struct WorkerRun {
+    output: Option<WorkerOutput>,
+    failure: Option<String>,
+    ooms: Vec<crate::report::OomLine>,
+    other_stderr: Vec<String>,
+}
+
+/// Runs the probe. `env` is the process environment (passed in so tests control it).
+pub fn run(opts: &Options, env: &BTreeMap<String, String>, runner: &dyn Runner) -> Report {
+    let started_at_unix = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let mut checks = Vec::new();
+    let mut driver = DriverInfo::default();
+
+    // Expected slices, by CUDA ordinal. A malformed limit is a failed claim with its own check.
+    let mut expected: Vec<Option<ExpectedSlice>> = Vec::new();
+    let mut limit_errors = Vec::new();
+    for i in 0..MAX_DEVICES {
+        match limits::expected_slice(i, &opts.slice, env) {
+            Ok(e) => expected.push(e),
+            Err(e) => {
+                limit_errors.push(e.to_string());
+                expected.push(None);
+            }
+        }
+    }
+    if !limit_errors.is_empty() {
+        checks.push(Check {
+            id: "limits".into(),
+            claim: "The memory-limit environment is well-formed".into(),
+            status: CheckStatus::Failed,
+            reason: limit_errors.join("; "),
+            environment: false,
+        });
+    }
+
+    // NVML, in this process: it creates no CUDA context, so nothing is charged to the slice.
+    let nvml = match Nvml::init() {
+        Ok(n) => Some(n),
+        Err(e) => {
+            driver.nvml_error = Some(e.to_string());
+            None
+        }
+    };
+    if let Some(n) = &nvml {
+        driver.driver_version = n.driver_version().ok();
+    }
+
+    // Static mechanism facts, gathered before CUDA starts anywhere.
+    let preload = mechanism::read_preload(std::path::Path::new(mechanism::PRELOAD_PATH));
+    let libraries = mechanism::injected_libraries(&preload, env);
+    let (region_path, region_source) = mechanism::region_path(env);
+
+    let spec = WorkerSpec {
+        expected: expected
+            .iter()
+            .map(|e| e.as_ref().map(|s| s.bytes))
+            .collect(),
+        run_cap: opts.command.cap(),
+        ceiling_bytes: opts.ceiling_mib.map(|c| c * MIB),
+        resolution_bytes: opts.resolution_mib * MIB,
+        initial_step_bytes: opts.step_mib * MIB,
+        time_bound_ms: u64::try_from(opts.time_bound.as_millis()).unwrap_or(u64::MAX),
+        libraries: libraries.iter().map(|(p, _)| p.clone()).collect(),
+        region_path: region_path.clone(),
+    };
+    let wrun = run_worker(opts, &spec, runner);
+    let wout = wrun.output.clone().unwrap_or_default();
+    driver.cuda_driver_version = wout.cuda_driver_version;
+    let cuda_error = wrun.failure.clone().or(wout.error.clone());
+    driver.cuda_error.clone_from(&cuda_error);
+    if let Some(e) = &cuda_error {
+        checks.push(Check {
+            id: "cuda".into(),
+            claim: "The CUDA driver starts and sees a GPU".into(),
+            status: CheckStatus::Failed,
+            reason: e.clone(),
+            environment: true,
+        });
+    } else if wout.devices.is_empty() {
+        checks.push(Check {
+            id: "cuda".into(),
+            claim: "The CUDA driver starts and sees a GPU".into(),
+            status: CheckStatus::Failed,
+            reason: "CUDA started but no device is visible (NVIDIA_VISIBLE_DEVICES / CUDA_VISIBLE_DEVICES)".into(),
+            environment: true,
+        });
+    }
+
+    let smi_out = (opts.command.view() && opts.nvidia_smi)
+        .then(|| smi::query(runner))
+        .flatten();
+
+    let view_section = opts.command.view().then(|| {
+        let devices = view_devices(&wout, nvml.as_ref(), smi_out.as_ref(), &expected);
+        for d in &devices {
+            checks.push(view_check(d));
+        }
+        ViewSection {
+            devices,
+            nvidia_smi: smi_out.clone(),
+        }
+    });
+
+    let cap_section = opts.command.cap().then(|| {
+        let devices: Vec<CapDevice> = wout
+            .caps
+            .iter()
+            .map(|c| cap_device(c, expected.get(c.device as usize).cloned().flatten(), &wrun))
+            .collect();
+        for d in &devices {
+            checks.push(cap_check(d));
+        }
+        CapSection { devices }
+    });
+
+    let mechanism_section = opts.command.mechanism().then(|| {
+        let cuda_ran = wrun.output.as_ref().is_some_and(|o| o.error.is_none());
+        let mut section = MechanismSection {
+            env: mechanism::hami_env(env),
+            libraries: mechanism::library_checks(&libraries, &wout.mapped, cuda_ran, &wout.symbols),
+            ld_so_preload: preload.clone(),
+            shared_region: mechanism::check_region(&region_path, &region_source),
+            outcome: MechanismOutcome::Absent,
+            reasons: Vec::new(),
+        };
+        section.shared_region.mapped_after_cuda_init =
+            cuda_ran.then(|| wout.mapped.contains(&region_path));
+        let (outcome, reasons) = mechanism::decide(&section);
+        section.outcome = outcome;
+        section.reasons = reasons;
+        checks.push(Check {
+            id: "mechanism".into(),
+            claim: "HAMi-core is injected and live in this container".into(),
+            status: if outcome == MechanismOutcome::HamiCoreActive {
+                CheckStatus::Passed
+            } else {
+                CheckStatus::Failed
+            },
+            reason: section.reasons.first().cloned().unwrap_or_default(),
+            environment: false,
+        });
+        section
+    });
+
+    let verdict = Verdict::from_checks(&checks);
+    let used_devices = wout.devices.len().max(
+        nvml.as_ref()
+            .and_then(|n| n.device_count().ok())
+            .unwrap_or(0) as usize,
+    );
+    Report {
+        schema: SCHEMA.into(),
+        schema_version: SCHEMA_VERSION,
+        tool_version: env!("CARGO_PKG_VERSION").into(),
+        command: opts.command.name().into(),
+        started_at_unix,
+        host: host_info(),
+        driver,
+        expected: expected
+            .into_iter()
+            .take(used_devices.max(1))
+            .flatten()
+            .collect(),
+        view: view_section,
+        cap: cap_section,
+        mechanism: mechanism_section,
+        checks,
+        verdict,
+        scope_note: SCOPE_NOTE.into(),
+    }
+}
+
+fn run_worker(opts: &Options, spec: &WorkerSpec, runner: &dyn Runner) -> WorkerRun {
+    let spec_json = match serde_json::to_string(spec) {
+        Ok(s) => s,
+        Err(e) => {
+            return WorkerRun {
+                failure: Some(format!("internal: {e}")),
+                ..WorkerRun::default()
+            };
+        }
+    };
+    let cmd = Cmd::new(opts.worker_exe.display().to_string())
+        .arg("__worker")
+        .arg(spec_json)
+        // The search has its own bound; this one only guards against a hung driver.
+        .timeout(opts.time_bound + Duration::from_secs(120));
+    let out = match runner.run(&cmd) {
+        Ok(o) => o,
+        Err(e) => {
+            return WorkerRun {
+                failure: Some(format!("the CUDA worker could not run: {e}")),
+                ..WorkerRun::default()
+            };
+        }
+    };
+    let (ooms, mut other_stderr) = hamicore::split_stderr(&out.stderr);
+    match worker::parse(&out.stdout) {
+        Ok((output, stray)) => {
+            other_stderr.extend(stray);
+            WorkerRun {
+                output: Some(output),
+                failure: None,
+                ooms,
+                other_stderr,
+            }
+        }
+        Err(e) => {
+            let tail: Vec<&str> = out.stderr.lines().rev().take(5).collect();
+            let why = format!(
+                "{e}; exit {:?}; stderr: {}",
+                out.code,
+                tail.into_iter().rev().collect::<Vec<_>>().join(" | ")
+            );
+            WorkerRun {
+                output: None,
+                failure: Some(why),
+                ooms,
+                other_stderr,
+            }
+        }
+    }
+}
+
+fn view_devices(
+    wout: &WorkerOutput,
+    nvml: Option<&Nvml>,
+    smi_out: Option<&crate::report::NvidiaSmi>,
+    expected: &[Option<ExpectedSlice>],
+) -> Vec<ViewDevice> {
+    let nvml_mem = |uuid: Option<&str>, index: u32| -> Option<MemInfo> {
+        let n = nvml?;
+        let h = match uuid {
+            Some(u) => n.handle_by_uuid(u).ok()?,
+            None => n.handle_by_index(index).ok()?,
+        };
+        n.memory(h).ok()
+    };
+    let smi_total = |uuid: Option<&str>| -> Option<u64> {
+        let u = uuid?;
+        smi_out?
+            .rows
+            .iter()
+            .find(|r| r.uuid == u)
+            .map(|r| r.total_mib)
+    };
+    let mut devices: Vec<ViewDevice> = if wout.devices.is_empty() {
+        // CUDA gave nothing: show what NVML sees, by NVML index.
+        let count = nvml.and_then(|n| n.device_count().ok()).unwrap_or(0);
+        (0..count)
+            .map(|i| {
+                let h = nvml.and_then(|n| n.handle_by_index(i).ok());
+                let uuid = h.and_then(|h| nvml.and_then(|n| n.uuid(h).ok()));
+                ViewDevice {
+                    index: i,
+                    name: h.and_then(|h| nvml.and_then(|n| n.name(h).ok())),
+                    nvml: nvml_mem(uuid.as_deref(), i),
+                    nvidia_smi_total_mib: smi_total(uuid.as_deref()),
+                    uuid,
+                    cuda_total_mem: None,
+                    cuda_mem_info: None,
+                    expected_bytes: expected.get(i as usize).cloned().flatten().map(|e| e.bytes),
+                    outcome: ViewOutcome::NoData,
+                    reasons: Vec::new(),
+                }
+            })
+            .collect()
+    } else {
+        wout.devices
+            .iter()
+            .map(|d| ViewDevice {
+                index: d.ordinal,
+                name: d.name.clone(),
+                uuid: d.uuid.clone(),
+                nvml: nvml_mem(d.uuid.as_deref(), d.ordinal),
+                cuda_total_mem: d.total_mem,
+                cuda_mem_info: d.mem_info,
+                nvidia_smi_total_mib: smi_total(d.uuid.as_deref()),
+                expected_bytes: expected
+                    .get(d.ordinal as usize)
+                    .cloned()
+                    .flatten()
+                    .map(|e| e.bytes),
+                outcome: ViewOutcome::NoData,
+                reasons: d.errors.clone(),
+            })
+            .collect()
+    };
+    for d in &mut devices {
+        let (outcome, mut reasons) = view::decide(d);
+        reasons.append(&mut d.reasons);
+        d.outcome = outcome;
+        d.reasons = reasons;
+    }
+    devices
+}
+
+fn view_check(d: &ViewDevice) -> Check {
+    let slice = d
+        .expected_bytes
+        .map_or_else(String::new, |b| format!("its {:.0} MiB slice", mib(b)));
+    let (status, lead, environment) = match d.outcome {
+        ViewOutcome::ShowsSlice => (
+            CheckStatus::Passed,
+            format!("every source shows {slice}"),
+            false,
+        ),
+        ViewOutcome::ShowsFullCard => (
+            CheckStatus::Failed,
+            format!(
+                "the full card is visible, not {slice}: HAMi-core is not virtualizing this container's view \
+                 (is nvidia the default containerd runtime, and was the pod scheduled by hami-scheduler?)"
+            ),
+            false,
+        ),
+        ViewOutcome::Mixed => (
+            CheckStatus::Failed,
+            "the sources disagree".to_owned(),
+            false,
+        ),
+        ViewOutcome::NoSliceExpected => (
+            CheckStatus::Skipped,
+            "no slice expected: pass --expect-mib or run where CUDA_DEVICE_MEMORY_LIMIT* is set"
+                .to_owned(),
+            false,
+        ),
+        ViewOutcome::NoData => (
+            CheckStatus::Failed,
+            "no memory numbers could be read".to_owned(),
+            true,
+        ),
+    };
+    Check {
+        id: format!("view.device{}", d.index),
+        claim: format!("Device {} shows the slice, not the full card", d.index),
+        status,
+        reason: std::iter::once(lead)
+            .chain(d.reasons.iter().cloned())
+            .collect::<Vec<_>>()
+            .join("; "),
+        environment,
+    }
+}
+
+fn cap_device(
+    c: &worker::WorkerCap,
+    expected: Option<ExpectedSlice>,
+    wrun: &WorkerRun,
+) -> CapDevice {
+    let result = c.search_result();
+    let ooms: Vec<crate::report::OomLine> = wrun
+        .ooms
+        .iter()
+        .filter(|o| o.device == c.device)
+        .cloned()
+        .collect();
+    let ev = crate::cap::CapEvidence {
+        expected: expected.as_ref().map(|e| e.bytes),
+        result: &result,
+        resolution: c.resolution_bytes,
+        ceiling: c.ceiling_bytes,
+        start: c.start_mem_info,
+        oom_lines: &ooms,
+        nvml_at_refusal: c.nvml_at_first_refusal,
+        device: c.device,
+    };
+    let (outcome, mut reasons) = crate::cap::decide(&ev);
+    if !c.all_freed {
+        reasons
+            .push("some allocations could not be freed (the worker's exit released them)".into());
+    }
+    if let Some(charged) = c.region_charged_at_peak {
+        reasons.push(format!(
+            "HAMi-core's shared region charged the container {:.0} MiB at the peak",
+            mib(charged)
+        ));
+    }
+    CapDevice {
+        index: c.device,
+        expected_bytes: expected.map(|e| e.bytes),
+        ceiling_bytes: c.ceiling_bytes,
+        ceiling_source: c.ceiling_source.clone(),
+        resolution_bytes: c.resolution_bytes,
+        held_bytes: c.held,
+        context_overhead_bytes: c.start_mem_info.map(|m| m.used),
+        start_mem_info: c.start_mem_info,
+        alloc_calls: u32::try_from(c.steps.len()).unwrap_or(u32::MAX),
+        steps: c.steps.clone(),
+        stopped_because: c.stopped_because,
+        first_refusal: c.first_refusal.clone(),
+        hami_oom_lines: ooms,
+        other_stderr: wrun.other_stderr.clone(),
+        all_freed: c.all_freed,
+        end_mem_info: c.end_mem_info,
+        region_charged_at_peak_bytes: c.region_charged_at_peak,
+        nvml_at_first_refusal: c.nvml_at_first_refusal,
+        search_seconds: c.search_seconds,
+        outcome,
+        reasons,
+    }
+}
+
+fn cap_check(d: &CapDevice) -> Check {
+    let (status, word) = match d.outcome {
+        CapOutcome::Enforced => (CheckStatus::Passed, "ENFORCED"),
+        CapOutcome::NotEnforced => (CheckStatus::Failed, "NOT ENFORCED"),
+        CapOutcome::Inconclusive => (CheckStatus::Skipped, "INCONCLUSIVE"),
+    };
+    Check {
+        id: format!("cap.device{}", d.index),
+        claim: format!(
+            "Device {}: this process cannot hold more than its slice",
+            d.index
+        ),
+        status,
+        reason: format!("{word}: {}", d.reasons.join("; ")),
+        environment: false,
+    }
+}
+
+fn host_info() -> HostInfo {
+    let read = |p: &str| std::fs::read_to_string(p).ok().map(|s| s.trim().to_owned());
+    let cgroup = read("/proc/1/cgroup").unwrap_or_default();
+    HostInfo {
+        hostname: read("/proc/sys/kernel/hostname"),
+        pid: std::process::id(),
+        kernel: read("/proc/sys/kernel/osrelease"),
+        in_container: std::path::Path::new("/.dockerenv").exists()
+            || std::path::Path::new("/run/.containerenv").exists()
+            || ["kubepods", "docker", "containerd"]
+                .iter()
+                .any(|k| cgroup.contains(k)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::report::{Outcome, StopReason};
+    use lab_runner::RecordingRunner;
+
+    fn opts(command: Command, slice: SliceRequest) -> Options {
+        Options {
+            command,
+            slice,
+            ceiling_mib: None,
+            resolution_mib: 2,
+            step_mib: 1024,
+            time_bound: Duration::from_secs(60),
+            nvidia_smi: true,
+            worker_exe: PathBuf::from("gpu-probe-worker"),
+        }
+    }
+
+    /// A worker output as the bare H100 gives it: no HAMi-core, search stopped at the ceiling.
+    fn bare_h100_worker() -> String {
+        let out = WorkerOutput {
+            cuda_driver_version: Some(13000),
+            devices: vec![worker::WorkerDevice {
+                ordinal: 0,
+                name: Some("NVIDIA H100 80GB HBM3".into()),
+                uuid: Some("GPU-4f7efa07-0f69-f62e-5958-365ed3785eb2".into()),
+                total_mem: Some(81079 * MIB),
+                mem_info: Some(MemInfo {
+                    total: 81079 * MIB,
+                    free: 80500 * MIB,
+                    used: 579 * MIB,
+                }),
+                errors: vec![],
+            }],
+            caps: vec![worker::WorkerCap {
+                device: 0,
+                ceiling_bytes: 10_000 * MIB,
+                ceiling_source: "slice × 1.25".into(),
+                resolution_bytes: 2 * MIB,
+                start_mem_info: None,
+                end_mem_info: None,
+                held: 10_000 * MIB,
+                steps: vec![],
+                stopped_because: StopReason::ReachedCeiling,
+                first_refusal: None,
+                unexpected: None,
+                all_freed: true,
+                region_charged_at_peak: None,
+                nvml_at_first_refusal: None,
+                search_seconds: 0.1,
+            }],
+            ..WorkerOutput::default()
+        };
+        worker::render(&out)
+    }
+
+    #[test]
+    fn bare_card_reports_full_view_and_not_enforced() {
+        let fake = RecordingRunner::new(&["gpu-probe-worker", "nvidia-smi"]);
+        fake.reply("__worker", 0, &bare_h100_worker(), "");
+        fake.reply(
+            "nvidia-smi",
+            0,
+            "name, uuid, memory.total [MiB], memory.used [MiB], memory.free [MiB]\nNVIDIA H100 80GB HBM3, GPU-4f7efa07-0f69-f62e-5958-365ed3785eb2, 81559 MiB, 0 MiB, 81079 MiB\n",
+            "",
+        );
+        let r = run(
+            &opts(Command::All, SliceRequest::Mib(8000)),
+            &BTreeMap::new(),
+            &fake,
+        );
+        let view = r.view.as_ref().expect("view ran");
+        assert_eq!(view.devices[0].outcome, ViewOutcome::ShowsFullCard);
+        assert_eq!(view.devices[0].nvidia_smi_total_mib, Some(81559));
+        let cap = r.cap.as_ref().expect("cap ran");
+        assert_eq!(cap.devices[0].outcome, CapOutcome::NotEnforced);
+        assert_eq!(r.verdict.outcome, Outcome::NotVerified);
+        assert_eq!(r.verdict.exit_code, 1);
+        // The worker got the expected slice and the ceiling inputs.
+        let calls = fake.calls();
+        let spec: WorkerSpec = serde_json::from_str(&calls[0].args[1]).expect("spec json");
+        assert_eq!(spec.expected[0], Some(8000 * MIB));
+        assert!(spec.run_cap);
+    }
+
+    #[test]
+    fn hami_oom_lines_on_the_worker_stderr_make_it_enforced() {
+        let slice = 8000 * MIB;
+        let mut out: WorkerOutput = worker::parse(&bare_h100_worker()).expect("parse").0;
+        out.caps[0].held = 7482 * MIB;
+        out.caps[0].stopped_because = StopReason::ResolutionReached;
+        out.caps[0].first_refusal = Some(crate::report::CudaErrorInfo {
+            code: 2,
+            name: "CUDA_ERROR_OUT_OF_MEMORY".into(),
+        });
+        let fake = RecordingRunner::new(&["gpu-probe-worker"]);
+        fake.reply(
+            "__worker",
+            0,
+            &worker::render(&out),
+            &crate::testdata::hami_fixture("h100-hami-core/oom-stderr.txt"),
+        );
+        let env: BTreeMap<String, String> =
+            [("CUDA_DEVICE_MEMORY_LIMIT_0".to_owned(), "8000m".to_owned())].into();
+        let r = run(&opts(Command::Cap, SliceRequest::FromEnv), &env, &fake);
+        let cap = &r.cap.expect("cap").devices[0];
+        assert_eq!(cap.expected_bytes, Some(slice));
+        assert_eq!(cap.hami_oom_lines.len(), 6);
+        assert_eq!(cap.outcome, CapOutcome::Enforced, "{:?}", cap.reasons);
+        assert_eq!(r.verdict.outcome, Outcome::Verified);
+    }
+
+    #[test]
+    fn no_driver_is_an_environment_verdict() {
+        let fake = RecordingRunner::new(&["gpu-probe-worker"]);
+        let out = WorkerOutput {
+            error: Some("libcuda.so.1 could not be loaded".into()),
+            ..WorkerOutput::default()
+        };
+        fake.reply("__worker", 0, &worker::render(&out), "");
+        let r = run(
+            &opts(Command::All, SliceRequest::Mib(8000)),
+            &BTreeMap::new(),
+            &fake,
+        );
+        assert_eq!(r.verdict.outcome, Outcome::Environment);
+        assert_eq!(r.verdict.exit_code, 3);
+        assert!(
+            r.checks
+                .iter()
+                .any(|c| c.id == "cuda" && c.reason.contains("libcuda"))
+        );
+    }
+
+    #[test]
+    fn a_crashed_worker_is_an_environment_verdict_with_its_stderr() {
+        let fake = RecordingRunner::new(&["gpu-probe-worker"]);
+        fake.reply("__worker", 139, "", "Segmentation fault");
+        let r = run(
+            &opts(Command::Cap, SliceRequest::Mib(8000)),
+            &BTreeMap::new(),
+            &fake,
+        );
+        assert_eq!(r.verdict.exit_code, 3);
+        let cuda = r
+            .checks
+            .iter()
+            .find(|c| c.id == "cuda")
+            .expect("cuda check");
+        assert!(
+            cuda.reason.contains("Segmentation fault"),
+            "{}",
+            cuda.reason
+        );
+    }
+
+    #[test]
+    fn malformed_limit_env_fails_its_own_check() {
+        let fake = RecordingRunner::new(&["gpu-probe-worker"]);
+        fake.reply("__worker", 0, &bare_h100_worker(), "");
+        let env: BTreeMap<String, String> =
+            [("CUDA_DEVICE_MEMORY_LIMIT_0".to_owned(), "4Gi".to_owned())].into();
+        let r = run(&opts(Command::View, SliceRequest::FromEnv), &env, &fake);
+        let limits = r
+            .checks
+            .iter()
+            .find(|c| c.id == "limits")
+            .expect("limits check");
+        assert_eq!(limits.status, CheckStatus::Failed);
+        assert!(limits.reason.contains("4 bytes"));
+        assert_eq!(r.verdict.exit_code, 1);
+    }
+}

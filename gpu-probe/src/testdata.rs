@@ -1,0 +1,34 @@
+//! Test helpers that load the shared real-format fixtures (`../shared/fixtures` beside the repo).
+
+use std::io::Read;
+use std::path::PathBuf;
+
+pub fn fixtures_dir() -> PathBuf {
+    PathBuf::from(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../shared/fixtures"
+    ))
+}
+
+/// A text fixture under `shared/fixtures/hami/`.
+pub fn hami_fixture(rel: &str) -> String {
+    let path = fixtures_dir().join("hami").join(rel);
+    std::fs::read_to_string(&path).unwrap_or_else(|e| {
+        panic!(
+            "fixture {} is missing ({e}); the repo expects ../shared beside it",
+            path.display()
+        )
+    })
+}
+
+/// A gzip fixture under `shared/fixtures/hami/`, decompressed.
+pub fn hami_fixture_gz(rel: &str) -> Vec<u8> {
+    let path = fixtures_dir().join("hami").join(rel);
+    let file = std::fs::File::open(&path)
+        .unwrap_or_else(|e| panic!("fixture {} is missing ({e})", path.display()));
+    let mut out = Vec::new();
+    flate2::read::GzDecoder::new(file)
+        .read_to_end(&mut out)
+        .expect("valid gzip");
+    out
+}

@@ -1,0 +1,389 @@
+//! The worker: the part of the probe that initialises CUDA, run as a child process of gpu-probe.
+//!
+//! Why a child: HAMi-core writes its OOM lines to the process's own stderr, which the parent can
+//! only capture from a child; the child's exit releases every context and allocation even if
+//! something goes wrong; and the parent never holds a CUDA context that HAMi-core would charge
+//! to the slice while the search runs. The worker prints one JSON document between markers on
+//! stdout (anything else a preloaded library prints is kept apart).
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+
+use crate::cap::{self, DeviceMemory, SearchParams, SearchResult};
+use crate::ffi::cuda::Cuda;
+use crate::ffi::nvml::Nvml;
+use crate::ffi::symbols;
+use crate::maps;
+use crate::region;
+use crate::report::{MIB, MemInfo, SymbolCheck};
+
+pub const BEGIN: &str = "--- gpu-probe worker report begin ---";
+pub const END: &str = "--- gpu-probe worker report end ---";
+
+/// What the parent asks the worker to do.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct WorkerSpec {
+    /// Expected slice per CUDA ordinal (bytes), `None` where none is expected.
+    pub expected: Vec<Option<u64>>,
+    pub run_cap: bool,
+    pub ceiling_bytes: Option<u64>,
+    pub resolution_bytes: u64,
+    pub initial_step_bytes: u64,
+    pub time_bound_ms: u64,
+    /// Libraries to look for in the maps and check for hooks.
+    pub libraries: Vec<String>,
+    pub region_path: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+pub struct WorkerOutput {
+    pub cuda_driver_version: Option<i32>,
+    /// Why CUDA could not be used at all.
+    pub error: Option<String>,
+    /// Seconds from loading libcuda to the last primary context being current.
+    pub init_seconds: f64,
+    pub devices: Vec<WorkerDevice>,
+    pub caps: Vec<WorkerCap>,
+    /// The libraries and region file (from the spec) that are mapped after CUDA init.
+    pub mapped: Vec<String>,
+    pub symbols: BTreeMap<String, Result<Vec<SymbolCheck>, String>>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+pub struct WorkerDevice {
+    pub ordinal: u32,
+    pub name: Option<String>,
+    pub uuid: Option<String>,
+    pub total_mem: Option<u64>,
+    pub mem_info: Option<MemInfo>,
+    pub errors: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct WorkerCap {
+    pub device: u32,
+    pub ceiling_bytes: u64,
+    pub ceiling_source: String,
+    pub resolution_bytes: u64,
+    pub start_mem_info: Option<MemInfo>,
+    pub end_mem_info: Option<MemInfo>,
+    pub held: u64,
+    pub steps: Vec<crate::report::CapStep>,
+    pub stopped_because: crate::report::StopReason,
+    pub first_refusal: Option<crate::report::CudaErrorInfo>,
+    pub unexpected: Option<crate::report::CudaErrorInfo>,
+    pub all_freed: bool,
+    pub region_charged_at_peak: Option<u64>,
+    pub nvml_at_first_refusal: Option<MemInfo>,
+    pub search_seconds: f64,
+}
+
+impl WorkerCap {
+    /// The search result in the form [`cap::decide`] takes.
+    pub fn search_result(&self) -> SearchResult {
+        SearchResult {
+            held: self.held,
+            steps: self.steps.clone(),
+            stopped_because: self.stopped_because,
+            first_refusal: self.first_refusal.clone(),
+            unexpected: self.unexpected.clone(),
+            handles: Vec::new(),
+        }
+    }
+}
+
+/// `cuMemAlloc_v2` / `cuMemFree_v2` as the search's device memory.
+struct CudaMemory<'a>(&'a Cuda);
+
+impl DeviceMemory for CudaMemory<'_> {
+    fn alloc(&mut self, bytes: u64) -> Result<u64, (i64, String)> {
+        self.0.mem_alloc(bytes).map_err(|e| (e.code, e.name))
+    }
+    fn free(&mut self, handle: u64) -> Result<(), (i64, String)> {
+        self.0.mem_free(handle).map_err(|e| (e.code, e.name))
+    }
+}
+
+/// The ceiling for one device: `--ceiling-mib`, else slice × 1.25, else the device's memory.
+pub fn ceiling_for(
+    explicit: Option<u64>,
+    expected: Option<u64>,
+    device: &WorkerDevice,
+) -> (u64, String) {
+    if let Some(c) = explicit {
+        return (c, "--ceiling-mib".into());
+    }
+    if let Some(slice) = expected {
+        return (slice + slice / 4, "slice × 1.25".into());
+    }
+    // Under HAMi-core without a limit cuDeviceTotalMem_v2 returns 0; cuMemGetInfo still knows.
+    let card = device
+        .total_mem
+        .filter(|&t| t > 0)
+        .or(device.mem_info.map(|m| m.total))
+        .unwrap_or(0);
+    (card, "the device's memory (no slice known)".into())
+}
+
+/// Runs the worker and returns its output (never panics on driver errors: they are reported).
+pub fn run(spec: &WorkerSpec) -> WorkerOutput {
+    let started = Instant::now();
+    let mut out = WorkerOutput::default();
+    let cuda = match Cuda::load() {
+        Ok(c) => c,
+        Err(e) => {
+            out.error = Some(e.to_string());
+            return out;
+        }
+    };
+    if let Err(e) = cuda.init() {
+        out.error = Some(format!(
+            "{e}: the driver is present but CUDA cannot start (no GPU visible to this container? \
+             check NVIDIA_VISIBLE_DEVICES and that the pod requested nvidia.com/gpu)"
+        ));
+        return out;
+    }
+    out.cuda_driver_version = cuda.driver_version().ok();
+    let count = match cuda.device_count() {
+        Ok(n) => n,
+        Err(e) => {
+            out.error = Some(e.to_string());
+            return out;
+        }
+    };
+    for ordinal in 0..count {
+        out.devices.push(open_device(&cuda, ordinal));
+    }
+    out.init_seconds = started.elapsed().as_secs_f64();
+
+    let mapped = std::fs::read_to_string("/proc/self/maps")
+        .map(|m| maps::mapped_paths(&m))
+        .unwrap_or_default();
+    out.mapped = spec
+        .libraries
+        .iter()
+        .chain(std::iter::once(&spec.region_path))
+        .filter(|p| maps::is_mapped(&mapped, p))
+        .cloned()
+        .collect();
+    for lib in &spec.libraries {
+        if Path::new(lib).exists() {
+            out.symbols.insert(
+                lib.clone(),
+                symbols::check_library(lib, symbols::HOOK_SYMBOLS),
+            );
+        }
+    }
+
+    if spec.run_cap {
+        let nvml = Nvml::init().ok();
+        for dev in &out.devices {
+            if dev.mem_info.is_none() {
+                continue; // its context could not be created; the device's errors say why
+            }
+            let expected = spec.expected.get(dev.ordinal as usize).copied().flatten();
+            out.caps
+                .push(cap_device(&cuda, nvml.as_ref(), spec, dev, expected));
+        }
+    }
+    for dev in &out.devices {
+        if let Ok(d) = cuda.device(dev.ordinal) {
+            let _ = cuda.release_primary_context(d);
+        }
+    }
+    out
+}
+
+fn open_device(cuda: &Cuda, ordinal: u32) -> WorkerDevice {
+    let mut dev = WorkerDevice {
+        ordinal,
+        ..WorkerDevice::default()
+    };
+    let handle = match cuda.device(ordinal) {
+        Ok(h) => h,
+        Err(e) => {
+            dev.errors.push(e.to_string());
+            return dev;
+        }
+    };
+    dev.name = cuda
+        .name(handle)
+        .map_err(|e| dev.errors.push(e.to_string()))
+        .ok();
+    dev.uuid = cuda
+        .uuid(handle)
+        .map_err(|e| dev.errors.push(e.to_string()))
+        .ok();
+    dev.total_mem = cuda
+        .total_mem(handle)
+        .map_err(|e| dev.errors.push(e.to_string()))
+        .ok();
+    match cuda.enter_primary_context(handle) {
+        Ok(()) => {
+            dev.mem_info = cuda
+                .mem_info()
+                .map_err(|e| dev.errors.push(e.to_string()))
+                .ok()
+        }
+        Err(e) => dev.errors.push(e.to_string()),
+    }
+    dev
+}
+
+fn cap_device(
+    cuda: &Cuda,
+    nvml: Option<&Nvml>,
+    spec: &WorkerSpec,
+    dev: &WorkerDevice,
+    expected: Option<u64>,
+) -> WorkerCap {
+    let (ceiling, ceiling_source) = ceiling_for(spec.ceiling_bytes, expected, dev);
+    if let Ok(h) = cuda.device(dev.ordinal) {
+        let _ = cuda.enter_primary_context(h);
+    }
+    let start_mem_info = cuda.mem_info().ok();
+    let params = SearchParams {
+        ceiling,
+        resolution: spec.resolution_bytes.max(MIB / 2),
+        initial_step: spec.initial_step_bytes,
+        time_bound: Duration::from_millis(spec.time_bound_ms),
+    };
+    let mut memory = CudaMemory(cuda);
+    let mut nvml_at_first_refusal = None;
+    let t = Instant::now();
+    let result = cap::search(&mut memory, params, |_held| {
+        nvml_at_first_refusal = nvml.and_then(|n| {
+            let h = n.handle_by_uuid(dev.uuid.as_deref()?).ok()?;
+            n.memory(h).ok()
+        });
+    });
+    let search_seconds = t.elapsed().as_secs_f64();
+    // At the peak, what does HAMi-core's region charge the container for this device?
+    let region_charged_at_peak = region::read_region(Path::new(&spec.region_path))
+        .ok()
+        .and_then(|r| r.charged_bytes.get(dev.ordinal as usize).copied());
+    let all_freed = cap::free_all(&mut memory, &result.handles);
+    let end_mem_info = cuda.mem_info().ok();
+    WorkerCap {
+        device: dev.ordinal,
+        ceiling_bytes: ceiling,
+        ceiling_source,
+        resolution_bytes: params.resolution,
+        start_mem_info,
+        end_mem_info,
+        held: result.held,
+        steps: result.steps,
+        stopped_because: result.stopped_because,
+        first_refusal: result.first_refusal,
+        unexpected: result.unexpected,
+        all_freed,
+        region_charged_at_peak,
+        nvml_at_first_refusal,
+        search_seconds,
+    }
+}
+
+/// Serialises the output between the markers.
+pub fn render(out: &WorkerOutput) -> String {
+    let json =
+        serde_json::to_string(out).unwrap_or_else(|e| format!("{{\"error\":\"serialise: {e}\"}}"));
+    format!("{BEGIN}\n{json}\n{END}\n")
+}
+
+/// Extracts the worker's output from its stdout; lines outside the markers are returned apart.
+pub fn parse(stdout: &str) -> Result<(WorkerOutput, Vec<String>), String> {
+    let begin = stdout
+        .find(BEGIN)
+        .ok_or("the worker printed no report (it may have crashed)")?;
+    let rest = &stdout[begin + BEGIN.len()..];
+    let end = rest.find(END).ok_or("the worker's report is cut off")?;
+    let output = serde_json::from_str(rest[..end].trim())
+        .map_err(|e| format!("the worker's report is not valid: {e}"))?;
+    let stray = stdout[..begin]
+        .lines()
+        .chain(rest[end + END.len()..].lines())
+        .filter(|l| !l.trim().is_empty())
+        .map(str::to_owned)
+        .collect();
+    Ok((output, stray))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn report_round_trips_through_markers_with_stray_lines() {
+        let out = WorkerOutput {
+            cuda_driver_version: Some(13000),
+            init_seconds: 0.25,
+            ..Default::default()
+        };
+        let stdout = format!("[HAMI-core Msg(1:2:x.c:3)]: hello\n{}after\n", render(&out));
+        let (parsed, stray) = parse(&stdout).expect("parses");
+        assert_eq!(parsed, out);
+        assert_eq!(
+            stray,
+            vec![
+                "[HAMI-core Msg(1:2:x.c:3)]: hello".to_owned(),
+                "after".to_owned()
+            ]
+        );
+    }
+
+    #[test]
+    fn crashed_or_cut_off_worker_is_an_error() {
+        assert!(parse("").is_err());
+        assert!(parse(&format!("{BEGIN}\n{{")).is_err());
+        assert!(parse(&format!("{BEGIN}\nnot json\n{END}")).is_err());
+    }
+
+    #[test]
+    fn ceilings() {
+        let dev = WorkerDevice {
+            total_mem: Some(0),
+            mem_info: Some(MemInfo {
+                total: 80 * 1024 * MIB,
+                free: 0,
+                used: 0,
+            }),
+            ..Default::default()
+        };
+        assert_eq!(ceiling_for(None, Some(8000 * MIB), &dev).0, 10_000 * MIB);
+        assert_eq!(
+            ceiling_for(Some(5 * MIB), Some(8000 * MIB), &dev).0,
+            5 * MIB
+        );
+        assert_eq!(
+            ceiling_for(None, None, &dev).0,
+            80 * 1024 * MIB,
+            "0 from cuDeviceTotalMem falls back to cuMemGetInfo"
+        );
+    }
+
+    #[test]
+    fn without_a_driver_the_worker_reports_instead_of_panicking() {
+        let spec = WorkerSpec {
+            expected: vec![],
+            run_cap: false,
+            ceiling_bytes: None,
+            resolution_bytes: 2 * MIB,
+            initial_step_bytes: 1024 * MIB,
+            time_bound_ms: 1000,
+            libraries: vec![],
+            region_path: "/nonexistent".into(),
+        };
+        let out = run(&spec);
+        if out.error.is_none() {
+            assert!(
+                out.cuda_driver_version.is_some(),
+                "a driver is present: it must report its version"
+            );
+        } else {
+            assert!(out.devices.is_empty());
+        }
+    }
+}
