@@ -215,6 +215,9 @@ fn probe_numbers(report: &Report, id: &str) -> BTreeMap<String, Value> {
                 );
             }
             n.insert("hami_oom_lines".into(), json!(d.hami_oom_lines.len()));
+            if let Some(b) = d.region_charged_at_peak_bytes {
+                n.insert("region_charged_at_peak_mib".into(), mib(b));
+            }
             n.insert("all_freed".into(), json!(d.all_freed));
         }
     } else if id == "mechanism"
@@ -223,7 +226,11 @@ fn probe_numbers(report: &Report, id: &str) -> BTreeMap<String, Value> {
         n.insert("outcome".into(), kebab(&m.outcome));
         n.insert(
             "ld_so_preload".into(),
-            json!(m.ld_so_preload.entries.join(" ")),
+            if m.ld_so_preload.entries.is_empty() {
+                json!("none")
+            } else {
+                json!(m.ld_so_preload.entries.join(" "))
+            },
         );
         let mapped = m
             .libraries
@@ -344,7 +351,7 @@ fn card_memory(d: &probe::ViewDevice) -> (Option<u64>, String) {
     match (d.nvml, not_virtualized) {
         (Some(m), true) => (
             Some(m.total / probe::MIB),
-            "NVML total (not virtualized)".into(),
+            "NVML total, not virtualized".into(),
         ),
         (Some(_), false) => (None, "unknown: NVML shows the slice under HAMi".into()),
         (None, _) => (None, "unknown: NVML gave no memory info".into()),

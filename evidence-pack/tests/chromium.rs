@@ -85,3 +85,8 @@ fn cluster_report_renders_in_chromium() {
 fn local_report_renders_in_chromium() {
     render("local-hami");
 }
+
+#[test]
+fn real_h100_bare_card_report_renders_in_chromium() {
+    render("local-h100-bare");
+}
