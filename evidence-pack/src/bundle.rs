@@ -429,6 +429,11 @@ pub fn verify(path: &Path) -> Result<Verified, Error> {
                 }
             }
         }
+        for raw in &s.raw_files {
+            if !files.contains_key(raw) {
+                problems.push((raw.clone(), "is listed in summary.json but missing".into()));
+            }
+        }
         if s.bundle != name {
             problems.push((
                 "summary.json".into(),

@@ -448,3 +448,201 @@ code that bypasses HAMi-core: not measured unless a claim above says so."
     );
     out
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use std::collections::BTreeMap;
+
+    use super::*;
+    use crate::input::{Exercise, RunCluster, RunGpu};
+
+    const H100_BARE: &str = include_str!("../tests/data/local-h100-bare/gpu-probe.json");
+
+    fn bare() -> Report {
+        serde_json::from_str(H100_BARE).unwrap()
+    }
+
+    fn inputs(
+        mode: Mode,
+        run: Option<RunDoc>,
+        probes: Vec<(String, Report)>,
+        files: &[&str],
+    ) -> Inputs {
+        Inputs {
+            mode,
+            files: files
+                .iter()
+                .map(|f| ((*f).to_owned(), Vec::new()))
+                .collect::<BTreeMap<_, _>>(),
+            redactions: Vec::new(),
+            run,
+            probes,
+            warnings: Vec::new(),
+        }
+    }
+
+    fn run_with(exercises: Vec<Exercise>) -> RunDoc {
+        RunDoc {
+            schema: crate::input::RUN_SCHEMA.into(),
+            schema_version: 1,
+            started_at: None,
+            finished_at: Some("2026-11-25T10:16:40Z".into()),
+            cluster: RunCluster {
+                server_version: Some("v1.31.4+k3s1".into()),
+                gpus: vec![RunGpu {
+                    uuid: Some("GPU-x".into()),
+                    model: Some("NVIDIA H100 80GB HBM3".into()),
+                    devmem_mib: Some(81559),
+                    ..RunGpu::default()
+                }],
+                ..RunCluster::default()
+            },
+            slice_mib: Some(8000),
+            oversubscribe_mib: None,
+            exercises,
+        }
+    }
+
+    fn ex(id: &str, result: &str, evidence: &[&str]) -> Exercise {
+        Exercise {
+            id: id.into(),
+            claim: format!("claim {id}"),
+            result: result.into(),
+            reason: String::new(),
+            numbers: serde_json::Map::new(),
+            evidence: evidence.iter().map(|e| (*e).to_owned()).collect(),
+        }
+    }
+
+    #[test]
+    fn unknown_result_counts_as_failure_and_missing_evidence_is_warned() {
+        let run = run_with(vec![
+            ex("E1", "pass", &["probe/a.json", "probe/gone.json"]),
+            ex("E2", "passed-ish", &[]),
+            ex("E3", "not-run", &[]),
+        ]);
+        let i = inputs(
+            Mode::Cluster,
+            Some(run),
+            Vec::new(),
+            &["run.json", "probe/a.json"],
+        );
+        let s = summarize(&i, "2026-11-25T10:16:40Z", "b");
+        let verdicts: Vec<ClaimVerdict> = s.claims.iter().map(|c| c.verdict).collect();
+        assert_eq!(
+            verdicts,
+            [ClaimVerdict::Pass, ClaimVerdict::Fail, ClaimVerdict::NotRun]
+        );
+        assert_eq!(s.claims[0].evidence, ["raw/probe/a.json"]);
+        assert!(
+            s.warnings.iter().any(|w| w.contains("probe/gone.json")),
+            "{:?}",
+            s.warnings
+        );
+        assert!(
+            s.warnings.iter().any(|w| w.contains("passed-ish")),
+            "{:?}",
+            s.warnings
+        );
+        assert_eq!(s.outcome, Outcome::ClaimFailed);
+        assert!(s.scope.not_measured[0].starts_with("E3: claim E3"));
+        assert_eq!(s.environment.k3s.as_deref(), Some("v1.31.4+k3s1"));
+    }
+
+    #[test]
+    fn no_claims_is_incomplete_not_pass() {
+        let i = inputs(
+            Mode::Cluster,
+            Some(run_with(Vec::new())),
+            Vec::new(),
+            &["run.json"],
+        );
+        assert_eq!(summarize(&i, "t", "b").outcome, Outcome::Incomplete);
+    }
+
+    #[test]
+    fn local_claims_copy_check_status_and_environment_failures_are_not_run() {
+        let mut r = bare();
+        r.checks[2].environment = true;
+        let i = inputs(Mode::Local, None, vec![("p.json".into(), r)], &["p.json"]);
+        let s = summarize(&i, "t", "b");
+        let got: Vec<(&str, ClaimVerdict)> = s
+            .claims
+            .iter()
+            .map(|c| (c.id.as_str(), c.verdict))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("view.device0", ClaimVerdict::Fail),
+                ("cap.device0", ClaimVerdict::Fail),
+                ("mechanism", ClaimVerdict::NotRun)
+            ]
+        );
+        assert!(s.claims[2].reason.starts_with("environment: "));
+        assert_eq!(s.claims[1].numbers["held_mib"], json!(10000.0));
+        assert_eq!(s.claims[1].evidence, ["raw/p.json"]);
+    }
+
+    #[test]
+    fn several_reports_prefix_claim_ids_with_the_file() {
+        let i = inputs(
+            Mode::Local,
+            None,
+            vec![("a.json".into(), bare()), ("b.json".into(), bare())],
+            &["a.json", "b.json", "b.stderr"],
+        );
+        let s = summarize(&i, "t", "b");
+        assert_eq!(s.claims.len(), 6);
+        assert_eq!(s.claims[3].id, "b:view.device0");
+        assert_eq!(s.claims[3].evidence, ["raw/b.json", "raw/b.stderr"]);
+        assert_eq!(s.environment.gpus.len(), 1, "same UUID listed once");
+    }
+
+    #[test]
+    fn card_size_is_known_only_when_nvml_is_not_virtualized() {
+        let r = bare();
+        let mut d = r.view.unwrap().devices[0].clone();
+        assert_eq!(card_memory(&d).0, Some(81559));
+        d.outcome = ViewOutcome::ShowsSlice;
+        let (mib, why) = card_memory(&d);
+        assert_eq!(mib, None);
+        assert!(why.contains("shows the slice"));
+    }
+
+    #[test]
+    fn under_hami_the_chart_takes_the_card_from_the_node_registration() {
+        let mut r = bare();
+        if let Some(v) = r.view.as_mut() {
+            v.devices[0].outcome = ViewOutcome::ShowsSlice;
+        }
+        let run = run_with(Vec::new());
+        let i = inputs(
+            Mode::Cluster,
+            Some(run),
+            vec![("probe/a.json".into(), r)],
+            &["run.json"],
+        );
+        let s = summarize(&i, "t", "b");
+        assert_eq!(s.cap_searches[0].card_bytes, Some(81559 * probe::MIB));
+        assert_eq!(
+            s.cap_searches[0].card_source,
+            "HAMi node registration, devmem"
+        );
+        assert_eq!(s.cap_searches[0].steps.len(), 10);
+    }
+
+    #[test]
+    fn helm_chart_version_from_status_or_list() {
+        let list: Value = serde_json::from_str(include_str!(
+            "../../../shared/fixtures/hami/k8s/helm-list-deployed.json"
+        ))
+        .unwrap();
+        assert_eq!(helm_chart_version(&list).as_deref(), Some("2.10.0"));
+        let status = json!({"chart": {"metadata": {"version": "2.9.0"}}});
+        assert_eq!(helm_chart_version(&status).as_deref(), Some("2.9.0"));
+        assert_eq!(helm_chart_version(&json!({"name": "x"})), None);
+    }
+}

@@ -644,3 +644,88 @@ pub fn junit(s: &Summary) -> String {
     o.push_str("  </testsuite>\n</testsuites>\n");
     o
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    fn search(steps: &[(u64, bool)], card: Option<u64>) -> CapSearch {
+        let mib = 1024 * 1024;
+        let mut held = 0;
+        CapSearch {
+            source: "raw/p.json".into(),
+            device: 0,
+            slice_bytes: Some(8000 * mib),
+            card_bytes: card.map(|c| c * mib),
+            card_source: "unknown: NVML shows the slice under HAMi".into(),
+            held_bytes: 0,
+            outcome: "enforced".into(),
+            steps: steps
+                .iter()
+                .map(|(req, ok)| {
+                    if *ok {
+                        held += req * mib;
+                    }
+                    Step {
+                        request_bytes: req * mib,
+                        ok: *ok,
+                        code: if *ok { 0 } else { 2 },
+                        held_after_bytes: held,
+                    }
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn chart_has_one_point_per_call_a_cross_per_refusal_and_the_lines() {
+        let c = search(&[(4096, true), (4096, false), (2048, true)], Some(81559));
+        let svg = svg_chart(&c);
+        assert!(svg.starts_with("<svg") && svg.ends_with("</svg>"));
+        // Two panels (card known and far above the slice): each draws every point.
+        assert_eq!(
+            svg.matches("<circle").count(),
+            2 * 3 + 1,
+            "points + legend dot"
+        );
+        assert_eq!(
+            svg.matches("stroke=\"#c62828\" stroke-width=\"2\"").count(),
+            2
+        );
+        assert!(svg.contains("slice 8000 MiB") && svg.contains("card 81559 MiB"));
+        assert_eq!(svg, svg_chart(&c), "deterministic");
+    }
+
+    #[test]
+    fn chart_without_card_says_why_and_draws_one_panel() {
+        let svg = svg_chart(&search(&[(1024, true)], None));
+        assert!(
+            svg.contains("card size unknown: NVML shows the slice under HAMi"),
+            "{svg}"
+        );
+        assert!(!svg.contains("card 8"), "no card line");
+        assert_eq!(svg.matches("<circle").count(), 2);
+        let empty = svg_chart(&search(&[], None));
+        assert!(empty.contains("no allocation calls"));
+    }
+
+    #[test]
+    fn ticks_are_round() {
+        assert_eq!(tick_step(100_000.0), 20_000.0);
+        assert_eq!(tick_step(8_800.0), 2_000.0);
+        assert_eq!(tick_step(3.0), 1.0);
+    }
+
+    #[test]
+    fn markdown_and_xml_escape_user_text() {
+        assert_eq!(md_cell("a|b\nc"), "a\\|b c");
+        assert_eq!(
+            xml_attr("<a href=\"x\">&'\n"),
+            "&lt;a href=&quot;x&quot;&gt;&amp;&#39;&#10;"
+        );
+        assert_eq!(mib_text(8000 * 1024 * 1024), "8000 MiB");
+        assert_eq!(mib_text(1024 * 1024 + 512 * 1024), "1.50 MiB");
+    }
+}

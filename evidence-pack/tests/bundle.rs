@@ -310,3 +310,85 @@ fn bad_input_directories_exit_2_with_a_fix() {
         "{stderr}"
     );
 }
+
+#[test]
+fn junit_is_well_formed_xml_with_one_case_per_claim() {
+    let out = tempfile::tempdir().unwrap();
+    let tgz = pack(&data("cluster-run"), out.path());
+    let junit = files(&tgz)["junit.xml"].clone();
+    let text = String::from_utf8(junit.clone()).unwrap();
+    assert_eq!(text.matches("<testcase ").count(), 5);
+    assert_eq!(text.matches("<skipped ").count(), 1, "E5 not run");
+    assert_eq!(text.matches("<failure ").count(), 0);
+    assert!(text.contains("tests=\"5\" failures=\"0\" skipped=\"1\""));
+    let runner = SystemRunner::new(false);
+    if !runner.exists("xmllint") {
+        eprintln!(
+            "SKIPPED: xmllint (Debian package libxml2-utils) not on PATH; junit.xml not parsed"
+        );
+        return;
+    }
+    let path = out.path().join("junit.xml");
+    std::fs::write(&path, &junit).unwrap();
+    let count = runner
+        .run_checked(&Cmd::new("xmllint").args([
+            "--xpath",
+            "count(/testsuites/testsuite/testcase)",
+            path.to_str().unwrap(),
+        ]))
+        .unwrap();
+    assert_eq!(count.stdout.trim(), "5");
+}
+
+#[test]
+fn symbolic_links_in_the_input_are_not_followed() {
+    let dir = tempfile::tempdir().unwrap();
+    copy_tree(&data("local-hami"), dir.path());
+    let outside = tempfile::tempdir().unwrap();
+    let secret = outside.path().join("kubeconfig");
+    std::fs::write(&secret, "token: linked-secret-value-123\n").unwrap();
+    std::os::unix::fs::symlink(&secret, dir.path().join("kubeconfig")).unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let tgz = pack(dir.path(), out.path());
+    let files = files(&tgz);
+    assert!(!files.contains_key("raw/kubeconfig"));
+    let summary = String::from_utf8_lossy(&files["summary.json"]);
+    assert!(
+        summary.contains("kubeconfig is a symbolic link; not followed, not packed"),
+        "{summary}"
+    );
+    assert!(!gunzip(&tgz).windows(18).any(|w| w == b"linked-secret-valu"));
+}
+
+#[test]
+fn a_bundle_whose_evidence_file_is_missing_is_damaged() {
+    // Drop an evidence file and its SHA256SUMS line: the checksums agree, the claim does not.
+    let out = tempfile::tempdir().unwrap();
+    let good = pack(&data("cluster-run"), out.path());
+    let (top, mut files) = evidence_pack::bundle::read_archive(&good).unwrap();
+    files.remove("raw/probe/hami-share-b.json");
+    let sums: String = String::from_utf8(files["SHA256SUMS"].clone())
+        .unwrap()
+        .lines()
+        .filter(|l| !l.ends_with("raw/probe/hami-share-b.json"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    files.insert("SHA256SUMS".into(), sums.into_bytes());
+    let mut builder = tar::Builder::new(Vec::new());
+    for (name, bytes) in &files {
+        let mut h = tar::Header::new_ustar();
+        h.set_size(bytes.len() as u64);
+        h.set_mode(0o644);
+        builder
+            .append_data(&mut h, format!("{top}/{name}"), bytes.as_slice())
+            .unwrap();
+    }
+    let bad = out.path().join("missing.tgz");
+    regzip(&builder.into_inner().unwrap(), &bad);
+    let (code, _, stderr) = cli(&["verify", bad.to_str().unwrap()]);
+    assert_eq!(code, 3, "{stderr}");
+    assert!(
+        stderr.contains("raw/probe/hami-share-b.json is evidence of claim E3 but missing"),
+        "{stderr}"
+    );
+}
