@@ -44,6 +44,8 @@ pub struct Plan {
     #[serde(skip)]
     pub mtime: u64,
     pub entries: Vec<Entry>,
+    /// Earlier bundles found in DIR and left out.
+    pub skipped_bundles: Vec<String>,
     #[serde(skip)]
     pub summary: Summary,
 }
@@ -178,6 +180,7 @@ pub fn plan(dir: &Path, timestamp: Option<&str>) -> Result<Plan, Error> {
         timestamp: rfc,
         mtime,
         entries,
+        skipped_bundles: inputs.skipped_bundles.clone(),
         summary,
     })
 }

@@ -480,6 +480,7 @@ mod tests {
             run,
             probes,
             warnings: Vec::new(),
+            skipped_bundles: Vec::new(),
         }
     }
 

@@ -97,6 +97,9 @@ pub struct Inputs {
     /// Relative path → parsed gpu-probe report, in path order.
     pub probes: Vec<(String, gpu_probe::report::Report)>,
     pub warnings: Vec<String>,
+    /// Earlier bundles found in DIR and left out: told to the user, not recorded in the bundle
+    /// (so packing into DIR twice gives the same bytes).
+    pub skipped_bundles: Vec<String>,
 }
 
 /// Reads, redacts and parses DIR.
@@ -113,7 +116,8 @@ pub fn read_dir(dir: &Path) -> Result<Inputs, Error> {
     }
     let mut warnings = Vec::new();
     let mut files = BTreeMap::new();
-    walk(dir, dir, &mut files, &mut warnings)?;
+    let mut skipped_bundles = Vec::new();
+    walk(dir, dir, &mut files, &mut warnings, &mut skipped_bundles)?;
     let redactions = redact::redact_all(&mut files);
     for (name, bytes) in &files {
         if bytes.starts_with(&[0x1f, 0x8b]) {
@@ -179,6 +183,7 @@ pub fn read_dir(dir: &Path) -> Result<Inputs, Error> {
         run,
         probes,
         warnings,
+        skipped_bundles,
     })
 }
 
@@ -213,6 +218,7 @@ fn walk(
     dir: &Path,
     files: &mut BTreeMap<String, Vec<u8>>,
     warnings: &mut Vec<String>,
+    skipped_bundles: &mut Vec<String>,
 ) -> Result<(), Error> {
     let io = |p: &Path, e: std::io::Error| Error::Io {
         what: format!("cannot read {}", p.display()),
@@ -232,7 +238,9 @@ fn walk(
                 "{rel} is a symbolic link; not followed, not packed"
             ));
         } else if meta.is_dir() {
-            walk(root, &path, files, warnings)?;
+            walk(root, &path, files, warnings, skipped_bundles)?;
+        } else if meta.is_file() && is_bundle(&rel) {
+            skipped_bundles.push(rel);
         } else if meta.is_file() {
             let bytes = fs::read(&path).map_err(|e| io(&path, e))?;
             files.insert(rel, bytes);
@@ -241,6 +249,13 @@ fn walk(
         }
     }
     Ok(())
+}
+
+/// An earlier bundle in the input directory (e.g. after `pack DIR -o DIR/`) is not packed again,
+/// so packing twice gives the same bundle.
+fn is_bundle(rel: &str) -> bool {
+    let name = rel.rsplit('/').next().unwrap_or(rel);
+    name.starts_with("hami-evidence-") && name.ends_with(".tgz")
 }
 
 fn relative(root: &Path, path: &Path) -> String {

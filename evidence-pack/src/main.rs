@@ -84,6 +84,9 @@ fn run(cli: Cli) -> Result<u8, evidence_pack::Error> {
             output,
         } => {
             let plan = bundle::plan(&dir, timestamp.as_deref())?;
+            for b in &plan.skipped_bundles {
+                eprintln!("note: {b} looks like an evidence bundle; not packed into another");
+            }
             let path = bundle::output_path(&plan, out.as_deref());
             if dry_run {
                 match output {

@@ -20,7 +20,7 @@ const SECRET_WORD: &str =
     r"(?i:password|passwd|secret|token|api_?key|api-key|access_?key|private_?key|credentials?)";
 
 /// The kubeconfig (and similar) keys whose values are credentials.
-const CRED_KEYS: &str = r"(?i:client-key-data|client-certificate-data|token|id-token|refresh-token|access-token|password|client-secret)";
+const CRED_KEYS: &str = r"(?i:client-key-data|client-certificate-data|token|id-token|refresh-token|access-token|password|client-secret|auth|identitytoken|registrytoken)";
 
 /// Values shorter than this are not chased through other files (too likely to match by chance).
 const MIN_REPEAT_LEN: usize = 6;
@@ -47,7 +47,7 @@ fn cred_kind(caps: &Captures<'_>) -> &'static str {
     match key.as_slice() {
         b"client-key-data" => "kubeconfig-client-key-data",
         b"client-certificate-data" => "kubeconfig-client-certificate-data",
-        b"password" | b"client-secret" => "password",
+        b"password" | b"client-secret" | b"auth" => "password",
         _ => "token",
     }
 }
@@ -106,7 +106,7 @@ static RULES: LazyLock<Vec<Rule>> = LazyLock::new(|| {
         // env-like `KEY=VALUE` (shell, .env, `env` output, log lines).
         rule(
             &format!(
-                r#"(?m)(?:^|[\s"'(,;])(?:export[ \t]+)?[A-Za-z0-9_]*{SECRET_WORD}[A-Za-z0-9_]*=("[^"\n]*"|'[^'\n]*'|[^\s"',;]+)"#
+                r#"(?m)(?:^|[\s"'(,;?&])(?:export[ \t]+)?[A-Za-z0-9_]*{SECRET_WORD}[A-Za-z0-9_]*=("[^"\n]*"|'[^'\n]*'|[^\s"',;&]+)"#
             ),
             1,
             |_| "env-secret",
@@ -334,6 +334,20 @@ mod tests {
             r#"{"key":"-----BEGIN RSA PRIVATE KEY-----\nMIIEow\n-----END RSA PRIVATE KEY-----","crt":"-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----"}"#,
         );
         assert!(!out.contains("MIIEow") && !out.contains("MIIB"), "{out}");
+        assert_eq!(r.len(), 2);
+    }
+
+    #[test]
+    fn registry_auth_and_url_tokens() {
+        let (out, r) = one(
+            "x",
+            "{\"auths\":{\"r.example\":{\"auth\":\"dXNlcjpwYXNzd29yZA==\"}}}\nGET /api?access_token=abcdef123456&watch=1\n",
+        );
+        assert!(!out.contains("dXNlcjpwYXNzd29yZA=="), "{out}");
+        assert!(
+            !out.contains("abcdef123456") && out.contains("&watch=1"),
+            "{out}"
+        );
         assert_eq!(r.len(), 2);
     }
 

@@ -392,3 +392,16 @@ fn a_bundle_whose_evidence_file_is_missing_is_damaged() {
         "{stderr}"
     );
 }
+
+#[test]
+fn packing_into_the_input_directory_twice_is_idempotent() {
+    let dir = tempfile::tempdir().unwrap();
+    copy_tree(&data("local-hami"), dir.path());
+    let d = dir.path().to_str().unwrap();
+    let (code, first, _) = cli(&["pack", d, "-o", d]);
+    assert_eq!(code, 0, "{first}");
+    let (code, second, stderr) = cli(&["pack", d, "-o", d]);
+    assert_eq!(code, 0);
+    assert!(second.starts_with("unchanged"), "{second}");
+    assert!(stderr.contains("looks like an evidence bundle"), "{stderr}");
+}
