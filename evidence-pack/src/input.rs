@@ -28,13 +28,13 @@ pub struct RunDoc {
     pub started_at: Option<String>,
     #[serde(default)]
     pub finished_at: Option<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_as_default")]
     pub cluster: RunCluster,
     #[serde(default)]
     pub slice_mib: Option<u64>,
     #[serde(default)]
     pub oversubscribe_mib: Option<u64>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_as_default")]
     pub exercises: Vec<Exercise>,
 }
 
@@ -44,11 +44,11 @@ pub struct RunCluster {
     pub server_version: Option<String>,
     #[serde(default)]
     pub node: Option<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_as_default")]
     pub gpus: Vec<RunGpu>,
     #[serde(default)]
     pub hami_chart_version: Option<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_as_default")]
     pub hami_images: Vec<String>,
     #[serde(default)]
     pub scheduler_image: Option<String>,
@@ -73,17 +73,26 @@ pub struct RunGpu {
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 pub struct Exercise {
     pub id: String,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_as_default")]
     pub claim: String,
     /// `pass`, `fail` or `not-run`.
     pub result: String,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_as_default")]
     pub reason: String,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_as_default")]
     pub numbers: serde_json::Map<String, serde_json::Value>,
     /// Paths relative to DIR.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_as_default")]
     pub evidence: Vec<String>,
+}
+
+/// `null` reads as the default (empty list, empty map, empty string), as a missing field does.
+fn null_as_default<'de, D, T>(d: D) -> Result<T, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Default + Deserialize<'de>,
+{
+    Ok(Option::<T>::deserialize(d)?.unwrap_or_default())
 }
 
 /// Everything read from DIR, redacted.
@@ -265,4 +274,35 @@ fn relative(root: &Path, path: &Path) -> String {
         .map(|c| c.as_os_str().to_string_lossy().into_owned())
         .collect::<Vec<_>>()
         .join("/")
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    #[test]
+    fn run_json_is_read_tolerantly() {
+        let run = parse_run(
+            br#"{"schema":"hami-isolation-lab/cluster-run","schema_version":1,"future_field":{"x":1},
+                "cluster":{"gpus":null,"hami_images":null,"node":"n"},
+                "exercises":[{"id":"E1","result":"pass","claim":null,"numbers":null,"evidence":null,"extra":true}]}"#,
+        )
+        .unwrap();
+        assert_eq!(run.cluster.node.as_deref(), Some("n"));
+        assert!(run.cluster.gpus.is_empty() && run.finished_at.is_none());
+        assert_eq!(run.exercises[0].claim, "");
+        assert!(run.exercises[0].numbers.is_empty() && run.exercises[0].evidence.is_empty());
+    }
+
+    #[test]
+    fn run_json_of_another_schema_or_version_is_refused_with_a_fix() {
+        let e = parse_run(br#"{"schema":"hami-isolation-lab/cluster-run","schema_version":2}"#)
+            .unwrap_err();
+        assert!(matches!(e, Error::Input { .. }));
+        assert!(e.to_string().contains("schema_version 2") && e.to_string().contains("fix:"));
+        let e = parse_run(b"{not json").unwrap_err();
+        assert!(e.to_string().contains("run.json does not parse"));
+    }
 }
