@@ -14,7 +14,10 @@ use evidence_pack::model::Outcome;
 /// Packs the lab's outputs into a deterministic, checksummed evidence bundle with a readable
 /// validation report, and verifies such a bundle.
 #[derive(Debug, Parser)]
-#[command(version)]
+#[command(
+    version,
+    after_help = "Exit codes: 0 ok (verify: intact and every claim passed), 1 verify: a claim failed or was not run, 2 usage or bad input, 3 damaged or unreadable bundle, or a file could not be read or written."
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -46,6 +49,7 @@ enum Command {
         /// Print what would be packed (files, sizes, why, redactions) and write nothing.
         #[arg(long)]
         dry_run: bool,
+        /// Human text or JSON on stdout.
         #[arg(long, value_enum, default_value = "human")]
         output: Output,
     },
@@ -54,6 +58,7 @@ enum Command {
     /// run, 3 damaged or unreadable (the damaged file is named).
     Verify {
         file: PathBuf,
+        /// Human text or JSON on stdout.
         #[arg(long, value_enum, default_value = "human")]
         output: Output,
     },
