@@ -83,6 +83,33 @@ fn timestamp_override_renames_and_dry_run_writes_nothing() {
         0,
         "dry run wrote a file"
     );
+    let (code, stdout, _) = cli(&[
+        "pack",
+        dir.to_str().unwrap(),
+        "--dry-run",
+        "--output",
+        "json",
+    ]);
+    assert_eq!(code, 0);
+    let v: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(v["would_write"], "hami-evidence-20261125T101207Z.tgz");
+    let paths: Vec<&str> = v["plan"]["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["path"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        paths,
+        [
+            "SHA256SUMS",
+            "junit.xml",
+            "raw/gpu-probe.json",
+            "report.html",
+            "report.md",
+            "summary.json"
+        ]
+    );
     let (code, _, stderr) = cli(&[
         "pack",
         dir.to_str().unwrap(),
