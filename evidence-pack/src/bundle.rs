@@ -437,6 +437,14 @@ pub fn verify(path: &Path) -> Result<Verified, Error> {
                 problems.push((raw.clone(), "is listed in summary.json but missing".into()));
             }
         }
+        for file in files.keys() {
+            if file.starts_with("raw/") && !s.raw_files.contains(file) {
+                problems.push((
+                    file.clone(),
+                    "is not listed in summary.json raw_files (added)".into(),
+                ));
+            }
+        }
         if s.bundle != name {
             problems.push((
                 "summary.json".into(),

@@ -351,6 +351,29 @@ mod tests {
         assert_eq!(r.len(), 2);
     }
 
+    proptest::proptest! {
+        /// Whatever the secret looks like, in whichever supported form, it does not survive.
+        #[test]
+        fn planted_values_never_survive(
+            secret in "[A-Za-z0-9][A-Za-z0-9+/._~-]{7,40}",
+            form in 0usize..8,
+        ) {
+            let text = match form {
+                0 => format!("users:\n- user:\n    client-key-data: {secret}\n"),
+                1 => format!("{{\"token\": \"{secret}\"}}"),
+                2 => format!("[{{\"name\": \"APP_SECRET\", \"value\": \"{secret}\"}}]"),
+                3 => format!("env:\n- name: DB_PASSWORD\n  value: {secret}\n"),
+                4 => format!("x DB_PASSWORD={secret} y"),
+                5 => format!("Authorization: Bearer {secret}"),
+                6 => format!("-----BEGIN PRIVATE KEY-----\n{secret}\n-----END PRIVATE KEY-----\n"),
+                _ => format!("    password: '{secret}'\n"),
+            };
+            let (out, r) = one("f", &text);
+            proptest::prop_assert!(!out.contains(&secret), "form {}: {}", form, out);
+            proptest::prop_assert!(!r.is_empty());
+        }
+    }
+
     #[test]
     fn clean_text_is_untouched() {
         let text = "Device 0 OOM 8629780480 / 8388608000\nsecretName: hami-tls\n";
