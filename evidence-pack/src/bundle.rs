@@ -282,6 +282,9 @@ pub struct Verified {
     pub files: usize,
     /// Recomputed from the claims (the summary's own `outcome` must agree).
     pub outcome: Outcome,
+    /// Whether the reports were re-rendered and compared (only when the bundle was made by this
+    /// version of evidence-pack: another version may render differently).
+    pub reports_compared: bool,
 }
 
 fn damaged(file: impl Into<String>, why: impl Into<String>) -> Error {
@@ -405,21 +408,24 @@ pub fn verify(path: &Path) -> Result<Verified, Error> {
             }
         },
     };
+    let same_version = summary
+        .as_ref()
+        .is_some_and(|s| s.tool_version == env!("CARGO_PKG_VERSION"));
     if let Some(s) = &summary {
-        for (file, rendered) in [
-            ("report.md", render::markdown(s)),
-            ("report.html", render::html(s)),
-            ("junit.xml", render::junit(s)),
+        for (file, render) in [
+            ("report.md", render::markdown as fn(&Summary) -> String),
+            ("report.html", render::html),
+            ("junit.xml", render::junit),
         ] {
-            if let Some(bytes) = files.get(file)
-                && bytes.as_slice() != rendered.as_bytes()
-            {
-                problems.push((
-                    file.into(),
-                    "does not match summary.json (re-rendered and compared)".into(),
-                ));
-            } else if !files.contains_key(file) {
-                problems.push((file.into(), "is missing".into()));
+            match files.get(file) {
+                None => problems.push((file.into(), "is missing".into())),
+                Some(bytes) if same_version && bytes.as_slice() != render(s).as_bytes() => {
+                    problems.push((
+                        file.into(),
+                        "does not match summary.json (re-rendered and compared)".into(),
+                    ));
+                }
+                Some(_) => {}
             }
         }
         for c in &s.claims {
@@ -474,6 +480,7 @@ pub fn verify(path: &Path) -> Result<Verified, Error> {
         files: files.len(),
         outcome: Outcome::from_claims(&summary.claims),
         summary,
+        reports_compared: same_version,
     })
 }
 

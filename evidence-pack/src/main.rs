@@ -159,6 +159,7 @@ fn run(cli: Cli) -> Result<u8, evidence_pack::Error> {
                     json_line(&serde_json::json!({
                         "bundle": v.name,
                         "intact": true,
+                        "reports_compared": v.reports_compared,
                         "files": v.files,
                         "outcome": v.outcome,
                         "totals": v.summary.totals,
@@ -167,8 +168,17 @@ fn run(cli: Cli) -> Result<u8, evidence_pack::Error> {
                     }))
                 ),
                 Output::Human => {
+                    let reports = if v.reports_compared {
+                        "reports match summary.json".to_owned()
+                    } else {
+                        format!(
+                            "reports not re-rendered: made by evidence-pack {}, this is {}",
+                            v.summary.tool_version,
+                            env!("CARGO_PKG_VERSION")
+                        )
+                    };
                     println!(
-                        "{}: intact ({} files, every SHA-256 matches, reports match summary.json)",
+                        "{}: intact ({} files, every SHA-256 matches, {reports})",
                         v.name, v.files
                     );
                     print!("{}", bundle::claims_table(&v.summary));

@@ -217,27 +217,8 @@ fn a_consistently_rewritten_report_is_caught_against_the_summary() {
         .unwrap()
         .replace("PASS", "pass");
     files.insert("report.md".into(), md.into_bytes());
-    let mut sums = String::new();
-    for (name, bytes) in &files {
-        if name != "SHA256SUMS" {
-            use sha2::Digest;
-            let h = sha2::Sha256::digest(bytes);
-            let hex: String = h.iter().map(|b| format!("{b:02x}")).collect();
-            sums.push_str(&format!("{hex}  {name}\n"));
-        }
-    }
-    files.insert("SHA256SUMS".into(), sums.into_bytes());
-    let mut builder = tar::Builder::new(Vec::new());
-    for (name, bytes) in &files {
-        let mut h = tar::Header::new_ustar();
-        h.set_size(bytes.len() as u64);
-        h.set_mode(0o644);
-        builder
-            .append_data(&mut h, format!("{top}/{name}"), bytes.as_slice())
-            .unwrap();
-    }
     let bad = out.path().join("rewritten.tgz");
-    regzip(&builder.into_inner().unwrap(), &bad);
+    common::repack(&top, &mut files, &bad, true);
     let (code, _, stderr) = cli(&["verify", bad.to_str().unwrap()]);
     assert_eq!(code, 3, "{stderr}");
     assert!(
@@ -401,17 +382,8 @@ fn a_bundle_whose_evidence_file_is_missing_is_damaged() {
         .map(|l| format!("{l}\n"))
         .collect();
     files.insert("SHA256SUMS".into(), sums.into_bytes());
-    let mut builder = tar::Builder::new(Vec::new());
-    for (name, bytes) in &files {
-        let mut h = tar::Header::new_ustar();
-        h.set_size(bytes.len() as u64);
-        h.set_mode(0o644);
-        builder
-            .append_data(&mut h, format!("{top}/{name}"), bytes.as_slice())
-            .unwrap();
-    }
     let bad = out.path().join("missing.tgz");
-    regzip(&builder.into_inner().unwrap(), &bad);
+    common::repack(&top, &mut files, &bad, false);
     let (code, _, stderr) = cli(&["verify", bad.to_str().unwrap()]);
     assert_eq!(code, 3, "{stderr}");
     assert!(
@@ -431,4 +403,23 @@ fn packing_into_the_input_directory_twice_is_idempotent() {
     assert_eq!(code, 0);
     assert!(second.starts_with("unchanged"), "{second}");
     assert!(stderr.contains("looks like an evidence bundle"), "{stderr}");
+}
+
+#[test]
+fn reports_of_another_version_are_not_re_rendered_but_still_checksummed() {
+    let out = tempfile::tempdir().unwrap();
+    let good = pack(&data("local-hami"), out.path());
+    let (top, mut files) = evidence_pack::bundle::read_archive(&good).unwrap();
+    let summary = String::from_utf8(files["summary.json"].clone())
+        .unwrap()
+        .replace("\"tool_version\": \"0.1.0\"", "\"tool_version\": \"0.0.9\"");
+    files.insert("summary.json".into(), summary.into_bytes());
+    let older = out.path().join("older.tgz");
+    common::repack(&top, &mut files, &older, true);
+    let (code, stdout, stderr) = cli(&["verify", older.to_str().unwrap()]);
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    assert!(
+        stdout.contains("reports not re-rendered: made by evidence-pack 0.0.9"),
+        "{stdout}"
+    );
 }

@@ -80,3 +80,32 @@ pub fn gunzip(path: &Path) -> Vec<u8> {
         .unwrap();
     out
 }
+
+/// Writes `files` as a bundle under `top` to `path`; with `fix_sums`, SHA256SUMS is recomputed
+/// first (what someone covering their tracks would do).
+pub fn repack(top: &str, files: &mut BTreeMap<String, Vec<u8>>, path: &Path, fix_sums: bool) {
+    use sha2::Digest;
+    if fix_sums {
+        let mut sums = String::new();
+        for (name, bytes) in files.iter() {
+            if name != "SHA256SUMS" {
+                let hex: String = sha2::Sha256::digest(bytes)
+                    .iter()
+                    .map(|b| format!("{b:02x}"))
+                    .collect();
+                sums.push_str(&format!("{hex}  {name}\n"));
+            }
+        }
+        files.insert("SHA256SUMS".into(), sums.into_bytes());
+    }
+    let mut builder = tar::Builder::new(Vec::new());
+    for (name, bytes) in files.iter() {
+        let mut h = tar::Header::new_ustar();
+        h.set_size(bytes.len() as u64);
+        h.set_mode(0o644);
+        builder
+            .append_data(&mut h, format!("{top}/{name}"), bytes.as_slice())
+            .unwrap();
+    }
+    regzip(&builder.into_inner().unwrap(), path);
+}
