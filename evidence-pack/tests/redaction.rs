@@ -206,3 +206,49 @@ fn no_planted_secret_survives_anywhere_in_the_archive() {
         "{report}"
     );
 }
+
+#[test]
+fn pack_and_verify_never_print_a_secret() {
+    let dir = tempfile::tempdir().unwrap();
+    copy_tree(&data("cluster-run"), dir.path());
+    plant(dir.path());
+    let out = tempfile::tempdir().unwrap();
+    let mut printed = String::new();
+    for args in [
+        vec!["pack", dir.path().to_str().unwrap(), "--dry-run"],
+        vec![
+            "pack",
+            dir.path().to_str().unwrap(),
+            "--dry-run",
+            "--output",
+            "json",
+        ],
+        vec![
+            "pack",
+            dir.path().to_str().unwrap(),
+            "-o",
+            out.path().to_str().unwrap(),
+        ],
+    ] {
+        let (code, stdout, stderr) = common::cli(&args);
+        assert_eq!(code, 0, "{stderr}");
+        printed.push_str(&stdout);
+        printed.push_str(&stderr);
+    }
+    let tgz = std::fs::read_dir(out.path())
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let (_, stdout, stderr) = common::cli(&["verify", tgz.to_str().unwrap(), "--output", "json"]);
+    printed.push_str(&stdout);
+    printed.push_str(&stderr);
+    assert!(
+        printed.contains("redacted 1 × kubeconfig-client-key-data in raw/cluster/kubeconfig.yaml"),
+        "{printed}"
+    );
+    for s in ALL {
+        assert!(!printed.contains(s), "secret {s} was printed");
+    }
+}
