@@ -254,7 +254,10 @@ pub fn decide(ev: &CapEvidence<'_>) -> (CapOutcome, Vec<String>) {
     // No HAMi-core line: trust NVML only when it is not itself virtualized to the slice.
     if let Some(nvml) = ev.nvml_at_refusal {
         let virtualized = nvml.total.abs_diff(slice) <= tolerance;
-        if !virtualized && nvml.free > ev.resolution.max(64 * MIB) {
+        // NVML counts memory CUDA can never allocate (on the H100 a card that refused every
+        // further 2 MiB still showed 680 MiB free), so "the card had memory" needs a real margin.
+        let margin = (1024 * MIB).max(nvml.total / 20);
+        if !virtualized && nvml.free > margin {
             reasons.insert(
                 0,
                 format!(
@@ -421,6 +424,32 @@ mod tests {
         let (outcome, reasons) = decide(&ev);
         assert_eq!(outcome, CapOutcome::NotEnforced);
         assert!(reasons[0].contains("ceiling"), "{reasons:?}");
+    }
+
+    #[test]
+    fn a_full_h100_still_shows_nvml_free_memory_and_is_inconclusive() {
+        // Measured on the H100: physical exhaustion at 80550 MiB held left NVML free at 680 MiB.
+        let mut dev = SimDevice::new(None, 80550 * MIB);
+        let r = search(&mut dev, params(1_250_000 * MIB), |_| {});
+        assert_eq!(r.held, 80550 * MIB);
+        let nvml = MemInfo {
+            total: 81559 * MIB,
+            free: 680 * MIB,
+            used: 80879 * MIB,
+        };
+        let ev = CapEvidence {
+            expected: Some(1_000_000 * MIB),
+            result: &r,
+            resolution: 2 * MIB,
+            ceiling: 1_250_000 * MIB,
+            start: None,
+            oom_lines: &[],
+            nvml_at_refusal: Some(nvml),
+            device: 0,
+        };
+        let (outcome, reasons) = decide(&ev);
+        assert_eq!(outcome, CapOutcome::Inconclusive, "{reasons:?}");
+        assert!(reasons[0].contains("card ran out"), "{reasons:?}");
     }
 
     #[test]

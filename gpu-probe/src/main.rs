@@ -60,6 +60,9 @@ enum Cmd {
     Cap,
     /// The HAMi-core mechanism: environment, /etc/ld.so.preload, the library's hooks, the shared region.
     Mechanism,
+    /// Internal: CUDA + NVML initialisation alone, for the benchmark's baseline.
+    #[command(name = "__init-only", hide = true)]
+    InitOnly,
     /// Internal: the CUDA worker (run by gpu-probe itself).
     #[command(name = "__worker", hide = true)]
     Worker { spec: String },
@@ -75,6 +78,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let command = match cli.command {
         Some(Cmd::Worker { spec }) => return run_worker(&spec),
+        Some(Cmd::InitOnly) => return init_only(),
         None | Some(Cmd::All) => Command::All,
         Some(Cmd::View) => Command::View,
         Some(Cmd::Cap) => Command::Cap,
@@ -136,4 +140,32 @@ fn run_worker(spec: &str) -> ExitCode {
     let out = worker::run(&spec);
     let _ = std::io::stdout().write_all(worker::render(&out).as_bytes());
     ExitCode::SUCCESS
+}
+
+/// Loads and initialises CUDA (a primary context on every device) and NVML, then exits: the floor
+/// under any probe's run time.
+fn init_only() -> ExitCode {
+    use gpu_probe::ffi::{cuda::Cuda, nvml::Nvml};
+    let result = (|| -> Result<u32, String> {
+        let nvml = Nvml::init().map_err(|e| e.to_string())?;
+        let cuda = Cuda::load().map_err(|e| e.to_string())?;
+        cuda.init().map_err(|e| e.to_string())?;
+        let n = cuda.device_count().map_err(|e| e.to_string())?;
+        for i in 0..n {
+            let d = cuda.device(i).map_err(|e| e.to_string())?;
+            cuda.enter_primary_context(d).map_err(|e| e.to_string())?;
+        }
+        drop(nvml);
+        Ok(n)
+    })();
+    match result {
+        Ok(n) => {
+            println!("ok {n} devices");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            println!("error {e}");
+            ExitCode::from(3)
+        }
+    }
 }

@@ -23,6 +23,11 @@ pub struct Cmd {
     pub stdin: Option<Vec<u8>>,
     /// Killed when it runs longer than this.
     pub timeout: Option<Duration>,
+    /// Let stdout and stderr through to the terminal instead of capturing them (for long steps
+    /// whose own progress output the user should see). The error then points at that output.
+    pub stream: bool,
+    /// Working directory (default: the caller's).
+    pub dir: Option<PathBuf>,
 }
 
 impl Cmd {
@@ -33,7 +38,21 @@ impl Cmd {
             env: Vec::new(),
             stdin: None,
             timeout: None,
+            stream: false,
+            dir: None,
         }
+    }
+
+    #[must_use]
+    pub fn dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.dir = Some(dir.into());
+        self
+    }
+
+    #[must_use]
+    pub fn streamed(mut self) -> Self {
+        self.stream = true;
+        self
     }
 
     #[must_use]
@@ -212,10 +231,13 @@ impl Runner for SystemRunner {
         if self.verbose {
             eprintln!("+ {cmd}");
         }
-        let mut expr = duct::cmd(&cmd.program, &cmd.args)
-            .stdout_capture()
-            .stderr_capture()
-            .unchecked();
+        let mut expr = duct::cmd(&cmd.program, &cmd.args).unchecked();
+        if !cmd.stream {
+            expr = expr.stdout_capture().stderr_capture();
+        }
+        if let Some(dir) = &cmd.dir {
+            expr = expr.dir(dir);
+        }
         for (key, value) in &cmd.env {
             expr = expr.env(key, value);
         }

@@ -1,2 +1,56 @@
-//! placeholder
-fn main() {}
+//! `cargo xtask`: one binary, one module per task (rust-analyzer style).
+//!
+//! - `lab`: the whole lab, resumable (see `lab.rs`);
+//! - `ci`: what `.ci/run` runs — fmt check, clippy, tests, installing what the tests need;
+//! - `dist`: portable release binaries (glibc ≤ 2.28) and SHA256SUMS;
+//! - `gpu-bundle`: the binaries the developers carry to the GPU machine.
+
+mod ci;
+mod dist;
+mod lab;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(name = "cargo xtask", about = "Tasks of hami-isolation-lab")]
+struct Cli {
+    #[command(subcommand)]
+    task: Task,
+}
+
+#[derive(Debug, Subcommand)]
+enum Task {
+    /// Run the whole lab: preflight → host-setup → install HAMi → exercises → evidence bundle.
+    Lab(lab::LabArgs),
+    /// Format check, clippy -D warnings and all tests, installing what the tests need.
+    Ci(ci::CiArgs),
+    /// Release binaries of the four tools for x86_64 Linux, glibc ≤ 2.28, plus SHA256SUMS.
+    Dist(dist::DistArgs),
+    /// Build gpu-probe (portable), its GPU test and its benchmark into .carry/ for the GPU machine.
+    GpuBundle,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.task {
+        Task::Lab(args) => lab::run(&args),
+        Task::Ci(args) => ci::run(&args).map(|()| 0),
+        Task::Dist(args) => dist::run(&args).map(|_| 0),
+        Task::GpuBundle => dist::gpu_bundle().map(|()| 0),
+    };
+    match result {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            eprintln!("xtask: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// The workspace root (xtask lives one level below it).
+fn workspace_root() -> std::path::PathBuf {
+    let manifest = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    manifest.parent().unwrap_or(manifest).to_path_buf()
+}

@@ -1,0 +1,114 @@
+//! `cargo xtask ci`: what `.ci/run` runs on a clean clone. Installs the Debian packages the tests
+//! use (when root and missing), then `cargo fmt --check`, `cargo clippy -D warnings` and
+//! `cargo test --workspace`. Streams each step's output so the CI log shows the test summaries.
+
+use anyhow::{Context, Result, bail};
+use lab_runner::{Cmd, Runner, SystemRunner};
+
+/// Debian packages the tests use, with the binary that shows each is installed.
+const TEST_PACKAGES: &[(&str, &str, &str)] = &[
+    (
+        "containerd",
+        "containerd",
+        "host-setup validates the configs it writes with the real containerd",
+    ),
+    (
+        "chromium",
+        "chromium",
+        "evidence-pack renders report.html headless to check it shows",
+    ),
+    (
+        "libxml2-utils",
+        "xmllint",
+        "evidence-pack checks junit.xml is well-formed XML",
+    ),
+];
+
+#[derive(Debug, clap::Args)]
+pub struct CiArgs {
+    /// Do not install missing Debian packages (their tests then skip, visibly).
+    #[arg(long)]
+    no_install: bool,
+}
+
+pub fn run(args: &CiArgs) -> Result<()> {
+    let runner = SystemRunner::new(true);
+    if !args.no_install {
+        install_test_packages(&runner)?;
+    }
+    let root = crate::workspace_root();
+    let steps: [(&str, Cmd); 3] = [
+        (
+            "format",
+            Cmd::new("cargo").args(["fmt", "--all", "--", "--check"]),
+        ),
+        (
+            "clippy",
+            Cmd::new("cargo").args([
+                "clippy",
+                "--workspace",
+                "--all-targets",
+                "--",
+                "-D",
+                "warnings",
+            ]),
+        ),
+        ("tests", Cmd::new("cargo").args(["test", "--workspace"])),
+    ];
+    for (name, cmd) in steps {
+        eprintln!("==> {name}: {cmd}");
+        let out = runner
+            .run(&cmd.dir(&root).streamed())
+            .with_context(|| format!("{name} could not run"))?;
+        if !out.success() {
+            bail!("{name} failed (exit {:?}); its output is above", out.code);
+        }
+    }
+    eprintln!("==> ci: format, clippy and tests passed");
+    Ok(())
+}
+
+fn install_test_packages(runner: &dyn Runner) -> Result<()> {
+    let missing: Vec<&(&str, &str, &str)> = TEST_PACKAGES
+        .iter()
+        .filter(|(_, bin, _)| !runner.exists(bin))
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    let names: Vec<&str> = missing.iter().map(|(pkg, _, _)| *pkg).collect();
+    // SAFETY: geteuid has no preconditions.
+    let root = unsafe { libc::geteuid() } == 0;
+    if !root || !runner.exists("apt-get") {
+        for (pkg, _, why) in &missing {
+            eprintln!("note: Debian package {pkg} is missing ({why}); its tests will be SKIPPED");
+        }
+        return Ok(());
+    }
+    eprintln!("==> installing test packages: {}", names.join(" "));
+    let env = [("DEBIAN_FRONTEND", "noninteractive")];
+    let update = Cmd::new("apt-get").args(["update", "-qq"]);
+    let install = Cmd::new("apt-get")
+        .args(["install", "-y", "-qq", "--no-install-recommends"])
+        .args(names);
+    for cmd in [update, install] {
+        let cmd = env.iter().fold(cmd, |c, (k, v)| c.env(*k, *v));
+        runner
+            .run_checked(&cmd)
+            .context("installing the Debian packages the tests use")?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use lab_runner::RecordingRunner;
+
+    #[test]
+    fn nothing_is_installed_when_everything_is_present() {
+        let fake = RecordingRunner::new(&["containerd", "chromium", "xmllint", "apt-get"]);
+        install_test_packages(&fake).expect("ok");
+        assert!(fake.calls().is_empty());
+    }
+}

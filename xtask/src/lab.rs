@@ -1,0 +1,571 @@
+//! `cargo xtask lab`: the whole lab as a plan of phases, each a list of commands with why they
+//! run (cargo-dist style). `--dry-run` prints the plan and touches nothing; otherwise preflight
+//! runs first (exit 3 with the reason and the fix where the lab cannot run), then each phase in
+//! order, recording finished phases in a state file so a re-run continues where it stopped.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{Context, Result};
+use lab_runner::{Cmd, Runner, SystemRunner};
+use serde::{Deserialize, Serialize};
+
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, clap::ValueEnum,
+)]
+#[serde(rename_all = "kebab-case")]
+pub enum Phase {
+    Preflight,
+    Build,
+    Host,
+    InstallHami,
+    Exercises,
+    Pack,
+}
+
+impl Phase {
+    pub const ALL: [Self; 6] = [
+        Self::Preflight,
+        Self::Build,
+        Self::Host,
+        Self::InstallHami,
+        Self::Exercises,
+        Self::Pack,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Preflight => "preflight",
+            Self::Build => "build",
+            Self::Host => "host",
+            Self::InstallHami => "install-hami",
+            Self::Exercises => "exercises",
+            Self::Pack => "pack",
+        }
+    }
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct LabArgs {
+    /// Print every phase's plan and touch nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Restart at this phase (earlier phases are taken as done).
+    #[arg(long, value_enum)]
+    pub from: Option<Phase>,
+    /// The cluster already exists: skip host-setup (no root needed; a kubeconfig is).
+    #[arg(long)]
+    pub skip_host: bool,
+    /// Memory slice per share pod, in MiB (default: sized to the card by cluster-ctl).
+    #[arg(long)]
+    pub slice_mib: Option<u64>,
+    /// HAMi chart version.
+    #[arg(long, default_value = "2.10.0")]
+    pub chart_version: String,
+    /// Registry of the kube-scheduler image HAMi's scheduler runs.
+    #[arg(long, default_value = "registry.k8s.io")]
+    pub scheduler_registry: String,
+    /// Kubeconfig (default: k3s's /etc/rancher/k3s/k3s.yaml after host-setup, else kubectl's rules).
+    #[arg(long)]
+    pub kubeconfig: Option<PathBuf>,
+    /// Extra names/addresses for the API server certificate (host-setup --tls-san).
+    #[arg(long)]
+    pub tls_san: Vec<String>,
+    /// Copy the kubeconfig to this user's ~/.kube/config (mode 0600).
+    #[arg(long)]
+    pub kubeconfig_user: Option<String>,
+    /// Where results, the bundle and the state file go.
+    #[arg(long, default_value = "lab-out")]
+    pub out: PathBuf,
+}
+
+/// One command of a phase, with why it runs.
+#[derive(Debug, Clone, Serialize)]
+pub struct Step {
+    pub phase: Phase,
+    pub why: String,
+    #[serde(serialize_with = "cmd_line")]
+    pub cmd: Cmd,
+}
+
+fn cmd_line<S: serde::Serializer>(cmd: &Cmd, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&cmd.to_string())
+}
+
+/// Where things are: the workspace, the binaries, the outputs.
+#[derive(Debug, Clone)]
+pub struct Layout {
+    pub root: PathBuf,
+    pub bin: PathBuf,
+    pub probe: PathBuf,
+    pub out: PathBuf,
+}
+
+impl Layout {
+    pub fn new(root: &Path, out: &Path) -> Self {
+        let out = if out.is_absolute() {
+            out.to_path_buf()
+        } else {
+            root.join(out)
+        };
+        Self {
+            root: root.to_path_buf(),
+            bin: root.join("target/release"),
+            probe: root.join("dist/x86_64-unknown-linux-gnu/gpu-probe"),
+            out,
+        }
+    }
+    fn tool(&self, name: &str) -> String {
+        self.bin.join(name).display().to_string()
+    }
+    pub fn state_file(&self) -> PathBuf {
+        self.out.join("lab-state.json")
+    }
+    pub fn run_dir(&self) -> PathBuf {
+        self.out.join("run")
+    }
+}
+
+/// The whole plan, pure: the same arguments give the same steps.
+pub fn plan(args: &LabArgs, layout: &Layout) -> Vec<Step> {
+    let step = |phase, why: &str, cmd| Step {
+        phase,
+        why: why.to_owned(),
+        cmd,
+    };
+    let mut steps = vec![step(
+        Phase::Preflight,
+        "stop early, with the fix, where the lab cannot run (no GPU, no driver, no root, no kubeconfig)",
+        Cmd::new("nvidia-smi").args([
+            "--query-gpu=name,memory.total,mig.mode.current",
+            "--format=csv,noheader",
+        ]),
+    )];
+    steps.push(step(
+        Phase::Build,
+        "build the host tools for this machine",
+        Cmd::new("cargo").args([
+            "build",
+            "--release",
+            "-p",
+            "host-setup",
+            "-p",
+            "cluster-ctl",
+            "-p",
+            "evidence-pack",
+        ]),
+    ));
+    steps.push(step(
+        Phase::Build,
+        "build the portable gpu-probe (glibc ≤ 2.28) that is copied into the pods",
+        Cmd::new("cargo").args(["xtask", "dist", "--tool", "gpu-probe"]),
+    ));
+    let kubeconfig = args.kubeconfig.clone().unwrap_or_else(|| {
+        PathBuf::from(if args.skip_host {
+            ""
+        } else {
+            "/etc/rancher/k3s/k3s.yaml"
+        })
+    });
+    let kube_args: Vec<String> = if kubeconfig.as_os_str().is_empty() {
+        Vec::new()
+    } else {
+        vec!["--kubeconfig".into(), kubeconfig.display().to_string()]
+    };
+    if !args.skip_host {
+        let mut install = Cmd::new(layout.tool("host-setup")).arg("install");
+        for san in &args.tls_san {
+            install = install.args(["--tls-san", san]);
+        }
+        if let Some(user) = &args.kubeconfig_user {
+            install = install.args(["--kubeconfig-user", user]);
+        }
+        steps.push(step(
+            Phase::Host,
+            "check the host before changing it",
+            Cmd::new(layout.tool("host-setup")).arg("preflight"),
+        ));
+        steps.push(step(
+            Phase::Host,
+            "NVIDIA Container Toolkit, then k3s with nvidia as the default runtime and gpu=on (idempotent)",
+            install,
+        ));
+        steps.push(step(
+            Phase::Host,
+            "verify the runtime, RuntimeClass and node label",
+            Cmd::new(layout.tool("host-setup")).arg("verify"),
+        ));
+    }
+    steps.push(step(
+        Phase::InstallHami,
+        "refuse to coexist with another NVIDIA device plugin or GPU Operator",
+        Cmd::new(layout.tool("cluster-ctl"))
+            .arg("preflight")
+            .args(kube_args.clone()),
+    ));
+    steps.push(step(
+        Phase::InstallHami,
+        "install HAMi with helm and verify scheduler, webhook, device plugin and node registration",
+        Cmd::new(layout.tool("cluster-ctl"))
+            .arg("install-hami")
+            .args(kube_args.clone())
+            .args([
+                "--chart-version",
+                &args.chart_version,
+                "--scheduler-registry",
+                &args.scheduler_registry,
+            ]),
+    ));
+    let mut run = Cmd::new(layout.tool("cluster-ctl"))
+        .arg("run")
+        .args(kube_args)
+        .args(["--out", &layout.run_dir().display().to_string()])
+        .args(["--probe-bin", &layout.probe.display().to_string()]);
+    if let Some(mib) = args.slice_mib {
+        run = run.args(["--slice-mib", &mib.to_string()]);
+    }
+    steps.push(step(
+        Phase::Exercises,
+        "the five exercises: co-residency, the view and the cap in each pod, the Pending pod, the mechanism",
+        run,
+    ));
+    steps.push(step(
+        Phase::Pack,
+        "bundle the results with summary.json, report.md/html, junit.xml and SHA256SUMS (secrets redacted)",
+        Cmd::new(layout.tool("evidence-pack"))
+            .arg("pack")
+            .arg(layout.run_dir().display().to_string())
+            .args(["-o", &layout.out.display().to_string()]),
+    ));
+    steps
+}
+
+/// A problem that stops the lab at preflight, with its fix.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    pub what: String,
+    pub fix: String,
+}
+
+/// The facts preflight decides on (gathered by [`observe`], fixed in tests).
+#[derive(Debug, Clone, Default)]
+pub struct Facts {
+    pub os_linux: bool,
+    pub root: bool,
+    pub nvidia_smi: Option<Result<String, String>>,
+    pub kubeconfig_found: bool,
+}
+
+pub fn observe(runner: &dyn Runner, args: &LabArgs) -> Facts {
+    let nvidia_smi = runner.exists("nvidia-smi").then(|| {
+        let cmd = Cmd::new("nvidia-smi").args([
+            "--query-gpu=name,memory.total,mig.mode.current",
+            "--format=csv,noheader",
+        ]);
+        match runner.run(&cmd) {
+            Ok(o) if o.success() => Ok(o.stdout),
+            Ok(o) => Err(format!("exit {:?}: {}", o.code, o.stderr.trim())),
+            Err(e) => Err(e.to_string()),
+        }
+    });
+    let kubeconfig_found = args.kubeconfig.as_ref().map_or_else(
+        || {
+            std::env::var_os("KUBECONFIG").is_some()
+                || std::env::var_os("HOME")
+                    .is_some_and(|h| Path::new(&h).join(".kube/config").exists())
+        },
+        |k| k.exists(),
+    );
+    Facts {
+        os_linux: cfg!(target_os = "linux"),
+        // SAFETY: geteuid has no preconditions.
+        root: unsafe { libc::geteuid() } == 0,
+        nvidia_smi,
+        kubeconfig_found,
+    }
+}
+
+/// Pure: what stops the lab, each with its fix.
+pub fn preflight(facts: &Facts, args: &LabArgs) -> Vec<Problem> {
+    let mut problems = Vec::new();
+    if !facts.os_linux {
+        problems.push(Problem {
+            what: "this is not Linux".into(),
+            fix: "run the lab on the Linux GPU VM".into(),
+        });
+    }
+    match &facts.nvidia_smi {
+        None => problems.push(Problem {
+            what: "no NVIDIA driver: nvidia-smi is not installed".into(),
+            fix: "run the lab on a GPU VM with the NVIDIA driver installed (e.g. `apt-get install nvidia-driver-<version>` on Ubuntu, then reboot); `cargo xtask lab --dry-run` shows the plan anywhere".into(),
+        }),
+        Some(Err(e)) => problems.push(Problem {
+            what: format!("nvidia-smi fails, so the driver cannot reach a GPU: {e}"),
+            fix: "check `nvidia-smi` by hand; reboot after a driver install, or reinstall the driver matching the kernel".into(),
+        }),
+        Some(Ok(out)) if out.trim().is_empty() => problems.push(Problem {
+            what: "nvidia-smi lists no GPU".into(),
+            fix: "attach a GPU to the VM (or pass it through) and check `nvidia-smi -L`".into(),
+        }),
+        Some(Ok(out)) => {
+            if out.lines().any(|l| l.trim_end().ends_with("Enabled")) {
+                problems.push(Problem {
+                    what: "a GPU is in MIG mode: HAMi injects no HAMi-core there, so the memory slices of this lab do not apply".into(),
+                    fix: "disable MIG (`nvidia-smi -i <gpu> -mig 0`, then reset or reboot) or run the lab on a non-MIG GPU".into(),
+                });
+            }
+        }
+    }
+    if !args.skip_host && !facts.root {
+        problems.push(Problem {
+            what: "host-setup changes the host (toolkit, k3s, containerd) and needs root".into(),
+            fix: "run `sudo -E cargo xtask lab`, or `cargo xtask lab --skip-host --kubeconfig <file>` when the cluster exists".into(),
+        });
+    }
+    if args.skip_host && !facts.kubeconfig_found {
+        problems.push(Problem {
+            what: "--skip-host needs a cluster, but no kubeconfig was found".into(),
+            fix: "pass --kubeconfig <file> or set KUBECONFIG".into(),
+        });
+    }
+    problems
+}
+
+/// Finished phases, kept in `<out>/lab-state.json`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct State {
+    pub version: u32,
+    pub finished: BTreeMap<String, f64>,
+}
+
+impl State {
+    pub fn load(path: &Path) -> Result<Self> {
+        match std::fs::read_to_string(path) {
+            Ok(text) => serde_json::from_str(&text).with_context(|| {
+                format!(
+                    "{} is not a lab state file; delete it to start over",
+                    path.display()
+                )
+            }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Self {
+                version: 1,
+                ..Self::default()
+            }),
+            Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
+        }
+    }
+    pub fn save(&self, path: &Path) -> Result<()> {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        let tmp = path.with_extension("json.tmp");
+        std::fs::write(&tmp, serde_json::to_string_pretty(self)?)?;
+        std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))
+    }
+    /// `--from PHASE`: forget that phase and every later one.
+    pub fn restart_from(&mut self, from: Phase) {
+        self.finished
+            .retain(|name, _| Phase::ALL.iter().any(|p| p.name() == name && *p < from));
+    }
+}
+
+pub fn render_plan(steps: &[Step]) -> String {
+    let mut out = String::from("cargo xtask lab — plan (dry run: nothing is run or changed)\n");
+    let mut last = None;
+    for s in steps {
+        if last != Some(s.phase) {
+            out.push_str(&format!("\n[{}]\n", s.phase.name()));
+            last = Some(s.phase);
+        }
+        out.push_str(&format!("  - {}\n    why: {}\n", s.cmd, s.why));
+    }
+    out
+}
+
+/// Runs the lab; returns the process exit code.
+pub fn run(args: &LabArgs) -> Result<u8> {
+    let layout = Layout::new(&crate::workspace_root(), &args.out);
+    let steps = plan(args, &layout);
+    if args.dry_run {
+        let text = format!(
+            "{}\nstate file: {} (finished phases are skipped on a re-run; --from PHASE restarts there)\n",
+            render_plan(&steps),
+            layout.state_file().display()
+        );
+        // A closed pipe (`| head`) is not an error worth a panic.
+        let _ = std::io::Write::write_all(&mut std::io::stdout(), text.as_bytes());
+        return Ok(0);
+    }
+    let runner = SystemRunner::new(true);
+    let problems = preflight(&observe(&runner, args), args);
+    if !problems.is_empty() {
+        eprintln!("lab stopped at preflight:");
+        for p in &problems {
+            eprintln!("  - {}\n    fix: {}", p.what, p.fix);
+        }
+        return Ok(3);
+    }
+    let mut state = State::load(&layout.state_file())?;
+    if let Some(from) = args.from {
+        state.restart_from(from);
+    }
+    let mut code = 0u8;
+    let mut times: Vec<(Phase, f64)> = Vec::new();
+    for phase in Phase::ALL {
+        if state.finished.contains_key(phase.name()) {
+            eprintln!("==> {} (done in an earlier run; skipped)", phase.name());
+            continue;
+        }
+        let started = Instant::now();
+        eprintln!("==> {}", phase.name());
+        for step in steps
+            .iter()
+            .filter(|s| s.phase == phase && s.phase != Phase::Preflight)
+        {
+            eprintln!("  - {}\n    why: {}", step.cmd, step.why);
+            let out = runner.run(&step.cmd.clone().dir(&layout.root).streamed())?;
+            match out.code {
+                Some(0) => {}
+                // A failed claim in the exercises still gets packed: the bundle is the evidence.
+                Some(1) if phase == Phase::Exercises => code = 1,
+                other => {
+                    let c = other.and_then(|c| u8::try_from(c).ok()).unwrap_or(1);
+                    eprintln!(
+                        "lab stopped in phase {} (exit {c}); fix the cause above, then re-run `cargo xtask lab` to continue",
+                        phase.name()
+                    );
+                    return Ok(c);
+                }
+            }
+        }
+        let secs = started.elapsed().as_secs_f64();
+        eprintln!("    {} done in {secs:.1}s", phase.name());
+        times.push((phase, secs));
+        state.finished.insert(phase.name().to_owned(), secs);
+        state.save(&layout.state_file())?;
+    }
+    eprintln!("\ntime per phase:");
+    for (p, s) in &times {
+        eprintln!("  {:<13} {s:>8.1}s", p.name());
+    }
+    eprintln!("results: {}", layout.out.display());
+    Ok(code)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Debug, Parser)]
+    struct T {
+        #[command(flatten)]
+        lab: LabArgs,
+    }
+
+    fn args(extra: &[&str]) -> LabArgs {
+        T::parse_from(std::iter::once("lab").chain(extra.iter().copied())).lab
+    }
+
+    fn layout() -> Layout {
+        Layout::new(Path::new("/repo"), Path::new("lab-out"))
+    }
+
+    #[test]
+    fn the_plan_has_every_phase_in_order_with_reasons() {
+        let steps = plan(
+            &args(&["--tls-san", "gpu.example", "--slice-mib", "4000"]),
+            &layout(),
+        );
+        let phases: Vec<Phase> = steps.iter().map(|s| s.phase).collect();
+        let mut sorted = phases.clone();
+        sorted.sort();
+        assert_eq!(phases, sorted, "phases run in order");
+        for p in Phase::ALL {
+            assert!(phases.contains(&p), "{p:?} missing");
+        }
+        assert!(steps.iter().all(|s| !s.why.is_empty()));
+        let text = render_plan(&steps);
+        assert!(
+            text.contains("host-setup install --tls-san gpu.example"),
+            "{text}"
+        );
+        assert!(text.contains("--slice-mib 4000"), "{text}");
+        assert!(
+            text.contains("--kubeconfig /etc/rancher/k3s/k3s.yaml"),
+            "{text}"
+        );
+        assert!(text.contains("/repo/lab-out/run"), "{text}");
+    }
+
+    #[test]
+    fn skip_host_drops_the_host_phase() {
+        let steps = plan(&args(&["--skip-host", "--kubeconfig", "/k"]), &layout());
+        assert!(!steps.iter().any(|s| s.phase == Phase::Host));
+        assert!(render_plan(&steps).contains("--kubeconfig /k"));
+    }
+
+    #[test]
+    fn no_driver_stops_at_preflight_with_the_fix() {
+        let facts = Facts {
+            os_linux: true,
+            root: true,
+            nvidia_smi: None,
+            kubeconfig_found: false,
+        };
+        let problems = preflight(&facts, &args(&[]));
+        assert_eq!(problems.len(), 1);
+        assert!(problems[0].what.contains("no NVIDIA driver"));
+        assert!(problems[0].fix.contains("--dry-run"));
+    }
+
+    #[test]
+    fn mig_not_root_and_missing_kubeconfig_are_problems() {
+        let mig = Facts {
+            os_linux: true,
+            root: false,
+            nvidia_smi: Some(Ok("NVIDIA A100-SXM4-40GB, 40960 MiB, Enabled\n".into())),
+            kubeconfig_found: false,
+        };
+        let problems = preflight(&mig, &args(&[]));
+        assert!(problems.iter().any(|p| p.what.contains("MIG")));
+        assert!(problems.iter().any(|p| p.what.contains("needs root")));
+        let skip = preflight(&mig, &args(&["--skip-host"]));
+        assert!(skip.iter().any(|p| p.what.contains("no kubeconfig")));
+        assert!(!skip.iter().any(|p| p.what.contains("needs root")));
+    }
+
+    #[test]
+    fn a_ready_gpu_host_passes() {
+        let facts = Facts {
+            os_linux: true,
+            root: true,
+            nvidia_smi: Some(Ok("NVIDIA L4, 23034 MiB, [N/A]\n".into())),
+            kubeconfig_found: false,
+        };
+        assert!(preflight(&facts, &args(&[])).is_empty());
+    }
+
+    #[test]
+    fn state_resumes_and_restarts() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let path = dir.path().join("lab-state.json");
+        let mut s = State::load(&path).expect("fresh");
+        for p in [Phase::Build, Phase::Host, Phase::InstallHami] {
+            s.finished.insert(p.name().into(), 1.0);
+        }
+        s.save(&path).expect("save");
+        let mut loaded = State::load(&path).expect("load");
+        assert_eq!(loaded, s);
+        loaded.restart_from(Phase::Host);
+        assert_eq!(loaded.finished.keys().collect::<Vec<_>>(), vec!["build"]);
+        std::fs::write(&path, "garbage").expect("write");
+        assert!(
+            State::load(&path)
+                .expect_err("bad")
+                .to_string()
+                .contains("delete it")
+        );
+    }
+}
