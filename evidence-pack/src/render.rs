@@ -555,7 +555,11 @@ pub fn svg_chart(c: &CapSearch) -> String {
                     y1,
                     top: near_top,
                 },
-                "near the slice (zoomed)",
+                if c.slice_bytes.is_some() {
+                    "near the slice (zoomed)"
+                } else {
+                    "zoomed to the search (no slice expected)"
+                },
                 c,
                 &points,
             );

@@ -90,3 +90,8 @@ fn local_report_renders_in_chromium() {
 fn real_h100_bare_card_report_renders_in_chromium() {
     render("local-h100-bare");
 }
+
+#[test]
+fn several_real_reports_render_in_chromium() {
+    render("local-h100-lead");
+}

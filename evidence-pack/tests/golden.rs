@@ -66,3 +66,10 @@ fn golden_local_hami() {
 fn golden_local_h100_bare_card() {
     check_golden("local-h100-bare");
 }
+
+/// The real H100 reports committed with gpu-probe (all / view with a limit env / cap with a
+/// ceiling), packed together: several reports, claim ids prefixed with the file name.
+#[test]
+fn golden_local_h100_lead_reports() {
+    check_golden("local-h100-lead");
+}
