@@ -231,10 +231,13 @@ pub enum Written {
     Unchanged,
 }
 
-/// Where the bundle goes: `-o FILE`, `-o DIR/` (default name inside), or the default name here.
+/// Where the bundle goes: `-o FILE`, `-o DIR` (an existing directory, or any path ending in `/`:
+/// the default name inside), or the default name here.
 pub fn output_path(plan: &Plan, out: Option<&Path>) -> PathBuf {
     match out {
-        Some(p) if p.is_dir() => p.join(plan.file_name()),
+        Some(p) if p.is_dir() || p.as_os_str().to_string_lossy().ends_with('/') => {
+            p.join(plan.file_name())
+        }
         Some(p) => p.to_path_buf(),
         None => PathBuf::from(plan.file_name()),
     }
@@ -253,6 +256,10 @@ pub fn write(plan: &Plan, path: &Path) -> Result<Written, Error> {
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
         _ => PathBuf::from("."),
     };
+    std::fs::create_dir_all(&parent).map_err(io(format!(
+        "cannot create the directory {}",
+        parent.display()
+    )))?;
     let mut tmp = tempfile::NamedTempFile::new_in(&parent)
         .map_err(io(format!("cannot create a file in {}", parent.display())))?;
     tmp.write_all(&bytes)
