@@ -9,15 +9,14 @@
 mod common;
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use common::{data, pack};
 use lab_runner::{Cmd, Runner, SystemRunner};
 
 fn screenshot(runner: &SystemRunner, html: &Path, png: &Path) -> Vec<u8> {
     let profile = tempfile::tempdir().unwrap();
-    let cmd = Cmd::new("timeout").args([
-        "120".to_owned(),
-        "chromium".to_owned(),
+    let cmd = Cmd::new("chromium").args([
         "--headless".to_owned(),
         "--no-sandbox".to_owned(),
         "--disable-gpu".to_owned(),
@@ -31,6 +30,7 @@ fn screenshot(runner: &SystemRunner, html: &Path, png: &Path) -> Vec<u8> {
         "--window-size=1200,1600".to_owned(),
         format!("file://{}", html.display()),
     ]);
+    let cmd = cmd.timeout(Duration::from_secs(120));
     let out = runner.run(&cmd).unwrap();
     let bytes = std::fs::read(png).unwrap_or_else(|e| {
         panic!(
