@@ -423,3 +423,23 @@ fn reports_of_another_version_are_not_re_rendered_but_still_checksummed() {
         "{stdout}"
     );
 }
+
+#[test]
+fn long_file_names_pack_and_verify() {
+    let dir = tempfile::tempdir().unwrap();
+    copy_tree(&data("local-hami"), dir.path());
+    let deep = dir.path().join("a".repeat(90)).join("b".repeat(90));
+    std::fs::create_dir_all(&deep).unwrap();
+    std::fs::write(deep.join(format!("{}.log", "c".repeat(120))), "long\n").unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let tgz = pack(dir.path(), out.path());
+    let name = format!(
+        "raw/{}/{}/{}.log",
+        "a".repeat(90),
+        "b".repeat(90),
+        "c".repeat(120)
+    );
+    assert_eq!(files(&tgz)[&name], b"long\n");
+    let (code, stdout, stderr) = cli(&["verify", tgz.to_str().unwrap()]);
+    assert_eq!(code, 0, "{stdout}{stderr}");
+}
