@@ -148,7 +148,27 @@ fn run(cli: Cli) -> Result<u8, evidence_pack::Error> {
             Ok(0)
         }
         Command::Verify { file, output } => {
-            let v = bundle::verify(&file)?;
+            let v = match bundle::verify(&file) {
+                Ok(v) => v,
+                Err(e) => {
+                    if matches!(output, Output::Json) {
+                        let damaged = match &e {
+                            evidence_pack::Error::Damaged { file, .. } => Some(file.clone()),
+                            _ => None,
+                        };
+                        println!(
+                            "{}",
+                            json_line(&serde_json::json!({
+                                "intact": false,
+                                "damaged_file": damaged,
+                                "error": e.to_string(),
+                                "exit_code": e.exit_code(),
+                            }))
+                        );
+                    }
+                    return Err(e);
+                }
+            };
             let code = match v.outcome {
                 Outcome::AllPass => 0,
                 Outcome::ClaimFailed | Outcome::Incomplete => 1,

@@ -242,6 +242,14 @@ fn a_corrupted_gzip_stream_or_missing_file_is_damaged_or_unreadable() {
         stderr.contains("damaged") || stderr.contains("unreadable"),
         "{stderr}"
     );
+    let (code, stdout, _) = cli(&["verify", bad.to_str().unwrap(), "--output", "json"]);
+    assert_eq!(code, 3);
+    let v: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(
+        (v["intact"].as_bool(), v["exit_code"].as_u64()),
+        (Some(false), Some(3)),
+        "{v}"
+    );
     let (code, _, stderr) = cli(&["verify", out.path().join("nope.tgz").to_str().unwrap()]);
     assert_eq!(code, 3, "{stderr}");
     assert!(stderr.contains("nope.tgz"), "{stderr}");
