@@ -23,7 +23,15 @@ const SECRET_WORD: &str =
 const CRED_KEYS: &str = r"(?i:client-key-data|client-certificate-data|token|id-token|refresh-token|access-token|password|client-secret|auth|identitytoken|registrytoken)";
 
 /// Values shorter than this are not chased through other files (too likely to match by chance).
-const MIN_REPEAT_LEN: usize = 6;
+const MIN_REPEAT_LEN: usize = 8;
+
+/// Whether a removed value is distinctive enough to chase through every file: long enough and
+/// mixing letters with digits or symbols (`default` or `changeme` would match ordinary text).
+fn worth_chasing(v: &[u8]) -> bool {
+    let letters = v.iter().any(u8::is_ascii_alphabetic);
+    let others = v.iter().any(|b| !b.is_ascii_alphabetic());
+    v.len() >= MIN_REPEAT_LEN && letters && others
+}
 
 struct Rule {
     re: Regex,
@@ -186,7 +194,7 @@ pub fn redact_all(files: &mut BTreeMap<String, Vec<u8>>) -> Vec<Redaction> {
                     *counts.entry((name.clone(), kind.0)).or_default() += kind.1;
                 }
                 *bytes = out;
-                secrets.extend(values.into_iter().filter(|v| v.len() >= MIN_REPEAT_LEN));
+                secrets.extend(values.into_iter().filter(|v| worth_chasing(v)));
             }
         }
     }
@@ -372,6 +380,28 @@ mod tests {
             proptest::prop_assert!(!out.contains(&secret), "form {}: {}", form, out);
             proptest::prop_assert!(!r.is_empty());
         }
+    }
+
+    #[test]
+    fn plain_word_values_are_not_chased_through_other_files() {
+        let mut files = BTreeMap::from([
+            (
+                "kubeconfig".to_owned(),
+                b"password: default\ntoken: s3cr3t-t0ken\n".to_vec(),
+            ),
+            (
+                "pod.json".to_owned(),
+                b"{\"namespace\": \"default\", \"x\": \"s3cr3t-t0ken\"}".to_vec(),
+            ),
+        ]);
+        let r = redact_all(&mut files);
+        let pod = String::from_utf8_lossy(&files["pod.json"]).into_owned();
+        assert!(pod.contains("\"default\""), "{pod}");
+        assert!(!pod.contains("s3cr3t-t0ken"), "{pod}");
+        assert!(
+            r.iter()
+                .any(|r| r.file == "pod.json" && r.kind == "repeated-secret")
+        );
     }
 
     #[test]
