@@ -23,6 +23,8 @@ pub struct SearchParams {
     pub resolution: u64,
     pub initial_step: u64,
     pub time_bound: Duration,
+    /// Treat any failure as a refusal (the audit's paths: HAMi-core's async path returns -1).
+    pub any_error_is_refusal: bool,
 }
 
 /// Codes that mean "no memory for you": CUDA_ERROR_OUT_OF_MEMORY, and HAMi-core's -1 on some paths.
@@ -87,7 +89,7 @@ pub fn search(
                     code,
                     held_after_bytes: held,
                 });
-                if !is_refusal(code) {
+                if !params.any_error_is_refusal && !is_refusal(code) {
                     unexpected = Some(CudaErrorInfo { code, name });
                     break StopReason::UnexpectedError;
                 }
@@ -354,6 +356,7 @@ mod tests {
             resolution: 2 * MIB,
             initial_step: 1024 * MIB,
             time_bound: Duration::from_secs(60),
+            any_error_is_refusal: false,
         }
     }
 

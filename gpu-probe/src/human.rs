@@ -96,6 +96,57 @@ pub fn render(r: &Report) -> String {
             );
         }
     }
+    if let Some(a) = &r.audit {
+        let slice = a
+            .slice_bytes
+            .map_or_else(|| "none".into(), |b| format!("{:.0} MiB", mib(b)));
+        let _ = writeln!(
+            s,
+            "  audit device {} (slice {slice}, each path tries {:.0} MiB, {:.1}s):",
+            a.device,
+            mib(a.target_bytes),
+            a.seconds
+        );
+        for p in &a.paths {
+            let code = p
+                .refusal
+                .as_ref()
+                .map_or_else(|| "-".into(), |e| format!("{} ({})", e.name, e.code));
+            let _ = writeln!(
+                s,
+                "    {:<52} {:<14} held {:>7.0} MiB  past slice {:>6.0} MiB  refusal {code}",
+                p.path,
+                format!("{:?}", p.outcome),
+                mib(p.held_bytes),
+                mib(p.past_slice_bytes)
+            );
+        }
+    }
+    if let Some(o) = &r.overhead {
+        let _ = writeln!(s, "  overhead device {}: {}", o.device, overhead_line(o));
+    }
+    if let Some(c) = &r.compute {
+        let _ = writeln!(
+            s,
+            "  compute device {}: {:.1} busy kernels/s (spread {:.1}%) over {} windows of {}s; {}",
+            c.device,
+            c.kernels_per_second_mean,
+            c.spread * 100.0,
+            c.windows.len(),
+            c.window_seconds,
+            c.statement
+        );
+    }
+    if let Some(t) = &r.selftest {
+        let _ = writeln!(
+            s,
+            "  selftest {} with a {} MiB limit: {:?}",
+            t.library, t.limit_mib, t.outcome
+        );
+        for reason in &t.reasons {
+            let _ = writeln!(s, "    - {reason}");
+        }
+    }
     let _ = writeln!(s);
     for c in &r.checks {
         let tag = match c.status {
@@ -110,6 +161,47 @@ pub fn render(r: &Report) -> String {
     let _ = writeln!(s, "\n{}", r.verdict.summary);
     let _ = writeln!(s, "note: {}", r.scope_note);
     s
+}
+
+/// One line of the overhead numbers: p50/p99 per size, launch, copy bandwidth.
+pub fn overhead_line(o: &crate::report::OverheadSection) -> String {
+    let mut parts: Vec<String> = o
+        .alloc
+        .iter()
+        .zip(&o.free)
+        .map(|(a, f)| {
+            format!(
+                "alloc {} MiB p50 {:.0} µs p99 {:.0} µs / free p50 {:.0} µs",
+                a.bytes / crate::report::MIB,
+                a.p50_us,
+                a.p99_us,
+                f.p50_us
+            )
+        })
+        .collect();
+    if let Some(l) = &o.launch {
+        parts.push(format!(
+            "empty launch p50 {:.1} µs p99 {:.1} µs",
+            l.p50_us, l.p99_us
+        ));
+    }
+    if let Some(l) = &o.launch_sync {
+        parts.push(format!("launch+sync p50 {:.1} µs", l.p50_us));
+    }
+    let median = |v: &[f64]| {
+        let mut v = v.to_vec();
+        v.sort_by(f64::total_cmp);
+        v.get(v.len() / 2).copied().unwrap_or(0.0)
+    };
+    if !o.htod_gbps.is_empty() {
+        parts.push(format!(
+            "H→D {:.1} GB/s, D→H {:.1} GB/s (pinned, median)",
+            median(&o.htod_gbps),
+            median(&o.dtoh_gbps)
+        ));
+    }
+    parts.extend(o.notes.iter().cloned());
+    parts.join("; ")
 }
 
 #[cfg(test)]
@@ -147,6 +239,10 @@ mod tests {
             view: None,
             cap: None,
             mechanism: None,
+            audit: None,
+            overhead: None,
+            compute: None,
+            selftest: None,
             verdict: Verdict::from_checks(&checks),
             checks,
             scope_note: SCOPE_NOTE.into(),

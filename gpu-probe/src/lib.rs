@@ -3,16 +3,20 @@
 //! Invariant: this crate never depends on kube, tokio or anything network-facing; it loads the CUDA
 //! driver and NVML at run time, so it builds and its tests run on machines without CUDA.
 
+pub mod audit;
 pub mod cap;
 pub mod ffi;
 pub mod hamicore;
 pub mod human;
+pub mod kernels;
 pub mod limits;
 pub mod maps;
 pub mod mechanism;
+pub mod overhead;
 pub mod probe;
 pub mod region;
 pub mod report;
+pub mod selftest;
 pub mod smi;
 pub mod view;
 pub mod worker;

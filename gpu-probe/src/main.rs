@@ -60,6 +60,38 @@ enum Cmd {
     Cap,
     /// The HAMi-core mechanism: environment, /etc/ld.so.preload, the library's hooks, the shared region.
     Mechanism,
+    /// Every allocation path against the slice: capped / escaped / not applicable.
+    Audit {
+        /// Which device to audit.
+        #[arg(long, default_value_t = 0)]
+        device: u32,
+    },
+    /// Latency percentiles of cuMemAlloc/cuMemFree and kernel launches; copy bandwidth.
+    Overhead,
+    /// Achieved throughput of a busy kernel over time, against CUDA_DEVICE_SM_LIMIT.
+    Compute {
+        /// How long to run, in seconds.
+        #[arg(long, default_value_t = 5.0)]
+        seconds: f64,
+    },
+    /// Check a HAMi-core library against this driver without Kubernetes.
+    Selftest {
+        /// The library (on a HAMi node: /usr/local/vgpu/libvgpu.so).
+        #[arg(long)]
+        lib: String,
+        /// The slice to inject, in MiB.
+        #[arg(long, default_value_t = 1024, value_parser = clap::value_parser!(u64).range(64..))]
+        limit_mib: u64,
+    },
+    /// Internal: holds memory for the two-process checks.
+    #[command(name = "__hold", hide = true)]
+    Hold {
+        device: u32,
+        bytes: u64,
+        ready: PathBuf,
+        release: PathBuf,
+        timeout_ms: u64,
+    },
     /// Internal: CUDA + NVML initialisation alone, for the benchmark's baseline.
     #[command(name = "__init-only", hide = true)]
     InitOnly,
@@ -76,13 +108,54 @@ enum Output {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    let mut compute_seconds = 5.0;
+    let mut audit_device = 0;
+    let mut selftest = None;
     let command = match cli.command {
         Some(Cmd::Worker { spec }) => return run_worker(&spec),
         Some(Cmd::InitOnly) => return init_only(),
+        Some(Cmd::Hold {
+            device,
+            bytes,
+            ready,
+            release,
+            timeout_ms,
+        }) => {
+            return match worker::hold(
+                device,
+                bytes,
+                &ready,
+                &release,
+                Duration::from_millis(timeout_ms),
+            ) {
+                Ok(_) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("gpu-probe __hold: {e}");
+                    ExitCode::from(3)
+                }
+            };
+        }
         None | Some(Cmd::All) => Command::All,
         Some(Cmd::View) => Command::View,
         Some(Cmd::Cap) => Command::Cap,
         Some(Cmd::Mechanism) => Command::Mechanism,
+        Some(Cmd::Audit { device }) => {
+            audit_device = device;
+            Command::Audit
+        }
+        Some(Cmd::Overhead) => Command::Overhead,
+        Some(Cmd::Compute { seconds }) => {
+            if !(seconds.is_finite() && seconds > 0.0 && seconds <= 3600.0) {
+                eprintln!("gpu-probe: --seconds must be between 0 and 3600");
+                return ExitCode::from(2);
+            }
+            compute_seconds = seconds;
+            Command::Compute
+        }
+        Some(Cmd::Selftest { lib, limit_mib }) => {
+            selftest = Some((lib, limit_mib));
+            Command::All
+        }
     };
     let worker_exe = match std::env::current_exe() {
         Ok(p) => p,
@@ -102,11 +175,17 @@ fn main() -> ExitCode {
         time_bound: Duration::from_secs(cli.time_bound_secs),
         nvidia_smi: !cli.no_nvidia_smi,
         worker_exe,
+        compute_seconds,
+        audit_device,
     };
     let env: BTreeMap<String, String> = std::env::vars_os()
         .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
         .collect();
-    let report = probe::run(&opts, &env, &SystemRunner::new(false));
+    let runner = SystemRunner::new(false);
+    let report = match selftest {
+        Some((lib, limit_mib)) => selftest_report(&opts, &lib, limit_mib, &runner),
+        None => probe::run(&opts, &env, &runner),
+    };
     let json = match serde_json::to_string_pretty(&report) {
         Ok(j) => j,
         Err(e) => {
@@ -167,5 +246,56 @@ fn init_only() -> ExitCode {
             println!("error {e}");
             ExitCode::from(3)
         }
+    }
+}
+
+/// The selftest as a report of its own: one check, the selftest section.
+fn selftest_report(
+    opts: &Options,
+    lib: &str,
+    limit_mib: u64,
+    runner: &SystemRunner,
+) -> gpu_probe::report::Report {
+    use gpu_probe::report::{
+        Check, CheckStatus, Outcome, Report, SCHEMA, SCHEMA_VERSION, SCOPE_NOTE, Verdict,
+    };
+    let t = gpu_probe::selftest::run(opts, lib, limit_mib, runner);
+    let check = Check {
+        id: "selftest".into(),
+        claim: format!("{lib} enforces a {limit_mib} MiB slice with this driver"),
+        status: if t.outcome == Outcome::Verified {
+            CheckStatus::Passed
+        } else {
+            CheckStatus::Failed
+        },
+        reason: t.reasons.join("; "),
+        environment: t.outcome == Outcome::Environment,
+    };
+    let checks = vec![check];
+    Report {
+        schema: SCHEMA.into(),
+        schema_version: SCHEMA_VERSION,
+        tool_version: env!("CARGO_PKG_VERSION").into(),
+        command: "selftest".into(),
+        started_at_unix: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0),
+        host: gpu_probe::report::HostInfo {
+            pid: std::process::id(),
+            ..Default::default()
+        },
+        driver: Default::default(),
+        expected: Vec::new(),
+        view: None,
+        cap: None,
+        mechanism: None,
+        audit: None,
+        overhead: None,
+        compute: None,
+        selftest: Some(t),
+        verdict: Verdict::from_checks(&checks),
+        checks,
+        scope_note: SCOPE_NOTE.into(),
     }
 }

@@ -30,6 +30,9 @@ pub enum Command {
     View,
     Cap,
     Mechanism,
+    Audit,
+    Overhead,
+    Compute,
 }
 
 impl Command {
@@ -39,6 +42,9 @@ impl Command {
             Self::View => "view",
             Self::Cap => "cap",
             Self::Mechanism => "mechanism",
+            Self::Audit => "audit",
+            Self::Overhead => "overhead",
+            Self::Compute => "compute",
         }
     }
     fn view(self) -> bool {
@@ -63,6 +69,10 @@ pub struct Options {
     pub nvidia_smi: bool,
     /// The executable started as the worker (normally this very binary).
     pub worker_exe: PathBuf,
+    /// `compute`: how long to run the busy kernel.
+    pub compute_seconds: f64,
+    /// `audit`: which device.
+    pub audit_device: u32,
 }
 
 /// What the worker run gave back, with its stderr split.
@@ -134,6 +144,29 @@ pub fn run(opts: &Options, env: &BTreeMap<String, String>, runner: &dyn Runner) 
         time_bound_ms: u64::try_from(opts.time_bound.as_millis()).unwrap_or(u64::MAX),
         libraries: libraries.iter().map(|(p, _)| p.clone()).collect(),
         region_path: region_path.clone(),
+        audit: (opts.command == Command::Audit).then(|| {
+            let slice = expected
+                .get(opts.audit_device as usize)
+                .cloned()
+                .flatten()
+                .map(|e| e.bytes);
+            worker::AuditSpec {
+                device: opts.audit_device,
+                slice_bytes: slice,
+                target_bytes: audit_target(opts, slice),
+                time_bound_ms: u64::try_from(opts.time_bound.as_millis()).unwrap_or(u64::MAX),
+            }
+        }),
+        overhead: opts.command == Command::Overhead,
+        compute: (opts.command == Command::Compute).then(|| worker::ComputeSpec {
+            seconds: opts.compute_seconds,
+            hami_injected: !libraries.is_empty(),
+            sm_limit: env
+                .get("CUDA_DEVICE_SM_LIMIT_0")
+                .or(env.get("CUDA_DEVICE_SM_LIMIT"))
+                .and_then(|v| v.trim().parse().ok()),
+            policy: env.get("GPU_CORE_UTILIZATION_POLICY").cloned(),
+        }),
     };
     let wrun = run_worker(opts, &spec, runner);
     let wout = wrun.output.clone().unwrap_or_default();
@@ -214,6 +247,68 @@ pub fn run(opts: &Options, env: &BTreeMap<String, String>, runner: &dyn Runner) 
         section
     });
 
+    let audit_section = (opts.command == Command::Audit && cuda_error.is_none()).then(|| {
+        let a = spec.audit.clone().unwrap_or(worker::AuditSpec {
+            device: 0,
+            slice_bytes: None,
+            target_bytes: 0,
+            time_bound_ms: 0,
+        });
+        let section = audit_section(opts, &a, &wout, env, runner);
+        for p in &section.paths {
+            checks.push(audit_check(p));
+        }
+        section
+    });
+    let overhead_section = wout.overhead.clone();
+    if opts.command == Command::Overhead && cuda_error.is_none() {
+        checks.push(match &overhead_section {
+            Some(o) => Check {
+                id: "overhead".into(),
+                claim: "Allocation, launch and copy costs were measured".into(),
+                status: CheckStatus::Passed,
+                reason: crate::human::overhead_line(o),
+                environment: false,
+            },
+            None => Check {
+                id: "overhead".into(),
+                claim: "Allocation, launch and copy costs were measured".into(),
+                status: CheckStatus::Failed,
+                reason: "no device could be measured".into(),
+                environment: true,
+            },
+        });
+    }
+    let compute_section = match wout.compute.clone() {
+        Some(Ok(c)) => {
+            checks.push(Check {
+                id: "compute".into(),
+                claim: "Compute throughput was measured against the SM limit".into(),
+                status: CheckStatus::Passed,
+                reason: format!(
+                    "{:.1} busy kernels/s, spread {:.1}% over {} windows; {}",
+                    c.kernels_per_second_mean,
+                    c.spread * 100.0,
+                    c.windows.len(),
+                    c.statement
+                ),
+                environment: false,
+            });
+            Some(c)
+        }
+        Some(Err(e)) => {
+            checks.push(Check {
+                id: "compute".into(),
+                claim: "Compute throughput was measured against the SM limit".into(),
+                status: CheckStatus::Failed,
+                reason: e,
+                environment: true,
+            });
+            None
+        }
+        None => None,
+    };
+
     let verdict = Verdict::from_checks(&checks);
     let used_devices = wout.devices.len().max(
         nvml.as_ref()
@@ -236,9 +331,236 @@ pub fn run(opts: &Options, env: &BTreeMap<String, String>, runner: &dyn Runner) 
         view: view_section,
         cap: cap_section,
         mechanism: mechanism_section,
+        audit: audit_section,
+        overhead: overhead_section,
+        compute: compute_section,
+        selftest: None,
         checks,
         verdict,
         scope_note: SCOPE_NOTE.into(),
+    }
+}
+
+/// What each audit path tries to hold: the ceiling if given, else slice × 1.25, else 4 GiB.
+fn audit_target(opts: &Options, slice: Option<u64>) -> u64 {
+    opts.ceiling_mib
+        .map(|c| c * MIB)
+        .or(slice.map(|s| s + s / 4))
+        .unwrap_or(4096 * MIB)
+}
+
+fn audit_section(
+    opts: &Options,
+    a: &worker::AuditSpec,
+    wout: &WorkerOutput,
+    env: &BTreeMap<String, String>,
+    runner: &dyn Runner,
+) -> crate::report::AuditSection {
+    let started = std::time::Instant::now();
+    let mut runs = wout.audit_runs.clone();
+    runs.push(cleared_env_child(opts, a, env, runner));
+    let holder = a.slice_bytes.map_or(2048 * MIB, |s| s / 2);
+    runs.push(
+        two_processes(
+            opts,
+            a.device,
+            holder,
+            a.slice_bytes,
+            a.target_bytes,
+            runner,
+            &[],
+        )
+        .0,
+    );
+    let paths: Vec<_> = runs
+        .iter()
+        .map(|r| crate::audit::decide(r, a.slice_bytes))
+        .collect();
+    crate::report::AuditSection {
+        device: a.device,
+        slice_bytes: a.slice_bytes,
+        target_bytes: a.target_bytes,
+        time_bound_hit: runs.iter().any(|r| {
+            r.not_applicable
+                .as_deref()
+                .is_some_and(|w| w.contains("time bound"))
+        }),
+        paths,
+        seconds: started.elapsed().as_secs_f64(),
+    }
+}
+
+fn cap_only_spec(device: u32, slice: Option<u64>, target: u64, opts: &Options) -> WorkerSpec {
+    let mut expected = vec![None; device as usize + 1];
+    expected[device as usize] = slice;
+    WorkerSpec {
+        expected,
+        run_cap: true,
+        ceiling_bytes: Some(target),
+        resolution_bytes: 64 * MIB,
+        initial_step_bytes: opts.step_mib * MIB,
+        time_bound_ms: u64::try_from(opts.time_bound.as_millis()).unwrap_or(u64::MAX),
+        libraries: Vec::new(),
+        region_path: String::new(),
+        audit: None,
+        overhead: false,
+        compute: None,
+    }
+}
+
+/// A child started with a cleared environment (only PATH and LD_LIBRARY_PATH kept, so it can
+/// still find the driver): HAMi-core's limit and region path come from env (HAMi#1607).
+fn cleared_env_child(
+    opts: &Options,
+    a: &worker::AuditSpec,
+    env: &BTreeMap<String, String>,
+    runner: &dyn Runner,
+) -> crate::audit::PathRun {
+    let name = "child with a cleared environment (cuMemAlloc_v2)";
+    let spec = cap_only_spec(a.device, a.slice_bytes, a.target_bytes, opts);
+    let mut cmd = Cmd::new(opts.worker_exe.display().to_string())
+        .arg("__worker")
+        .arg(serde_json::to_string(&spec).unwrap_or_default())
+        .timeout(opts.time_bound + Duration::from_secs(60))
+        .clear_env();
+    for key in ["PATH", "LD_LIBRARY_PATH"] {
+        if let Some(v) = env.get(key) {
+            cmd = cmd.env(key, v);
+        }
+    }
+    worker_cap_run(name, &cmd, a.device, runner)
+}
+
+fn worker_cap_run(
+    name: &str,
+    cmd: &Cmd,
+    device: u32,
+    runner: &dyn Runner,
+) -> crate::audit::PathRun {
+    let not_applicable = |why: String| crate::audit::PathRun {
+        path: name.into(),
+        not_applicable: Some(why),
+        held_bytes: 0,
+        first_refusal: None,
+        calls: 0,
+        all_freed: true,
+    };
+    let out = match runner.run(cmd) {
+        Ok(o) => o,
+        Err(e) => return not_applicable(format!("could not run: {e}")),
+    };
+    match worker::parse(&out.stdout) {
+        Ok((w, _)) => match w.caps.iter().find(|c| c.device == device) {
+            Some(c) => crate::audit::PathRun {
+                path: name.into(),
+                not_applicable: None,
+                held_bytes: c.held,
+                first_refusal: c.first_refusal.clone().or(c.unexpected.clone()),
+                calls: u32::try_from(c.steps.len()).unwrap_or(u32::MAX),
+                all_freed: c.all_freed,
+            },
+            None => not_applicable(
+                w.error
+                    .unwrap_or_else(|| "the child saw no such device".into()),
+            ),
+        },
+        Err(e) => not_applicable(e),
+    }
+}
+
+/// Two processes of the same container: a holder keeps `holder_bytes`, a prober searches.
+/// Returns the prober's run (its `held_bytes` is the sum of both) and what the holder held.
+pub fn two_processes(
+    opts: &Options,
+    device: u32,
+    holder_bytes: u64,
+    slice: Option<u64>,
+    target: u64,
+    runner: &dyn Runner,
+    extra_env: &[(String, String)],
+) -> (crate::audit::PathRun, u64) {
+    let name = "second process of the same container (cuMemAlloc_v2)";
+    let dir =
+        std::env::temp_dir().join(format!("gpu-probe-share-{}-{}", std::process::id(), device));
+    let _ = std::fs::create_dir_all(&dir);
+    let (ready, release) = (dir.join("ready"), dir.join("release"));
+    let _ = std::fs::remove_file(&ready);
+    let _ = std::fs::remove_file(&release);
+    let with_env = |mut cmd: Cmd| {
+        for (k, v) in extra_env {
+            cmd = cmd.env(k, v);
+        }
+        cmd
+    };
+    let holder_cmd = with_env(
+        Cmd::new(opts.worker_exe.display().to_string())
+            .arg("__hold")
+            .args([device.to_string(), holder_bytes.to_string()])
+            .args([ready.display().to_string(), release.display().to_string()])
+            .arg((opts.time_bound.as_millis() + 60_000).to_string())
+            .timeout(opts.time_bound + Duration::from_secs(90)),
+    );
+    let prober_cmd = with_env(
+        Cmd::new(opts.worker_exe.display().to_string())
+            .arg("__worker")
+            .arg(
+                serde_json::to_string(&cap_only_spec(device, slice, target, opts))
+                    .unwrap_or_default(),
+            )
+            .timeout(opts.time_bound + Duration::from_secs(60)),
+    );
+    let (run, held) = std::thread::scope(|scope| {
+        let holder = scope.spawn(|| runner.run(&holder_cmd));
+        let waited = std::time::Instant::now();
+        while !ready.exists() && !holder.is_finished() && waited.elapsed() < Duration::from_secs(60)
+        {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let held: u64 = std::fs::read_to_string(&ready)
+            .ok()
+            .and_then(|t| t.trim().parse().ok())
+            .unwrap_or(0);
+        let mut run = if held == 0 {
+            crate::audit::PathRun {
+                path: name.into(),
+                not_applicable: Some("the holder process could not hold memory".into()),
+                held_bytes: 0,
+                first_refusal: None,
+                calls: 0,
+                all_freed: true,
+            }
+        } else {
+            worker_cap_run(name, &prober_cmd, device, runner)
+        };
+        let _ = std::fs::write(&release, "");
+        let _ = holder.join();
+        if run.not_applicable.is_none() {
+            run.held_bytes += held;
+        }
+        (run, held)
+    });
+    let _ = std::fs::remove_dir_all(&dir);
+    (run, held)
+}
+
+fn audit_check(p: &crate::report::AuditPath) -> Check {
+    use crate::report::AuditOutcome;
+    let status = match p.outcome {
+        AuditOutcome::Capped => CheckStatus::Passed,
+        AuditOutcome::Escaped => CheckStatus::Failed,
+        AuditOutcome::NoSlice | AuditOutcome::NotApplicable | AuditOutcome::Error => {
+            CheckStatus::Skipped
+        }
+    };
+    Check {
+        id: format!(
+            "audit.{}",
+            p.path.split_whitespace().next().unwrap_or("path")
+        ),
+        claim: format!("{} cannot hold more than the slice", p.path),
+        status,
+        reason: format!("{:?}: {}", p.outcome, p.note),
+        environment: false,
     }
 }
 
@@ -521,6 +843,8 @@ mod tests {
             time_bound: Duration::from_secs(60),
             nvidia_smi: true,
             worker_exe: PathBuf::from("gpu-probe-worker"),
+            compute_seconds: 1.0,
+            audit_device: 0,
         }
     }
 

@@ -37,6 +37,18 @@ pub struct Report {
     pub view: Option<ViewSection>,
     pub cap: Option<CapSection>,
     pub mechanism: Option<MechanismSection>,
+    /// `gpu-probe audit`: every allocation path against the slice.
+    #[serde(default)]
+    pub audit: Option<AuditSection>,
+    /// `gpu-probe overhead`: latencies and bandwidth.
+    #[serde(default)]
+    pub overhead: Option<OverheadSection>,
+    /// `gpu-probe compute`: throughput over time against the SM limit.
+    #[serde(default)]
+    pub compute: Option<ComputeSection>,
+    /// `gpu-probe selftest`: a HAMi-core library checked against this driver without Kubernetes.
+    #[serde(default)]
+    pub selftest: Option<SelftestSection>,
     /// Every check, flat, in the order they ran.
     pub checks: Vec<Check>,
     pub verdict: Verdict,
@@ -452,6 +464,111 @@ impl Verdict {
             }
         }
     }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct AuditSection {
+    pub device: u32,
+    pub slice_bytes: Option<u64>,
+    /// Each path tries to hold up to this much.
+    pub target_bytes: u64,
+    pub paths: Vec<AuditPath>,
+    pub seconds: f64,
+    /// The audit's time bound ran out before every path was tried.
+    pub time_bound_hit: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct AuditPath {
+    /// The API or scenario, e.g. `cuMemAllocPitch_v2`, `child with a cleared environment`.
+    pub path: String,
+    pub outcome: AuditOutcome,
+    pub held_bytes: u64,
+    /// Bytes obtained beyond the slice (0 when capped).
+    pub past_slice_bytes: u64,
+    /// The first refusal: its code and name; `nonstandard` when the code is not a CUDA result.
+    pub refusal: Option<CudaErrorInfo>,
+    pub nonstandard_code: bool,
+    pub calls: u32,
+    pub note: String,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum AuditOutcome {
+    /// Refused at or below the slice.
+    Capped,
+    /// Held more than the slice.
+    Escaped,
+    /// No slice is configured, so nothing can escape it.
+    NoSlice,
+    /// The path does not exist on this driver, is unsupported, or was not safe to try.
+    NotApplicable,
+    /// An error other than a refusal stopped it.
+    Error,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct OverheadSection {
+    pub device: u32,
+    pub alloc: Vec<LatencyStats>,
+    pub free: Vec<LatencyStats>,
+    /// `cuLaunchKernel` of an empty kernel (enqueue only) and launch + synchronize.
+    pub launch: Option<LatencyStats>,
+    pub launch_sync: Option<LatencyStats>,
+    /// Pinned host → device and device → host, GB/s (10⁹ bytes per second) per repetition.
+    pub htod_gbps: Vec<f64>,
+    pub dtoh_gbps: Vec<f64>,
+    pub copy_bytes: u64,
+    pub notes: Vec<String>,
+}
+
+/// Latency percentiles in microseconds.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct LatencyStats {
+    pub what: String,
+    pub bytes: u64,
+    pub samples: u32,
+    pub p50_us: f64,
+    pub p90_us: f64,
+    pub p99_us: f64,
+    pub max_us: f64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ComputeSection {
+    pub device: u32,
+    pub seconds: f64,
+    pub window_seconds: f64,
+    /// Busy-kernel launches completed in each window.
+    pub windows: Vec<u64>,
+    pub kernels_per_second_mean: f64,
+    /// Standard deviation over mean of the windows.
+    pub spread: f64,
+    pub sm_limit_percent: Option<u64>,
+    pub policy: Option<String>,
+    /// Whether throttling is expected here at all, and why.
+    pub throttling_expected: bool,
+    pub statement: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct SelftestSection {
+    pub library: String,
+    pub limit_mib: u64,
+    pub library_found: bool,
+    /// The verdict of `gpu-probe all` run with the library injected.
+    pub child_verdict: Option<Verdict>,
+    pub view_outcome: Option<ViewOutcome>,
+    pub cap_outcome: Option<CapOutcome>,
+    pub cap_held_bytes: Option<u64>,
+    pub mechanism_outcome: Option<MechanismOutcome>,
+    /// Two processes sharing one slice: what the holder held and the prober could still take.
+    pub sharing_holder_bytes: Option<u64>,
+    pub sharing_prober_held_bytes: Option<u64>,
+    pub sharing_capped: Option<bool>,
+    pub outcome: Outcome,
+    pub reasons: Vec<String>,
 }
 
 /// The sentence every report carries about what was not shown.

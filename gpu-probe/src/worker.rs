@@ -24,7 +24,7 @@ pub const BEGIN: &str = "--- gpu-probe worker report begin ---";
 pub const END: &str = "--- gpu-probe worker report end ---";
 
 /// What the parent asks the worker to do.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct WorkerSpec {
     /// Expected slice per CUDA ordinal (bytes), `None` where none is expected.
     pub expected: Vec<Option<u64>>,
@@ -36,6 +36,33 @@ pub struct WorkerSpec {
     /// Libraries to look for in the maps and check for hooks.
     pub libraries: Vec<String>,
     pub region_path: String,
+    /// `audit`: try every in-process allocation path on one device.
+    #[serde(default)]
+    pub audit: Option<AuditSpec>,
+    /// `overhead`: latencies and bandwidth on device 0.
+    #[serde(default)]
+    pub overhead: bool,
+    /// `compute`: the busy kernel on device 0 for this long.
+    #[serde(default)]
+    pub compute: Option<ComputeSpec>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct AuditSpec {
+    pub device: u32,
+    pub slice_bytes: Option<u64>,
+    pub target_bytes: u64,
+    pub time_bound_ms: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ComputeSpec {
+    pub seconds: f64,
+    /// Whether an interception library is injected at all (else nothing can throttle).
+    #[serde(default)]
+    pub hami_injected: bool,
+    pub sm_limit: Option<u64>,
+    pub policy: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
@@ -50,6 +77,12 @@ pub struct WorkerOutput {
     /// The libraries and region file (from the spec) that are mapped after CUDA init.
     pub mapped: Vec<String>,
     pub symbols: BTreeMap<String, Result<Vec<SymbolCheck>, String>>,
+    #[serde(default)]
+    pub audit_runs: Vec<crate::audit::PathRun>,
+    #[serde(default)]
+    pub overhead: Option<crate::report::OverheadSection>,
+    #[serde(default)]
+    pub compute: Option<Result<crate::report::ComputeSection, String>>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
@@ -189,12 +222,94 @@ pub fn run(spec: &WorkerSpec) -> WorkerOutput {
                 .push(cap_device(&cuda, nvml.as_ref(), spec, dev, expected));
         }
     }
+    if let Some(a) = &spec.audit
+        && let Some(dev) = out
+            .devices
+            .iter()
+            .find(|d| d.ordinal == a.device && d.mem_info.is_some())
+    {
+        if let Ok(h) = cuda.device(dev.ordinal) {
+            let _ = cuda.enter_primary_context(h);
+        }
+        // Physical free memory, only when NVML is not virtualized to the slice.
+        let physical = Nvml::init().ok().and_then(|n| {
+            let m = n
+                .memory(n.handle_by_uuid(dev.uuid.as_deref()?).ok()?)
+                .ok()?;
+            let virtualized = a.slice_bytes.is_some_and(|s| m.total.abs_diff(s) <= MIB);
+            (!virtualized).then_some(m)
+        });
+        out.audit_runs = crate::audit::run_paths(
+            &cuda,
+            a.device,
+            a.target_bytes,
+            physical,
+            Duration::from_millis(a.time_bound_ms),
+        );
+    }
+    if spec.overhead && out.devices.first().is_some_and(|d| d.mem_info.is_some()) {
+        if let Ok(h) = cuda.device(0) {
+            let _ = cuda.enter_primary_context(h);
+        }
+        out.overhead = Some(crate::overhead::measure_overhead(&cuda, 0));
+    }
+    if let Some(c) = &spec.compute
+        && out.devices.first().is_some_and(|d| d.mem_info.is_some())
+    {
+        if let Ok(h) = cuda.device(0) {
+            let _ = cuda.enter_primary_context(h);
+        }
+        out.compute = Some(crate::overhead::measure_compute(
+            &cuda,
+            0,
+            c.seconds,
+            c.sm_limit,
+            c.policy.clone(),
+            c.hami_injected,
+        ));
+    }
     for dev in &out.devices {
         if let Ok(d) = cuda.device(dev.ordinal) {
             let _ = cuda.release_primary_context(d);
         }
     }
     out
+}
+
+/// `gpu-probe __hold`: holds `bytes` on `device` until `release` exists (or `timeout` passes),
+/// writing how much it holds to `ready` first. The other half of "two processes share one slice".
+pub fn hold(
+    device: u32,
+    bytes: u64,
+    ready: &Path,
+    release: &Path,
+    timeout: Duration,
+) -> Result<u64, String> {
+    let cuda = Cuda::load().map_err(|e| e.to_string())?;
+    cuda.init().map_err(|e| e.to_string())?;
+    let d = cuda.device(device).map_err(|e| e.to_string())?;
+    cuda.enter_primary_context(d).map_err(|e| e.to_string())?;
+    let mut ptrs = Vec::new();
+    let mut held = 0u64;
+    while held < bytes {
+        let chunk = (bytes - held).min(1024 * MIB);
+        match cuda.mem_alloc(chunk) {
+            Ok(p) => {
+                ptrs.push(p);
+                held += chunk;
+            }
+            Err(_) => break,
+        }
+    }
+    let _ = std::fs::write(ready, held.to_string());
+    let started = Instant::now();
+    while !release.exists() && started.elapsed() < timeout {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    for p in ptrs {
+        let _ = cuda.mem_free(p);
+    }
+    Ok(held)
 }
 
 fn open_device(cuda: &Cuda, ordinal: u32) -> WorkerDevice {
@@ -250,6 +365,7 @@ fn cap_device(
         resolution: spec.resolution_bytes.max(MIB / 2),
         initial_step: spec.initial_step_bytes,
         time_bound: Duration::from_millis(spec.time_bound_ms),
+        any_error_is_refusal: false,
     };
     let mut memory = CudaMemory(cuda);
     let mut nvml_at_first_refusal = None;
@@ -375,6 +491,9 @@ mod tests {
             time_bound_ms: 1000,
             libraries: vec![],
             region_path: "/nonexistent".into(),
+            audit: None,
+            overhead: false,
+            compute: None,
         };
         let out = run(&spec);
         if out.error.is_none() {

@@ -191,3 +191,132 @@ fn a_full_card_is_a_real_refusal_but_inconclusive() {
     );
     assert!(d.all_freed);
 }
+
+#[test]
+fn audit_on_a_bare_card_every_path_escapes_or_is_not_applicable() {
+    require_gpu!();
+    if hami_core_injected() {
+        skip("HAMi-core is injected here; this test is for a bare card");
+        return;
+    }
+    use gpu_probe::report::AuditOutcome;
+    let (code, r, _) = run_probe(&["audit", "--expect-mib", "4000", "--output", "json"], &[]);
+    assert_eq!(code, 1, "escaped paths fail the claim");
+    let a = r.audit.expect("audit section");
+    assert_eq!(a.target_bytes, 5000 * MIB);
+    assert!(
+        a.paths.len() >= 9,
+        "{:?}",
+        a.paths.iter().map(|p| &p.path).collect::<Vec<_>>()
+    );
+    for p in &a.paths {
+        assert!(
+            matches!(
+                p.outcome,
+                AuditOutcome::Escaped | AuditOutcome::NotApplicable
+            ),
+            "{}: {:?} {}",
+            p.path,
+            p.outcome,
+            p.note
+        );
+        if p.outcome == AuditOutcome::Escaped {
+            // The two-process path counts the holder's half slice plus what the prober took.
+            let together = if p.path.starts_with("second process") {
+                2000 * MIB
+            } else {
+                0
+            };
+            assert_eq!(
+                p.held_bytes,
+                a.target_bytes + together,
+                "{} held the whole target",
+                p.path
+            );
+            assert_eq!(p.past_slice_bytes, 1000 * MIB + together);
+        }
+    }
+    let plain = a
+        .paths
+        .iter()
+        .find(|p| p.path == "cuMemAlloc_v2")
+        .expect("plain path");
+    assert_eq!(
+        plain.outcome,
+        AuditOutcome::Escaped,
+        "consistent with cap: NOT ENFORCED"
+    );
+}
+
+#[test]
+fn overhead_numbers_are_ordered_and_positive() {
+    require_gpu!();
+    let (code, r, _) = run_probe(&["overhead", "--output", "json"], &[]);
+    assert_eq!(code, 0, "{}", r.verdict.summary);
+    let o = r.overhead.expect("overhead");
+    assert_eq!(o.alloc.len(), 3);
+    for s in o
+        .alloc
+        .iter()
+        .chain(&o.free)
+        .chain(o.launch.iter())
+        .chain(o.launch_sync.iter())
+    {
+        assert!(s.samples > 0, "{}", s.what);
+        assert!(
+            s.p50_us > 0.0 && s.p50_us <= s.p90_us && s.p90_us <= s.p99_us && s.p99_us <= s.max_us,
+            "{s:?}"
+        );
+    }
+    assert_eq!(o.htod_gbps.len(), 5);
+    assert!(
+        o.htod_gbps
+            .iter()
+            .chain(&o.dtoh_gbps)
+            .all(|g| g.is_finite() && *g > 0.0)
+    );
+}
+
+#[test]
+fn compute_runs_windows_and_expects_no_throttling_alone() {
+    require_gpu!();
+    let (code, r, _) = run_probe(&["compute", "--seconds", "2", "--output", "json"], &[]);
+    assert_eq!(code, 0, "{}", r.verdict.summary);
+    let c = r.compute.expect("compute");
+    assert!(c.windows.len() >= 3, "{:?}", c.windows);
+    assert!(c.kernels_per_second_mean > 0.0);
+    assert!(!c.throttling_expected);
+}
+
+#[test]
+fn selftest_with_a_library_that_is_not_hami_core_is_not_verified() {
+    require_gpu!();
+    let lib = [
+        "/lib/x86_64-linux-gnu/libz.so.1",
+        "/usr/lib/x86_64-linux-gnu/libz.so.1",
+        "/lib/x86_64-linux-gnu/libm.so.6",
+    ]
+    .into_iter()
+    .find(|p| std::path::Path::new(p).exists());
+    let Some(lib) = lib else {
+        skip("no libz/libm to inject");
+        return;
+    };
+    let (code, r, _) = run_probe(
+        &[
+            "selftest",
+            "--lib",
+            lib,
+            "--limit-mib",
+            "2000",
+            "--output",
+            "json",
+        ],
+        &[],
+    );
+    assert_eq!(code, 1, "{}", r.verdict.summary);
+    let t = r.selftest.expect("selftest");
+    assert_eq!(t.outcome, gpu_probe::report::Outcome::NotVerified);
+    assert_ne!(t.mechanism_outcome, Some(MechanismOutcome::HamiCoreActive));
+    assert_eq!(t.sharing_capped, Some(false), "{:?}", t.reasons);
+}

@@ -1,14 +1,355 @@
-//! `host-setup`: placeholder binary; its subcommands are not implemented yet (see the open issues).
+//! `host-setup` CLI: bring a GPU VM to k3s with `nvidia` as the default containerd runtime (or
+//! make `nvidia` the default of a plain containerd), idempotently, with backups.
+//!
+//! Thin on purpose: parse arguments, observe, plan, print or apply, map the outcome to an exit
+//! code (0 ok, 1 a checked claim failed, 2 usage, 3 environment). The work is in the library.
 
-use clap::Parser;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
 
-/// host-setup (not implemented yet: this binary only answers --help).
+use anyhow::Context as _;
+use clap::{Parser, Subcommand, ValueEnum};
+use lab_runner::{Runner, SystemRunner};
+
+use host_setup::apply::{self, ApplyError, ApplyOptions};
+use host_setup::checks;
+use host_setup::observe::Observer;
+use host_setup::plan::{self, InstallOptions, Plan, Target};
+use host_setup::render;
+use host_setup::root::HostRoot;
+
+/// Observe → plan → apply → verify: nvidia as the default containerd runtime for HAMi.
 #[derive(Debug, Parser)]
-#[command(version)]
-struct Cli {}
+#[command(version, about, long_about = None)]
+struct Cli {
+    /// Treat DIR as the host's `/`: every file read and write happens under it, probe programs
+    /// (nvidia-smi, k3s, containerd) are looked up inside it, and commands that change the running
+    /// system (apt, installer, systemctl) are skipped.
+    #[arg(long, global = true, value_name = "DIR", default_value = "/")]
+    root: PathBuf,
+    /// Output format.
+    #[arg(long, global = true, value_enum, default_value_t = Output::Human)]
+    output: Output,
+    /// containerd binary used to validate containerd configs (`containerd -c FILE config dump`);
+    /// default: `containerd` (inside --root DIR first, then on PATH).
+    #[arg(long, global = true, value_name = "PATH")]
+    containerd_bin: Option<String>,
+    /// Log every command before it runs.
+    #[arg(long, short, global = true)]
+    verbose: bool,
+    #[command(subcommand)]
+    command: Command,
+}
 
-fn main() -> std::process::ExitCode {
-    let _cli = Cli::parse();
-    eprintln!("host-setup: no subcommand is implemented yet");
-    std::process::ExitCode::from(2)
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Output {
+    Human,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Check the host: root, apt, driver and GPUs (MIG), cgroup v2, existing k3s/containerd/docker/
+    /// toolkit/GPU Operator, free disk. Exit 0 when nothing blocks install, 3 otherwise.
+    Preflight,
+    /// Install the NVIDIA Container Toolkit (before k3s), write k3s's config.yaml, install or
+    /// restart k3s, wait for the node, verify.
+    Install {
+        /// Print the plan (with file diffs) and change nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Extra SAN for the API server certificate (repeatable); default: the primary address.
+        #[arg(long, value_name = "NAME_OR_IP")]
+        tls_san: Vec<String>,
+        /// Copy the admin kubeconfig to this user's ~/.kube/config (0600, owned by them).
+        #[arg(long, value_name = "USER")]
+        kubeconfig_user: Option<String>,
+        /// Pin the toolkit packages to this Debian version, e.g. 1.17.8-1.
+        #[arg(long, value_name = "VERSION")]
+        toolkit_version: Option<String>,
+        /// k3s version for the installer, e.g. v1.33.5+k3s1 (default: the stable channel).
+        #[arg(long, value_name = "VERSION")]
+        k3s_version: Option<String>,
+        /// Node label HAMi selects on.
+        #[arg(long, default_value = "gpu=on")]
+        node_label: String,
+        /// Seconds to wait for the node to be Ready.
+        #[arg(long, default_value_t = 300)]
+        timeout: u64,
+    },
+    /// Make nvidia the default runtime of k3s (config.yaml) or of plain containerd
+    /// (/etc/containerd/config.toml and its imported drop-ins).
+    SetDefaultRuntime {
+        /// Which runtime to configure; default: k3s when installed, else containerd.
+        #[arg(long, value_enum)]
+        runtime: Option<Target>,
+        /// Print the plan (with file diffs) and change nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Seconds to wait for the service to come back after the restart.
+        #[arg(long, default_value_t = 120)]
+        timeout: u64,
+    },
+    /// Read-only checks: nvidia is the default in the right table, the RuntimeClass exists, the
+    /// node is labelled. Exit 0 when all pass, 1 otherwise.
+    Verify {
+        /// Which runtime to check; default: k3s when installed, else containerd.
+        #[arg(long, value_enum)]
+        runtime: Option<Target>,
+    },
+}
+
+const POLL: Duration = Duration::from_secs(5);
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(&cli) {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            eprintln!("host-setup: {e:#}");
+            ExitCode::from(3)
+        }
+    }
+}
+
+fn run(cli: &Cli) -> anyhow::Result<u8> {
+    let root_dir = cli.root.canonicalize().with_context(|| {
+        format!(
+            "--root {}: cannot use it; pass an existing directory",
+            cli.root.display()
+        )
+    })?;
+    let root = HostRoot::new(root_dir);
+    let system = root.is_system();
+    let runner = SystemRunner::new(cli.verbose)
+        .with_hint("nvidia-smi", "install the NVIDIA driver")
+        .with_hint("containerd", "apt-get install containerd")
+        .with_hint("k3s", "run `host-setup install`");
+    let kube_user = match &cli.command {
+        Command::Install {
+            kubeconfig_user, ..
+        } => kubeconfig_user.as_deref(),
+        _ => None,
+    };
+    let obs = Observer {
+        runner: &runner,
+        root: &root,
+        probes_in_root: !system,
+        system,
+    }
+    .observe(kube_user);
+    let containerd_bin = cli.containerd_bin.clone().or_else(|| {
+        let inside = root
+            .path(std::path::Path::new("/usr/bin/containerd"))
+            .ok()?;
+        if !system && inside.exists() {
+            Some(inside.to_string_lossy().into_owned())
+        } else {
+            Some("containerd".to_owned())
+        }
+    });
+
+    match &cli.command {
+        Command::Preflight => {
+            let findings = checks::preflight(&obs, system);
+            print_findings(cli.output, "host-setup preflight", &findings)?;
+            Ok(checks::exit_code(&findings, 3))
+        }
+        Command::Verify { runtime } => {
+            let target = runtime.unwrap_or_else(|| plan::auto_target(&obs));
+            let findings = checks::verify(
+                &obs,
+                target,
+                &runner,
+                &root,
+                system,
+                containerd_bin.as_deref(),
+                false,
+            );
+            print_findings(
+                cli.output,
+                &format!("host-setup verify --runtime {}", target_name(target)),
+                &findings,
+            )?;
+            Ok(checks::exit_code(&findings, 1))
+        }
+        Command::Install {
+            dry_run,
+            tls_san,
+            kubeconfig_user,
+            toolkit_version,
+            k3s_version,
+            node_label,
+            timeout,
+        } => {
+            let opts = InstallOptions {
+                tls_san: tls_san.clone(),
+                kubeconfig_user: kubeconfig_user.clone(),
+                toolkit_version: toolkit_version.clone(),
+                k3s_version: k3s_version.clone(),
+                node_label: node_label.clone(),
+                system,
+                timeout_s: *timeout,
+            };
+            let plan = plan::plan_install(&obs, &opts);
+            let title = title_for("install", &root, &plan, &obs);
+            finish(
+                cli,
+                &plan,
+                &title,
+                *dry_run,
+                *timeout,
+                Target::K3s,
+                &runner,
+                &root,
+                containerd_bin,
+            )
+        }
+        Command::SetDefaultRuntime {
+            runtime,
+            dry_run,
+            timeout,
+        } => {
+            let target = runtime.unwrap_or_else(|| plan::auto_target(&obs));
+            let plan = plan::plan_set_default_runtime(&obs, target, system, *timeout);
+            let what = format!("set-default-runtime --runtime {}", target_name(target));
+            let title = title_for(&what, &root, &plan, &obs);
+            finish(
+                cli,
+                &plan,
+                &title,
+                *dry_run,
+                *timeout,
+                target,
+                &runner,
+                &root,
+                containerd_bin,
+            )
+        }
+    }
+}
+
+fn title_for(
+    what: &str,
+    root: &HostRoot,
+    plan: &Plan,
+    obs: &host_setup::observe::Observation,
+) -> String {
+    let mut t = format!(
+        "host-setup {what}: plan for {} ({} step{})\n{}",
+        root.dir().display(),
+        plan.steps.len(),
+        if plan.steps.len() == 1 { "" } else { "s" },
+        render::host_summary(obs)
+    );
+    if !root.is_system() {
+        t.push_str("\n--root is not the running system: files are written under it; apt, installer and systemctl steps are shown but skipped");
+    }
+    t
+}
+
+/// Prints or applies a plan, then verifies; returns the exit code.
+#[allow(clippy::too_many_arguments)]
+fn finish<R: Runner>(
+    cli: &Cli,
+    plan: &Plan,
+    title: &str,
+    dry_run: bool,
+    timeout: u64,
+    target: Target,
+    runner: &R,
+    root: &HostRoot,
+    containerd_bin: Option<String>,
+) -> anyhow::Result<u8> {
+    let blocked = !plan.blockers.is_empty();
+    if dry_run || blocked {
+        match cli.output {
+            Output::Human => print!("{}", render::plan_human(title, plan)),
+            Output::Json => println!(
+                "{}",
+                serde_json::to_string_pretty(&render::plan_json(plan))?
+            ),
+        }
+        return Ok(if blocked { 3 } else { 0 });
+    }
+    if cli.output == Output::Human {
+        print!("{}", render::plan_human(title, plan));
+        println!();
+    }
+    let opts = ApplyOptions {
+        system: root.is_system(),
+        wait_attempts: u32::try_from(timeout.div_ceil(POLL.as_secs()))
+            .unwrap_or(u32::MAX)
+            .max(1),
+        poll_interval: POLL,
+        containerd_bin,
+        stamp: apply::default_stamp(),
+    };
+    let result = apply::apply(plan, runner, root, &opts, &mut |line| {
+        eprintln!("host-setup: {line}")
+    });
+    let report = match result {
+        Ok(r) => r,
+        Err(e @ ApplyError::Invalid { .. }) => {
+            eprintln!("host-setup: {e}");
+            return Ok(1);
+        }
+        Err(e) => {
+            eprintln!("host-setup: {e}");
+            return Ok(3);
+        }
+    };
+    for n in &report.notes {
+        eprintln!("host-setup: {n}");
+    }
+    // Verify from a fresh observation (read-only).
+    let fresh = Observer {
+        runner,
+        root,
+        probes_in_root: !root.is_system(),
+        system: root.is_system(),
+    }
+    .observe(None);
+    let findings = checks::verify(
+        &fresh,
+        target,
+        runner,
+        root,
+        root.is_system(),
+        opts.containerd_bin.as_deref(),
+        !root.is_system(),
+    );
+    match cli.output {
+        Output::Human => print!("{}", render::findings_human("verify:", &findings)),
+        Output::Json => println!(
+            "{}",
+            serde_json::to_string_pretty(&serde_json::json!({
+                "plan": render::plan_json(plan),
+                "applied": {
+                    "written": report.written.iter().map(|(p, b)| serde_json::json!({"path": p, "backup": b})).collect::<Vec<_>>(),
+                    "ran": report.ran,
+                    "skipped": report.skipped,
+                    "notes": report.notes,
+                },
+                "verify": findings,
+            }))?
+        ),
+    }
+    Ok(checks::exit_code(&findings, 1))
+}
+
+fn print_findings(output: Output, title: &str, findings: &[checks::Finding]) -> anyhow::Result<()> {
+    match output {
+        Output::Human => print!("{}", render::findings_human(title, findings)),
+        Output::Json => println!("{}", serde_json::to_string_pretty(findings)?),
+    }
+    Ok(())
+}
+
+fn target_name(target: Target) -> &'static str {
+    match target {
+        Target::K3s => "k3s",
+        Target::Containerd => "containerd",
+    }
 }

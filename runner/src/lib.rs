@@ -28,6 +28,8 @@ pub struct Cmd {
     pub stream: bool,
     /// Working directory (default: the caller's).
     pub dir: Option<PathBuf>,
+    /// Start from an empty environment: only `env` is passed.
+    pub clear_env: bool,
 }
 
 impl Cmd {
@@ -40,7 +42,15 @@ impl Cmd {
             timeout: None,
             stream: false,
             dir: None,
+            clear_env: false,
         }
+    }
+
+    /// Starts the program with only the variables given by [`Cmd::env`].
+    #[must_use]
+    pub fn clear_env(mut self) -> Self {
+        self.clear_env = true;
+        self
     }
 
     #[must_use]
@@ -238,8 +248,12 @@ impl Runner for SystemRunner {
         if let Some(dir) = &cmd.dir {
             expr = expr.dir(dir);
         }
-        for (key, value) in &cmd.env {
-            expr = expr.env(key, value);
+        if cmd.clear_env {
+            expr = expr.full_env(cmd.env.iter().cloned());
+        } else {
+            for (key, value) in &cmd.env {
+                expr = expr.env(key, value);
+            }
         }
         expr = match &cmd.stdin {
             Some(bytes) => expr.stdin_bytes(bytes.clone()),
@@ -278,6 +292,77 @@ impl Runner for SystemRunner {
 
     fn exists(&self, program: &str) -> bool {
         which(program).is_some()
+    }
+}
+
+/// A process left running in the background; killed on drop.
+#[derive(Debug)]
+pub struct Background {
+    handle: duct::Handle,
+    cmd: String,
+}
+
+impl Background {
+    /// Whether it has exited (and with what output).
+    pub fn try_wait(&self) -> Result<Option<Output>, RunError> {
+        let done = self.handle.try_wait().map_err(|source| RunError::Spawn {
+            cmd: self.cmd.clone(),
+            source,
+        })?;
+        Ok(done.map(|o| Output {
+            code: o.status.code(),
+            stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
+        }))
+    }
+
+    /// Kills it (and waits for it to be gone).
+    pub fn kill(&self) {
+        let _ = self.handle.kill();
+    }
+}
+
+impl Drop for Background {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+impl SystemRunner {
+    /// Starts `cmd` and returns at once; output is captured, the process is killed on drop.
+    pub fn start(&self, cmd: &Cmd) -> Result<Background, RunError> {
+        if !self.exists(&cmd.program) {
+            return Err(RunError::NotFound {
+                program: cmd.program.clone(),
+                hint: self.hint_for(&cmd.program),
+            });
+        }
+        if self.verbose {
+            eprintln!("+ {cmd} &");
+        }
+        let mut expr = duct::cmd(&cmd.program, &cmd.args)
+            .unchecked()
+            .stdout_capture()
+            .stderr_capture()
+            .stdin_null();
+        if cmd.clear_env {
+            expr = expr.full_env(cmd.env.iter().cloned());
+        } else {
+            for (key, value) in &cmd.env {
+                expr = expr.env(key, value);
+            }
+        }
+        if let Some(dir) = &cmd.dir {
+            expr = expr.dir(dir);
+        }
+        let handle = expr.start().map_err(|source| RunError::Spawn {
+            cmd: cmd.to_string(),
+            source,
+        })?;
+        Ok(Background {
+            handle,
+            cmd: cmd.to_string(),
+        })
     }
 }
 
@@ -462,6 +547,33 @@ mod tests {
             .run(&Cmd::new("true").timeout(Duration::from_secs(30)))
             .expect("fast");
         assert!(ok.success());
+    }
+
+    #[test]
+    fn cleared_env_passes_only_what_is_given() {
+        let runner = SystemRunner::new(false);
+        let out = runner
+            .run(&Cmd::new("/usr/bin/env").env("ONLY", "this").clear_env())
+            .expect("env runs");
+        assert_eq!(out.stdout, "ONLY=this\n");
+    }
+
+    #[test]
+    fn background_processes_run_and_are_killed() {
+        let runner = SystemRunner::new(false);
+        let bg = runner.start(&Cmd::new("sleep").arg("30")).expect("starts");
+        assert!(bg.try_wait().expect("poll").is_none(), "still running");
+        bg.kill();
+        let quick = runner
+            .start(&Cmd::new("sh").args(["-c", "echo hi"]))
+            .expect("starts");
+        let out = loop {
+            if let Some(o) = quick.try_wait().expect("poll") {
+                break o;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        };
+        assert_eq!(out.stdout, "hi\n");
     }
 
     #[test]

@@ -50,6 +50,8 @@ pub struct Cuda {
     mem_alloc: unsafe extern "C" fn(*mut CuDevicePtr, usize) -> CuResult,
     mem_free: unsafe extern "C" fn(CuDevicePtr) -> CuResult,
     get_error_name: Option<unsafe extern "C" fn(CuResult, *mut *const c_char) -> CuResult>,
+    /// The optional entry points (other allocation paths, streams, kernels, copies).
+    pub ext: super::cuda_ext::Ext,
     // Keeps the function pointers above valid; dropped last.
     _lib: Library,
 }
@@ -113,6 +115,7 @@ impl Cuda {
             mem_alloc: sym!(lib, "cuMemAlloc_v2"),
             mem_free: sym!(lib, "cuMemFree_v2"),
             get_error_name,
+            ext: super::cuda_ext::Ext::load(&lib),
             _lib: lib,
         })
     }
@@ -134,7 +137,7 @@ impl Cuda {
             .into_owned()
     }
 
-    fn check(&self, call: &'static str, rc: CuResult) -> Result<(), CuError> {
+    pub fn check(&self, call: &'static str, rc: CuResult) -> Result<(), CuError> {
         if rc == 0 {
             Ok(())
         } else {
@@ -259,7 +262,7 @@ impl Cuda {
 
 /// A CUDA device handle.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Device(CuDevice);
+pub struct Device(pub(crate) CuDevice);
 
 pub fn format_uuid(raw: &[u8; 16]) -> String {
     let hex: String = raw.iter().map(|b| format!("{b:02x}")).collect();

@@ -6,6 +6,7 @@
 //! ones HAMi-core hooks (shared/facts/hami.md §10), and its `dlsym` interposer hands them back.
 
 pub mod cuda;
+pub mod cuda_ext;
 pub mod nvml;
 pub mod symbols;
 

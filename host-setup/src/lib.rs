@@ -1,0 +1,18 @@
+//! `host-setup` library: observe a GPU host, plan the changes that make `nvidia` its default
+//! containerd runtime (through k3s or plain containerd), apply them safely, verify the result.
+//!
+//! Flow: [`observe`] (read-only, through `lab_runner::Runner` and [`root::HostRoot`]) →
+//! [`plan`] (pure) → [`render`] (dry-run output) or [`apply`] (validate all, back up, write
+//! atomically, restart, roll back on failure) → [`checks`] (verify). The binary (`main.rs`) is a
+//! thin CLI over these modules; tests drive them with a `RecordingRunner` and a `--root` tree so
+//! no test touches the real host.
+
+pub mod apply;
+pub mod checks;
+pub mod containerd;
+pub mod fsio;
+pub mod k3s;
+pub mod observe;
+pub mod plan;
+pub mod render;
+pub mod root;
