@@ -220,6 +220,84 @@ fn probe_numbers(report: &Report, id: &str) -> BTreeMap<String, Value> {
             }
             n.insert("all_freed".into(), json!(d.all_freed));
         }
+    } else if let Some(word) = id.strip_prefix("audit.")
+        && let Some(a) = &report.audit
+        && let Some(p) = a
+            .paths
+            .iter()
+            .find(|p| p.path.split_whitespace().next() == Some(word))
+    {
+        // The check id is the path's first word (how gpu-probe names audit checks).
+        n.insert("path".into(), json!(p.path));
+        n.insert("outcome".into(), kebab(&p.outcome));
+        n.insert("held_mib".into(), mib(p.held_bytes));
+        n.insert("past_slice_mib".into(), mib(p.past_slice_bytes));
+        if let Some(b) = a.slice_bytes {
+            n.insert("slice_mib".into(), mib(b));
+        }
+        n.insert("calls".into(), json!(p.calls));
+        if let Some(e) = &p.refusal {
+            n.insert("refusal".into(), json!(format!("{} ({})", e.name, e.code)));
+        }
+    } else if id == "overhead"
+        && let Some(o) = &report.overhead
+    {
+        for l in o
+            .alloc
+            .iter()
+            .chain(&o.free)
+            .chain(&o.launch)
+            .chain(&o.launch_sync)
+        {
+            n.insert(format!("{} p50_us", l.what), json!(l.p50_us));
+            n.insert(format!("{} p99_us", l.what), json!(l.p99_us));
+        }
+        let mean = |v: &[f64]| {
+            (!v.is_empty())
+                .then(|| (v.iter().sum::<f64>() / v.len() as f64 * 100.0).round() / 100.0)
+        };
+        if let Some(g) = mean(&o.htod_gbps) {
+            n.insert("htod_gbps_mean".into(), json!(g));
+        }
+        if let Some(g) = mean(&o.dtoh_gbps) {
+            n.insert("dtoh_gbps_mean".into(), json!(g));
+        }
+    } else if id == "compute"
+        && let Some(c) = &report.compute
+    {
+        n.insert(
+            "kernels_per_second_mean".into(),
+            json!(c.kernels_per_second_mean.round()),
+        );
+        n.insert(
+            "spread".into(),
+            json!((c.spread * 10000.0).round() / 10000.0),
+        );
+        n.insert("seconds".into(), json!(c.seconds));
+        if let Some(l) = c.sm_limit_percent {
+            n.insert("sm_limit_percent".into(), json!(l));
+        }
+        n.insert("throttling_expected".into(), json!(c.throttling_expected));
+    } else if id == "selftest"
+        && let Some(t) = &report.selftest
+    {
+        n.insert("library".into(), json!(t.library));
+        n.insert("limit_mib".into(), json!(t.limit_mib));
+        if let Some(v) = t.view_outcome {
+            n.insert("view".into(), kebab(&v));
+        }
+        if let Some(v) = t.cap_outcome {
+            n.insert("cap".into(), kebab(&v));
+        }
+        if let Some(b) = t.cap_held_bytes {
+            n.insert("cap_held_mib".into(), mib(b));
+        }
+        if let Some(v) = t.mechanism_outcome {
+            n.insert("mechanism".into(), kebab(&v));
+        }
+        if let Some(v) = t.sharing_capped {
+            n.insert("sharing_capped".into(), json!(v));
+        }
     } else if id == "mechanism"
         && let Some(m) = &report.mechanism
     {
@@ -633,6 +711,40 @@ mod tests {
             "HAMi node registration, devmem"
         );
         assert_eq!(s.cap_searches[0].steps.len(), 10);
+    }
+
+    #[test]
+    fn audit_overhead_compute_selftest_checks_get_their_numbers() {
+        let read = |f: &str| -> Report {
+            serde_json::from_slice(
+                &std::fs::read(format!(
+                    "{}/tests/data/local-h100-more/{f}",
+                    env!("CARGO_MANIFEST_DIR")
+                ))
+                .unwrap(),
+            )
+            .unwrap()
+        };
+        let audit = read("h100-bare-audit-expect-8000.json");
+        let n = probe_numbers(&audit, "audit.child");
+        assert_eq!(
+            n["path"],
+            json!("child with a cleared environment (cuMemAlloc_v2)")
+        );
+        assert_eq!(n["outcome"], json!("escaped"));
+        assert_eq!(n["past_slice_mib"], json!(2000.0));
+        let n = probe_numbers(&read("h100-bare-overhead.json"), "overhead");
+        assert!(
+            n.contains_key("cuMemAlloc_v2 p50_us") && n.contains_key("htod_gbps_mean"),
+            "{n:?}"
+        );
+        let n = probe_numbers(&read("h100-bare-compute-5s.json"), "compute");
+        assert_eq!(n["throttling_expected"], json!(false));
+        let n = probe_numbers(&read("h100-selftest-libz-not-hami.json"), "selftest");
+        assert_eq!(
+            (n["cap"].clone(), n["sharing_capped"].clone()),
+            (json!("not-enforced"), json!(false))
+        );
     }
 
     #[test]

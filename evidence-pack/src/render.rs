@@ -228,7 +228,9 @@ fn esc(s: &str) -> String {
 }
 
 const CSS: &str = "body{font-family:sans-serif;margin:2em;max-width:1100px;color:#222}\
-table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #bbb;padding:4px 8px;vertical-align:top;text-align:left}\
+table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #bbb;padding:4px 8px;vertical-align:top;text-align:left;overflow-wrap:anywhere}\
+table.claims{table-layout:fixed;width:100%}table.claims col.id{width:14%}table.claims col.claim{width:18%}table.claims col.verdict{width:7%}\
+table.claims col.why{width:25%}table.claims col.numbers{width:21%}table.claims col.evidence{width:15%}\
 th{background:#eee}.pass{background:#d9f2d9;font-weight:bold}.fail{background:#f7d4d4;font-weight:bold}\
 .not-run{background:#f2ecd0;font-weight:bold}code{font-size:90%}.result{font-size:120%;padding:6px;border:2px solid #888;display:inline-block}\
 figure{margin:1em 0}figcaption{font-size:90%;color:#444}";
@@ -253,7 +255,7 @@ pub fn html(s: &Summary) -> String {
         t.fail,
         t.not_run
     );
-    o.push_str("<h2>Claims and evidence</h2>\n<table><tr><th>Id</th><th>Claim</th><th>Verdict</th><th>Why</th><th>Numbers</th><th>Evidence</th></tr>\n");
+    o.push_str("<h2>Claims and evidence</h2>\n<table class=\"claims\"><colgroup><col class=\"id\"><col class=\"claim\"><col class=\"verdict\"><col class=\"why\"><col class=\"numbers\"><col class=\"evidence\"></colgroup><tr><th>Id</th><th>Claim</th><th>Verdict</th><th>Why</th><th>Numbers</th><th>Evidence</th></tr>\n");
     for c in &s.claims {
         let class = match c.verdict {
             ClaimVerdict::Pass => "pass",
@@ -504,7 +506,15 @@ pub fn svg_chart(c: &CapSearch) -> String {
             .max(to_mib(attempt));
         held_before = s.held_after_bytes;
     }
-    let near = c.slice_bytes.map_or(data_max, |b| data_max.max(to_mib(b)));
+    // A slice far above everything the search held (e.g. `--expect-mib` larger than the card)
+    // would flatten the chart: it is then named above the plot instead of drawn.
+    let slice_far = c
+        .slice_bytes
+        .is_some_and(|b| to_mib(b) > 1.5 * data_max && !c.steps.is_empty());
+    let near = match c.slice_bytes {
+        Some(b) if !slice_far => data_max.max(to_mib(b)),
+        _ => data_max,
+    };
     let near_top = {
         let st = tick_step(near * 1.08);
         (near * 1.08 / st).ceil() * st
@@ -568,11 +578,17 @@ pub fn svg_chart(c: &CapSearch) -> String {
             let top = c
                 .card_bytes
                 .map_or(near_top, |b| near_top.max(to_mib(b) * 1.05));
-            let title = if c.card_bytes.is_some() {
+            let mut title = if c.card_bytes.is_some() {
                 "against the slice and the card".to_owned()
             } else {
                 format!("against the slice; card size {}", c.card_source)
             };
+            if let Some(b) = c.slice_bytes.filter(|_| slice_far) {
+                title = format!(
+                    "{title}; the slice ({}) is far above this chart",
+                    mib_text(b)
+                );
+            }
             panel(
                 &mut o,
                 &Panel {

@@ -95,3 +95,8 @@ fn real_h100_bare_card_report_renders_in_chromium() {
 fn several_real_reports_render_in_chromium() {
     render("local-h100-lead");
 }
+
+#[test]
+fn audit_overhead_compute_reports_render_in_chromium() {
+    render("local-h100-more");
+}

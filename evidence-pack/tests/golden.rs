@@ -73,3 +73,10 @@ fn golden_local_h100_bare_card() {
 fn golden_local_h100_lead_reports() {
     check_golden("local-h100-lead");
 }
+
+/// The other real H100 reports of gpu-probe (audit, overhead, compute, cap filling the card,
+/// selftest with a library that is not HAMi-core).
+#[test]
+fn golden_local_h100_more_sections() {
+    check_golden("local-h100-more");
+}
