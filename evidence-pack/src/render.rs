@@ -527,7 +527,8 @@ pub fn svg_chart(c: &CapSearch) -> String {
     );
     let _ = write!(
         o,
-        "<text x=\"10\" y=\"20\" font-size=\"15\" font-weight=\"bold\">Cap search, device {}: MiB held after each allocation call</text><circle cx=\"16\" cy=\"38\" r=\"4\" fill=\"#1565c0\"/><text x=\"26\" y=\"42\">held after the call</text><text x=\"160\" y=\"42\" fill=\"#c62828\">× refused: the total the request asked for</text><text x=\"440\" y=\"42\" fill=\"#e07b00\">- - slice</text><text x=\"510\" y=\"42\" fill=\"#555555\">- - card</text>",
+        "<text x=\"10\" y=\"20\" font-size=\"15\" font-weight=\"bold\">Cap search of {}, device {}: MiB held after each allocation call</text><circle cx=\"16\" cy=\"38\" r=\"4\" fill=\"#1565c0\"/><text x=\"26\" y=\"42\">held after the call</text><text x=\"160\" y=\"42\" fill=\"#c62828\">× refused: the total the request asked for</text><text x=\"440\" y=\"42\" fill=\"#e07b00\">- - slice</text><text x=\"510\" y=\"42\" fill=\"#555555\">- - card</text>",
+        esc(&c.source),
         c.device
     );
     let _ = write!(
