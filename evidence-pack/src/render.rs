@@ -228,7 +228,7 @@ fn esc(s: &str) -> String {
 }
 
 const CSS: &str = "body{font-family:sans-serif;margin:2em;max-width:1100px;color:#222}\
-table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #bbb;padding:4px 8px;vertical-align:top;text-align:left;overflow-wrap:anywhere}\
+table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #bbb;padding:4px 8px;vertical-align:top;text-align:left;overflow-wrap:break-word}\
 table.claims{table-layout:fixed;width:100%}table.claims col.id{width:14%}table.claims col.claim{width:18%}table.claims col.verdict{width:7%}\
 table.claims col.why{width:25%}table.claims col.numbers{width:21%}table.claims col.evidence{width:15%}\
 th{background:#eee}.pass{background:#d9f2d9;font-weight:bold}.fail{background:#f7d4d4;font-weight:bold}\
