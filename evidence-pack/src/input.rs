@@ -1,0 +1,308 @@
+//! Reading the input directory: every regular file, redacted, then the documents evidence-pack
+//! understands parsed out of the *redacted* bytes (so no secret can reach a rendered report).
+//!
+//! Two layouts are accepted: what `cluster-ctl run --out DIR` writes (`run.json` at the top), and
+//! a directory of gpu-probe JSON reports (local mode). The `run.json` types here are tolerant:
+//! unknown fields are ignored and optional ones may be missing, because cluster-ctl is written at
+//! the same time as this crate.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::Error;
+use crate::model::{Mode, Redaction};
+use crate::redact;
+
+pub const RUN_SCHEMA: &str = "hami-isolation-lab/cluster-run";
+pub const RUN_SCHEMA_VERSION: u32 = 1;
+
+/// `DIR/run.json` as cluster-ctl writes it.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+pub struct RunDoc {
+    pub schema: String,
+    pub schema_version: u32,
+    #[serde(default)]
+    pub started_at: Option<String>,
+    #[serde(default)]
+    pub finished_at: Option<String>,
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub cluster: RunCluster,
+    #[serde(default)]
+    pub slice_mib: Option<u64>,
+    #[serde(default)]
+    pub oversubscribe_mib: Option<u64>,
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub exercises: Vec<Exercise>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+pub struct RunCluster {
+    #[serde(default)]
+    pub server_version: Option<String>,
+    #[serde(default)]
+    pub node: Option<String>,
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub gpus: Vec<RunGpu>,
+    #[serde(default)]
+    pub hami_chart_version: Option<String>,
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub hami_images: Vec<String>,
+    #[serde(default)]
+    pub scheduler_image: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+pub struct RunGpu {
+    #[serde(default)]
+    pub uuid: Option<String>,
+    #[serde(default, rename = "type")]
+    pub model: Option<String>,
+    #[serde(default)]
+    pub devmem_mib: Option<u64>,
+    #[serde(default)]
+    pub devcore: Option<u64>,
+    #[serde(default)]
+    pub mode: Option<String>,
+    #[serde(default)]
+    pub health: Option<bool>,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+pub struct Exercise {
+    pub id: String,
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub claim: String,
+    /// `pass`, `fail` or `not-run`.
+    pub result: String,
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub reason: String,
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub numbers: serde_json::Map<String, serde_json::Value>,
+    /// Paths relative to DIR.
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub evidence: Vec<String>,
+}
+
+/// `null` reads as the default (empty list, empty map, empty string), as a missing field does.
+fn null_as_default<'de, D, T>(d: D) -> Result<T, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Default + Deserialize<'de>,
+{
+    Ok(Option::<T>::deserialize(d)?.unwrap_or_default())
+}
+
+/// Everything read from DIR, redacted.
+#[derive(Debug)]
+pub struct Inputs {
+    pub mode: Mode,
+    /// Path relative to DIR (with `/`) → redacted bytes.
+    pub files: BTreeMap<String, Vec<u8>>,
+    pub redactions: Vec<Redaction>,
+    pub run: Option<RunDoc>,
+    /// Relative path → parsed gpu-probe report, in path order.
+    pub probes: Vec<(String, gpu_probe::report::Report)>,
+    pub warnings: Vec<String>,
+    /// Earlier bundles found in DIR and left out: told to the user, not recorded in the bundle
+    /// (so packing into DIR twice gives the same bytes).
+    pub skipped_bundles: Vec<String>,
+}
+
+/// Reads, redacts and parses DIR.
+pub fn read_dir(dir: &Path) -> Result<Inputs, Error> {
+    let meta = fs::metadata(dir).map_err(|e| Error::Input {
+        what: format!("cannot read input directory {}: {e}", dir.display()),
+        fix: "pass the directory that `cluster-ctl run --out DIR` wrote, or one holding gpu-probe JSON reports".into(),
+    })?;
+    if !meta.is_dir() {
+        return Err(Error::Input {
+            what: format!("{} is not a directory", dir.display()),
+            fix: "pass a directory (to check an existing bundle, use `evidence-pack verify FILE.tgz`)".into(),
+        });
+    }
+    let mut warnings = Vec::new();
+    let mut files = BTreeMap::new();
+    let mut skipped_bundles = Vec::new();
+    walk(dir, dir, &mut files, &mut warnings, &mut skipped_bundles)?;
+    let redactions = redact::redact_all(&mut files);
+    for (name, bytes) in &files {
+        if bytes.starts_with(&[0x1f, 0x8b]) {
+            warnings.push(format!(
+                "{name} is gzip-compressed: its content was packed but not scanned for secrets"
+            ));
+        }
+    }
+    let run = match files.get("run.json") {
+        Some(bytes) => Some(parse_run(bytes)?),
+        None => None,
+    };
+    let mut probes = Vec::new();
+    for (name, bytes) in &files {
+        if !name.ends_with(".json") || name == "run.json" {
+            continue;
+        }
+        let Ok(value) = serde_json::from_slice::<serde_json::Value>(bytes) else {
+            if run.is_none() || name.starts_with("probe/") {
+                warnings.push(format!("{name} is not valid JSON; packed as it is"));
+            }
+            continue;
+        };
+        if value.get("schema").and_then(|s| s.as_str()) != Some(gpu_probe::report::SCHEMA) {
+            if run.is_none() || name.starts_with("probe/") {
+                warnings.push(format!("{name} is not a gpu-probe report; packed as it is"));
+            }
+            continue;
+        }
+        match serde_json::from_value::<gpu_probe::report::Report>(value) {
+            Ok(report) => {
+                if report.schema_version != gpu_probe::report::SCHEMA_VERSION {
+                    warnings.push(format!(
+                        "{name}: gpu-probe schema_version {} (this evidence-pack reads {}); read anyway",
+                        report.schema_version,
+                        gpu_probe::report::SCHEMA_VERSION
+                    ));
+                }
+                probes.push((name.clone(), report));
+            }
+            Err(e) => warnings.push(format!(
+                "{name} claims to be a gpu-probe report but does not parse ({e}); packed as it is"
+            )),
+        }
+    }
+    let mode = if run.is_some() {
+        Mode::Cluster
+    } else if !probes.is_empty() {
+        Mode::Local
+    } else {
+        return Err(Error::Input {
+            what: format!(
+                "{} holds neither run.json nor any gpu-probe JSON report",
+                dir.display()
+            ),
+            fix: "pass the directory that `cluster-ctl run --out DIR` wrote, or save `gpu-probe all --output json` into a directory and pass that".into(),
+        });
+    };
+    Ok(Inputs {
+        mode,
+        files,
+        redactions,
+        run,
+        probes,
+        warnings,
+        skipped_bundles,
+    })
+}
+
+fn parse_run(bytes: &[u8]) -> Result<RunDoc, Error> {
+    let run: RunDoc = serde_json::from_slice(bytes).map_err(|e| Error::Input {
+        what: format!("run.json does not parse: {e}"),
+        fix: "run.json must be what `cluster-ctl run --out DIR` wrote; re-run it or fix the file"
+            .into(),
+    })?;
+    if run.schema != RUN_SCHEMA {
+        return Err(Error::Input {
+            what: format!("run.json has schema `{}`, not `{RUN_SCHEMA}`", run.schema),
+            fix: "pass a directory written by `cluster-ctl run --out DIR`".into(),
+        });
+    }
+    if run.schema_version != RUN_SCHEMA_VERSION {
+        return Err(Error::Input {
+            what: format!(
+                "run.json has schema_version {}, this evidence-pack reads {RUN_SCHEMA_VERSION}",
+                run.schema_version
+            ),
+            fix: "use the evidence-pack built from the same lab checkout as cluster-ctl".into(),
+        });
+    }
+    Ok(run)
+}
+
+/// Collects regular files under `dir`, sorted by their `/`-separated relative path. Symbolic links
+/// are not followed (they could point anywhere, e.g. at a kubeconfig): each one is a warning.
+fn walk(
+    root: &Path,
+    dir: &Path,
+    files: &mut BTreeMap<String, Vec<u8>>,
+    warnings: &mut Vec<String>,
+    skipped_bundles: &mut Vec<String>,
+) -> Result<(), Error> {
+    let io = |p: &Path, e: std::io::Error| Error::Io {
+        what: format!("cannot read {}", p.display()),
+        source: e,
+    };
+    let mut entries: Vec<PathBuf> = fs::read_dir(dir)
+        .map_err(|e| io(dir, e))?
+        .map(|e| e.map(|e| e.path()))
+        .collect::<Result<_, _>>()
+        .map_err(|e| io(dir, e))?;
+    entries.sort();
+    for path in entries {
+        let meta = fs::symlink_metadata(&path).map_err(|e| io(&path, e))?;
+        let rel = relative(root, &path);
+        if meta.file_type().is_symlink() {
+            warnings.push(format!(
+                "{rel} is a symbolic link; not followed, not packed"
+            ));
+        } else if meta.is_dir() {
+            walk(root, &path, files, warnings, skipped_bundles)?;
+        } else if meta.is_file() && is_bundle(&rel) {
+            skipped_bundles.push(rel);
+        } else if meta.is_file() {
+            let bytes = fs::read(&path).map_err(|e| io(&path, e))?;
+            files.insert(rel, bytes);
+        } else {
+            warnings.push(format!("{rel} is not a regular file; not packed"));
+        }
+    }
+    Ok(())
+}
+
+/// An earlier bundle in the input directory (e.g. after `pack DIR -o DIR/`) is not packed again,
+/// so packing twice gives the same bundle.
+fn is_bundle(rel: &str) -> bool {
+    let name = rel.rsplit('/').next().unwrap_or(rel);
+    name.starts_with("hami-evidence-") && name.ends_with(".tgz")
+}
+
+fn relative(root: &Path, path: &Path) -> String {
+    path.strip_prefix(root)
+        .unwrap_or(path)
+        .components()
+        .map(|c| c.as_os_str().to_string_lossy().into_owned())
+        .collect::<Vec<_>>()
+        .join("/")
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    #[test]
+    fn run_json_is_read_tolerantly() {
+        let run = parse_run(
+            br#"{"schema":"hami-isolation-lab/cluster-run","schema_version":1,"future_field":{"x":1},
+                "cluster":{"gpus":null,"hami_images":null,"node":"n"},
+                "exercises":[{"id":"E1","result":"pass","claim":null,"numbers":null,"evidence":null,"extra":true}]}"#,
+        )
+        .unwrap();
+        assert_eq!(run.cluster.node.as_deref(), Some("n"));
+        assert!(run.cluster.gpus.is_empty() && run.finished_at.is_none());
+        assert_eq!(run.exercises[0].claim, "");
+        assert!(run.exercises[0].numbers.is_empty() && run.exercises[0].evidence.is_empty());
+    }
+
+    #[test]
+    fn run_json_of_another_schema_or_version_is_refused_with_a_fix() {
+        let e = parse_run(br#"{"schema":"hami-isolation-lab/cluster-run","schema_version":2}"#)
+            .unwrap_err();
+        assert!(matches!(e, Error::Input { .. }));
+        assert!(e.to_string().contains("schema_version 2") && e.to_string().contains("fix:"));
+        let e = parse_run(b"{not json").unwrap_err();
+        assert!(e.to_string().contains("run.json does not parse"));
+    }
+}

@@ -1,0 +1,254 @@
+//! Plants every kind of secret the packer knows into a copy of the cluster fixture and proves that
+//! none of them survives anywhere in the archive (every decompressed byte is scanned), that the
+//! summary lists each redaction by kind and file, and that the redacted JSON still parses.
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::path::Path;
+
+use common::{copy_tree, data, files, gunzip, pack};
+
+/// (secret value, where it is planted) — every value is unique, so a hit names the leak.
+const KEY_DATA: &str = "LS0tLS1CRUdJTiBFQyBQUklWQVRFIEtFWS0tLS0tCk1IY0NBUUVFSUZha2VLZXlEYXRh";
+const CERT_DATA: &str = "LS0tLS1CRUdJTiBDRVJUSUZJQ0FURS0tLS0tCk1JSUJrVENCK3dJSkFGYWtlQ2VydA==";
+const KUBE_TOKEN: &str = "kubetoken0123456789abcdefXYZ";
+const KUBE_PASSWORD: &str = "kubePassw0rd-0987";
+const JSON_KEY_DATA: &str = "SlNPTktFWURBVEFzZWNyZXQxMjM0NTY3ODkw";
+const JSON_TOKEN: &str = "jsontoken-ABCDEFGHIJ-123";
+const PEM_KEY_BODY: &str = "MIIEvQIBADANBgkqhkiG9w0BAQEFAASCBKcwggSjAgEAAoIBAQDplantedKEY";
+const PEM_CERT_BODY: &str = "MIIDdzCCAl+gAwIBAgIEplantedCERTbody0123";
+const BEARER: &str = "eyJhbGciOiJSUzI1NiJ9.plantedbearer.sig123";
+const BASIC: &str = "cGxhbnRlZDpiYXNpY3Bhc3M=";
+const YAML_ENV_PASSWORD: &str = "yamlEnvPassw0rd!";
+const JSON_ENV_TOKEN: &str = "hf_jsonEnvToken0987654321";
+const PROBE_ENV_SECRET: &str = "probeEnvSecretValue42";
+const SHELL_SECRET: &str = "awsSecretAccessKey/ABCDEF0123";
+const SHELL_TOKEN: &str = "ghp_shellTokenValue0000111";
+const LOG_PASSWORD: &str = "logPasswordValue77";
+
+const ALL: &[&str] = &[
+    KEY_DATA,
+    CERT_DATA,
+    KUBE_TOKEN,
+    KUBE_PASSWORD,
+    JSON_KEY_DATA,
+    JSON_TOKEN,
+    PEM_KEY_BODY,
+    PEM_CERT_BODY,
+    BEARER,
+    BASIC,
+    YAML_ENV_PASSWORD,
+    JSON_ENV_TOKEN,
+    PROBE_ENV_SECRET,
+    SHELL_SECRET,
+    SHELL_TOKEN,
+    LOG_PASSWORD,
+];
+
+fn write(dir: &Path, rel: &str, text: &str) {
+    let path = dir.join(rel);
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::write(path, text).unwrap();
+}
+
+fn append(dir: &Path, rel: &str, text: &str) {
+    let path = dir.join(rel);
+    let mut old = std::fs::read_to_string(&path).unwrap();
+    old.push_str(text);
+    std::fs::write(path, old).unwrap();
+}
+
+fn plant(dir: &Path) {
+    write(
+        dir,
+        "cluster/kubeconfig.yaml",
+        &format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- cluster:\n    server: https://10.0.0.12:6443\n  name: default\nusers:\n- name: default\n  user:\n    client-certificate-data: {CERT_DATA}\n    client-key-data: {KEY_DATA}\n    token: \"{KUBE_TOKEN}\"\n    password: {KUBE_PASSWORD}\n"
+        ),
+    );
+    write(
+        dir,
+        "cluster/kubeconfig.json",
+        &format!(
+            "{{\"users\": [{{\"name\": \"default\", \"user\": {{\"client-key-data\": \"{JSON_KEY_DATA}\", \"token\": \"{JSON_TOKEN}\"}}}}]}}\n"
+        ),
+    );
+    append(
+        dir,
+        "probe/hami-share-a.stderr",
+        &format!(
+            "-----BEGIN PRIVATE KEY-----\n{PEM_KEY_BODY}\n-----END PRIVATE KEY-----\n-----BEGIN CERTIFICATE-----\n{PEM_CERT_BODY}\n-----END CERTIFICATE-----\ncurl -H \"Authorization: Bearer {BEARER}\" https://10.0.0.12:6443/version\nAuthorization: Basic {BASIC}\nretrying with {KUBE_TOKEN}\n"
+        ),
+    );
+    append(
+        dir,
+        "manifests/hami-share-a.yaml",
+        &format!(
+            "    env:\n    - name: DB_PASSWORD\n      value: \"{YAML_ENV_PASSWORD}\"\n    - name: CUDA_DEVICE_MEMORY_LIMIT\n      value: 8000m\n"
+        ),
+    );
+    // A pod's env in the API's JSON, name before value.
+    let pods = dir.join("cluster/hami-pods.json");
+    let mut v: serde_json::Value = serde_json::from_slice(&std::fs::read(&pods).unwrap()).unwrap();
+    v["items"][0]["spec"]["containers"][0]["env"] = serde_json::json!([{"name": "HF_TOKEN", "value": JSON_ENV_TOKEN}, {"name": "NVIDIA_VISIBLE_DEVICES", "value": "all"}]);
+    std::fs::write(&pods, serde_json::to_vec_pretty(&v).unwrap()).unwrap();
+    // gpu-probe's captured env, value before name (order must not matter).
+    let probe = dir.join("probe/hami-share-a.json");
+    let text = std::fs::read_to_string(&probe).unwrap().replacen(
+        "\"env\": [",
+        &format!("\"env\": [\n        {{\"value\": \"{PROBE_ENV_SECRET}\", \"name\": \"MY_API_KEY\", \"interpretation\": null}},"),
+        1,
+    );
+    std::fs::write(&probe, text).unwrap();
+    write(
+        dir,
+        "host/env.txt",
+        &format!(
+            "PATH=/usr/bin\nAWS_SECRET_ACCESS_KEY={SHELL_SECRET}\nexport GITHUB_TOKEN={SHELL_TOKEN}\nlogin ok password={LOG_PASSWORD} user=lab\n"
+        ),
+    );
+}
+
+fn contains(hay: &[u8], needle: &str) -> bool {
+    hay.windows(needle.len()).any(|w| w == needle.as_bytes())
+}
+
+#[test]
+fn no_planted_secret_survives_anywhere_in_the_archive() {
+    let dir = tempfile::tempdir().unwrap();
+    copy_tree(&data("cluster-run"), dir.path());
+    plant(dir.path());
+    // Sanity: every secret really is in the inputs.
+    let mut inputs = Vec::new();
+    for rel in [
+        "cluster/kubeconfig.yaml",
+        "cluster/kubeconfig.json",
+        "probe/hami-share-a.stderr",
+        "manifests/hami-share-a.yaml",
+        "cluster/hami-pods.json",
+        "probe/hami-share-a.json",
+        "host/env.txt",
+    ] {
+        inputs.extend(std::fs::read(dir.path().join(rel)).unwrap());
+    }
+    for s in ALL {
+        assert!(contains(&inputs, s), "planting failed for {s}");
+    }
+
+    let out = tempfile::tempdir().unwrap();
+    let tgz = pack(dir.path(), out.path());
+    let stream = gunzip(&tgz);
+    for s in ALL {
+        assert!(
+            !contains(&stream, s),
+            "secret {s} survived in the tar stream"
+        );
+    }
+    let files = files(&tgz);
+    for (name, bytes) in &files {
+        for s in ALL {
+            assert!(!contains(bytes, s), "secret {s} survived in {name}");
+        }
+    }
+
+    // The summary lists each redaction by kind and file.
+    let summary: evidence_pack::model::Summary =
+        serde_json::from_slice(&files["summary.json"]).unwrap();
+    let listed: BTreeSet<(String, String)> = summary
+        .redactions
+        .iter()
+        .map(|r| (r.file.clone(), r.kind.clone()))
+        .collect();
+    for (file, kind) in [
+        ("cluster/kubeconfig.yaml", "kubeconfig-client-key-data"),
+        (
+            "cluster/kubeconfig.yaml",
+            "kubeconfig-client-certificate-data",
+        ),
+        ("cluster/kubeconfig.yaml", "token"),
+        ("cluster/kubeconfig.yaml", "password"),
+        ("cluster/kubeconfig.json", "kubeconfig-client-key-data"),
+        ("cluster/kubeconfig.json", "token"),
+        ("probe/hami-share-a.stderr", "pem-private-key"),
+        ("probe/hami-share-a.stderr", "pem-certificate"),
+        ("probe/hami-share-a.stderr", "bearer-token"),
+        ("probe/hami-share-a.stderr", "basic-auth"),
+        ("probe/hami-share-a.stderr", "repeated-secret"),
+        ("manifests/hami-share-a.yaml", "env-secret"),
+        ("cluster/hami-pods.json", "env-secret"),
+        ("probe/hami-share-a.json", "env-secret"),
+        ("host/env.txt", "env-secret"),
+    ] {
+        assert!(
+            listed.contains(&(file.to_owned(), kind.to_owned())),
+            "summary does not list {kind} in {file}: {listed:?}"
+        );
+    }
+    // Keys stay, values go; harmless env stays.
+    let yaml = String::from_utf8_lossy(&files["raw/manifests/hami-share-a.yaml"]);
+    assert!(
+        yaml.contains("name: DB_PASSWORD") && yaml.contains("value: 8000m"),
+        "{yaml}"
+    );
+    let env = String::from_utf8_lossy(&files["raw/host/env.txt"]);
+    assert!(
+        env.contains("PATH=/usr/bin") && env.contains("GITHUB_TOKEN=[REDACTED:env-secret]"),
+        "{env}"
+    );
+    // The redacted probe report still parses: both cap searches are charted.
+    assert_eq!(summary.cap_searches.len(), 2, "{:?}", summary.warnings);
+    let report = String::from_utf8_lossy(&files["report.md"]);
+    assert!(
+        report.contains("| `raw/cluster/kubeconfig.yaml` | kubeconfig-client-key-data | 1 |"),
+        "{report}"
+    );
+}
+
+#[test]
+fn pack_and_verify_never_print_a_secret() {
+    let dir = tempfile::tempdir().unwrap();
+    copy_tree(&data("cluster-run"), dir.path());
+    plant(dir.path());
+    let out = tempfile::tempdir().unwrap();
+    let mut printed = String::new();
+    for args in [
+        vec!["pack", dir.path().to_str().unwrap(), "--dry-run"],
+        vec![
+            "pack",
+            dir.path().to_str().unwrap(),
+            "--dry-run",
+            "--output",
+            "json",
+        ],
+        vec![
+            "pack",
+            dir.path().to_str().unwrap(),
+            "-o",
+            out.path().to_str().unwrap(),
+        ],
+    ] {
+        let (code, stdout, stderr) = common::cli(&args);
+        assert_eq!(code, 0, "{stderr}");
+        printed.push_str(&stdout);
+        printed.push_str(&stderr);
+    }
+    let tgz = std::fs::read_dir(out.path())
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let (_, stdout, stderr) = common::cli(&["verify", tgz.to_str().unwrap(), "--output", "json"]);
+    printed.push_str(&stdout);
+    printed.push_str(&stderr);
+    assert!(
+        printed.contains("redacted 1 × kubeconfig-client-key-data in raw/cluster/kubeconfig.yaml"),
+        "{printed}"
+    );
+    for s in ALL {
+        assert!(!printed.contains(s), "secret {s} was printed");
+    }
+}
