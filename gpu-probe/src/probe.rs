@@ -541,7 +541,11 @@ fn audit_check(p: &crate::report::AuditPath) -> Check {
     Check {
         id: format!(
             "audit.{}",
-            p.path.split_whitespace().next().unwrap_or("path")
+            p.path
+                .split(" (")
+                .next()
+                .unwrap_or("path")
+                .replace(' ', "-")
         ),
         claim: format!("{} cannot hold more than the slice", p.path),
         status,
