@@ -225,9 +225,8 @@ fn probe_numbers(report: &Report, id: &str) -> BTreeMap<String, Value> {
         && let Some(p) = a
             .paths
             .iter()
-            .find(|p| p.path.split_whitespace().next() == Some(word))
+            .find(|p| gpu_probe::audit::path_matches_check(&p.path, &format!("audit.{word}")))
     {
-        // The check id is the path's first word (how gpu-probe names audit checks).
         n.insert("path".into(), json!(p.path));
         n.insert("outcome".into(), kebab(&p.outcome));
         n.insert("held_mib".into(), mib(p.held_bytes));

@@ -47,6 +47,24 @@ impl PathRun {
     }
 }
 
+/// The check id of an audit path: `audit.` and the path's name before any ` (`, spaces as dashes
+/// (`audit.cuMemAlloc_v2`, `audit.child-with-a-cleared-environment`). Reports made before this
+/// rule used the path's first word; [`path_matches_check`] accepts both.
+pub fn check_id(path: &str) -> String {
+    format!(
+        "audit.{}",
+        path.split(" (").next().unwrap_or(path).replace(' ', "-")
+    )
+}
+
+/// Whether the audit path `path` is the one check `id` is about (current or first-word ids).
+pub fn path_matches_check(path: &str, id: &str) -> bool {
+    check_id(path) == id
+        || id
+            .strip_prefix("audit.")
+            .is_some_and(|w| path.split_whitespace().next() == Some(w))
+}
+
 /// Capped / escaped / not applicable, from what a path did.
 pub fn decide(run: &PathRun, slice: Option<u64>) -> AuditPath {
     let refusal = run.first_refusal.clone();
@@ -475,6 +493,27 @@ mod tests {
             calls,
             all_freed: true,
         }
+    }
+
+    #[test]
+    fn check_ids_and_their_matching() {
+        assert_eq!(check_id("cuMemAlloc_v2"), "audit.cuMemAlloc_v2");
+        assert_eq!(
+            check_id("child with a cleared environment (cuMemAlloc_v2)"),
+            "audit.child-with-a-cleared-environment"
+        );
+        assert!(path_matches_check(
+            "cuMemAllocFromPoolAsync (explicit pool)",
+            "audit.cuMemAllocFromPoolAsync"
+        ));
+        assert!(path_matches_check(
+            "second process of the same container (cuMemAlloc_v2)",
+            "audit.second"
+        ));
+        assert!(!path_matches_check(
+            "cuMemAlloc_v2",
+            "audit.cuMemAllocPitch_v2"
+        ));
     }
 
     #[test]

@@ -539,14 +539,7 @@ fn audit_check(p: &crate::report::AuditPath) -> Check {
         }
     };
     Check {
-        id: format!(
-            "audit.{}",
-            p.path
-                .split(" (")
-                .next()
-                .unwrap_or("path")
-                .replace(' ', "-")
-        ),
+        id: crate::audit::check_id(&p.path),
         claim: format!("{} cannot hold more than the slice", p.path),
         status,
         reason: format!("{:?}: {}", p.outcome, p.note),
