@@ -289,8 +289,8 @@ pub struct Verified {
     pub files: usize,
     /// Recomputed from the claims (the summary's own `outcome` must agree).
     pub outcome: Outcome,
-    /// Whether the reports were re-rendered and compared (only when the bundle was made by this
-    /// version of evidence-pack: another version may render differently).
+    /// Whether the reports were re-rendered and compared (only when the bundle was made by the
+    /// same renderer, see [`render::renderer_id`]: another one may render differently).
     pub reports_compared: bool,
 }
 
@@ -417,7 +417,7 @@ pub fn verify(path: &Path) -> Result<Verified, Error> {
     };
     let same_version = summary
         .as_ref()
-        .is_some_and(|s| s.tool_version == env!("CARGO_PKG_VERSION"));
+        .is_some_and(|s| s.renderer == render::renderer_id());
     if let Some(s) = &summary {
         for (file, render) in [
             ("report.md", render::markdown as fn(&Summary) -> String),

@@ -53,6 +53,7 @@ pub fn summarize(inputs: &Inputs, timestamp: &str, bundle: &str) -> Summary {
         schema: SCHEMA.to_owned(),
         schema_version: SCHEMA_VERSION,
         tool_version: env!("CARGO_PKG_VERSION").to_owned(),
+        renderer: crate::render::renderer_id(),
         mode: inputs.mode,
         timestamp: timestamp.to_owned(),
         bundle: bundle.to_owned(),

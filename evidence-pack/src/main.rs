@@ -192,9 +192,15 @@ fn run(cli: Cli) -> Result<u8, evidence_pack::Error> {
                         "reports match summary.json".to_owned()
                     } else {
                         format!(
-                            "reports not re-rendered: made by evidence-pack {}, this is {}",
+                            "reports not re-rendered: made by another renderer (evidence-pack {}, renderer {}; this is {} {})",
                             v.summary.tool_version,
-                            env!("CARGO_PKG_VERSION")
+                            if v.summary.renderer.is_empty() {
+                                "unknown"
+                            } else {
+                                v.summary.renderer.as_str()
+                            },
+                            env!("CARGO_PKG_VERSION"),
+                            evidence_pack::render::renderer_id()
                         )
                     };
                     println!(

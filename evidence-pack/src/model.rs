@@ -90,6 +90,11 @@ pub struct Summary {
     pub schema_version: u32,
     /// evidence-pack's version.
     pub tool_version: String,
+    /// Identifies the renderer that made report.md / report.html / junit.xml (a hash of its
+    /// source, see [`crate::render::renderer_id`]); `verify` re-renders and compares only when its
+    /// own renderer is the same. Missing in older bundles.
+    #[serde(default)]
+    pub renderer: String,
     pub mode: Mode,
     /// The bundle's time, from the inputs (not the clock), RFC 3339 UTC.
     pub timestamp: String,

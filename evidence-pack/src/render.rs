@@ -12,6 +12,22 @@ use crate::model::{CapSearch, Claim, ClaimVerdict, Step, Summary};
 
 const UNKNOWN: &str = "not known";
 
+/// A short id of this renderer: the SHA-256 of its source (this file and the summary model), so
+/// any change to how reports are rendered changes the id without anyone having to remember to
+/// bump it. A bundle made by another renderer is still checksummed by `verify`, but its reports
+/// are not re-rendered (they would differ for reasons other than tampering).
+pub fn renderer_id() -> String {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    h.update(include_str!("render.rs"));
+    h.update(include_str!("model.rs"));
+    h.finalize()
+        .iter()
+        .take(8)
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
 fn mib_text(bytes: u64) -> String {
     let m = bytes as f64 / (1024.0 * 1024.0);
     if (m - m.round()).abs() < 0.005 {

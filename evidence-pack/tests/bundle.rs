@@ -420,14 +420,15 @@ fn reports_of_another_version_are_not_re_rendered_but_still_checksummed() {
     let (top, mut files) = evidence_pack::bundle::read_archive(&good).unwrap();
     let summary = String::from_utf8(files["summary.json"].clone())
         .unwrap()
-        .replace("\"tool_version\": \"0.1.0\"", "\"tool_version\": \"0.0.9\"");
+        .replace("\"tool_version\": \"0.1.0\"", "\"tool_version\": \"0.0.9\"")
+        .replace(&evidence_pack::render::renderer_id(), "0123456789abcdef");
     files.insert("summary.json".into(), summary.into_bytes());
     let older = out.path().join("older.tgz");
     common::repack(&top, &mut files, &older, true);
     let (code, stdout, stderr) = cli(&["verify", older.to_str().unwrap()]);
     assert_eq!(code, 0, "{stdout}{stderr}");
     assert!(
-        stdout.contains("reports not re-rendered: made by evidence-pack 0.0.9"),
+        stdout.contains("reports not re-rendered: made by another renderer (evidence-pack 0.0.9, renderer 0123456789abcdef"),
         "{stdout}"
     );
 }
