@@ -479,6 +479,29 @@ pub async fn copy_and_run_probe(
         })?
 }
 
+/// Runs the gpu-probe already copied into `pod` (by [`copy_and_run_probe`]) with `args`.
+pub async fn run_copied_probe(
+    client: &Client,
+    namespace: &str,
+    pod: &str,
+    container: Option<&str>,
+    args: &[String],
+    timeout: Duration,
+) -> Result<ProbeRun, ApiError> {
+    let api = Api::<Pod>::namespaced(client.clone(), namespace);
+    let mut cmd = vec![format!("{PROBE_DIR}/{PROBE_NAME}")];
+    cmd.extend(args.iter().cloned());
+    tokio::time::timeout(timeout, exec_collect(&api, pod, container, cmd, None))
+        .await
+        .map_err(|_| ApiError::Timeout {
+            what: format!(
+                "gpu-probe {} in pod {pod}",
+                args.first().map_or("", String::as_str)
+            ),
+            secs: timeout.as_secs(),
+        })?
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

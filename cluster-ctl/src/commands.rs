@@ -589,6 +589,101 @@ pub struct RunArgs {
     pub pod_timeout: Duration,
     pub event_timeout: Duration,
     pub probe_timeout: Duration,
+    /// Also run `gpu-probe audit`, `overhead` and `compute` in share pod A (exercise A1).
+    pub audit: bool,
+}
+
+/// The claim of the optional audit exercise.
+pub const AUDIT_CLAIM: &str = "In share pod A, no allocation path (pitch, managed, async, pools, VMM, arrays, a cleared-env child, a second process) holds more than the slice (gpu-probe audit).";
+
+/// The probe runs of `--audit`: file stem and gpu-probe arguments.
+pub fn audit_runs(slice_mib: u64) -> Vec<(&'static str, Vec<String>)> {
+    let owned = |v: &[&str]| v.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
+    vec![
+        (
+            "audit",
+            owned(&[
+                "audit",
+                "--expect-mib",
+                &slice_mib.to_string(),
+                "--output",
+                "json",
+            ]),
+        ),
+        ("overhead", owned(&["overhead", "--output", "json"])),
+        (
+            "compute",
+            owned(&["compute", "--seconds", "5", "--output", "json"]),
+        ),
+    ]
+}
+
+/// A1 from the audit report's JSON (pure): pass only when every applicable path is capped.
+pub fn audit_exercise(ex: &mut Exercise, stdout: &str, slice_mib: u64) {
+    use gpu_probe::report::{AuditOutcome, Report};
+    ex.number("slice_mib", slice_mib);
+    let report: Report = match serde_json::from_str(stdout) {
+        Ok(r) => r,
+        Err(e) => {
+            ex.set(
+                ExerciseResult::Fail,
+                format!("gpu-probe audit printed no report ({e})"),
+            );
+            return;
+        }
+    };
+    let Some(audit) = report.audit else {
+        ex.set(
+            ExerciseResult::Fail,
+            format!("gpu-probe audit: {}", report.verdict.summary),
+        );
+        return;
+    };
+    let names = |o: AuditOutcome| -> Vec<String> {
+        audit
+            .paths
+            .iter()
+            .filter(|p| p.outcome == o)
+            .map(|p| p.path.clone())
+            .collect()
+    };
+    let (escaped, capped) = (names(AuditOutcome::Escaped), names(AuditOutcome::Capped));
+    ex.numbers.insert("escaped".into(), json!(escaped));
+    ex.numbers.insert("capped".into(), json!(capped));
+    ex.numbers.insert(
+        "not_applicable".into(),
+        json!(names(AuditOutcome::NotApplicable)),
+    );
+    let past: u64 = audit
+        .paths
+        .iter()
+        .map(|p| p.past_slice_bytes)
+        .max()
+        .unwrap_or(0);
+    ex.number("max_past_slice_mib", past / (1024 * 1024));
+    if !escaped.is_empty() {
+        ex.set(
+            ExerciseResult::Fail,
+            format!(
+                "{} path(s) escaped the {slice_mib} MiB slice: {}",
+                escaped.len(),
+                escaped.join(", ")
+            ),
+        );
+    } else if capped.is_empty() {
+        ex.set(
+            ExerciseResult::Fail,
+            "no path was capped or escaped: nothing was shown".to_owned(),
+        );
+    } else {
+        ex.set(
+            ExerciseResult::Pass,
+            format!(
+                "all {} applicable paths were capped at the {slice_mib} MiB slice",
+                capped.len()
+            ),
+        );
+    }
 }
 
 /// The run plan for a sizing (pure).
@@ -629,6 +724,13 @@ pub fn run_plan(sizing: &Sizing, ctx: &Ctx, args: &RunArgs) -> Plan {
         ("probe-share-b", SHARE_B, "E3"),
     ] {
         p.push(Step::new(id, format!("copy gpu-probe into {pod} over exec (tar, like kubectl cp), run `gpu-probe all --output json --expect-mib {}`", sizing.slice_mib), format!("{e}: the pod sees and can allocate only its slice")));
+    }
+    if args.audit {
+        p.push(Step::new(
+            "audit-share-a",
+            format!("in {SHARE_A}: `gpu-probe audit --expect-mib {}`, `overhead`, `compute --seconds 5`", sizing.slice_mib),
+            "A1: which allocation paths are capped, what the interception costs, whether the compute limit acts",
+        ));
     }
     p.push(Step::new(
         "apply-oversubscribe",
@@ -774,6 +876,50 @@ pub fn probe_exercise(ex: &mut Exercise, pod: &str, run: &api::ProbeRun, slice_m
     }
 }
 
+/// A1: runs the audit, overhead and compute probes in share pod A (gpu-probe is already there).
+async fn audit_share_a(
+    client: &Client,
+    ctx: &Ctx,
+    args: &RunArgs,
+    slice_mib: u64,
+    out: &OutDir,
+    ex: &mut Exercise,
+) {
+    let mut evidence = Vec::new();
+    for (stem, argv) in audit_runs(slice_mib) {
+        progress(&format!("running gpu-probe {stem} in {SHARE_A}"));
+        match api::run_copied_probe(
+            client,
+            &ctx.namespace,
+            SHARE_A,
+            None,
+            &argv,
+            args.probe_timeout,
+        )
+        .await
+        {
+            Ok(run) => {
+                evidence.extend(write_or_warn(
+                    out,
+                    &format!("probe/{SHARE_A}-{stem}.json"),
+                    run.stdout.as_bytes(),
+                ));
+                evidence.extend(write_or_warn(
+                    out,
+                    &format!("probe/{SHARE_A}-{stem}.stderr"),
+                    run.stderr.as_bytes(),
+                ));
+                if stem == "audit" {
+                    audit_exercise(ex, &run.stdout, slice_mib);
+                }
+            }
+            Err(e) if stem == "audit" => ex.set(ExerciseResult::NotRun, e.to_string()),
+            Err(e) => progress(&format!("gpu-probe {stem} in {SHARE_A} failed: {e}")),
+        }
+    }
+    ex.evidence = evidence;
+}
+
 /// E4 result (pure).
 pub fn oversubscribe_exercise(ex: &mut Exercise, evidence: &OversubscribeEvidence, phase: &str) {
     match evidence {
@@ -843,6 +989,9 @@ pub async fn run(
         );
     }
     let mut ex: Vec<Exercise> = CLAIMS.iter().map(|(id, c)| Exercise::new(id, c)).collect();
+    if args.audit {
+        ex.push(Exercise::new("A1", AUDIT_CLAIM));
+    }
     // Refuse to start when HAMi cannot mutate or place the pods: they would silently bypass it.
     let blockers: Vec<Finding> = doctor::diagnose(&s)
         .into_iter()
@@ -1108,6 +1257,9 @@ async fn run_exercises(
                         }
                         Err(e) => ex[i].set(ExerciseResult::NotRun, e.to_string()),
                     }
+                }
+                if args.audit && ex.len() > 5 && ex[1].result != ExerciseResult::NotRun {
+                    audit_share_a(client, ctx, args, sizing.slice_mib, out, &mut ex[5]).await;
                 }
             }
         }

@@ -55,6 +55,7 @@ fn run_args(out: &std::path::Path) -> RunArgs {
         pod_timeout: Duration::from_secs(5),
         event_timeout: Duration::from_secs(5),
         probe_timeout: Duration::from_secs(5),
+        audit: false,
     }
 }
 
@@ -723,4 +724,36 @@ async fn stuck_share_pods_fail_e1_with_a_diagnosis() {
     // The oversubscribe pod is not created when the slices are not in place.
     let posts = m.seen().into_iter().filter(|s| s.method == "POST").count();
     assert_eq!(posts, 2);
+}
+
+#[test]
+fn a1_fails_on_the_real_bare_h100_audit_and_passes_when_every_path_is_capped() {
+    let text = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../gpu-probe/tests/data/h100-bare-audit-expect-8000.json"
+    ))
+    .unwrap();
+    let mut ex = crate::report::Exercise::new("A1", AUDIT_CLAIM);
+    audit_exercise(&mut ex, &text, 8000);
+    assert_eq!(ex.result, crate::report::ExerciseResult::Fail);
+    assert!(ex.reason.contains("9 path(s) escaped"), "{}", ex.reason);
+    assert_eq!(ex.numbers["max_past_slice_mib"], 6000);
+
+    let mut report: gpu_probe::report::Report = serde_json::from_str(&text).unwrap();
+    for p in &mut report.audit.as_mut().unwrap().paths {
+        p.outcome = gpu_probe::report::AuditOutcome::Capped;
+        p.past_slice_bytes = 0;
+    }
+    let mut ex = crate::report::Exercise::new("A1", AUDIT_CLAIM);
+    audit_exercise(&mut ex, &serde_json::to_string(&report).unwrap(), 8000);
+    assert_eq!(
+        ex.result,
+        crate::report::ExerciseResult::Pass,
+        "{}",
+        ex.reason
+    );
+
+    let mut ex = crate::report::Exercise::new("A1", AUDIT_CLAIM);
+    audit_exercise(&mut ex, "not json", 8000);
+    assert_eq!(ex.result, crate::report::ExerciseResult::Fail);
 }
