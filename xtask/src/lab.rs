@@ -522,7 +522,7 @@ mod tests {
     #[test]
     fn the_plan_has_every_phase_in_order_with_reasons() {
         let steps = plan(
-            &args(&["--tls-san", "gpu.example", "--slice-mib", "4000"]),
+            &args(&["--tls-san", "gpu.example", "--slice-mib", "4000", "--audit"]),
             &layout(),
         );
         let phases: Vec<Phase> = steps.iter().map(|s| s.phase).collect();
