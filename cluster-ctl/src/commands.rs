@@ -23,7 +23,7 @@ use crate::decide::{
 };
 use crate::doctor::{self, Finding, Severity, Snapshot};
 use crate::helm::{self, HelmTarget, InstallOptions, ReleaseState};
-use crate::manifests::{self, OVERSUBSCRIBE, SHARE_A, SHARE_B};
+use crate::manifests::{self, BASELINE, BASELINE_MIB, OVERSUBSCRIBE, SHARE_A, SHARE_B};
 use crate::plan::{Plan, Step};
 use crate::report::{
     CLAIMS, ClusterInfo, Exercise, ExerciseResult, GpuEntry, OutDir, RunReport, SCHEMA,
@@ -728,8 +728,8 @@ pub fn run_plan(sizing: &Sizing, ctx: &Ctx, args: &RunArgs) -> Plan {
     if args.audit {
         p.push(Step::new(
             "audit-share-a",
-            format!("in {SHARE_A}: `gpu-probe audit --expect-mib {}`, `overhead`, `compute --seconds 5`", sizing.slice_mib),
-            "A1: which allocation paths are capped, what the interception costs, whether the compute limit acts",
+            format!("in {SHARE_A}: `gpu-probe audit --expect-mib {}`, `overhead`, `compute --seconds 5`; then `gpu-probe overhead` in pod {BASELINE} (CUDA_DISABLE_CONTROL=true, {BASELINE_MIB} MiB, deleted after)", sizing.slice_mib),
+            "A1: which allocation paths are capped, what the interception costs (with vs without HAMi-core), whether the compute limit acts",
         ));
     }
     p.push(Step::new(
@@ -876,17 +876,20 @@ pub fn probe_exercise(ex: &mut Exercise, pod: &str, run: &api::ProbeRun, slice_m
     }
 }
 
-/// A1: runs the audit, overhead and compute probes in share pod A (gpu-probe is already there).
+/// A1: runs the audit, overhead and compute probes in share pod A (gpu-probe is already there),
+/// then `overhead` in a baseline pod without HAMi-core for the with/without difference.
 async fn audit_share_a(
     client: &Client,
     ctx: &Ctx,
     args: &RunArgs,
-    slice_mib: u64,
+    sizing: &Sizing,
+    probe: &[u8],
     out: &OutDir,
     ex: &mut Exercise,
 ) {
     let mut evidence = Vec::new();
-    for (stem, argv) in audit_runs(slice_mib) {
+    let mut with_hami = None;
+    for (stem, argv) in audit_runs(sizing.slice_mib) {
         progress(&format!("running gpu-probe {stem} in {SHARE_A}"));
         match api::run_copied_probe(
             client,
@@ -909,15 +912,162 @@ async fn audit_share_a(
                     &format!("probe/{SHARE_A}-{stem}.stderr"),
                     run.stderr.as_bytes(),
                 ));
-                if stem == "audit" {
-                    audit_exercise(ex, &run.stdout, slice_mib);
+                match stem {
+                    "audit" => audit_exercise(ex, &run.stdout, sizing.slice_mib),
+                    "overhead" => with_hami = Some(run.stdout),
+                    _ => {}
                 }
             }
             Err(e) if stem == "audit" => ex.set(ExerciseResult::NotRun, e.to_string()),
             Err(e) => progress(&format!("gpu-probe {stem} in {SHARE_A} failed: {e}")),
         }
     }
+    match baseline_overhead(client, ctx, args, sizing, probe, out, &mut evidence).await {
+        Ok(without) => {
+            if let Some(with) = with_hami {
+                ex.numbers.insert(
+                    "overhead_p50_us_with_vs_without_hami".into(),
+                    Value::Object(overhead_difference(&with, &without)),
+                );
+            }
+        }
+        Err(why) => {
+            ex.numbers
+                .insert("overhead_baseline".into(), json!(format!("not run: {why}")));
+        }
+    }
     ex.evidence = evidence;
+}
+
+/// `gpu-probe overhead` in the baseline pod (CUDA_DISABLE_CONTROL=true), which is deleted after.
+async fn baseline_overhead(
+    client: &Client,
+    ctx: &Ctx,
+    args: &RunArgs,
+    sizing: &Sizing,
+    probe: &[u8],
+    out: &OutDir,
+    evidence: &mut Vec<String>,
+) -> Result<String, String> {
+    use manifests::BASELINE_TEMPLATE;
+    let room = sizing.card.devmem_mib.saturating_sub(2 * sizing.slice_mib);
+    if room < BASELINE_MIB {
+        return Err(format!(
+            "only {room} MiB left beside the two slices, the baseline pod needs {BASELINE_MIB}"
+        ));
+    }
+    let pod = manifests::render(
+        BASELINE_TEMPLATE,
+        BASELINE,
+        &ctx.namespace,
+        &args.image,
+        BASELINE_MIB,
+        sizing.pin_uuid.as_deref(),
+    )
+    .map_err(|e| e.to_string())?;
+    evidence.extend(write_or_warn(
+        out,
+        &format!("manifests/{BASELINE}.yaml"),
+        pod.yaml.as_bytes(),
+    ));
+    let pods_api = Api::<Pod>::namespaced(client.clone(), &ctx.namespace);
+    progress(&format!(
+        "creating pod {BASELINE} (CUDA_DISABLE_CONTROL=true: no HAMi-core)"
+    ));
+    api::create_pod(&pods_api, &pod.pod)
+        .await
+        .map_err(|e| e.to_string())?;
+    let result = async {
+        api::wait_pods_ready(&pods_api, &[BASELINE], args.pod_timeout)
+            .await
+            .map_err(|e| e.to_string())?;
+        api::copy_probe(
+            client,
+            &ctx.namespace,
+            BASELINE,
+            None,
+            probe,
+            args.probe_timeout,
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+        let argv = [
+            "overhead".to_owned(),
+            "--output".to_owned(),
+            "json".to_owned(),
+        ];
+        let run = api::run_copied_probe(
+            client,
+            &ctx.namespace,
+            BASELINE,
+            None,
+            &argv,
+            args.probe_timeout,
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+        evidence.extend(write_or_warn(
+            out,
+            &format!("probe/{BASELINE}-overhead.json"),
+            run.stdout.as_bytes(),
+        ));
+        evidence.extend(write_or_warn(
+            out,
+            &format!("probe/{BASELINE}-overhead.stderr"),
+            run.stderr.as_bytes(),
+        ));
+        Ok(run.stdout)
+    }
+    .await;
+    let _ = pods_api
+        .delete(BASELINE, &kube::api::DeleteParams::default())
+        .await;
+    result
+}
+
+/// p50 latencies with HAMi-core (share pod A) and without (the baseline pod), and their
+/// difference, from two `gpu-probe overhead` reports (pure).
+pub fn overhead_difference(with_json: &str, without_json: &str) -> serde_json::Map<String, Value> {
+    use gpu_probe::report::{LatencyStats, Report};
+    let parse = |t: &str| {
+        serde_json::from_str::<Report>(t)
+            .ok()
+            .and_then(|r| r.overhead)
+    };
+    let mut m = serde_json::Map::new();
+    let (Some(w), Some(wo)) = (parse(with_json), parse(without_json)) else {
+        m.insert(
+            "error".into(),
+            json!("one of the overhead reports is missing or not a gpu-probe report"),
+        );
+        return m;
+    };
+    let mut pair = |key: String, a: Option<&LatencyStats>, b: Option<&LatencyStats>| {
+        if let (Some(a), Some(b)) = (a, b) {
+            let round = |x: f64| (x * 10.0).round() / 10.0;
+            m.insert(key, json!({"with": round(a.p50_us), "without": round(b.p50_us), "difference": round(a.p50_us - b.p50_us)}));
+        }
+    };
+    for (a, b) in w.alloc.iter().zip(&wo.alloc) {
+        pair(
+            format!("cuMemAlloc_v2 {} MiB", a.bytes / (1024 * 1024)),
+            Some(a),
+            Some(b),
+        );
+    }
+    for (a, b) in w.free.iter().zip(&wo.free) {
+        pair(
+            format!("cuMemFree_v2 {} MiB", a.bytes / (1024 * 1024)),
+            Some(a),
+            Some(b),
+        );
+    }
+    pair(
+        "empty kernel launch".into(),
+        w.launch.as_ref(),
+        wo.launch.as_ref(),
+    );
+    m
 }
 
 /// E4 result (pure).
@@ -1259,7 +1409,7 @@ async fn run_exercises(
                     }
                 }
                 if args.audit && ex.len() > 5 && ex[1].result != ExerciseResult::NotRun {
-                    audit_share_a(client, ctx, args, sizing.slice_mib, out, &mut ex[5]).await;
+                    audit_share_a(client, ctx, args, sizing, &bytes, out, &mut ex[5]).await;
                 }
             }
         }

@@ -757,3 +757,22 @@ fn a1_fails_on_the_real_bare_h100_audit_and_passes_when_every_path_is_capped() {
     audit_exercise(&mut ex, "not json", 8000);
     assert_eq!(ex.result, crate::report::ExerciseResult::Fail);
 }
+
+#[test]
+fn overhead_difference_from_two_real_reports() {
+    let real = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../gpu-probe/tests/data/h100-bare-overhead.json"
+    ))
+    .unwrap();
+    let same = overhead_difference(&real, &real);
+    assert_eq!(same["cuMemAlloc_v2 1 MiB"]["difference"], 0.0);
+    assert!(same.contains_key("empty kernel launch"));
+    let mut slower: gpu_probe::report::Report = serde_json::from_str(&real).unwrap();
+    for a in &mut slower.overhead.as_mut().unwrap().alloc {
+        a.p50_us += 25.0;
+    }
+    let diff = overhead_difference(&serde_json::to_string(&slower).unwrap(), &real);
+    assert_eq!(diff["cuMemAlloc_v2 64 MiB"]["difference"], 25.0);
+    assert!(overhead_difference("{}", &real).contains_key("error"));
+}

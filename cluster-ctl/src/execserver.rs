@@ -378,6 +378,13 @@ mod tests {
                 serde_json::to_value(fixture_pod(file)).unwrap(),
             );
         }
+        let mut baseline = fixture_pod("pod-hami-share-a-running.json");
+        baseline.metadata.name = Some("hami-baseline".into());
+        mock.on_create(
+            "pods",
+            "hami-baseline",
+            serde_json::to_value(baseline).unwrap(),
+        );
         let server = ExecServer::start(mock, reply(VERIFIED, 0)).await;
         let dir = tempfile::tempdir().unwrap();
         let bin = dir.path().join("gpu-probe-bin");
@@ -427,6 +434,24 @@ mod tests {
                 .join("out/probe/hami-share-a-audit.json")
                 .exists()
         );
+        // The baseline pod (CUDA_DISABLE_CONTROL=true) ran overhead too, and its manifest is kept.
+        let baseline_calls: Vec<_> = server
+            .calls()
+            .into_iter()
+            .filter(|c| c.pod == "hami-baseline")
+            .collect();
+        assert_eq!(
+            baseline_calls.last().map(|c| c.command.join(" ")),
+            Some("/tmp/gpu-probe overhead --output json".to_owned())
+        );
+        assert!(
+            dir.path()
+                .join("out/probe/hami-baseline-overhead.json")
+                .exists()
+        );
+        let manifest =
+            std::fs::read_to_string(dir.path().join("out/manifests/hami-baseline.yaml")).unwrap();
+        assert!(manifest.contains("CUDA_DISABLE_CONTROL"), "{manifest}");
         assert!(
             dir.path()
                 .join("out/probe/hami-share-a-compute.stderr")
