@@ -1089,19 +1089,97 @@ pub fn oversubscribe_exercise(ex: &mut Exercise, evidence: &OversubscribeEvidenc
 }
 
 /// E5 from E1–E3 (pure).
-pub fn mechanism_exercise(ex: &mut Exercise, e1: &Exercise, e2: &Exercise, e3: &Exercise) {
+pub fn mechanism_exercise(
+    ex: &mut Exercise,
+    e1: &Exercise,
+    e2: &Exercise,
+    e3: &Exercise,
+    reports: &[(&str, Option<&str>)],
+) {
+    ex.evidence = e2.evidence.iter().chain(&e3.evidence).cloned().collect();
     let parts = [e1, e2, e3];
-    if parts.iter().all(|e| e.result == ExerciseResult::Pass) {
-        ex.set(ExerciseResult::Pass, "both pods share one GPU (E1) and each gpu-probe verified its slice from inside the container (E2, E3)");
-    } else if let Some(failed) = parts.iter().find(|e| e.result == ExerciseResult::Fail) {
+    if let Some(failed) = parts.iter().find(|e| e.result == ExerciseResult::Fail) {
         ex.set(
             ExerciseResult::Fail,
             format!("{} failed: {}", failed.id, failed.reason),
         );
-    } else {
-        ex.set(ExerciseResult::NotRun, "E1–E3 did not all run");
+        return;
     }
-    ex.evidence = e2.evidence.iter().chain(&e3.evidence).cloned().collect();
+    if !parts.iter().all(|e| e.result == ExerciseResult::Pass) {
+        ex.set(ExerciseResult::NotRun, "E1–E3 did not all run");
+        return;
+    }
+    // E1–E3 passed: now show it is HAMi-core doing it, from each probe's mechanism section.
+    let mut seen = Vec::new();
+    for (pod, json) in reports {
+        match mechanism_of(json.unwrap_or("")) {
+            Ok(m) => {
+                ex.numbers.insert(format!("{pod}_mechanism"), m.clone());
+                seen.push(m);
+            }
+            Err(why) => {
+                ex.set(ExerciseResult::Fail, format!("E1–E3 passed, but gpu-probe in {pod} does not show HAMi-core at work: {why}"));
+                return;
+            }
+        }
+    }
+    let library = seen
+        .first()
+        .and_then(|m| m["library"].as_str())
+        .unwrap_or("the HAMi-core library")
+        .to_owned();
+    ex.set(
+        ExerciseResult::Pass,
+        format!(
+            "both pods share one GPU (E1), each was held to its slice (E2, E3), and in both containers {library} is preloaded, mapped after CUDA init and exports the allocation hooks, with the limit in its shared region"
+        ),
+    );
+}
+
+/// What one probe report shows of HAMi-core (pure): the library, how it is injected, the
+/// region's limit and HAMi-core's own OOM lines; an error when it is not active.
+pub fn mechanism_of(probe_json: &str) -> Result<Value, String> {
+    use gpu_probe::report::{MechanismOutcome, Report};
+    let report: Report =
+        serde_json::from_str(probe_json).map_err(|e| format!("no probe report ({e})"))?;
+    let m = report
+        .mechanism
+        .ok_or("the report has no mechanism section")?;
+    if m.outcome != MechanismOutcome::HamiCoreActive {
+        return Err(format!(
+            "mechanism {:?}: {}",
+            m.outcome,
+            m.reasons.first().cloned().unwrap_or_default()
+        ));
+    }
+    let lib = m
+        .libraries
+        .iter()
+        .find(|l| l.mapped_after_cuda_init == Some(true) && l.symbols.iter().any(|s| s.exported))
+        .ok_or("no injected library is mapped and exports hooks")?;
+    let hooks: Vec<&str> = lib
+        .symbols
+        .iter()
+        .filter(|s| s.exported)
+        .map(|s| s.name.as_str())
+        .collect();
+    let limits_mib: Vec<u64> = m
+        .shared_region
+        .region
+        .as_ref()
+        .map(|r| r.limits.iter().map(|l| l / (1024 * 1024)).collect())
+        .unwrap_or_default();
+    let oom_lines: usize = report.cap.as_ref().map_or(0, |c| {
+        c.devices.iter().map(|d| d.hami_oom_lines.len()).sum()
+    });
+    Ok(json!({
+        "library": lib.path,
+        "injected_via": lib.named_in,
+        "hooks": hooks,
+        "shared_region": m.shared_region.path,
+        "region_limits_mib": limits_mib,
+        "hami_core_oom_lines": oom_lines,
+    }))
 }
 
 pub async fn run(
@@ -1299,6 +1377,8 @@ async fn run_exercises(
     ex: &mut [Exercise],
 ) -> Result<(), Failure> {
     let pods_api = Api::<Pod>::namespaced(client.clone(), &ctx.namespace);
+    // The probe reports of share pods A and B, for E5's look at the mechanism.
+    let mut probe_reports: [Option<String>; 2] = [None, None];
     // E1
     for r in rendered.iter().filter(|r| r.name != OVERSUBSCRIBE) {
         progress(&format!("creating pod {}", r.name));
@@ -1403,6 +1483,7 @@ async fn run_exercises(
                                 run.stderr.as_bytes(),
                             ));
                             probe_exercise(&mut ex[i], pod, &run, sizing.slice_mib);
+                            probe_reports[i - 1] = Some(run.stdout.clone());
                             ex[i].evidence = evidence;
                         }
                         Err(e) => ex[i].set(ExerciseResult::NotRun, e.to_string()),
@@ -1444,7 +1525,12 @@ async fn run_exercises(
         );
     }
     let (e1, e2, e3) = (ex[0].clone(), ex[1].clone(), ex[2].clone());
-    mechanism_exercise(&mut ex[4], &e1, &e2, &e3);
+    let reports: Vec<(&str, Option<&str>)> = [SHARE_A, SHARE_B]
+        .iter()
+        .zip(&probe_reports)
+        .map(|(pod, r)| (*pod, r.as_deref()))
+        .collect();
+    mechanism_exercise(&mut ex[4], &e1, &e2, &e3, &reports);
     ex[4].number("slice_mib", sizing.slice_mib);
     if let Some(uuids) = e1.numbers.get("gpu_uuids") {
         ex[4].numbers.insert("gpu_uuids".into(), uuids.clone());

@@ -578,15 +578,66 @@ fn exercise_decisions() {
         e
     };
     let mut e5 = Exercise::new("E5", "c");
-    mechanism_exercise(&mut e5, &pass("E1"), &pass("E2"), &pass("E3"));
-    assert_eq!(e5.result, ExerciseResult::Pass);
+    let active = hami_active_report();
+    let reports = [
+        ("hami-share-a", Some(active.as_str())),
+        ("hami-share-b", Some(active.as_str())),
+    ];
+    mechanism_exercise(&mut e5, &pass("E1"), &pass("E2"), &pass("E3"), &reports);
+    assert_eq!(e5.result, ExerciseResult::Pass, "{}", e5.reason);
+    assert!(
+        e5.reason.contains("/usr/local/vgpu/libvgpu.so"),
+        "{}",
+        e5.reason
+    );
+    assert_eq!(
+        e5.numbers["hami-share-a_mechanism"]["region_limits_mib"][0],
+        8000
+    );
     let mut f = pass("E3");
     f.set(ExerciseResult::Fail, "probe saw 81559 MiB");
-    mechanism_exercise(&mut e5, &pass("E1"), &pass("E2"), &f);
+    mechanism_exercise(&mut e5, &pass("E1"), &pass("E2"), &f, &reports);
     assert_eq!(e5.result, ExerciseResult::Fail);
     assert!(e5.reason.starts_with("E3 failed"));
-    mechanism_exercise(&mut e5, &pass("E1"), &Exercise::new("E2", "c"), &pass("E3"));
+    mechanism_exercise(
+        &mut e5,
+        &pass("E1"),
+        &Exercise::new("E2", "c"),
+        &pass("E3"),
+        &reports,
+    );
     assert_eq!(e5.result, ExerciseResult::NotRun);
+    // Passing probes whose reports show no HAMi-core (the real bare-H100 report) fail E5.
+    let bare = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../gpu-probe/tests/data/h100-bare-all-expect-8000.json"
+    ))
+    .unwrap();
+    let bare_reports = [
+        ("hami-share-a", Some(bare.as_str())),
+        ("hami-share-b", Some(active.as_str())),
+    ];
+    mechanism_exercise(
+        &mut e5,
+        &pass("E1"),
+        &pass("E2"),
+        &pass("E3"),
+        &bare_reports,
+    );
+    assert_eq!(e5.result, ExerciseResult::Fail);
+    assert!(
+        e5.reason.contains("does not show HAMi-core"),
+        "{}",
+        e5.reason
+    );
+    mechanism_exercise(
+        &mut e5,
+        &pass("E1"),
+        &pass("E2"),
+        &pass("E3"),
+        &[("hami-share-a", None)],
+    );
+    assert_eq!(e5.result, ExerciseResult::Fail);
 }
 
 #[test]

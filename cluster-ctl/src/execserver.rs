@@ -236,7 +236,7 @@ mod tests {
     use super::*;
     use crate::commands::{self, Ctx, RunArgs, exit};
     use crate::helm::HelmTarget;
-    use crate::testdata::{fixture_pod, fixture_text};
+    use crate::testdata::{fixture_pod, fixture_text, hami_active_report};
     use std::time::Duration;
 
     const VERIFIED: &str = r#"{"schema":"x","verdict":{"outcome":"verified","exit_code":0}}"#;
@@ -480,7 +480,8 @@ mod tests {
                 serde_json::to_value(fixture_pod(file)).unwrap(),
             );
         }
-        let server = ExecServer::start(mock, reply(VERIFIED, 0)).await;
+        let verified = hami_active_report();
+        let server = ExecServer::start(mock, reply(&verified, 0)).await;
         let dir = tempfile::tempdir().unwrap();
         let bin = dir.path().join("gpu-probe-bin");
         std::fs::write(&bin, b"probe").unwrap();
@@ -524,7 +525,7 @@ mod tests {
         );
         assert_eq!(
             std::fs::read_to_string(dir.path().join("out/probe/hami-share-b.json")).unwrap(),
-            VERIFIED
+            verified
         );
     }
 }
