@@ -1541,7 +1541,19 @@ async fn run_exercises(
 // ---------------------------------------------------------------------------------------------
 // doctor, probe, cleanup
 
-/// `(pod, outcome)` of every `probe/*.json` in a run's output folder.
+/// Whether a gpu-probe report's view saw the full card on some device (pure).
+pub fn shows_full_card(probe_json: &str) -> bool {
+    serde_json::from_str::<gpu_probe::report::Report>(probe_json).is_ok_and(|r| {
+        r.view.is_some_and(|v| {
+            v.devices
+                .iter()
+                .any(|d| d.outcome == gpu_probe::report::ViewOutcome::ShowsFullCard)
+        })
+    })
+}
+
+/// `(pod, outcome)` of every `probe/*.json` in a run's output folder; the outcome is
+/// `shows-full-card` when the probe's view saw the whole card, else the verdict's outcome.
 pub fn probe_verdicts_from(dir: &Path) -> Vec<(String, String)> {
     let Ok(entries) = std::fs::read_dir(dir.join("probe")) else {
         return Vec::new();
@@ -1554,8 +1566,12 @@ pub fn probe_verdicts_from(dir: &Path) -> Vec<(String, String)> {
                 return None;
             }
             let pod = path.file_stem()?.to_str()?.to_owned();
-            let outcome = probe_outcome(&std::fs::read_to_string(&path).ok()?)?;
-            Some((pod, outcome))
+            let text = std::fs::read_to_string(&path).ok()?;
+            // The view's own word wins: a full card seen from inside is its own diagnosis.
+            if shows_full_card(&text) {
+                return Some((pod, "shows-full-card".to_owned()));
+            }
+            Some((pod, probe_outcome(&text)?))
         })
         .collect();
     v.sort();

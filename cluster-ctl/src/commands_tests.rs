@@ -663,9 +663,14 @@ async fn doctor_finds_unmutated_pods_and_the_full_card_view() {
     m.add_fixture("pod-unmutated-default-scheduler.json");
     let dir = tempfile::tempdir().unwrap();
     std::fs::create_dir_all(dir.path().join("probe")).unwrap();
+    // A real report of a probe that saw the whole card (the bare H100).
     std::fs::write(
         dir.path().join("probe/hami-share-b.json"),
-        r#"{"verdict":{"outcome":"not-verified","exit_code":1}}"#,
+        std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../gpu-probe/tests/data/h100-bare-all-expect-8000.json"
+        ))
+        .unwrap(),
     )
     .unwrap();
     std::fs::write(dir.path().join("probe/hami-share-b.stderr"), "").unwrap();
@@ -826,4 +831,39 @@ fn overhead_difference_from_two_real_reports() {
     let diff = overhead_difference(&serde_json::to_string(&slower).unwrap(), &real);
     assert_eq!(diff["cuMemAlloc_v2 64 MiB"]["difference"], 25.0);
     assert!(overhead_difference("{}", &real).contains_key("error"));
+}
+
+#[test]
+fn the_real_bare_h100_report_is_a_full_card_view_and_a_hami_one_is_not() {
+    let bare = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../gpu-probe/tests/data/h100-bare-all-expect-8000.json"
+    ))
+    .unwrap();
+    assert!(shows_full_card(&bare));
+    let audit_only = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../gpu-probe/tests/data/h100-bare-audit-expect-8000.json"
+    ))
+    .unwrap();
+    assert!(
+        !shows_full_card(&audit_only),
+        "an audit report has no view section"
+    );
+    assert!(!shows_full_card("not json"));
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("probe")).unwrap();
+    std::fs::write(dir.path().join("probe/hami-share-a.json"), &bare).unwrap();
+    std::fs::write(
+        dir.path().join("probe/hami-share-a-audit.json"),
+        &audit_only,
+    )
+    .unwrap();
+    assert_eq!(
+        probe_verdicts_from(dir.path()),
+        vec![
+            ("hami-share-a".to_owned(), "shows-full-card".to_owned()),
+            ("hami-share-a-audit".to_owned(), "not-verified".to_owned())
+        ]
+    );
 }
