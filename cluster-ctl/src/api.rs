@@ -425,6 +425,48 @@ async fn exec_collect(
     })
 }
 
+/// Copies the gpu-probe binary into `pod` (a tar stream over exec, as `kubectl cp` does).
+pub async fn copy_probe(
+    client: &Client,
+    namespace: &str,
+    pod: &str,
+    container: Option<&str>,
+    probe: &[u8],
+    timeout: Duration,
+) -> Result<(), ApiError> {
+    let api = Api::<Pod>::namespaced(client.clone(), namespace);
+    let archive = probe_tar(probe).map_err(|e| ApiError::Exec {
+        pod: pod.to_owned(),
+        what: format!("building the tar archive: {e}"),
+    })?;
+    let copied = tokio::time::timeout(
+        timeout,
+        exec_collect(
+            &api,
+            pod,
+            container,
+            untar_command(archive.len()),
+            Some(archive),
+        ),
+    )
+    .await
+    .map_err(|_| ApiError::Timeout {
+        what: format!("copying gpu-probe into pod {pod}"),
+        secs: timeout.as_secs(),
+    })??;
+    if copied.exit_code != Some(0) {
+        return Err(ApiError::Exec {
+            pod: pod.to_owned(),
+            what: format!(
+                "copying gpu-probe failed (exit {:?}): {} — the image needs `sh`, `head` and `tar` (the CUDA base images have them)",
+                copied.exit_code,
+                copied.stderr.trim()
+            ),
+        });
+    }
+    Ok(())
+}
+
 /// Copies the gpu-probe binary into `pod` and runs `gpu-probe all --output json --expect-mib N`.
 pub async fn copy_and_run_probe(
     client: &Client,
@@ -435,46 +477,34 @@ pub async fn copy_and_run_probe(
     expect_mib: Option<u64>,
     timeout: Duration,
 ) -> Result<ProbeRun, ApiError> {
+    copy_probe(client, namespace, pod, container, probe, timeout).await?;
+    let mut args = vec!["all".to_owned(), "--output".to_owned(), "json".to_owned()];
+    if let Some(mib) = expect_mib {
+        args.push("--expect-mib".to_owned());
+        args.push(mib.to_string());
+    }
+    run_copied_probe(client, namespace, pod, container, &args, timeout).await
+}
+
+/// Runs the gpu-probe already copied into `pod` (by [`copy_and_run_probe`]) with `args`.
+pub async fn run_copied_probe(
+    client: &Client,
+    namespace: &str,
+    pod: &str,
+    container: Option<&str>,
+    args: &[String],
+    timeout: Duration,
+) -> Result<ProbeRun, ApiError> {
     let api = Api::<Pod>::namespaced(client.clone(), namespace);
-    let archive = probe_tar(probe).map_err(|e| ApiError::Exec {
-        pod: pod.to_owned(),
-        what: format!("building the tar archive: {e}"),
-    })?;
-    let work = async {
-        let copied = exec_collect(
-            &api,
-            pod,
-            container,
-            untar_command(archive.len()),
-            Some(archive.clone()),
-        )
-        .await?;
-        if copied.exit_code != Some(0) {
-            return Err(ApiError::Exec {
-                pod: pod.to_owned(),
-                what: format!(
-                    "copying gpu-probe failed (exit {:?}): {} — the image needs `sh`, `head` and `tar` (the CUDA base images have them)",
-                    copied.exit_code,
-                    copied.stderr.trim()
-                ),
-            });
-        }
-        let mut cmd = vec![
-            format!("{PROBE_DIR}/{PROBE_NAME}"),
-            "all".to_owned(),
-            "--output".to_owned(),
-            "json".to_owned(),
-        ];
-        if let Some(mib) = expect_mib {
-            cmd.push("--expect-mib".to_owned());
-            cmd.push(mib.to_string());
-        }
-        exec_collect(&api, pod, container, cmd, None).await
-    };
-    tokio::time::timeout(timeout, work)
+    let mut cmd = vec![format!("{PROBE_DIR}/{PROBE_NAME}")];
+    cmd.extend(args.iter().cloned());
+    tokio::time::timeout(timeout, exec_collect(&api, pod, container, cmd, None))
         .await
         .map_err(|_| ApiError::Timeout {
-            what: format!("gpu-probe in pod {pod}"),
+            what: format!(
+                "gpu-probe {} in pod {pod}",
+                args.first().map_or("", String::as_str)
+            ),
             secs: timeout.as_secs(),
         })?
 }

@@ -23,7 +23,7 @@ use crate::decide::{
 };
 use crate::doctor::{self, Finding, Severity, Snapshot};
 use crate::helm::{self, HelmTarget, InstallOptions, ReleaseState};
-use crate::manifests::{self, OVERSUBSCRIBE, SHARE_A, SHARE_B};
+use crate::manifests::{self, BASELINE, BASELINE_MIB, OVERSUBSCRIBE, SHARE_A, SHARE_B};
 use crate::plan::{Plan, Step};
 use crate::report::{
     CLAIMS, ClusterInfo, Exercise, ExerciseResult, GpuEntry, OutDir, RunReport, SCHEMA,
@@ -589,6 +589,101 @@ pub struct RunArgs {
     pub pod_timeout: Duration,
     pub event_timeout: Duration,
     pub probe_timeout: Duration,
+    /// Also run `gpu-probe audit`, `overhead` and `compute` in share pod A (exercise A1).
+    pub audit: bool,
+}
+
+/// The claim of the optional audit exercise.
+pub const AUDIT_CLAIM: &str = "In share pod A, no allocation path (pitch, managed, async, pools, VMM, arrays, a cleared-env child, a second process) holds more than the slice (gpu-probe audit).";
+
+/// The probe runs of `--audit`: file stem and gpu-probe arguments.
+pub fn audit_runs(slice_mib: u64) -> Vec<(&'static str, Vec<String>)> {
+    let owned = |v: &[&str]| v.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
+    vec![
+        (
+            "audit",
+            owned(&[
+                "audit",
+                "--expect-mib",
+                &slice_mib.to_string(),
+                "--output",
+                "json",
+            ]),
+        ),
+        ("overhead", owned(&["overhead", "--output", "json"])),
+        (
+            "compute",
+            owned(&["compute", "--seconds", "5", "--output", "json"]),
+        ),
+    ]
+}
+
+/// A1 from the audit report's JSON (pure): pass only when every applicable path is capped.
+pub fn audit_exercise(ex: &mut Exercise, stdout: &str, slice_mib: u64) {
+    use gpu_probe::report::{AuditOutcome, Report};
+    ex.number("slice_mib", slice_mib);
+    let report: Report = match serde_json::from_str(stdout) {
+        Ok(r) => r,
+        Err(e) => {
+            ex.set(
+                ExerciseResult::Fail,
+                format!("gpu-probe audit printed no report ({e})"),
+            );
+            return;
+        }
+    };
+    let Some(audit) = report.audit else {
+        ex.set(
+            ExerciseResult::Fail,
+            format!("gpu-probe audit: {}", report.verdict.summary),
+        );
+        return;
+    };
+    let names = |o: AuditOutcome| -> Vec<String> {
+        audit
+            .paths
+            .iter()
+            .filter(|p| p.outcome == o)
+            .map(|p| p.path.clone())
+            .collect()
+    };
+    let (escaped, capped) = (names(AuditOutcome::Escaped), names(AuditOutcome::Capped));
+    ex.numbers.insert("escaped".into(), json!(escaped));
+    ex.numbers.insert("capped".into(), json!(capped));
+    ex.numbers.insert(
+        "not_applicable".into(),
+        json!(names(AuditOutcome::NotApplicable)),
+    );
+    let past: u64 = audit
+        .paths
+        .iter()
+        .map(|p| p.past_slice_bytes)
+        .max()
+        .unwrap_or(0);
+    ex.number("max_past_slice_mib", past / (1024 * 1024));
+    if !escaped.is_empty() {
+        ex.set(
+            ExerciseResult::Fail,
+            format!(
+                "{} path(s) escaped the {slice_mib} MiB slice: {}",
+                escaped.len(),
+                escaped.join(", ")
+            ),
+        );
+    } else if capped.is_empty() {
+        ex.set(
+            ExerciseResult::Fail,
+            "no path was capped or escaped: nothing was shown".to_owned(),
+        );
+    } else {
+        ex.set(
+            ExerciseResult::Pass,
+            format!(
+                "all {} applicable paths were capped at the {slice_mib} MiB slice",
+                capped.len()
+            ),
+        );
+    }
 }
 
 /// The run plan for a sizing (pure).
@@ -629,6 +724,13 @@ pub fn run_plan(sizing: &Sizing, ctx: &Ctx, args: &RunArgs) -> Plan {
         ("probe-share-b", SHARE_B, "E3"),
     ] {
         p.push(Step::new(id, format!("copy gpu-probe into {pod} over exec (tar, like kubectl cp), run `gpu-probe all --output json --expect-mib {}`", sizing.slice_mib), format!("{e}: the pod sees and can allocate only its slice")));
+    }
+    if args.audit {
+        p.push(Step::new(
+            "audit-share-a",
+            format!("in {SHARE_A}: `gpu-probe audit --expect-mib {}`, `overhead`, `compute --seconds 5`; then `gpu-probe overhead` in pod {BASELINE} (CUDA_DISABLE_CONTROL=true, {BASELINE_MIB} MiB, deleted after)", sizing.slice_mib),
+            "A1: which allocation paths are capped, what the interception costs (with vs without HAMi-core), whether the compute limit acts",
+        ));
     }
     p.push(Step::new(
         "apply-oversubscribe",
@@ -774,6 +876,200 @@ pub fn probe_exercise(ex: &mut Exercise, pod: &str, run: &api::ProbeRun, slice_m
     }
 }
 
+/// A1: runs the audit, overhead and compute probes in share pod A (gpu-probe is already there),
+/// then `overhead` in a baseline pod without HAMi-core for the with/without difference.
+async fn audit_share_a(
+    client: &Client,
+    ctx: &Ctx,
+    args: &RunArgs,
+    sizing: &Sizing,
+    probe: &[u8],
+    out: &OutDir,
+    ex: &mut Exercise,
+) {
+    let mut evidence = Vec::new();
+    let mut with_hami = None;
+    for (stem, argv) in audit_runs(sizing.slice_mib) {
+        progress(&format!("running gpu-probe {stem} in {SHARE_A}"));
+        match api::run_copied_probe(
+            client,
+            &ctx.namespace,
+            SHARE_A,
+            None,
+            &argv,
+            args.probe_timeout,
+        )
+        .await
+        {
+            Ok(run) => {
+                evidence.extend(write_or_warn(
+                    out,
+                    &format!("probe/{SHARE_A}-{stem}.json"),
+                    run.stdout.as_bytes(),
+                ));
+                evidence.extend(write_or_warn(
+                    out,
+                    &format!("probe/{SHARE_A}-{stem}.stderr"),
+                    run.stderr.as_bytes(),
+                ));
+                match stem {
+                    "audit" => audit_exercise(ex, &run.stdout, sizing.slice_mib),
+                    "overhead" => with_hami = Some(run.stdout),
+                    _ => {}
+                }
+            }
+            Err(e) if stem == "audit" => ex.set(ExerciseResult::NotRun, e.to_string()),
+            Err(e) => progress(&format!("gpu-probe {stem} in {SHARE_A} failed: {e}")),
+        }
+    }
+    match baseline_overhead(client, ctx, args, sizing, probe, out, &mut evidence).await {
+        Ok(without) => {
+            if let Some(with) = with_hami {
+                ex.numbers.insert(
+                    "overhead_p50_us_with_vs_without_hami".into(),
+                    Value::Object(overhead_difference(&with, &without)),
+                );
+            }
+        }
+        Err(why) => {
+            ex.numbers
+                .insert("overhead_baseline".into(), json!(format!("not run: {why}")));
+        }
+    }
+    ex.evidence = evidence;
+}
+
+/// `gpu-probe overhead` in the baseline pod (CUDA_DISABLE_CONTROL=true), which is deleted after.
+async fn baseline_overhead(
+    client: &Client,
+    ctx: &Ctx,
+    args: &RunArgs,
+    sizing: &Sizing,
+    probe: &[u8],
+    out: &OutDir,
+    evidence: &mut Vec<String>,
+) -> Result<String, String> {
+    use manifests::BASELINE_TEMPLATE;
+    let room = sizing.card.devmem_mib.saturating_sub(2 * sizing.slice_mib);
+    if room < BASELINE_MIB {
+        return Err(format!(
+            "only {room} MiB left beside the two slices, the baseline pod needs {BASELINE_MIB}"
+        ));
+    }
+    let pod = manifests::render(
+        BASELINE_TEMPLATE,
+        BASELINE,
+        &ctx.namespace,
+        &args.image,
+        BASELINE_MIB,
+        sizing.pin_uuid.as_deref(),
+    )
+    .map_err(|e| e.to_string())?;
+    evidence.extend(write_or_warn(
+        out,
+        &format!("manifests/{BASELINE}.yaml"),
+        pod.yaml.as_bytes(),
+    ));
+    let pods_api = Api::<Pod>::namespaced(client.clone(), &ctx.namespace);
+    progress(&format!(
+        "creating pod {BASELINE} (CUDA_DISABLE_CONTROL=true: no HAMi-core)"
+    ));
+    api::create_pod(&pods_api, &pod.pod)
+        .await
+        .map_err(|e| e.to_string())?;
+    let result = async {
+        api::wait_pods_ready(&pods_api, &[BASELINE], args.pod_timeout)
+            .await
+            .map_err(|e| e.to_string())?;
+        api::copy_probe(
+            client,
+            &ctx.namespace,
+            BASELINE,
+            None,
+            probe,
+            args.probe_timeout,
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+        let argv = [
+            "overhead".to_owned(),
+            "--output".to_owned(),
+            "json".to_owned(),
+        ];
+        let run = api::run_copied_probe(
+            client,
+            &ctx.namespace,
+            BASELINE,
+            None,
+            &argv,
+            args.probe_timeout,
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+        evidence.extend(write_or_warn(
+            out,
+            &format!("probe/{BASELINE}-overhead.json"),
+            run.stdout.as_bytes(),
+        ));
+        evidence.extend(write_or_warn(
+            out,
+            &format!("probe/{BASELINE}-overhead.stderr"),
+            run.stderr.as_bytes(),
+        ));
+        Ok(run.stdout)
+    }
+    .await;
+    let _ = pods_api
+        .delete(BASELINE, &kube::api::DeleteParams::default())
+        .await;
+    result
+}
+
+/// p50 latencies with HAMi-core (share pod A) and without (the baseline pod), and their
+/// difference, from two `gpu-probe overhead` reports (pure).
+pub fn overhead_difference(with_json: &str, without_json: &str) -> serde_json::Map<String, Value> {
+    use gpu_probe::report::{LatencyStats, Report};
+    let parse = |t: &str| {
+        serde_json::from_str::<Report>(t)
+            .ok()
+            .and_then(|r| r.overhead)
+    };
+    let mut m = serde_json::Map::new();
+    let (Some(w), Some(wo)) = (parse(with_json), parse(without_json)) else {
+        m.insert(
+            "error".into(),
+            json!("one of the overhead reports is missing or not a gpu-probe report"),
+        );
+        return m;
+    };
+    let mut pair = |key: String, a: Option<&LatencyStats>, b: Option<&LatencyStats>| {
+        if let (Some(a), Some(b)) = (a, b) {
+            let round = |x: f64| (x * 10.0).round() / 10.0;
+            m.insert(key, json!({"with": round(a.p50_us), "without": round(b.p50_us), "difference": round(a.p50_us - b.p50_us)}));
+        }
+    };
+    for (a, b) in w.alloc.iter().zip(&wo.alloc) {
+        pair(
+            format!("cuMemAlloc_v2 {} MiB", a.bytes / (1024 * 1024)),
+            Some(a),
+            Some(b),
+        );
+    }
+    for (a, b) in w.free.iter().zip(&wo.free) {
+        pair(
+            format!("cuMemFree_v2 {} MiB", a.bytes / (1024 * 1024)),
+            Some(a),
+            Some(b),
+        );
+    }
+    pair(
+        "empty kernel launch".into(),
+        w.launch.as_ref(),
+        wo.launch.as_ref(),
+    );
+    m
+}
+
 /// E4 result (pure).
 pub fn oversubscribe_exercise(ex: &mut Exercise, evidence: &OversubscribeEvidence, phase: &str) {
     match evidence {
@@ -793,19 +1089,97 @@ pub fn oversubscribe_exercise(ex: &mut Exercise, evidence: &OversubscribeEvidenc
 }
 
 /// E5 from E1–E3 (pure).
-pub fn mechanism_exercise(ex: &mut Exercise, e1: &Exercise, e2: &Exercise, e3: &Exercise) {
+pub fn mechanism_exercise(
+    ex: &mut Exercise,
+    e1: &Exercise,
+    e2: &Exercise,
+    e3: &Exercise,
+    reports: &[(&str, Option<&str>)],
+) {
+    ex.evidence = e2.evidence.iter().chain(&e3.evidence).cloned().collect();
     let parts = [e1, e2, e3];
-    if parts.iter().all(|e| e.result == ExerciseResult::Pass) {
-        ex.set(ExerciseResult::Pass, "both pods share one GPU (E1) and each gpu-probe verified its slice from inside the container (E2, E3)");
-    } else if let Some(failed) = parts.iter().find(|e| e.result == ExerciseResult::Fail) {
+    if let Some(failed) = parts.iter().find(|e| e.result == ExerciseResult::Fail) {
         ex.set(
             ExerciseResult::Fail,
             format!("{} failed: {}", failed.id, failed.reason),
         );
-    } else {
-        ex.set(ExerciseResult::NotRun, "E1–E3 did not all run");
+        return;
     }
-    ex.evidence = e2.evidence.iter().chain(&e3.evidence).cloned().collect();
+    if !parts.iter().all(|e| e.result == ExerciseResult::Pass) {
+        ex.set(ExerciseResult::NotRun, "E1–E3 did not all run");
+        return;
+    }
+    // E1–E3 passed: now show it is HAMi-core doing it, from each probe's mechanism section.
+    let mut seen = Vec::new();
+    for (pod, json) in reports {
+        match mechanism_of(json.unwrap_or("")) {
+            Ok(m) => {
+                ex.numbers.insert(format!("{pod}_mechanism"), m.clone());
+                seen.push(m);
+            }
+            Err(why) => {
+                ex.set(ExerciseResult::Fail, format!("E1–E3 passed, but gpu-probe in {pod} does not show HAMi-core at work: {why}"));
+                return;
+            }
+        }
+    }
+    let library = seen
+        .first()
+        .and_then(|m| m["library"].as_str())
+        .unwrap_or("the HAMi-core library")
+        .to_owned();
+    ex.set(
+        ExerciseResult::Pass,
+        format!(
+            "both pods share one GPU (E1), each was held to its slice (E2, E3), and in both containers {library} is preloaded, mapped after CUDA init and exports the allocation hooks, with the limit in its shared region"
+        ),
+    );
+}
+
+/// What one probe report shows of HAMi-core (pure): the library, how it is injected, the
+/// region's limit and HAMi-core's own OOM lines; an error when it is not active.
+pub fn mechanism_of(probe_json: &str) -> Result<Value, String> {
+    use gpu_probe::report::{MechanismOutcome, Report};
+    let report: Report =
+        serde_json::from_str(probe_json).map_err(|e| format!("no probe report ({e})"))?;
+    let m = report
+        .mechanism
+        .ok_or("the report has no mechanism section")?;
+    if m.outcome != MechanismOutcome::HamiCoreActive {
+        return Err(format!(
+            "mechanism {:?}: {}",
+            m.outcome,
+            m.reasons.first().cloned().unwrap_or_default()
+        ));
+    }
+    let lib = m
+        .libraries
+        .iter()
+        .find(|l| l.mapped_after_cuda_init == Some(true) && l.symbols.iter().any(|s| s.exported))
+        .ok_or("no injected library is mapped and exports hooks")?;
+    let hooks: Vec<&str> = lib
+        .symbols
+        .iter()
+        .filter(|s| s.exported)
+        .map(|s| s.name.as_str())
+        .collect();
+    let limits_mib: Vec<u64> = m
+        .shared_region
+        .region
+        .as_ref()
+        .map(|r| r.limits.iter().map(|l| l / (1024 * 1024)).collect())
+        .unwrap_or_default();
+    let oom_lines: usize = report.cap.as_ref().map_or(0, |c| {
+        c.devices.iter().map(|d| d.hami_oom_lines.len()).sum()
+    });
+    Ok(json!({
+        "library": lib.path,
+        "injected_via": lib.named_in,
+        "hooks": hooks,
+        "shared_region": m.shared_region.path,
+        "region_limits_mib": limits_mib,
+        "hami_core_oom_lines": oom_lines,
+    }))
 }
 
 pub async fn run(
@@ -843,6 +1217,9 @@ pub async fn run(
         );
     }
     let mut ex: Vec<Exercise> = CLAIMS.iter().map(|(id, c)| Exercise::new(id, c)).collect();
+    if args.audit {
+        ex.push(Exercise::new("A1", AUDIT_CLAIM));
+    }
     // Refuse to start when HAMi cannot mutate or place the pods: they would silently bypass it.
     let blockers: Vec<Finding> = doctor::diagnose(&s)
         .into_iter()
@@ -1000,6 +1377,8 @@ async fn run_exercises(
     ex: &mut [Exercise],
 ) -> Result<(), Failure> {
     let pods_api = Api::<Pod>::namespaced(client.clone(), &ctx.namespace);
+    // The probe reports of share pods A and B, for E5's look at the mechanism.
+    let mut probe_reports: [Option<String>; 2] = [None, None];
     // E1
     for r in rendered.iter().filter(|r| r.name != OVERSUBSCRIBE) {
         progress(&format!("creating pod {}", r.name));
@@ -1104,10 +1483,14 @@ async fn run_exercises(
                                 run.stderr.as_bytes(),
                             ));
                             probe_exercise(&mut ex[i], pod, &run, sizing.slice_mib);
+                            probe_reports[i - 1] = Some(run.stdout.clone());
                             ex[i].evidence = evidence;
                         }
                         Err(e) => ex[i].set(ExerciseResult::NotRun, e.to_string()),
                     }
+                }
+                if args.audit && ex.len() > 5 && ex[1].result != ExerciseResult::NotRun {
+                    audit_share_a(client, ctx, args, sizing, &bytes, out, &mut ex[5]).await;
                 }
             }
         }
@@ -1142,7 +1525,12 @@ async fn run_exercises(
         );
     }
     let (e1, e2, e3) = (ex[0].clone(), ex[1].clone(), ex[2].clone());
-    mechanism_exercise(&mut ex[4], &e1, &e2, &e3);
+    let reports: Vec<(&str, Option<&str>)> = [SHARE_A, SHARE_B]
+        .iter()
+        .zip(&probe_reports)
+        .map(|(pod, r)| (*pod, r.as_deref()))
+        .collect();
+    mechanism_exercise(&mut ex[4], &e1, &e2, &e3, &reports);
     ex[4].number("slice_mib", sizing.slice_mib);
     if let Some(uuids) = e1.numbers.get("gpu_uuids") {
         ex[4].numbers.insert("gpu_uuids".into(), uuids.clone());
@@ -1153,7 +1541,19 @@ async fn run_exercises(
 // ---------------------------------------------------------------------------------------------
 // doctor, probe, cleanup
 
-/// `(pod, outcome)` of every `probe/*.json` in a run's output folder.
+/// Whether a gpu-probe report's view saw the full card on some device (pure).
+pub fn shows_full_card(probe_json: &str) -> bool {
+    serde_json::from_str::<gpu_probe::report::Report>(probe_json).is_ok_and(|r| {
+        r.view.is_some_and(|v| {
+            v.devices
+                .iter()
+                .any(|d| d.outcome == gpu_probe::report::ViewOutcome::ShowsFullCard)
+        })
+    })
+}
+
+/// `(pod, outcome)` of every `probe/*.json` in a run's output folder; the outcome is
+/// `shows-full-card` when the probe's view saw the whole card, else the verdict's outcome.
 pub fn probe_verdicts_from(dir: &Path) -> Vec<(String, String)> {
     let Ok(entries) = std::fs::read_dir(dir.join("probe")) else {
         return Vec::new();
@@ -1166,8 +1566,12 @@ pub fn probe_verdicts_from(dir: &Path) -> Vec<(String, String)> {
                 return None;
             }
             let pod = path.file_stem()?.to_str()?.to_owned();
-            let outcome = probe_outcome(&std::fs::read_to_string(&path).ok()?)?;
-            Some((pod, outcome))
+            let text = std::fs::read_to_string(&path).ok()?;
+            // The view's own word wins: a full card seen from inside is its own diagnosis.
+            if shows_full_card(&text) {
+                return Some((pod, "shows-full-card".to_owned()));
+            }
+            Some((pod, probe_outcome(&text)?))
         })
         .collect();
     v.sort();

@@ -55,6 +55,7 @@ fn run_args(out: &std::path::Path) -> RunArgs {
         pod_timeout: Duration::from_secs(5),
         event_timeout: Duration::from_secs(5),
         probe_timeout: Duration::from_secs(5),
+        audit: false,
     }
 }
 
@@ -577,15 +578,66 @@ fn exercise_decisions() {
         e
     };
     let mut e5 = Exercise::new("E5", "c");
-    mechanism_exercise(&mut e5, &pass("E1"), &pass("E2"), &pass("E3"));
-    assert_eq!(e5.result, ExerciseResult::Pass);
+    let active = hami_active_report();
+    let reports = [
+        ("hami-share-a", Some(active.as_str())),
+        ("hami-share-b", Some(active.as_str())),
+    ];
+    mechanism_exercise(&mut e5, &pass("E1"), &pass("E2"), &pass("E3"), &reports);
+    assert_eq!(e5.result, ExerciseResult::Pass, "{}", e5.reason);
+    assert!(
+        e5.reason.contains("/usr/local/vgpu/libvgpu.so"),
+        "{}",
+        e5.reason
+    );
+    assert_eq!(
+        e5.numbers["hami-share-a_mechanism"]["region_limits_mib"][0],
+        8000
+    );
     let mut f = pass("E3");
     f.set(ExerciseResult::Fail, "probe saw 81559 MiB");
-    mechanism_exercise(&mut e5, &pass("E1"), &pass("E2"), &f);
+    mechanism_exercise(&mut e5, &pass("E1"), &pass("E2"), &f, &reports);
     assert_eq!(e5.result, ExerciseResult::Fail);
     assert!(e5.reason.starts_with("E3 failed"));
-    mechanism_exercise(&mut e5, &pass("E1"), &Exercise::new("E2", "c"), &pass("E3"));
+    mechanism_exercise(
+        &mut e5,
+        &pass("E1"),
+        &Exercise::new("E2", "c"),
+        &pass("E3"),
+        &reports,
+    );
     assert_eq!(e5.result, ExerciseResult::NotRun);
+    // Passing probes whose reports show no HAMi-core (the real bare-H100 report) fail E5.
+    let bare = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../gpu-probe/tests/data/h100-bare-all-expect-8000.json"
+    ))
+    .unwrap();
+    let bare_reports = [
+        ("hami-share-a", Some(bare.as_str())),
+        ("hami-share-b", Some(active.as_str())),
+    ];
+    mechanism_exercise(
+        &mut e5,
+        &pass("E1"),
+        &pass("E2"),
+        &pass("E3"),
+        &bare_reports,
+    );
+    assert_eq!(e5.result, ExerciseResult::Fail);
+    assert!(
+        e5.reason.contains("does not show HAMi-core"),
+        "{}",
+        e5.reason
+    );
+    mechanism_exercise(
+        &mut e5,
+        &pass("E1"),
+        &pass("E2"),
+        &pass("E3"),
+        &[("hami-share-a", None)],
+    );
+    assert_eq!(e5.result, ExerciseResult::Fail);
 }
 
 #[test]
@@ -611,9 +663,14 @@ async fn doctor_finds_unmutated_pods_and_the_full_card_view() {
     m.add_fixture("pod-unmutated-default-scheduler.json");
     let dir = tempfile::tempdir().unwrap();
     std::fs::create_dir_all(dir.path().join("probe")).unwrap();
+    // A real report of a probe that saw the whole card (the bare H100).
     std::fs::write(
         dir.path().join("probe/hami-share-b.json"),
-        r#"{"verdict":{"outcome":"not-verified","exit_code":1}}"#,
+        std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../gpu-probe/tests/data/h100-bare-all-expect-8000.json"
+        ))
+        .unwrap(),
     )
     .unwrap();
     std::fs::write(dir.path().join("probe/hami-share-b.stderr"), "").unwrap();
@@ -723,4 +780,90 @@ async fn stuck_share_pods_fail_e1_with_a_diagnosis() {
     // The oversubscribe pod is not created when the slices are not in place.
     let posts = m.seen().into_iter().filter(|s| s.method == "POST").count();
     assert_eq!(posts, 2);
+}
+
+#[test]
+fn a1_fails_on_the_real_bare_h100_audit_and_passes_when_every_path_is_capped() {
+    let text = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../gpu-probe/tests/data/h100-bare-audit-expect-8000.json"
+    ))
+    .unwrap();
+    let mut ex = crate::report::Exercise::new("A1", AUDIT_CLAIM);
+    audit_exercise(&mut ex, &text, 8000);
+    assert_eq!(ex.result, crate::report::ExerciseResult::Fail);
+    assert!(ex.reason.contains("9 path(s) escaped"), "{}", ex.reason);
+    assert_eq!(ex.numbers["max_past_slice_mib"], 6000);
+
+    let mut report: gpu_probe::report::Report = serde_json::from_str(&text).unwrap();
+    for p in &mut report.audit.as_mut().unwrap().paths {
+        p.outcome = gpu_probe::report::AuditOutcome::Capped;
+        p.past_slice_bytes = 0;
+    }
+    let mut ex = crate::report::Exercise::new("A1", AUDIT_CLAIM);
+    audit_exercise(&mut ex, &serde_json::to_string(&report).unwrap(), 8000);
+    assert_eq!(
+        ex.result,
+        crate::report::ExerciseResult::Pass,
+        "{}",
+        ex.reason
+    );
+
+    let mut ex = crate::report::Exercise::new("A1", AUDIT_CLAIM);
+    audit_exercise(&mut ex, "not json", 8000);
+    assert_eq!(ex.result, crate::report::ExerciseResult::Fail);
+}
+
+#[test]
+fn overhead_difference_from_two_real_reports() {
+    let real = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../gpu-probe/tests/data/h100-bare-overhead.json"
+    ))
+    .unwrap();
+    let same = overhead_difference(&real, &real);
+    assert_eq!(same["cuMemAlloc_v2 1 MiB"]["difference"], 0.0);
+    assert!(same.contains_key("empty kernel launch"));
+    let mut slower: gpu_probe::report::Report = serde_json::from_str(&real).unwrap();
+    for a in &mut slower.overhead.as_mut().unwrap().alloc {
+        a.p50_us += 25.0;
+    }
+    let diff = overhead_difference(&serde_json::to_string(&slower).unwrap(), &real);
+    assert_eq!(diff["cuMemAlloc_v2 64 MiB"]["difference"], 25.0);
+    assert!(overhead_difference("{}", &real).contains_key("error"));
+}
+
+#[test]
+fn the_real_bare_h100_report_is_a_full_card_view_and_a_hami_one_is_not() {
+    let bare = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../gpu-probe/tests/data/h100-bare-all-expect-8000.json"
+    ))
+    .unwrap();
+    assert!(shows_full_card(&bare));
+    let audit_only = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../gpu-probe/tests/data/h100-bare-audit-expect-8000.json"
+    ))
+    .unwrap();
+    assert!(
+        !shows_full_card(&audit_only),
+        "an audit report has no view section"
+    );
+    assert!(!shows_full_card("not json"));
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("probe")).unwrap();
+    std::fs::write(dir.path().join("probe/hami-share-a.json"), &bare).unwrap();
+    std::fs::write(
+        dir.path().join("probe/hami-share-a-audit.json"),
+        &audit_only,
+    )
+    .unwrap();
+    assert_eq!(
+        probe_verdicts_from(dir.path()),
+        vec![
+            ("hami-share-a".to_owned(), "shows-full-card".to_owned()),
+            ("hami-share-a-audit".to_owned(), "not-verified".to_owned())
+        ]
+    );
 }

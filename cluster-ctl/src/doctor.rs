@@ -271,12 +271,12 @@ pub fn default_scheduler_pods(s: &Snapshot) -> Vec<Finding> {
 pub fn full_card_view(s: &Snapshot) -> Vec<Finding> {
     s.probe_verdicts
         .iter()
-        .filter(|(_, outcome)| outcome == "not-verified")
+        .filter(|(_, outcome)| outcome == "shows-full-card")
         .map(|(pod, outcome)| {
             finding(
                 "full-card-view",
                 format!("pod {pod}"),
-                format!("gpu-probe in the pod reported {outcome}: the pod sees more than its slice (HAMi-core not active)"),
+                format!("gpu-probe in the pod saw the full card ({outcome}), not its slice: HAMi-core is not active there"),
                 "on k3s the nvidia runtime is usually not containerd's default: install with `--set devicePlugin.runtimeClassName=nvidia` (cluster-ctl install-hami --set devicePlugin.runtimeClassName=nvidia) or make nvidia the default runtime, then re-create the pods".to_owned(),
             )
         })
@@ -443,9 +443,13 @@ mod tests {
     fn probe_saw_the_full_card() {
         let mut s = healthy();
         s.probe_verdicts
-            .push(("hami-share-b".into(), "not-verified".into()));
+            .push(("hami-share-b".into(), "shows-full-card".into()));
+        // A failed audit (an escaped allocation path) is not a full-card view.
+        s.probe_verdicts
+            .push(("hami-share-a-audit".into(), "not-verified".into()));
         let f = full_card_view(&s);
         assert_eq!(f.len(), 1);
+        assert!(f[0].subject.contains("hami-share-b"));
         assert!(f[0].fix.contains("runtimeClassName=nvidia"));
     }
 }

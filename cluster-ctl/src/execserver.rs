@@ -236,7 +236,7 @@ mod tests {
     use super::*;
     use crate::commands::{self, Ctx, RunArgs, exit};
     use crate::helm::HelmTarget;
-    use crate::testdata::{fixture_pod, fixture_text};
+    use crate::testdata::{fixture_pod, fixture_text, hami_active_report};
     use std::time::Duration;
 
     const VERIFIED: &str = r#"{"schema":"x","verdict":{"outcome":"verified","exit_code":0}}"#;
@@ -360,6 +360,108 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn full_run_with_audit_runs_the_three_probes_in_pod_a() {
+        let mock = MockApi::new();
+        mock.add_fixture("node-hami-v2.10-h100.json")
+            .add_fixture("daemonsets-hami-only.json")
+            .add_fixture("deploy-hami-scheduler-tag-match.json")
+            .add_fixture("endpoints-hami-scheduler-ready.json")
+            .add_fixture("events-oversubscribe.json");
+        for (name, file) in [
+            ("hami-share-a", "pod-hami-share-a-running.json"),
+            ("hami-share-b", "pod-hami-share-b-running.json"),
+            ("hami-oversubscribe", "pod-hami-oversubscribe-pending.json"),
+        ] {
+            mock.on_create(
+                "pods",
+                name,
+                serde_json::to_value(fixture_pod(file)).unwrap(),
+            );
+        }
+        let mut baseline = fixture_pod("pod-hami-share-a-running.json");
+        baseline.metadata.name = Some("hami-baseline".into());
+        mock.on_create(
+            "pods",
+            "hami-baseline",
+            serde_json::to_value(baseline).unwrap(),
+        );
+        let server = ExecServer::start(mock, reply(VERIFIED, 0)).await;
+        let dir = tempfile::tempdir().unwrap();
+        let bin = dir.path().join("gpu-probe-bin");
+        std::fs::write(&bin, b"probe").unwrap();
+        let args = RunArgs {
+            card_mib: None,
+            slice_mib: None,
+            oversubscribe_mib: Some(75000),
+            image: crate::manifests::DEFAULT_IMAGE.into(),
+            out: dir.path().join("out"),
+            probe_bin: Some(bin),
+            node: None,
+            pod_timeout: Duration::from_secs(10),
+            event_timeout: Duration::from_secs(10),
+            probe_timeout: Duration::from_secs(10),
+            audit: true,
+        };
+        let helm = lab_runner::RecordingRunner::new(&["helm"]);
+        helm.reply("helm list", 0, &fixture_text("helm-list-deployed.json"), "");
+        let out = commands::run(&server.client(), &helm, &ctx(), &args)
+            .await
+            .unwrap();
+        let report: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(dir.path().join("out/run.json")).unwrap(),
+        )
+        .unwrap();
+        let ids: Vec<&str> = report["exercises"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["id"].as_str().unwrap())
+            .collect();
+        assert_eq!(ids, ["E1", "E2", "E3", "E4", "E5", "A1"]);
+        let commands: Vec<String> = server.calls().iter().map(|c| c.command.join(" ")).collect();
+        for expected in [
+            "/tmp/gpu-probe audit --expect-mib 8000 --output json",
+            "/tmp/gpu-probe overhead --output json",
+            "/tmp/gpu-probe compute --seconds 5 --output json",
+        ] {
+            assert!(
+                commands.iter().any(|c| c == expected),
+                "{expected} not run: {commands:?}"
+            );
+        }
+        assert!(
+            dir.path()
+                .join("out/probe/hami-share-a-audit.json")
+                .exists()
+        );
+        // The baseline pod (CUDA_DISABLE_CONTROL=true) ran overhead too, and its manifest is kept.
+        let baseline_calls: Vec<_> = server
+            .calls()
+            .into_iter()
+            .filter(|c| c.pod == "hami-baseline")
+            .collect();
+        assert_eq!(
+            baseline_calls.last().map(|c| c.command.join(" ")),
+            Some("/tmp/gpu-probe overhead --output json".to_owned())
+        );
+        assert!(
+            dir.path()
+                .join("out/probe/hami-baseline-overhead.json")
+                .exists()
+        );
+        let manifest =
+            std::fs::read_to_string(dir.path().join("out/manifests/hami-baseline.yaml")).unwrap();
+        assert!(manifest.contains("CUDA_DISABLE_CONTROL"), "{manifest}");
+        assert!(
+            dir.path()
+                .join("out/probe/hami-share-a-compute.stderr")
+                .exists()
+        );
+        // The scripted reply is not an audit report: A1 must fail, never pass.
+        assert_eq!(report["exercises"][5]["result"], "fail", "{}", out.human);
+    }
+
+    #[tokio::test]
     async fn full_run_with_probes_passes_all_five() {
         let mock = MockApi::new();
         mock.add_fixture("node-hami-v2.10-h100.json")
@@ -378,7 +480,8 @@ mod tests {
                 serde_json::to_value(fixture_pod(file)).unwrap(),
             );
         }
-        let server = ExecServer::start(mock, reply(VERIFIED, 0)).await;
+        let verified = hami_active_report();
+        let server = ExecServer::start(mock, reply(&verified, 0)).await;
         let dir = tempfile::tempdir().unwrap();
         let bin = dir.path().join("gpu-probe-bin");
         std::fs::write(&bin, b"probe").unwrap();
@@ -393,6 +496,7 @@ mod tests {
             pod_timeout: Duration::from_secs(10),
             event_timeout: Duration::from_secs(10),
             probe_timeout: Duration::from_secs(10),
+            audit: false,
         };
         let helm = lab_runner::RecordingRunner::new(&["helm"]);
         helm.reply("helm list", 0, &fixture_text("helm-list-deployed.json"), "");
@@ -421,7 +525,7 @@ mod tests {
         );
         assert_eq!(
             std::fs::read_to_string(dir.path().join("out/probe/hami-share-b.json")).unwrap(),
-            VERIFIED
+            verified
         );
     }
 }

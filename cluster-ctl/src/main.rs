@@ -116,6 +116,10 @@ enum Command {
         /// Seconds allowed for copying and running gpu-probe in one pod.
         #[arg(long, default_value_t = 300)]
         probe_timeout: u64,
+        /// Also run gpu-probe audit, overhead and compute in share pod A (exercise A1; files
+        /// probe/hami-share-a-{audit,overhead,compute}.json).
+        #[arg(long)]
+        audit: bool,
     },
     /// Detect and explain the known failures of a HAMi install, each with its fix.
     Doctor {
@@ -313,6 +317,7 @@ fn run_args(cmd: &Command) -> RunArgs {
             pod_timeout,
             event_timeout,
             probe_timeout,
+            audit,
         } => RunArgs {
             card_mib: *card_mib,
             slice_mib: *slice_mib,
@@ -324,6 +329,7 @@ fn run_args(cmd: &Command) -> RunArgs {
             pod_timeout: Duration::from_secs(*pod_timeout),
             event_timeout: Duration::from_secs(*event_timeout),
             probe_timeout: Duration::from_secs(*probe_timeout),
+            audit: *audit,
         },
         _ => RunArgs {
             card_mib: None,
@@ -336,6 +342,7 @@ fn run_args(cmd: &Command) -> RunArgs {
             pod_timeout: Duration::from_secs(600),
             event_timeout: Duration::from_secs(120),
             probe_timeout: Duration::from_secs(300),
+            audit: false,
         },
     }
 }

@@ -10,6 +10,10 @@ use crate::sizing::Sizing;
 
 pub const SHARE_TEMPLATE: &str = include_str!("../../manifests/share-pod.yaml");
 pub const OVERSUBSCRIBE_TEMPLATE: &str = include_str!("../../manifests/oversubscribe-pod.yaml");
+pub const BASELINE_TEMPLATE: &str = include_str!("../../manifests/baseline-pod.yaml");
+/// The `--audit` baseline pod (CUDA_DISABLE_CONTROL=true: no HAMi-core) and its small slice.
+pub const BASELINE: &str = "hami-baseline";
+pub const BASELINE_MIB: u64 = 1000;
 /// Small CUDA base image (not devel): the probe needs only the driver's libcuda.
 pub const DEFAULT_IMAGE: &str = "nvidia/cuda:12.4.1-base-ubuntu22.04";
 pub const SHARE_A: &str = "hami-share-a";

@@ -61,3 +61,41 @@ pub fn register_of(node: &Node) -> String {
         .cloned()
         .unwrap_or_default()
 }
+
+/// The real bare-H100 report with the mechanism section as a HAMi pod shows it (facts §5, §11,
+/// §15: the library from /etc/ld.so.preload, mapped, exporting the hooks; an 8000 MiB region limit).
+pub fn hami_active_report() -> String {
+    use gpu_probe::report::*;
+    let bare = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../gpu-probe/tests/data/h100-bare-all-expect-8000.json"
+    ))
+    .unwrap();
+    let mut r: Report = serde_json::from_str(&bare).unwrap();
+    let m = r.mechanism.as_mut().unwrap();
+    m.outcome = MechanismOutcome::HamiCoreActive;
+    m.libraries = vec![LibraryCheck {
+        path: "/usr/local/vgpu/libvgpu.so".into(),
+        named_in: "/etc/ld.so.preload".into(),
+        exists: true,
+        mapped_after_cuda_init: Some(true),
+        symbols: vec![SymbolCheck {
+            name: "cuMemAlloc_v2".into(),
+            exported: true,
+            resolved_in: None,
+        }],
+        error: None,
+    }];
+    m.shared_region.path = "/usr/local/vgpu/x.cache".into();
+    m.shared_region.region = Some(SharedRegion {
+        limits: vec![8000 * 1024 * 1024],
+        ..SharedRegion::default()
+    });
+    // What the probe reports in such a pod: every check passed.
+    r.checks.retain(|c| c.id != "mechanism");
+    for c in &mut r.checks {
+        c.status = CheckStatus::Passed;
+    }
+    r.verdict = Verdict::from_checks(&r.checks);
+    serde_json::to_string(&r).unwrap()
+}

@@ -75,6 +75,9 @@ pub struct LabArgs {
     /// Copy the kubeconfig to this user's ~/.kube/config (mode 0600).
     #[arg(long)]
     pub kubeconfig_user: Option<String>,
+    /// Also run gpu-probe audit, overhead and compute in share pod A (cluster-ctl run --audit).
+    #[arg(long)]
+    pub audit: bool,
     /// Where results, the bundle and the state file go.
     #[arg(long, default_value = "lab-out")]
     pub out: PathBuf,
@@ -224,6 +227,9 @@ pub fn plan(args: &LabArgs, layout: &Layout) -> Vec<Step> {
         .args(["--probe-bin", &layout.probe.display().to_string()]);
     if let Some(mib) = args.slice_mib {
         run = run.args(["--slice-mib", &mib.to_string()]);
+    }
+    if args.audit {
+        run = run.arg("--audit");
     }
     steps.push(step(
         Phase::Exercises,
@@ -516,7 +522,7 @@ mod tests {
     #[test]
     fn the_plan_has_every_phase_in_order_with_reasons() {
         let steps = plan(
-            &args(&["--tls-san", "gpu.example", "--slice-mib", "4000"]),
+            &args(&["--tls-san", "gpu.example", "--slice-mib", "4000", "--audit"]),
             &layout(),
         );
         let phases: Vec<Phase> = steps.iter().map(|s| s.phase).collect();
@@ -532,7 +538,7 @@ mod tests {
             text.contains("host-setup install --tls-san gpu.example"),
             "{text}"
         );
-        assert!(text.contains("--slice-mib 4000"), "{text}");
+        assert!(text.contains("--slice-mib 4000 --audit"), "{text}");
         assert!(
             text.contains("--kubeconfig /etc/rancher/k3s/k3s.yaml"),
             "{text}"
