@@ -438,15 +438,28 @@ fn card_memory(d: &probe::ViewDevice) -> (Option<u64>, String) {
 
 fn first_node_info(inputs: &Inputs) -> Option<Value> {
     let v: Value = serde_json::from_slice(inputs.files.get("cluster/nodes.json")?).ok()?;
-    let node = match v.get("items").and_then(Value::as_array) {
-        Some(items) => items.first()?.clone(),
-        None => v,
+    // cluster-ctl writes a plain array of Nodes; `kubectl get -o json` a List with `items`.
+    let node = if let Some(items) = v.as_array() {
+        items.first()?.clone()
+    } else if let Some(items) = v.get("items").and_then(Value::as_array) {
+        items.first()?.clone()
+    } else {
+        v
     };
     node.get("status")?.get("nodeInfo").cloned()
 }
 
-/// `helm status -o json` (`chart.metadata.version`) or `helm list -o json` (`chart: hami-2.10.0`).
+/// `helm status -o json` (`chart.metadata.version`), `helm list -o json` (`chart: hami-2.10.0`), or
+/// cluster-ctl's `{"releases": [<helm list entries>]}`; the release named `hami` when there are
+/// several.
 fn helm_chart_version(v: &Value) -> Option<String> {
+    if let Some(releases) = v.get("releases").and_then(Value::as_array) {
+        let hami = releases
+            .iter()
+            .find(|r| r.get("name").and_then(Value::as_str) == Some("hami"))
+            .or_else(|| releases.first())?;
+        return helm_chart_version(&Value::Array(vec![hami.clone()]));
+    }
     if let Some(ver) = v.pointer("/chart/metadata/version").and_then(Value::as_str) {
         return Some(ver.to_owned());
     }
@@ -754,6 +767,12 @@ mod tests {
         ))
         .unwrap();
         assert_eq!(helm_chart_version(&list).as_deref(), Some("2.10.0"));
+        let ctl = json!({"releases": [{"name": "other", "chart": "x-1.0.0"}, {"name": "hami", "chart": "hami-2.8.1"}]});
+        assert_eq!(helm_chart_version(&ctl).as_deref(), Some("2.8.1"));
+        assert_eq!(
+            helm_chart_version(&json!({"error": "helm not available"})),
+            None
+        );
         let status = json!({"chart": {"metadata": {"version": "2.9.0"}}});
         assert_eq!(helm_chart_version(&status).as_deref(), Some("2.9.0"));
         assert_eq!(helm_chart_version(&json!({"name": "x"})), None);

@@ -93,7 +93,7 @@ fn plant(dir: &Path) {
     // A pod's env in the API's JSON, name before value.
     let pods = dir.join("cluster/hami-pods.json");
     let mut v: serde_json::Value = serde_json::from_slice(&std::fs::read(&pods).unwrap()).unwrap();
-    v["items"][0]["spec"]["containers"][0]["env"] = serde_json::json!([{"name": "HF_TOKEN", "value": JSON_ENV_TOKEN}, {"name": "NVIDIA_VISIBLE_DEVICES", "value": "all"}]);
+    v[0]["spec"]["containers"][0]["env"] = serde_json::json!([{"name": "HF_TOKEN", "value": JSON_ENV_TOKEN}, {"name": "NVIDIA_VISIBLE_DEVICES", "value": "all"}]);
     std::fs::write(&pods, serde_json::to_vec_pretty(&v).unwrap()).unwrap();
     // gpu-probe's captured env, value before name (order must not matter).
     let probe = dir.join("probe/hami-share-a.json");

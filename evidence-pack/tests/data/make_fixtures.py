@@ -159,14 +159,13 @@ def main():
     for p in ("cluster/version.json", "cluster/events.json", "cluster/daemonsets.json"):
         os.chmod(os.path.join(c, p), 0o644)
     node = json.load(open(os.path.join(K8S, "node-hami-v2.10-h100.json")))
-    dump(os.path.join(c, "cluster", "nodes.json"), {"apiVersion": "v1", "kind": "List", "items": [node]})
+    # cluster-ctl writes plain arrays of objects (Vec<Node>, Vec<Pod>) and {"releases": [...]}.
+    dump(os.path.join(c, "cluster", "nodes.json"), [node])
     pods = [json.load(open(os.path.join(K8S, f))) for f in
             ("pod-hami-share-a-running.json", "pod-hami-share-b-running.json", "pod-hami-oversubscribe-pending.json")]
-    dump(os.path.join(c, "cluster", "hami-pods.json"), {"apiVersion": "v1", "kind": "List", "items": pods})
-    dump(os.path.join(c, "cluster", "helm-status.json"), {
-        "name": "hami", "namespace": "kube-system", "version": 1,
-        "info": {"status": "deployed", "first_deployed": "2026-11-25T10:03:12Z", "last_deployed": "2026-11-25T10:03:12Z"},
-        "chart": {"metadata": {"name": "hami", "version": "2.10.0", "appVersion": "2.10.0"}}})
+    dump(os.path.join(c, "cluster", "hami-pods.json"), pods)
+    dump(os.path.join(c, "cluster", "helm-status.json"),
+         {"releases": json.load(open(os.path.join(K8S, "helm-list-deployed.json")))})
     os.makedirs(os.path.join(c, "manifests"), exist_ok=True)
     for name in ("hami-share-a", "hami-share-b"):
         with open(os.path.join(c, "manifests", name + ".yaml"), "w") as f:
