@@ -527,5 +527,25 @@ mod tests {
             std::fs::read_to_string(dir.path().join("out/probe/hami-share-b.json")).unwrap(),
             verified
         );
+        // The contract with evidence-pack: the folder packs, and the five claims keep their verdicts.
+        let plan = evidence_pack::bundle::plan(&dir.path().join("out"), None).unwrap();
+        let verdicts: Vec<(String, evidence_pack::model::ClaimVerdict)> = plan
+            .summary
+            .claims
+            .iter()
+            .map(|c| (c.id.clone(), c.verdict))
+            .collect();
+        assert_eq!(verdicts.len(), 5, "{verdicts:?}");
+        assert!(
+            verdicts
+                .iter()
+                .all(|(_, v)| *v == evidence_pack::model::ClaimVerdict::Pass),
+            "{verdicts:?}"
+        );
+        assert!(
+            plan.entries
+                .iter()
+                .any(|e| e.path.ends_with("probe/hami-share-a.json"))
+        );
     }
 }
