@@ -800,13 +800,33 @@ pub fn run_dry_offline(card_mib: u64, ctx: &Ctx, args: &RunArgs) -> Result<Outco
         args.oversubscribe_mib,
     )
     .map_err(Failure::usage)?;
-    let rendered =
-        manifests::render_all(&sizing, &ctx.namespace, &args.image).map_err(Failure::usage)?;
+    let rendered = lab_pods(&sizing, ctx, args).map_err(Failure::usage)?;
     Ok(dry_run_outcome(
         &sizing,
         &rendered,
         &run_plan(&sizing, ctx, args),
     ))
+}
+
+/// Every pod the run may create, rendered and validated before any is applied: the three lab
+/// pods, and with `--audit` the baseline pod.
+fn lab_pods(
+    sizing: &Sizing,
+    ctx: &Ctx,
+    args: &RunArgs,
+) -> Result<Vec<manifests::RenderedPod>, manifests::ManifestError> {
+    let mut pods = manifests::render_all(sizing, &ctx.namespace, &args.image)?;
+    if args.audit {
+        pods.push(manifests::render(
+            manifests::BASELINE_TEMPLATE,
+            BASELINE,
+            &ctx.namespace,
+            &args.image,
+            BASELINE_MIB,
+            sizing.pin_uuid.as_deref(),
+        )?);
+    }
+    Ok(pods)
 }
 
 /// The node the lab runs on: `--node`, else the first registered one.
@@ -878,15 +898,29 @@ pub fn probe_exercise(ex: &mut Exercise, pod: &str, run: &api::ProbeRun, slice_m
 
 /// A1: runs the audit, overhead and compute probes in share pod A (gpu-probe is already there),
 /// then `overhead` in a baseline pod without HAMi-core for the with/without difference.
+/// What the `--audit` steps work with.
+struct AuditEnv<'a> {
+    client: &'a Client,
+    ctx: &'a Ctx,
+    args: &'a RunArgs,
+    sizing: &'a Sizing,
+    out: &'a OutDir,
+    probe: &'a [u8],
+}
+
 async fn audit_share_a(
-    client: &Client,
-    ctx: &Ctx,
-    args: &RunArgs,
-    sizing: &Sizing,
-    probe: &[u8],
-    out: &OutDir,
+    env: &AuditEnv<'_>,
+    baseline: Option<&manifests::RenderedPod>,
     ex: &mut Exercise,
 ) {
+    let AuditEnv {
+        client,
+        ctx,
+        args,
+        sizing,
+        out,
+        ..
+    } = *env;
     let mut evidence = Vec::new();
     let mut with_hami = None;
     for (stem, argv) in audit_runs(sizing.slice_mib) {
@@ -922,7 +956,7 @@ async fn audit_share_a(
             Err(e) => progress(&format!("gpu-probe {stem} in {SHARE_A} failed: {e}")),
         }
     }
-    match baseline_overhead(client, ctx, args, sizing, probe, out, &mut evidence).await {
+    match baseline_overhead(env, baseline, &mut evidence).await {
         Ok(without) => {
             if let Some(with) = with_hami {
                 ex.numbers.insert(
@@ -941,35 +975,26 @@ async fn audit_share_a(
 
 /// `gpu-probe overhead` in the baseline pod (CUDA_DISABLE_CONTROL=true), which is deleted after.
 async fn baseline_overhead(
-    client: &Client,
-    ctx: &Ctx,
-    args: &RunArgs,
-    sizing: &Sizing,
-    probe: &[u8],
-    out: &OutDir,
+    env: &AuditEnv<'_>,
+    baseline: Option<&manifests::RenderedPod>,
     evidence: &mut Vec<String>,
 ) -> Result<String, String> {
-    use manifests::BASELINE_TEMPLATE;
+    let AuditEnv {
+        client,
+        ctx,
+        args,
+        sizing,
+        out,
+        probe,
+    } = *env;
+    let pod = baseline.ok_or("the baseline pod was not rendered")?;
     let room = sizing.card.devmem_mib.saturating_sub(2 * sizing.slice_mib);
     if room < BASELINE_MIB {
         return Err(format!(
             "only {room} MiB left beside the two slices, the baseline pod needs {BASELINE_MIB}"
         ));
     }
-    let pod = manifests::render(
-        BASELINE_TEMPLATE,
-        BASELINE,
-        &ctx.namespace,
-        &args.image,
-        BASELINE_MIB,
-        sizing.pin_uuid.as_deref(),
-    )
-    .map_err(|e| e.to_string())?;
-    evidence.extend(write_or_warn(
-        out,
-        &format!("manifests/{BASELINE}.yaml"),
-        pod.yaml.as_bytes(),
-    ));
+    evidence.push(format!("manifests/{BASELINE}.yaml"));
     let pods_api = Api::<Pod>::namespaced(client.clone(), &ctx.namespace);
     progress(&format!(
         "creating pod {BASELINE} (CUDA_DISABLE_CONTROL=true: no HAMi-core)"
@@ -1202,8 +1227,7 @@ pub async fn run(
     };
     let sizing =
         sizing::size(&cards, args.slice_mib, args.oversubscribe_mib).map_err(Failure::usage)?;
-    let rendered =
-        manifests::render_all(&sizing, &ctx.namespace, &args.image).map_err(Failure::usage)?;
+    let rendered = lab_pods(&sizing, ctx, args).map_err(Failure::usage)?;
     let plan = run_plan(&sizing, ctx, args);
     if ctx.dry_run {
         return Ok(dry_run_outcome(&sizing, &rendered, &plan));
@@ -1380,7 +1404,10 @@ async fn run_exercises(
     // The probe reports of share pods A and B, for E5's look at the mechanism.
     let mut probe_reports: [Option<String>; 2] = [None, None];
     // E1
-    for r in rendered.iter().filter(|r| r.name != OVERSUBSCRIBE) {
+    for r in rendered
+        .iter()
+        .filter(|r| r.name != OVERSUBSCRIBE && r.name != BASELINE)
+    {
         progress(&format!("creating pod {}", r.name));
         api::create_pod(&pods_api, &r.pod).await?;
     }
@@ -1490,7 +1517,20 @@ async fn run_exercises(
                     }
                 }
                 if args.audit && ex.len() > 5 && ex[1].result != ExerciseResult::NotRun {
-                    audit_share_a(client, ctx, args, sizing, &bytes, out, &mut ex[5]).await;
+                    let baseline = rendered.iter().find(|r| r.name == BASELINE);
+                    audit_share_a(
+                        &AuditEnv {
+                            client,
+                            ctx,
+                            args,
+                            sizing,
+                            out,
+                            probe: &bytes,
+                        },
+                        baseline,
+                        &mut ex[5],
+                    )
+                    .await;
                 }
             }
         }

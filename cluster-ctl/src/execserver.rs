@@ -361,52 +361,7 @@ mod tests {
 
     #[tokio::test]
     async fn full_run_with_audit_runs_the_three_probes_in_pod_a() {
-        let mock = MockApi::new();
-        mock.add_fixture("node-hami-v2.10-h100.json")
-            .add_fixture("daemonsets-hami-only.json")
-            .add_fixture("deploy-hami-scheduler-tag-match.json")
-            .add_fixture("endpoints-hami-scheduler-ready.json")
-            .add_fixture("events-oversubscribe.json");
-        for (name, file) in [
-            ("hami-share-a", "pod-hami-share-a-running.json"),
-            ("hami-share-b", "pod-hami-share-b-running.json"),
-            ("hami-oversubscribe", "pod-hami-oversubscribe-pending.json"),
-        ] {
-            mock.on_create(
-                "pods",
-                name,
-                serde_json::to_value(fixture_pod(file)).unwrap(),
-            );
-        }
-        let mut baseline = fixture_pod("pod-hami-share-a-running.json");
-        baseline.metadata.name = Some("hami-baseline".into());
-        mock.on_create(
-            "pods",
-            "hami-baseline",
-            serde_json::to_value(baseline).unwrap(),
-        );
-        let server = ExecServer::start(mock, reply(VERIFIED, 0)).await;
-        let dir = tempfile::tempdir().unwrap();
-        let bin = dir.path().join("gpu-probe-bin");
-        std::fs::write(&bin, b"probe").unwrap();
-        let args = RunArgs {
-            card_mib: None,
-            slice_mib: None,
-            oversubscribe_mib: Some(75000),
-            image: crate::manifests::DEFAULT_IMAGE.into(),
-            out: dir.path().join("out"),
-            probe_bin: Some(bin),
-            node: None,
-            pod_timeout: Duration::from_secs(10),
-            event_timeout: Duration::from_secs(10),
-            probe_timeout: Duration::from_secs(10),
-            audit: true,
-        };
-        let helm = lab_runner::RecordingRunner::new(&["helm"]);
-        helm.reply("helm list", 0, &fixture_text("helm-list-deployed.json"), "");
-        let out = commands::run(&server.client(), &helm, &ctx(), &args)
-            .await
-            .unwrap();
+        let (server, dir, out) = full_run(true, VERIFIED.to_owned()).await;
         let report: serde_json::Value = serde_json::from_str(
             &std::fs::read_to_string(dir.path().join("out/run.json")).unwrap(),
         )
@@ -461,8 +416,11 @@ mod tests {
         assert_eq!(report["exercises"][5]["result"], "fail", "{}", out.human);
     }
 
-    #[tokio::test]
-    async fn full_run_with_probes_passes_all_five() {
+    /// A whole `run` against the mock API and the exec server, every probe answering `probe_reply`.
+    async fn full_run(
+        audit: bool,
+        probe_reply: String,
+    ) -> (ExecServer, tempfile::TempDir, commands::Outcome) {
         let mock = MockApi::new();
         mock.add_fixture("node-hami-v2.10-h100.json")
             .add_fixture("daemonsets-hami-only.json")
@@ -480,8 +438,14 @@ mod tests {
                 serde_json::to_value(fixture_pod(file)).unwrap(),
             );
         }
-        let verified = hami_active_report();
-        let server = ExecServer::start(mock, reply(&verified, 0)).await;
+        let mut baseline = fixture_pod("pod-hami-share-a-running.json");
+        baseline.metadata.name = Some("hami-baseline".into());
+        mock.on_create(
+            "pods",
+            "hami-baseline",
+            serde_json::to_value(baseline).unwrap(),
+        );
+        let server = ExecServer::start(mock, reply(&probe_reply, 0)).await;
         let dir = tempfile::tempdir().unwrap();
         let bin = dir.path().join("gpu-probe-bin");
         std::fs::write(&bin, b"probe").unwrap();
@@ -496,13 +460,20 @@ mod tests {
             pod_timeout: Duration::from_secs(10),
             event_timeout: Duration::from_secs(10),
             probe_timeout: Duration::from_secs(10),
-            audit: false,
+            audit,
         };
         let helm = lab_runner::RecordingRunner::new(&["helm"]);
         helm.reply("helm list", 0, &fixture_text("helm-list-deployed.json"), "");
         let out = commands::run(&server.client(), &helm, &ctx(), &args)
             .await
             .unwrap();
+        (server, dir, out)
+    }
+
+    #[tokio::test]
+    async fn full_run_with_probes_passes_all_five() {
+        let verified = hami_active_report();
+        let (_server, dir, out) = full_run(false, verified.clone()).await;
         assert_eq!(out.exit, exit::OK, "{}", out.human);
         let report: serde_json::Value = serde_json::from_str(
             &std::fs::read_to_string(dir.path().join("out/run.json")).unwrap(),
@@ -526,6 +497,26 @@ mod tests {
         assert_eq!(
             std::fs::read_to_string(dir.path().join("out/probe/hami-share-b.json")).unwrap(),
             verified
+        );
+        // The contract with evidence-pack: the folder packs, and the five claims keep their verdicts.
+        let plan = evidence_pack::bundle::plan(&dir.path().join("out"), None).unwrap();
+        let verdicts: Vec<(String, evidence_pack::model::ClaimVerdict)> = plan
+            .summary
+            .claims
+            .iter()
+            .map(|c| (c.id.clone(), c.verdict))
+            .collect();
+        assert_eq!(verdicts.len(), 5, "{verdicts:?}");
+        assert!(
+            verdicts
+                .iter()
+                .all(|(_, v)| *v == evidence_pack::model::ClaimVerdict::Pass),
+            "{verdicts:?}"
+        );
+        assert!(
+            plan.entries
+                .iter()
+                .any(|e| e.path.ends_with("probe/hami-share-a.json"))
         );
     }
 }

@@ -385,6 +385,26 @@ mod tests {
         }
     }
 
+    /// The evidence of a search with the usual resolution and no start numbers.
+    fn evidence<'a>(
+        expected: Option<u64>,
+        result: &'a SearchResult,
+        ceiling: u64,
+        oom_lines: &'a [OomLine],
+        nvml_at_refusal: Option<MemInfo>,
+    ) -> CapEvidence<'a> {
+        CapEvidence {
+            expected,
+            result,
+            resolution: 2 * MIB,
+            ceiling,
+            start: None,
+            oom_lines,
+            nvml_at_refusal,
+            device: 0,
+        }
+    }
+
     fn oom(limit: u64) -> OomLine {
         OomLine {
             pid: Some(1),
@@ -417,16 +437,8 @@ mod tests {
         assert_eq!(r.steps.len() as u32, dev.calls);
         assert!(free_all(&mut dev, &r.handles));
         assert_eq!(dev.used(), 0);
-        let ev = CapEvidence {
-            expected: Some(slice),
-            result: &r,
-            resolution: 2 * MIB,
-            ceiling: slice * 5 / 4,
-            start: None,
-            oom_lines: &[oom(slice)],
-            nvml_at_refusal: None,
-            device: 0,
-        };
+        let lines = [oom(slice)];
+        let ev = evidence(Some(slice), &r, slice * 5 / 4, &lines, None);
         let (outcome, reasons) = decide(&ev);
         assert_eq!(outcome, CapOutcome::Enforced, "{reasons:?}");
     }
@@ -439,16 +451,7 @@ mod tests {
         assert_eq!(r.stopped_because, StopReason::ReachedCeiling);
         assert_eq!(r.held, 10_000 * MIB);
         assert!(r.first_refusal.is_none());
-        let ev = CapEvidence {
-            expected: Some(slice),
-            result: &r,
-            resolution: 2 * MIB,
-            ceiling: 10_000 * MIB,
-            start: None,
-            oom_lines: &[],
-            nvml_at_refusal: None,
-            device: 0,
-        };
+        let ev = evidence(Some(slice), &r, 10_000 * MIB, &[], None);
         let (outcome, reasons) = decide(&ev);
         assert_eq!(outcome, CapOutcome::NotEnforced);
         assert!(reasons[0].contains("ceiling"), "{reasons:?}");
@@ -465,16 +468,7 @@ mod tests {
             free: 680 * MIB,
             used: 80879 * MIB,
         };
-        let ev = CapEvidence {
-            expected: Some(1_000_000 * MIB),
-            result: &r,
-            resolution: 2 * MIB,
-            ceiling: 1_250_000 * MIB,
-            start: None,
-            oom_lines: &[],
-            nvml_at_refusal: Some(nvml),
-            device: 0,
-        };
+        let ev = evidence(Some(1_000_000 * MIB), &r, 1_250_000 * MIB, &[], Some(nvml));
         let (outcome, reasons) = decide(&ev);
         assert_eq!(outcome, CapOutcome::Inconclusive, "{reasons:?}");
         assert!(reasons[0].contains("card ran out"), "{reasons:?}");
@@ -490,16 +484,7 @@ mod tests {
             free: 2 * MIB,
             used: 81557 * MIB,
         };
-        let ev = CapEvidence {
-            expected: Some(slice),
-            result: &r,
-            resolution: 2 * MIB,
-            ceiling: 10_000 * MIB,
-            start: None,
-            oom_lines: &[],
-            nvml_at_refusal: Some(nvml),
-            device: 0,
-        };
+        let ev = evidence(Some(slice), &r, 10_000 * MIB, &[], Some(nvml));
         let (outcome, reasons) = decide(&ev);
         assert_eq!(outcome, CapOutcome::Inconclusive);
         assert!(reasons[0].contains("card ran out"), "{reasons:?}");
@@ -515,16 +500,7 @@ mod tests {
             free: 70000 * MIB,
             used: 11559 * MIB,
         };
-        let mut ev = CapEvidence {
-            expected: Some(slice),
-            result: &r,
-            resolution: 2 * MIB,
-            ceiling: 5000 * MIB,
-            start: None,
-            oom_lines: &[],
-            nvml_at_refusal: Some(nvml),
-            device: 0,
-        };
+        let mut ev = evidence(Some(slice), &r, 5000 * MIB, &[], Some(nvml));
         assert_eq!(decide(&ev).0, CapOutcome::Enforced);
         // NVML virtualized to the slice proves nothing about the card.
         ev.nvml_at_refusal = Some(MemInfo {
@@ -540,16 +516,7 @@ mod tests {
         let mut dev = SimDevice::new(Some(4000 * MIB), 80 * 1024 * MIB);
         let r = search(&mut dev, params(10_000 * MIB), |_| {});
         let lines = [oom(4000 * MIB)];
-        let ev = CapEvidence {
-            expected: Some(8000 * MIB),
-            result: &r,
-            resolution: 2 * MIB,
-            ceiling: 10_000 * MIB,
-            start: None,
-            oom_lines: &lines,
-            nvml_at_refusal: None,
-            device: 0,
-        };
+        let ev = evidence(Some(8000 * MIB), &r, 10_000 * MIB, &lines, None);
         let (outcome, reasons) = decide(&ev);
         assert_eq!(outcome, CapOutcome::Inconclusive);
         assert!(reasons[0].contains("not the expected"), "{reasons:?}");
@@ -562,16 +529,7 @@ mod tests {
         let r = search(&mut dev, params(10_000 * MIB), |_| {});
         assert_eq!(r.stopped_because, StopReason::UnexpectedError);
         assert_eq!(r.steps.len(), 1);
-        let ev = CapEvidence {
-            expected: Some(8000 * MIB),
-            result: &r,
-            resolution: 2 * MIB,
-            ceiling: 10_000 * MIB,
-            start: None,
-            oom_lines: &[],
-            nvml_at_refusal: None,
-            device: 0,
-        };
+        let ev = evidence(Some(8000 * MIB), &r, 10_000 * MIB, &[], None);
         assert_eq!(decide(&ev).0, CapOutcome::Inconclusive);
     }
 
@@ -584,16 +542,7 @@ mod tests {
             "{}",
             r.held
         );
-        let ev = CapEvidence {
-            expected: None,
-            result: &r,
-            resolution: 2 * MIB,
-            ceiling: 1250 * MIB,
-            start: None,
-            oom_lines: &[],
-            nvml_at_refusal: None,
-            device: 0,
-        };
+        let ev = evidence(None, &r, 1250 * MIB, &[], None);
         assert_eq!(decide(&ev).0, CapOutcome::Inconclusive);
     }
 

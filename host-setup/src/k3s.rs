@@ -115,10 +115,12 @@ pub fn merge_config_yaml(existing: Option<&str>, wanted: &Wanted) -> Result<Merg
     }
 
     let sans = as_list(&old, "tls-san")?;
+    // A `key+:` entry appends to the key in k3s (parser.go), so what it lists is already there.
+    let sans_appended = as_list(&old, "tls-san+")?;
     let missing: Vec<&String> = wanted
         .tls_san
         .iter()
-        .filter(|s| !sans.contains(s))
+        .filter(|s| !sans.contains(s) && !sans_appended.contains(s))
         .collect();
     if !missing.is_empty() {
         let mut all = sans.clone();
@@ -131,6 +133,24 @@ pub fn merge_config_yaml(existing: Option<&str>, wanted: &Wanted) -> Result<Merg
     }
 
     let labels = as_list(&old, "node-label")?;
+    // `node-label+` appends: keep what it adds, but not another value of a key we set.
+    let appended = as_list(&old, "node-label+")?;
+    let mut appended_kept = appended.clone();
+    for want in &wanted.node_labels {
+        let key = want.split('=').next().unwrap_or(want);
+        appended_kept.retain(|l| l == want || l.split('=').next() != Some(key));
+    }
+    if appended_kept != appended {
+        if appended_kept.is_empty() {
+            new.remove("node-label+");
+        } else {
+            new.insert("node-label+".into(), strings(&appended_kept));
+        }
+        changes.push(format!(
+            "remove other values of {} from `node-label+` (k3s appends it to node-label)",
+            join(&wanted.node_labels.iter().collect::<Vec<_>>())
+        ));
+    }
     let mut merged = labels.clone();
     for want in &wanted.node_labels {
         let key = want.split('=').next().unwrap_or(want);
@@ -145,7 +165,7 @@ pub fn merge_config_yaml(existing: Option<&str>, wanted: &Wanted) -> Result<Merg
                 l.split('=').next() != Some(key)
             }
         });
-        if !seen {
+        if !seen && !appended_kept.contains(want) {
             merged.push(want.clone());
         }
     }
@@ -546,6 +566,29 @@ mod tests {
             tls_san: vec!["10.0.0.10".into()],
             node_labels: vec!["gpu=on".into()],
         }
+    }
+
+    #[test]
+    fn append_keys_count_as_present_and_lose_conflicting_values() {
+        let w = Wanted {
+            default_runtime: Some("nvidia".into()),
+            tls_san: vec!["10.0.0.10".into()],
+            node_labels: vec!["gpu=on".into()],
+        };
+        // Already effective through `+` keys: nothing to add.
+        let done =
+            "default-runtime: nvidia\ntls-san+:\n  - \"10.0.0.10\"\nnode-label+:\n  - \"gpu=on\"\n";
+        let m = merge_config_yaml(Some(done), &w).unwrap();
+        assert!(m.changes.is_empty(), "{:?}", m.changes);
+        assert_eq!(m.text, done);
+        // `node-label+: [gpu=off]` would append a second gpu label: it goes, gpu=on comes.
+        let conflict = "default-runtime: nvidia\ntls-san: [\"10.0.0.10\"]\nnode-label+:\n  - \"gpu=off\"\n  - \"zone=a\"\n";
+        let m = merge_config_yaml(Some(conflict), &w).unwrap();
+        let map = parse_mapping(&m.text).unwrap();
+        assert_eq!(as_list(&map, "node-label+").unwrap(), vec!["zone=a"]);
+        assert_eq!(as_list(&map, "node-label").unwrap(), vec!["gpu=on"]);
+        let again = merge_config_yaml(Some(&m.text), &w).unwrap();
+        assert!(again.changes.is_empty(), "idempotent: {:?}", again.changes);
     }
 
     #[test]

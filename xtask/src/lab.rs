@@ -287,6 +287,8 @@ pub struct Facts {
     pub root: bool,
     pub nvidia_smi: Option<Result<String, String>>,
     pub kubeconfig_found: bool,
+    /// `cargo-zigbuild` is on PATH (the build phase links gpu-probe against glibc 2.28 with it).
+    pub zigbuild: bool,
 }
 
 pub fn observe(runner: &dyn Runner, args: &LabArgs) -> Facts {
@@ -315,6 +317,7 @@ pub fn observe(runner: &dyn Runner, args: &LabArgs) -> Facts {
         root: unsafe { libc::geteuid() } == 0,
         nvidia_smi,
         kubeconfig_found,
+        zigbuild: runner.exists("cargo-zigbuild"),
     }
 }
 
@@ -352,7 +355,13 @@ pub fn preflight(facts: &Facts, args: &LabArgs) -> Vec<Problem> {
     if !args.skip_host && !facts.root {
         problems.push(Problem {
             what: "host-setup changes the host (toolkit, k3s, containerd) and needs root".into(),
-            fix: "run `sudo -E cargo xtask lab`, or `cargo xtask lab --skip-host --kubeconfig <file>` when the cluster exists".into(),
+            fix: "run `sudo -E env PATH=$PATH cargo xtask lab`, or `cargo xtask lab --skip-host --kubeconfig <file>` when the cluster exists".into(),
+        });
+    }
+    if !facts.zigbuild {
+        problems.push(Problem {
+            what: "cargo-zigbuild is missing: the gpu-probe copied into pods is linked against glibc 2.28 with it".into(),
+            fix: "`pip install ziglang cargo-zigbuild` (for root too, when you run the lab with sudo)".into(),
         });
     }
     if args.skip_host && !facts.kubeconfig_found {
@@ -552,6 +561,7 @@ mod tests {
             root: true,
             nvidia_smi: Some(Ok("NVIDIA L4, 23034 MiB, [N/A]\n".into())),
             kubeconfig_found: true,
+            zigbuild: true,
         }
     }
 
@@ -698,6 +708,7 @@ mod tests {
             root: true,
             nvidia_smi: None,
             kubeconfig_found: false,
+            zigbuild: true,
         };
         let problems = preflight(&facts, &args(&[]));
         assert_eq!(problems.len(), 1);
@@ -708,6 +719,7 @@ mod tests {
     #[test]
     fn mig_not_root_and_missing_kubeconfig_are_problems() {
         let mig = Facts {
+            zigbuild: false,
             os_linux: true,
             root: false,
             nvidia_smi: Some(Ok("NVIDIA A100-SXM4-40GB, 40960 MiB, Enabled\n".into())),
@@ -716,6 +728,11 @@ mod tests {
         let problems = preflight(&mig, &args(&[]));
         assert!(problems.iter().any(|p| p.what.contains("MIG")));
         assert!(problems.iter().any(|p| p.what.contains("needs root")));
+        assert!(
+            problems
+                .iter()
+                .any(|p| p.fix.contains("pip install ziglang cargo-zigbuild"))
+        );
         let skip = preflight(&mig, &args(&["--skip-host"]));
         assert!(skip.iter().any(|p| p.what.contains("no kubeconfig")));
         assert!(!skip.iter().any(|p| p.what.contains("needs root")));
@@ -728,6 +745,7 @@ mod tests {
             root: true,
             nvidia_smi: Some(Ok("NVIDIA L4, 23034 MiB, [N/A]\n".into())),
             kubeconfig_found: false,
+            zigbuild: true,
         };
         assert!(preflight(&facts, &args(&[])).is_empty());
     }
