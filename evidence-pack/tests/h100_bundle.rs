@@ -16,7 +16,7 @@ fn verify(path: &std::path::Path) -> (i32, String) {
         .arg("verify")
         .arg(path)
         .output()
-        .expect("runs");
+        .unwrap_or_else(|e| panic!("evidence-pack could not run: {e}"));
     (
         out.status.code().unwrap_or(-1),
         format!(

@@ -38,7 +38,7 @@ pub fn run(args: &CiArgs) -> Result<()> {
         install_test_packages(&runner)?;
         install_containerd2(&runner, &root);
     }
-    let steps: [(&str, Cmd); 3] = [
+    let steps: [(&str, Cmd); 4] = [
         (
             "format",
             Cmd::new("cargo").args(["fmt", "--all", "--", "--check"]),
@@ -52,6 +52,26 @@ pub fn run(args: &CiArgs) -> Result<()> {
                 "--",
                 "-D",
                 "warnings",
+            ]),
+        ),
+        // The brief's "no panics on user input or environment": production code (not tests) may not
+        // unwrap, expect or panic at all.
+        (
+            "no panics in production code",
+            Cmd::new("cargo").args([
+                "clippy",
+                "--workspace",
+                "--lib",
+                "--bins",
+                "--",
+                "-D",
+                "warnings",
+                "-D",
+                "clippy::unwrap_used",
+                "-D",
+                "clippy::expect_used",
+                "-D",
+                "clippy::panic",
             ]),
         ),
         ("tests", Cmd::new("cargo").args(["test", "--workspace"])),
