@@ -16,23 +16,6 @@ fn host_setup(args: &[&str]) -> Output {
         .expect("host-setup runs")
 }
 
-fn snapshot(dir: &std::path::Path) -> Vec<(std::path::PathBuf, Vec<u8>)> {
-    let mut out = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(&d).unwrap().filter_map(Result::ok) {
-            let p = e.path();
-            if p.is_dir() {
-                stack.push(p);
-            } else {
-                out.push((p.clone(), std::fs::read(&p).unwrap()));
-            }
-        }
-    }
-    out.sort();
-    out
-}
-
 #[test]
 fn install_dry_run_on_a_fresh_tree_prints_a_followable_plan_and_touches_nothing() {
     let t = tree(&["fresh-vm"]);

@@ -116,7 +116,7 @@ fn every_containerd_fixture_golden_idempotent_comments_kept() {
         }
 
         // Second run: empty plan, no byte changes, no new backup.
-        let files_before: Vec<_> = walk(t.path());
+        let files_before: Vec<_> = files_under(t.path());
         let plan2 = apply_once(&root);
         assert!(
             plan2.steps.is_empty(),
@@ -130,30 +130,13 @@ fn every_containerd_fixture_golden_idempotent_comments_kept() {
         );
         assert_eq!(read(t.path(), DROPIN), after_dropin.as_bytes(), "{name}");
         assert_eq!(
-            walk(t.path()),
+            files_under(t.path()),
             files_before,
             "{name}: files appeared or vanished"
         );
         checked += 1;
     }
     assert!(checked >= 20, "only {checked} fixtures checked");
-}
-
-fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
-    let mut out = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(&d).unwrap().filter_map(Result::ok) {
-            let p = e.path();
-            if p.is_dir() {
-                stack.push(p);
-            } else {
-                out.push(p);
-            }
-        }
-    }
-    out.sort();
-    out
 }
 
 #[test]
