@@ -245,16 +245,7 @@ mod tests {
 
     #[test]
     fn pinned_pods_carry_the_uuid() {
-        let cards = vec![
-            Card {
-                uuid: Some("GPU-a".into()),
-                devmem_mib: 49140,
-            },
-            Card {
-                uuid: Some("GPU-b".into()),
-                devmem_mib: 49140,
-            },
-        ];
+        let cards = crate::testdata::two_cards(49140);
         let s = size(&cards, None, None).unwrap();
         let pods = render_all(&s, "lab", DEFAULT_IMAGE).unwrap();
         for p in &pods {

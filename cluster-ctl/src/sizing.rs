@@ -284,16 +284,7 @@ mod tests {
 
     #[test]
     fn multi_gpu_with_uuids_pins_to_the_first_card() {
-        let cards = vec![
-            Card {
-                uuid: Some("GPU-a".into()),
-                devmem_mib: 49140,
-            },
-            Card {
-                uuid: Some("GPU-b".into()),
-                devmem_mib: 49140,
-            },
-        ];
+        let cards = crate::testdata::two_cards(49140);
         let s = size(&cards, None, None).unwrap();
         assert_eq!(s.pin_uuid.as_deref(), Some("GPU-a"));
     }

@@ -99,3 +99,14 @@ pub fn hami_active_report() -> String {
     r.verdict = Verdict::from_checks(&r.checks);
     serde_json::to_string(&r).unwrap()
 }
+
+/// Two cards of `devmem_mib` with known UUIDs `GPU-a` and `GPU-b` (a multi-GPU node).
+pub fn two_cards(devmem_mib: u64) -> Vec<crate::sizing::Card> {
+    ["GPU-a", "GPU-b"]
+        .iter()
+        .map(|u| crate::sizing::Card {
+            uuid: Some((*u).into()),
+            devmem_mib,
+        })
+        .collect()
+}
