@@ -227,26 +227,7 @@ mod tests {
                 environment: true,
             },
         ];
-        let r = Report {
-            schema: SCHEMA.into(),
-            schema_version: SCHEMA_VERSION,
-            tool_version: "0.1.0".into(),
-            command: "all".into(),
-            started_at_unix: 0,
-            host: HostInfo::default(),
-            driver: DriverInfo::default(),
-            expected: vec![],
-            view: None,
-            cap: None,
-            mechanism: None,
-            audit: None,
-            overhead: None,
-            compute: None,
-            selftest: None,
-            verdict: Verdict::from_checks(&checks),
-            checks,
-            scope_note: SCOPE_NOTE.into(),
-        };
+        let r = Report::new("all", checks);
         let text = render(&r);
         assert!(text.contains("[FAIL] view.device0"), "{text}");
         assert!(text.contains("[ENV ] cuda"), "{text}");

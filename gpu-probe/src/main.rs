@@ -256,9 +256,7 @@ fn selftest_report(
     limit_mib: u64,
     runner: &SystemRunner,
 ) -> gpu_probe::report::Report {
-    use gpu_probe::report::{
-        Check, CheckStatus, Outcome, Report, SCHEMA, SCHEMA_VERSION, SCOPE_NOTE, Verdict,
-    };
+    use gpu_probe::report::{Check, CheckStatus, Outcome, Report};
     let t = gpu_probe::selftest::run(opts, lib, limit_mib, runner);
     let check = Check {
         id: "selftest".into(),
@@ -271,31 +269,7 @@ fn selftest_report(
         reason: t.reasons.join("; "),
         environment: t.outcome == Outcome::Environment,
     };
-    let checks = vec![check];
-    Report {
-        schema: SCHEMA.into(),
-        schema_version: SCHEMA_VERSION,
-        tool_version: env!("CARGO_PKG_VERSION").into(),
-        command: "selftest".into(),
-        started_at_unix: std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or(0),
-        host: gpu_probe::report::HostInfo {
-            pid: std::process::id(),
-            ..Default::default()
-        },
-        driver: Default::default(),
-        expected: Vec::new(),
-        view: None,
-        cap: None,
-        mechanism: None,
-        audit: None,
-        overhead: None,
-        compute: None,
-        selftest: Some(t),
-        verdict: Verdict::from_checks(&checks),
-        checks,
-        scope_note: SCOPE_NOTE.into(),
-    }
+    let mut report = Report::new("selftest", vec![check]);
+    report.selftest = Some(t);
+    report
 }

@@ -14,8 +14,8 @@ use crate::limits::{self, SliceRequest};
 use crate::mechanism;
 use crate::report::{
     CapDevice, CapOutcome, CapSection, Check, CheckStatus, DriverInfo, ExpectedSlice, HostInfo,
-    MIB, MechanismOutcome, MechanismSection, MemInfo, Report, SCHEMA, SCHEMA_VERSION, SCOPE_NOTE,
-    Verdict, ViewDevice, ViewOutcome, ViewSection, mib,
+    MIB, MechanismOutcome, MechanismSection, MemInfo, Report, ViewDevice, ViewOutcome, ViewSection,
+    mib,
 };
 use crate::smi;
 use crate::view;
@@ -86,10 +86,7 @@ struct WorkerRun {
 
 /// Runs the probe. `env` is the process environment (passed in so tests control it).
 pub fn run(opts: &Options, env: &BTreeMap<String, String>, runner: &dyn Runner) -> Report {
-    let started_at_unix = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
+    let started_at_unix = crate::report::now_unix();
     let mut checks = Vec::new();
     let mut driver = DriverInfo::default();
 
@@ -309,36 +306,27 @@ pub fn run(opts: &Options, env: &BTreeMap<String, String>, runner: &dyn Runner) 
         None => None,
     };
 
-    let verdict = Verdict::from_checks(&checks);
     let used_devices = wout.devices.len().max(
         nvml.as_ref()
             .and_then(|n| n.device_count().ok())
             .unwrap_or(0) as usize,
     );
-    Report {
-        schema: SCHEMA.into(),
-        schema_version: SCHEMA_VERSION,
-        tool_version: env!("CARGO_PKG_VERSION").into(),
-        command: opts.command.name().into(),
-        started_at_unix,
-        host: host_info(),
-        driver,
-        expected: expected
-            .into_iter()
-            .take(used_devices.max(1))
-            .flatten()
-            .collect(),
-        view: view_section,
-        cap: cap_section,
-        mechanism: mechanism_section,
-        audit: audit_section,
-        overhead: overhead_section,
-        compute: compute_section,
-        selftest: None,
-        checks,
-        verdict,
-        scope_note: SCOPE_NOTE.into(),
-    }
+    let mut report = Report::new(opts.command.name(), checks);
+    report.started_at_unix = started_at_unix;
+    report.host = host_info();
+    report.driver = driver;
+    report.expected = expected
+        .into_iter()
+        .take(used_devices.max(1))
+        .flatten()
+        .collect();
+    report.view = view_section;
+    report.cap = cap_section;
+    report.mechanism = mechanism_section;
+    report.audit = audit_section;
+    report.overhead = overhead_section;
+    report.compute = compute_section;
+    report
 }
 
 /// What each audit path tries to hold: the ceiling if given, else slice × 1.25, else 4 GiB.

@@ -56,6 +56,44 @@ pub struct Report {
     pub scope_note: String,
 }
 
+impl Report {
+    /// A report of `command` holding only `checks` (every section empty), its verdict derived
+    /// from them; callers fill in the sections they ran.
+    pub fn new(command: &str, checks: Vec<Check>) -> Self {
+        Self {
+            schema: SCHEMA.into(),
+            schema_version: SCHEMA_VERSION,
+            tool_version: env!("CARGO_PKG_VERSION").into(),
+            command: command.into(),
+            started_at_unix: now_unix(),
+            host: HostInfo {
+                pid: std::process::id(),
+                ..HostInfo::default()
+            },
+            driver: DriverInfo::default(),
+            expected: Vec::new(),
+            view: None,
+            cap: None,
+            mechanism: None,
+            audit: None,
+            overhead: None,
+            compute: None,
+            selftest: None,
+            verdict: Verdict::from_checks(&checks),
+            checks,
+            scope_note: SCOPE_NOTE.into(),
+        }
+    }
+}
+
+/// Seconds since the Unix epoch (0 if the clock is before it).
+pub fn now_unix() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, Default)]
 pub struct HostInfo {
     pub hostname: Option<String>,
