@@ -469,12 +469,13 @@ impl Runner for RecordingRunner {
             .iter()
             .skip(pos + 1)
             .any(|r| r.matches == replies[pos].matches);
+        // The last reply for a pattern stays, so it answers every later call too.
         let reply = if is_last_for_pattern {
-            replies[pos].clone()
+            replies.get(pos).cloned()
         } else {
-            replies.remove(pos).unwrap_or_else(|| replies[pos].clone())
+            replies.remove(pos)
         };
-        Ok(reply.output)
+        Ok(reply.map(|r| r.output).unwrap_or_default())
     }
 
     fn exists(&self, program: &str) -> bool {
