@@ -167,11 +167,10 @@ pub fn gpu_bundle() -> Result<()> {
         std::fs::copy(probe, carry.join("gpu-probe"))?;
     }
     let runner = SystemRunner::new(true);
-    for (kind, name, dest) in [
-        ("--test", "gpu", "gpu-test"),
-        ("--bench", "probe", "probe-bench"),
+    for (sub, kind, name, dest) in [
+        ("test", "--test", "gpu", "gpu-test"),
+        ("bench", "--bench", "probe", "probe-bench"),
     ] {
-        let sub = if kind == "--bench" { "bench" } else { "test" };
         let cmd = Cmd::new("cargo")
             .args([
                 sub,

@@ -140,10 +140,7 @@ pub fn plan(args: &LabArgs, layout: &Layout) -> Vec<Step> {
     let mut steps = vec![step(
         Phase::Preflight,
         "stop early, with the fix, where the lab cannot run (no GPU, no driver, no root, no kubeconfig)",
-        Cmd::new("nvidia-smi").args([
-            "--query-gpu=name,memory.total,mig.mode.current",
-            "--format=csv,noheader",
-        ]),
+        gpu_query(),
     )];
     steps.push(step(
         Phase::Build,
@@ -291,18 +288,22 @@ pub struct Facts {
     pub zigbuild: bool,
 }
 
+/// The preflight's look at the GPUs: name, memory and MIG mode, one line each.
+fn gpu_query() -> Cmd {
+    Cmd::new("nvidia-smi").args([
+        "--query-gpu=name,memory.total,mig.mode.current",
+        "--format=csv,noheader",
+    ])
+}
+
 pub fn observe(runner: &dyn Runner, args: &LabArgs) -> Facts {
-    let nvidia_smi = runner.exists("nvidia-smi").then(|| {
-        let cmd = Cmd::new("nvidia-smi").args([
-            "--query-gpu=name,memory.total,mig.mode.current",
-            "--format=csv,noheader",
-        ]);
-        match runner.run(&cmd) {
+    let nvidia_smi = runner
+        .exists("nvidia-smi")
+        .then(|| match runner.run(&gpu_query()) {
             Ok(o) if o.success() => Ok(o.stdout),
             Ok(o) => Err(format!("exit {:?}: {}", o.code, o.stderr.trim())),
             Err(e) => Err(e.to_string()),
-        }
-    });
+        });
     let kubeconfig_found = args.kubeconfig.as_ref().map_or_else(
         || {
             std::env::var_os("KUBECONFIG").is_some()
