@@ -331,10 +331,7 @@ pub fn run(opts: &Options, env: &BTreeMap<String, String>, runner: &dyn Runner) 
 
 /// What each audit path tries to hold: the ceiling if given, else slice × 1.25, else 4 GiB.
 fn audit_target(opts: &Options, slice: Option<u64>) -> u64 {
-    opts.ceiling_mib
-        .map(|c| c * MIB)
-        .or(slice.map(|s| s + s / 4))
-        .unwrap_or(4096 * MIB)
+    worker::slice_ceiling(opts.ceiling_mib.map(|c| c * MIB), slice).map_or(4096 * MIB, |(c, _)| c)
 }
 
 fn audit_section(

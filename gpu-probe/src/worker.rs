@@ -141,16 +141,21 @@ impl DeviceMemory for CudaMemory<'_> {
 }
 
 /// The ceiling for one device: `--ceiling-mib`, else slice × 1.25, else the device's memory.
+/// The ceiling when one follows from the options: `--ceiling-mib`, else slice × 1.25 (a search
+/// that reaches it has shown the slice is not enforced, without taking the card from neighbours).
+pub fn slice_ceiling(explicit: Option<u64>, expected: Option<u64>) -> Option<(u64, String)> {
+    explicit
+        .map(|c| (c, "--ceiling-mib".to_owned()))
+        .or(expected.map(|slice| (slice + slice / 4, "slice × 1.25".to_owned())))
+}
+
 pub fn ceiling_for(
     explicit: Option<u64>,
     expected: Option<u64>,
     device: &WorkerDevice,
 ) -> (u64, String) {
-    if let Some(c) = explicit {
-        return (c, "--ceiling-mib".into());
-    }
-    if let Some(slice) = expected {
-        return (slice + slice / 4, "slice × 1.25".into());
+    if let Some(known) = slice_ceiling(explicit, expected) {
+        return known;
     }
     // Under HAMi-core without a limit cuDeviceTotalMem_v2 returns 0; cuMemGetInfo still knows.
     let card = device
