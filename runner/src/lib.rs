@@ -10,7 +10,7 @@
 use std::collections::VecDeque;
 use std::fmt;
 use std::io;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -366,22 +366,10 @@ impl SystemRunner {
     }
 }
 
-/// Finds `program` the way a shell would: as a path when it contains `/`, else on `PATH`.
+/// Finds `program` the way a shell would: as a path when it contains `/`, else on `PATH`
+/// (the `which` crate: executable regular files only, as `command -v` finds them).
 pub fn which(program: &str) -> Option<PathBuf> {
-    if program.contains('/') {
-        let path = Path::new(program);
-        return is_executable(path).then(|| path.to_path_buf());
-    }
-    let path_var = std::env::var_os("PATH")?;
-    std::env::split_paths(&path_var)
-        .map(|dir| dir.join(program))
-        .find(|p| is_executable(p))
-}
-
-fn is_executable(path: &Path) -> bool {
-    use std::os::unix::fs::PermissionsExt;
-    path.metadata()
-        .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+    which::which(program).ok()
 }
 
 /// A scripted answer of the [`RecordingRunner`].
