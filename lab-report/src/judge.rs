@@ -173,7 +173,9 @@ pub fn read_doc(path: &str, bytes: Option<&[u8]>) -> Result<Doc, String> {
         _ => {}
     }
     if let Value::Array(items) = &v
-        && items.iter().all(|i| crate::k8s::kind_of(i) == Some("Event"))
+        && items
+            .iter()
+            .all(|i| crate::k8s::kind_of(i) == Some("Event"))
     {
         return EventFacts::list_from_json(&v).map(Doc::Events);
     }
@@ -192,7 +194,8 @@ impl<'a> Loaded<'a> {
         }
         let mut docs = Vec::new();
         for f in files {
-            let doc = read_doc(f.path, f.bytes).map_err(|why| Judgement::unsupported(Some(f.path), why))?;
+            let doc = read_doc(f.path, f.bytes)
+                .map_err(|why| Judgement::unsupported(Some(f.path), why))?;
             docs.push((f.path, doc));
         }
         Ok(Self { docs })
@@ -368,7 +371,10 @@ pub fn co_residency(a: &PodFacts, b: &PodFacts) -> CoResidency {
         .cloned()
         .collect();
     if gpu_uuids.iter().any(Vec::is_empty) {
-        problems.push(format!("a pod has no {} GPU", crate::k8s::ALLOCATED_ANNOTATION));
+        problems.push(format!(
+            "a pod has no {} GPU",
+            crate::k8s::ALLOCATED_ANNOTATION
+        ));
     } else if common.is_empty() {
         problems.push(format!(
             "pods hold different GPUs {:?} and {:?}",
@@ -412,12 +418,18 @@ fn run_slice(ctx: &RunContext) -> Option<u64> {
 }
 
 fn e2(l: &Loaded<'_>, ctx: &RunContext) -> Result<Judgement, Judgement> {
-    l.only(|d| matches!(d, Doc::Probe(r) if is_all_report(r)), "a gpu-probe `all` report")?;
+    l.only(
+        |d| matches!(d, Doc::Probe(r) if is_all_report(r)),
+        "a gpu-probe `all` report",
+    )?;
     let reports = l.probes(is_all_report);
     exactly(&reports, 1, "gpu-probe `all` report")?;
     let (path, report) = reports[0];
     let slice = run_slice(ctx).ok_or_else(|| {
-        Judgement::unsupported(None, "run.json gives no slice_mib to hold the report against")
+        Judgement::unsupported(
+            None,
+            "run.json gives no slice_mib to hold the report against",
+        )
     })?;
     let reason = held_to_slice(path, report, Some(slice))?;
     Ok(Judgement::supported(format!("{path}: {reason}")).with("slice_mib", json!(slice / MIB)))
@@ -436,26 +448,41 @@ fn e4(l: &Loaded<'_>) -> Result<Judgement, Judgement> {
     let (events_path, events) = events[0];
     let evidence = match_insufficient_memory(events, &pod.name, pod.uid.as_deref());
     match (&evidence, pod.phase.as_str()) {
-        (OversubscribeEvidence::Named { message, .. }, "Pending") => Ok(Judgement::supported(
-            format!("{} is Pending; {HAMI_SCHEDULER} FilteringFailed: {message}", pod.name),
-        )),
+        (OversubscribeEvidence::Named { message, .. }, "Pending") => {
+            Ok(Judgement::supported(format!(
+                "{} is Pending; {HAMI_SCHEDULER} FilteringFailed: {message}",
+                pod.name
+            )))
+        }
         (OversubscribeEvidence::Named { message, .. }, phase) => Err(Judgement::unsupported(
             Some(pod_path),
-            format!("shows phase {phase:?}, not Pending, although {HAMI_SCHEDULER} refused it ({message})"),
+            format!(
+                "shows phase {phase:?}, not Pending, although {HAMI_SCHEDULER} refused it ({message})"
+            ),
         )),
-        (OversubscribeEvidence::GenericOnly { message } | OversubscribeEvidence::SummaryOnly { message }, _) => {
-            Err(Judgement::unsupported(
-                Some(events_path),
-                format!("holds no {HAMI_SCHEDULER} FilteringFailed naming CardInsufficientMemory for {} (only: {message}; HAMi < 2.7 emits no per-reason events)", pod.name),
-            ))
-        }
+        (
+            OversubscribeEvidence::GenericOnly { message }
+            | OversubscribeEvidence::SummaryOnly { message },
+            _,
+        ) => Err(Judgement::unsupported(
+            Some(events_path),
+            format!(
+                "holds no {HAMI_SCHEDULER} FilteringFailed naming CardInsufficientMemory for {} (only: {message}; HAMi < 2.7 emits no per-reason events)",
+                pod.name
+            ),
+        )),
         (OversubscribeEvidence::Nothing, "Pending") => Err(Judgement::unsupported(
             Some(events_path),
-            format!("holds no FilteringFailed event from {HAMI_SCHEDULER} about {} (is the pod on default-scheduler? run `cluster-ctl doctor`)", pod.name),
+            format!(
+                "holds no FilteringFailed event from {HAMI_SCHEDULER} about {} (is the pod on default-scheduler? run `cluster-ctl doctor`)",
+                pod.name
+            ),
         )),
         (OversubscribeEvidence::Nothing, phase) => Err(Judgement::unsupported(
             Some(pod_path),
-            format!("shows phase {phase:?}: it was scheduled beside the two slices, so memory was not accounted per card"),
+            format!(
+                "shows phase {phase:?}: it was scheduled beside the two slices, so memory was not accounted per card"
+            ),
         )),
     }
 }
@@ -469,14 +496,19 @@ fn e5(l: &Loaded<'_>, ctx: &RunContext) -> Result<Judgement, Judgement> {
     let reports = l.probes(is_all_report);
     exactly(&reports, 2, "gpu-probe `all` reports (one per share pod)")?;
     let slice = run_slice(ctx).ok_or_else(|| {
-        Judgement::unsupported(None, "run.json gives no slice_mib to hold the reports against")
+        Judgement::unsupported(
+            None,
+            "run.json gives no slice_mib to hold the reports against",
+        )
     })?;
     let mut libraries = Vec::new();
     let mut probed_gpus = Vec::new();
     for (path, report) in &reports {
         held_to_slice(path, report, Some(slice))?;
         let slices = expected_slices(report);
-        libraries.push(mechanism(report, &slices).map_err(|why| Judgement::unsupported(Some(path), why))?);
+        libraries.push(
+            mechanism(report, &slices).map_err(|why| Judgement::unsupported(Some(path), why))?,
+        );
         let uuids: Vec<&str> = report
             .view
             .iter()
@@ -484,11 +516,16 @@ fn e5(l: &Loaded<'_>, ctx: &RunContext) -> Result<Judgement, Judgement> {
             .filter_map(|d| d.uuid.as_deref())
             .collect();
         match uuids.as_slice() {
-            [uuid] if placement.common.iter().any(|c| c == uuid) => probed_gpus.push(uuid.to_string()),
+            [uuid] if placement.common.iter().any(|c| c == uuid) => {
+                probed_gpus.push(uuid.to_string())
+            }
             [uuid] => {
                 return Err(Judgement::unsupported(
                     Some(path),
-                    format!("probed GPU {uuid}, not the GPU the pods were given ({:?})", placement.common),
+                    format!(
+                        "probed GPU {uuid}, not the GPU the pods were given ({:?})",
+                        placement.common
+                    ),
                 ));
             }
             _ => {
@@ -525,7 +562,10 @@ fn a1(l: &Loaded<'_>, ctx: &RunContext) -> Result<Judgement, Judgement> {
             .collect();
         return Err(Judgement::unsupported(
             None,
-            format!("needs a gpu-probe `audit` report among its evidence, found none ({})", named.join("; ")),
+            format!(
+                "needs a gpu-probe `audit` report among its evidence, found none ({})",
+                named.join("; ")
+            ),
         ));
     }
     exactly(&reports, 1, "gpu-probe `audit` report")?;
@@ -534,23 +574,42 @@ fn a1(l: &Loaded<'_>, ctx: &RunContext) -> Result<Judgement, Judgement> {
 }
 
 fn a2(l: &Loaded<'_>, ctx: &RunContext) -> Result<Judgement, Judgement> {
-    l.only(|d| matches!(d, Doc::Probe(r) if is_overhead_report(r)), "a gpu-probe `overhead` report")?;
+    l.only(
+        |d| matches!(d, Doc::Probe(r) if is_overhead_report(r)),
+        "a gpu-probe `overhead` report",
+    )?;
     let max = ctx.max_overhead_pct.ok_or_else(|| {
-        Judgement::unsupported(None, "run.json gives no max_overhead_pct: overhead is a measurement, not a claim")
+        Judgement::unsupported(
+            None,
+            "run.json gives no max_overhead_pct: overhead is a measurement, not a claim",
+        )
     })?;
     let find = |want: String| {
         l.probes(is_overhead_report)
             .into_iter()
             .find(|(p, _)| *p == want)
-            .ok_or_else(|| Judgement::unsupported(None, format!("needs the overhead report {want} among its evidence")))
+            .ok_or_else(|| {
+                Judgement::unsupported(
+                    None,
+                    format!("needs the overhead report {want} among its evidence"),
+                )
+            })
     };
     let (with_path, with) = find(run::probe_file(run::SHARE_A, Some("overhead")))?;
     let (_, without) = find(run::probe_file(run::BASELINE, Some("overhead")))?;
     let (Some(w), Some(wo)) = (&with.overhead, &without.overhead) else {
-        return Err(Judgement::unsupported(Some(with_path), "has no overhead section"));
+        return Err(Judgement::unsupported(
+            Some(with_path),
+            "has no overhead section",
+        ));
     };
     let mut pairs: Vec<(String, &LatencyStats, &LatencyStats)> = Vec::new();
-    for (a, b) in w.alloc.iter().zip(&wo.alloc).chain(w.free.iter().zip(&wo.free)) {
+    for (a, b) in w
+        .alloc
+        .iter()
+        .zip(&wo.alloc)
+        .chain(w.free.iter().zip(&wo.free))
+    {
         if a.bytes == b.bytes && a.what == b.what {
             pairs.push((format!("{} {}", a.what, m(a.bytes)), a, b));
         }
@@ -559,13 +618,19 @@ fn a2(l: &Loaded<'_>, ctx: &RunContext) -> Result<Judgement, Judgement> {
         pairs.push((a.what.clone(), a, b));
     }
     if pairs.is_empty() {
-        return Err(Judgement::unsupported(Some(with_path), "shares no latency with the baseline report"));
+        return Err(Judgement::unsupported(
+            Some(with_path),
+            "shares no latency with the baseline report",
+        ));
     }
     let mut j = Judgement::supported(String::new());
     let mut worst: Option<(String, f64)> = None;
     for (what, a, b) in &pairs {
         if b.p50_us <= 0.0 {
-            return Err(Judgement::unsupported(Some(with_path), format!("{what}: the baseline's median is {} µs", b.p50_us)));
+            return Err(Judgement::unsupported(
+                Some(with_path),
+                format!("{what}: the baseline's median is {} µs", b.p50_us),
+            ));
         }
         let pct = (a.p50_us - b.p50_us) / b.p50_us * 100.0;
         j.numbers.insert(
@@ -580,10 +645,15 @@ fn a2(l: &Loaded<'_>, ctx: &RunContext) -> Result<Judgement, Judgement> {
     if pct > max {
         return Err(Judgement::unsupported(
             Some(with_path),
-            format!("shows {what} {pct:+.1} % slower than without HAMi-core (median), more than the {max} % bound"),
+            format!(
+                "shows {what} {pct:+.1} % slower than without HAMi-core (median), more than the {max} % bound"
+            ),
         ));
     }
-    j.reason = format!("the largest median overhead is {what} at {pct:+.1} %, within the {max} % bound ({} latencies compared)", pairs.len());
+    j.reason = format!(
+        "the largest median overhead is {what} at {pct:+.1} %, within the {max} % bound ({} latencies compared)",
+        pairs.len()
+    );
     Ok(j.with("max_overhead_pct", json!(max)))
 }
 
@@ -592,7 +662,11 @@ fn a2(l: &Loaded<'_>, ctx: &RunContext) -> Result<Judgement, Judgement> {
 
 /// `(device, slice bytes)` of every slice the report expected.
 pub fn expected_slices(report: &Report) -> Vec<(u32, u64)> {
-    report.expected.iter().map(|e| (e.device, e.bytes)).collect()
+    report
+        .expected
+        .iter()
+        .map(|e| (e.device, e.bytes))
+        .collect()
 }
 
 /// E2's rule over one report: every expected device's view and cap are held to the slice
@@ -612,11 +686,17 @@ fn held_to_slice(path: &str, report: &Report, run_slice: Option<u64>) -> Result<
         {
             return Err(Judgement::unsupported(
                 Some(path),
-                format!("expected {} on device {device}, not the run's {} slice", m(slice), m(want)),
+                format!(
+                    "expected {} on device {device}, not the run's {} slice",
+                    m(slice),
+                    m(want)
+                ),
             ));
         }
-        let v = view(report, device, slice).map_err(|why| Judgement::unsupported(Some(path), why))?;
-        let c = cap(report, device, slice).map_err(|why| Judgement::unsupported(Some(path), why))?;
+        let v =
+            view(report, device, slice).map_err(|why| Judgement::unsupported(Some(path), why))?;
+        let c =
+            cap(report, device, slice).map_err(|why| Judgement::unsupported(Some(path), why))?;
         lines.push(format!("{v}; {c}"));
     }
     Ok(lines.join("; "))
@@ -652,7 +732,10 @@ pub fn view(report: &Report, device: u32, slice: u64) -> Result<String, String> 
             m(slice)
         ));
     }
-    let list: Vec<String> = sources.iter().map(|(n, v)| format!("{n} {}", m(*v))).collect();
+    let list: Vec<String> = sources
+        .iter()
+        .map(|(n, v)| format!("{n} {}", m(*v)))
+        .collect();
     Ok(format!(
         "device {device}'s view is at most the {} slice ({})",
         m(slice),
@@ -675,7 +758,12 @@ pub fn cap(report: &Report, device: u32, slice: u64) -> Result<String, String> {
             m(slice)
         ));
     }
-    let peak = c.steps.iter().map(|s| s.held_after_bytes).max().unwrap_or(0);
+    let peak = c
+        .steps
+        .iter()
+        .map(|s| s.held_after_bytes)
+        .max()
+        .unwrap_or(0);
     if peak != c.held_bytes {
         return Err(format!(
             "says device {device} held {} but its allocation steps reach {}: the numbers disagree",
@@ -696,8 +784,15 @@ pub fn cap(report: &Report, device: u32, slice: u64) -> Result<String, String> {
             "shows no refused allocation on device {device}: the search never met a limit"
         ));
     };
-    let ooms: Vec<&probe::OomLine> = c.hami_oom_lines.iter().filter(|o| o.device == device).collect();
-    let Some(oom) = ooms.iter().find(|o| o.limit_bytes.abs_diff(slice) <= TOLERANCE) else {
+    let ooms: Vec<&probe::OomLine> = c
+        .hami_oom_lines
+        .iter()
+        .filter(|o| o.device == device)
+        .collect();
+    let Some(oom) = ooms
+        .iter()
+        .find(|o| o.limit_bytes.abs_diff(slice) <= TOLERANCE)
+    else {
         return Err(match ooms.first() {
             Some(o) => format!(
                 "shows HAMi-core refusing device {device} at a limit of {}, not the {} slice",
@@ -765,11 +860,17 @@ pub fn mechanism(report: &Report, slices: &[(u32, u64)]) -> Result<String, Strin
         return Err(format!(
             "shows no readable HAMi-core shared region at {}{}",
             region.path,
-            region.error.as_ref().map(|e| format!(" ({e})")).unwrap_or_default()
+            region
+                .error
+                .as_ref()
+                .map(|e| format!(" ({e})"))
+                .unwrap_or_default()
         ));
     };
     if slices.is_empty() {
-        return Err("expects no slice: the shared region's limits cannot be held against one".into());
+        return Err(
+            "expects no slice: the shared region's limits cannot be held against one".into(),
+        );
     }
     for (device, slice) in slices {
         let limit = r.limits.get(*device as usize).copied().unwrap_or(0);
@@ -833,14 +934,21 @@ fn audit(path: &str, report: &Report, run_slice: Option<u64>) -> Result<Judgemen
         .as_ref()
         .ok_or_else(|| Judgement::unsupported(Some(path), "has no audit section"))?;
     let slice = a.slice_bytes.ok_or_else(|| {
-        Judgement::unsupported(Some(path), "ran with no slice: nothing can escape or be capped")
+        Judgement::unsupported(
+            Some(path),
+            "ran with no slice: nothing can escape or be capped",
+        )
     })?;
     if let Some(want) = run_slice
         && want != slice
     {
         return Err(Judgement::unsupported(
             Some(path),
-            format!("audited against {}, not the run's {} slice", m(slice), m(want)),
+            format!(
+                "audited against {}, not the run's {} slice",
+                m(slice),
+                m(want)
+            ),
         ));
     }
     let rows: Vec<(&AuditPath, Row)> = a.paths.iter().map(|p| (p, audit_row(p, slice))).collect();
@@ -896,9 +1004,18 @@ fn audit(path: &str, report: &Report, run_slice: Option<u64>) -> Result<Judgemen
 
 /// Judges one check of a gpu-probe report from the report's own numbers.
 pub fn judge_check(path: &str, report: &Report, check: &CheckId) -> Judgement {
-    let slice_of = |device: u32| report.expected.iter().find(|e| e.device == device).map(|e| e.bytes);
+    let slice_of = |device: u32| {
+        report
+            .expected
+            .iter()
+            .find(|e| e.device == device)
+            .map(|e| e.bytes)
+    };
     let no_slice = |device: u32| {
-        Judgement::unsupported(Some(path), format!("expects no slice on device {device}: nothing to hold its numbers against"))
+        Judgement::unsupported(
+            Some(path),
+            format!("expects no slice on device {device}: nothing to hold its numbers against"),
+        )
     };
     let from = |r: Result<String, String>| match r {
         Ok(reason) => Judgement::supported(format!("{path}: {reason}")),
@@ -934,12 +1051,23 @@ pub fn judge_check(path: &str, report: &Report, check: &CheckId) -> Judgement {
                 )),
                 Row::Escaped { past } => Judgement::unsupported(
                     Some(path),
-                    format!("shows {} holding {}, {} past the {} slice", p.path, m(p.held_bytes), m(past), m(slice)),
+                    format!(
+                        "shows {} holding {}, {} past the {} slice",
+                        p.path,
+                        m(p.held_bytes),
+                        m(past),
+                        m(slice)
+                    ),
                 ),
-                Row::NotTried => Judgement::unsupported(Some(path), format!("shows {} not tried", p.path)),
+                Row::NotTried => {
+                    Judgement::unsupported(Some(path), format!("shows {} not tried", p.path))
+                }
                 Row::Unshown => Judgement::unsupported(
                     Some(path),
-                    format!("shows {} stopping without a refusal below the slice: nothing shown", p.path),
+                    format!(
+                        "shows {} stopping without a refusal below the slice: nothing shown",
+                        p.path
+                    ),
                 ),
             }
         }
@@ -987,7 +1115,11 @@ pub fn selftest(report: &Report) -> Result<String, String> {
     }
     let held = t.cap_held_bytes.ok_or("shows no cap search of the child")?;
     if held > limit {
-        return Err(format!("shows the child holding {}, more than the {} limit", m(held), m(limit)));
+        return Err(format!(
+            "shows the child holding {}, more than the {} limit",
+            m(held),
+            m(limit)
+        ));
     }
     let together = t
         .sharing_prober_held_bytes
@@ -1029,9 +1161,16 @@ pub fn judge_local_claim(
     if let Some(stem) = &claim.report
         && path != format!("{stem}.json")
     {
-        return Judgement::unsupported(Some(path), format!("is not {stem}.json, the report this claim is about"));
+        return Judgement::unsupported(
+            Some(path),
+            format!("is not {stem}.json, the report this claim is about"),
+        );
     }
-    if !report.checks.iter().any(|c| c.id == claim.check.to_string()) {
+    if !report
+        .checks
+        .iter()
+        .any(|c| c.id == claim.check.to_string())
+    {
         return Judgement::unsupported(Some(path), format!("holds no check `{}`", claim.check));
     }
     judge_check(path, report, &claim.check)

@@ -319,7 +319,9 @@ pub enum FilterMessage {
         nodes: Vec<String>,
     },
     /// `"no available node, <N> nodes do not meet"` (v2.6+) or `"… all node scores do not meet"` (≤ v2.5).
-    NoAvailableNode { not_meeting: Option<u32> },
+    NoAvailableNode {
+        not_meeting: Option<u32>,
+    },
     Other,
 }
 
@@ -359,11 +361,18 @@ pub fn parse_filter_message(msg: &str) -> FilterMessage {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub enum OversubscribeEvidence {
     /// A `FilteringFailed` from hami-scheduler names `CardInsufficientMemory`: the pass condition.
-    Named { nodes: Vec<String>, message: String },
+    Named {
+        nodes: Vec<String>,
+        message: String,
+    },
     /// Only the generic `no available node…` (HAMi < 2.7 emits no per-reason event).
-    GenericOnly { message: String },
+    GenericOnly {
+        message: String,
+    },
     /// Only kube-scheduler's `FailedScheduling` summary names the reason.
-    SummaryOnly { message: String },
+    SummaryOnly {
+        message: String,
+    },
     Nothing,
 }
 
@@ -457,7 +466,10 @@ mod tests {
             "spec": {"schedulerName": "hami-scheduler", "nodeName": "n"}, "status": {"phase": "Running"}});
         let f = PodFacts::from_json(&pod).unwrap();
         assert_eq!(f.gpu_uuids, Some(Ok(vec!["GPU-1".to_owned()])));
-        assert_eq!((f.phase.as_str(), f.node_name.as_deref()), ("Running", Some("n")));
+        assert_eq!(
+            (f.phase.as_str(), f.node_name.as_deref()),
+            ("Running", Some("n"))
+        );
         let bare = PodFacts::from_json(&json!({"kind": "Pod", "metadata": {"name": "q"}})).unwrap();
         assert_eq!(bare.scheduler_name, "default-scheduler");
         assert_eq!(bare.gpu_uuids, None);
@@ -472,7 +484,8 @@ mod tests {
             "message": "1 nodes CardInsufficientMemory(n)", "source": {"component": "hami-scheduler"}});
         let list = EventFacts::list_from_json(&json!([ev.clone()])).unwrap();
         assert!(list[0].from_hami_scheduler());
-        let kube = EventFacts::list_from_json(&json!({"kind": "EventList", "items": [ev]})).unwrap();
+        let kube =
+            EventFacts::list_from_json(&json!({"kind": "EventList", "items": [ev]})).unwrap();
         assert_eq!(
             match_insufficient_memory(&kube, "p", None),
             OversubscribeEvidence::Named {
@@ -505,7 +518,9 @@ mod tests {
             }
         );
         assert_eq!(
-            parse_filter_message("find fit node(gpu-vm-1), 0 nodes not fit, 1 nodes fit(gpu-vm-1:0.00)"),
+            parse_filter_message(
+                "find fit node(gpu-vm-1), 0 nodes not fit, 1 nodes fit(gpu-vm-1:0.00)"
+            ),
             FilterMessage::Other
         );
     }

@@ -318,15 +318,12 @@ mod tests {
 
     #[test]
     fn ids_and_results_read_and_write_as_words() {
-        let ex: Exercise = serde_json::from_str(
-            r#"{"id":"E4","result":"not run","extra":1}"#,
-        )
-        .unwrap();
+        let ex: Exercise =
+            serde_json::from_str(r#"{"id":"E4","result":"not run","extra":1}"#).unwrap();
         assert_eq!(ex.id, ExerciseId::E4);
         assert_eq!(ex.result, ExerciseResult::NotRun);
         assert!(ex.claim.is_empty() && ex.evidence.is_empty());
-        let later: Exercise =
-            serde_json::from_str(r#"{"id":"B1","result":"passed-ish"}"#).unwrap();
+        let later: Exercise = serde_json::from_str(r#"{"id":"B1","result":"passed-ish"}"#).unwrap();
         assert_eq!(later.id, ExerciseId::Other("B1".into()));
         assert_eq!(later.result, ExerciseResult::Unknown);
         let v = serde_json::to_value(Exercise::new(ExerciseId::A1, "c")).unwrap();
@@ -363,7 +360,10 @@ mod tests {
     #[test]
     fn evidence_paths() {
         assert_eq!(pod_file(SHARE_A), "pods/hami-share-a.json");
-        assert_eq!(probe_file(SHARE_A, Some("audit")), "probe/hami-share-a-audit.json");
+        assert_eq!(
+            probe_file(SHARE_A, Some("audit")),
+            "probe/hami-share-a-audit.json"
+        );
         assert_eq!(probe_stderr(SHARE_B, None), "probe/hami-share-b.stderr");
         assert_eq!(events_file(OVERSUBSCRIBE), "events/hami-oversubscribe.json");
     }
