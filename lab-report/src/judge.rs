@@ -441,9 +441,16 @@ fn e4(l: &Loaded<'_>) -> Result<Judgement, Judgement> {
         "the oversubscribe Pod or its Events",
     )?;
     let pods = l.pods();
-    exactly(&pods, 1, "Pod object (the oversubscribe pod)")?;
     let events = l.events();
+    if let (true, Some((path, extra))) = (events.is_empty(), pods.get(1)) {
+        // A second Pod where the Events should be.
+        return Err(Judgement::unsupported(
+            Some(path),
+            format!("is the Pod {}, not a list of Events", extra.name),
+        ));
+    }
     exactly(&events, 1, "list of Events")?;
+    exactly(&pods, 1, "Pod object (the oversubscribe pod)")?;
     let (pod_path, pod) = pods[0];
     let (events_path, events) = events[0];
     let evidence = match_insufficient_memory(events, &pod.name, pod.uid.as_deref());
@@ -523,8 +530,13 @@ fn e5(l: &Loaded<'_>, ctx: &RunContext) -> Result<Judgement, Judgement> {
                 return Err(Judgement::unsupported(
                     Some(path),
                     format!(
-                        "probed GPU {uuid}, not the GPU the pods were given ({:?})",
-                        placement.common
+                        "probed GPU {uuid}, not the GPU the pods were given ({:?} in {})",
+                        placement.common,
+                        l.pods()
+                            .iter()
+                            .map(|(p, _)| *p)
+                            .collect::<Vec<_>>()
+                            .join(" and ")
                     ),
                 ));
             }
