@@ -144,12 +144,16 @@ fn cases() -> Vec<Case> {
     ]
 }
 
-/// The files to write (None: delete) for one tamper of one case, from the good bytes.
+/// Files to write over the inputs: path and bytes (`None`: delete it).
+type Writes = Vec<(&'static str, Option<Vec<u8>>)>;
+
+/// The files to write for one tamper of one case, from the good bytes, and the words the reason
+/// must hold.
 fn tampered(
     case: &Case,
     tamper: Tamper,
     good: &[u8],
-) -> (Vec<(&'static str, Option<Vec<u8>>)>, &'static str) {
+) -> (Writes, &'static str) {
     let one = |b: Option<Vec<u8>>| vec![(case.file, b)];
     match tamper {
         Tamper::Missing => (one(None), "is missing"),
@@ -280,7 +284,7 @@ fn a_rewritten_bundle_whose_evidence_does_not_show_a_pass_fails_verify() {
             let (writes, says) = tampered(&case, tamper, &original);
             let what = format!("{} {tamper:?}", case.claim);
             let t = tempfile::tempdir().unwrap();
-            let to = t.path().join(to.file_name().unwrap());
+            let to = t.path().join(good.file_name().unwrap());
             rewrite(&good, &to, |summary, files| {
                 for c in &mut summary.claims {
                     if c.id == case.claim {

@@ -390,7 +390,7 @@ pub fn co_residency(a: &PodFacts, b: &PodFacts) -> CoResidency {
     }
 }
 
-fn two_pods<'a>(l: &'a Loaded<'_>) -> Result<CoResidency, Judgement> {
+fn two_pods(l: &Loaded<'_>) -> Result<CoResidency, Judgement> {
     let pods = l.pods();
     exactly(&pods, 2, "Pod objects (the two share pods)")?;
     let c = co_residency(pods[0].1, pods[1].1);
