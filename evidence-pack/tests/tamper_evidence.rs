@@ -149,11 +149,7 @@ type Writes = Vec<(&'static str, Option<Vec<u8>>)>;
 
 /// The files to write for one tamper of one case, from the good bytes, and the words the reason
 /// must hold.
-fn tampered(
-    case: &Case,
-    tamper: Tamper,
-    good: &[u8],
-) -> (Writes, &'static str) {
+fn tampered(case: &Case, tamper: Tamper, good: &[u8]) -> (Writes, &'static str) {
     let one = |b: Option<Vec<u8>>| vec![(case.file, b)];
     match tamper {
         Tamper::Missing => (one(None), "is missing"),
