@@ -279,7 +279,11 @@ pub fn recheck(summary: &Summary, files: &BTreeMap<String, Vec<u8>>) -> Vec<Unsu
         if !j.is_supported() {
             out.push(Unsupported {
                 claim: c.id.clone(),
-                file: j.file.as_deref().map(raw_path),
+                file: j
+                    .file
+                    .as_deref()
+                    .map(raw_path)
+                    .or_else(|| c.evidence.first().cloned()),
                 why: j.reason,
             });
         }
