@@ -17,19 +17,21 @@ use serde_json::{Value, json};
 
 use crate::api::{self, ApiError};
 use crate::decide::{
-    self, Coexisting, NodeRegistration, OversubscribeEvidence, check_scheduler_tag, co_residency,
-    container_image, daemonset_ready, deployment_ready, endpoints_ready, find_coexisting,
-    node_registration,
+    self, Coexisting, NodeRegistration, check_scheduler_tag, container_image, daemonset_ready,
+    deployment_ready, endpoints_ready, find_coexisting, node_registration,
 };
 use crate::doctor::{self, Finding, Severity, Snapshot};
 use crate::helm::{self, HelmTarget, InstallOptions, ReleaseState};
 use crate::manifests::{self, BASELINE, BASELINE_MIB, OVERSUBSCRIBE, SHARE_A, SHARE_B};
 use crate::plan::{Plan, Step};
+pub use crate::report::AUDIT_CLAIM;
 use crate::report::{
-    CLAIMS, ClusterInfo, Exercise, ExerciseResult, GpuEntry, OutDir, RunReport, SCHEMA,
-    SCHEMA_VERSION, now_rfc3339, probe_outcome,
+    CLAIMS, ClusterInfo, Exercise, ExerciseId, ExerciseResult, GpuEntry, OutDir, RunReport, SCHEMA,
+    SCHEMA_VERSION, now_rfc3339,
 };
 use crate::sizing::{self, Card, Sizing};
+use lab_report::judge::RunContext;
+use lab_report::run::{events_file, overhead_claim, pod_file, probe_file};
 
 /// Exit codes of every subcommand.
 pub mod exit {
@@ -591,10 +593,18 @@ pub struct RunArgs {
     pub probe_timeout: Duration,
     /// Also run `gpu-probe audit`, `overhead` and `compute` in share pod A (exercise A1).
     pub audit: bool,
+    /// With `audit`: hold HAMi-core's median latency overhead to this many percent of the
+    /// baseline pod's (exercise A2); without it the overhead is a measurement.
+    pub max_overhead_pct: Option<f64>,
 }
 
-/// The claim of the optional audit exercise.
-pub const AUDIT_CLAIM: &str = "In share pod A, no allocation path (pitch, managed, async, pools, VMM, arrays, a cleared-env child, a second process) holds more than the slice (gpu-probe audit).";
+/// What the judge needs from the run besides the evidence files.
+fn run_context(sizing: &Sizing, args: &RunArgs) -> RunContext {
+    RunContext {
+        slice_mib: Some(sizing.slice_mib),
+        max_overhead_pct: args.max_overhead_pct,
+    }
+}
 
 /// The probe runs of `--audit`: file stem and gpu-probe arguments.
 pub fn audit_runs(slice_mib: u64) -> Vec<(&'static str, Vec<String>)> {
@@ -616,74 +626,6 @@ pub fn audit_runs(slice_mib: u64) -> Vec<(&'static str, Vec<String>)> {
             owned(&["compute", "--seconds", "5", "--output", "json"]),
         ),
     ]
-}
-
-/// A1 from the audit report's JSON (pure): pass only when every applicable path is capped.
-pub fn audit_exercise(ex: &mut Exercise, stdout: &str, slice_mib: u64) {
-    use gpu_probe::report::{AuditOutcome, Report};
-    ex.number("slice_mib", slice_mib);
-    let report: Report = match serde_json::from_str(stdout) {
-        Ok(r) => r,
-        Err(e) => {
-            ex.set(
-                ExerciseResult::Fail,
-                format!("gpu-probe audit printed no report ({e})"),
-            );
-            return;
-        }
-    };
-    let Some(audit) = report.audit else {
-        ex.set(
-            ExerciseResult::Fail,
-            format!("gpu-probe audit: {}", report.verdict.summary),
-        );
-        return;
-    };
-    let names = |o: AuditOutcome| -> Vec<String> {
-        audit
-            .paths
-            .iter()
-            .filter(|p| p.outcome == o)
-            .map(|p| p.path.clone())
-            .collect()
-    };
-    let (escaped, capped) = (names(AuditOutcome::Escaped), names(AuditOutcome::Capped));
-    ex.numbers.insert("escaped".into(), json!(escaped));
-    ex.numbers.insert("capped".into(), json!(capped));
-    ex.numbers.insert(
-        "not_applicable".into(),
-        json!(names(AuditOutcome::NotApplicable)),
-    );
-    let past: u64 = audit
-        .paths
-        .iter()
-        .map(|p| p.past_slice_bytes)
-        .max()
-        .unwrap_or(0);
-    ex.number("max_past_slice_mib", past / (1024 * 1024));
-    if !escaped.is_empty() {
-        ex.set(
-            ExerciseResult::Fail,
-            format!(
-                "{} path(s) escaped the {slice_mib} MiB slice: {}",
-                escaped.len(),
-                escaped.join(", ")
-            ),
-        );
-    } else if capped.is_empty() {
-        ex.set(
-            ExerciseResult::Fail,
-            "no path was capped or escaped: nothing was shown".to_owned(),
-        );
-    } else {
-        ex.set(
-            ExerciseResult::Pass,
-            format!(
-                "all {} applicable paths were capped at the {slice_mib} MiB slice",
-                capped.len()
-            ),
-        );
-    }
 }
 
 /// The run plan for a sizing (pure).
@@ -880,19 +822,25 @@ fn write_json_or_warn<T: Serialize>(out: &OutDir, rel: &str, v: &T) -> Option<St
     }
 }
 
-/// E2/E3 result from a probe run.
-pub fn probe_exercise(ex: &mut Exercise, pod: &str, run: &api::ProbeRun, slice_mib: u64) {
-    ex.number("expect_mib", slice_mib);
+/// E2/E3 from the probe report as written (`ex.evidence`): lab-report's judge over its numbers.
+pub fn probe_exercise(
+    ex: &mut Exercise,
+    pod: &str,
+    run: &api::ProbeRun,
+    ctx: &RunContext,
+    out: &OutDir,
+) {
     ex.number(
         "probe_exit_code",
         run.exit_code.map_or(Value::Null, Value::from),
     );
-    match probe_outcome(&run.stdout).as_deref() {
-        Some("verified") => ex.set(ExerciseResult::Pass, format!("gpu-probe in {pod}: verified ({slice_mib} MiB slice)")),
-        Some("not-verified") => ex.set(ExerciseResult::Fail, format!("gpu-probe in {pod}: not-verified — the pod is not limited to its {slice_mib} MiB slice (run `cluster-ctl doctor --from <out>`)")),
-        Some(other @ ("inconclusive" | "environment")) => ex.set(ExerciseResult::Fail, format!("gpu-probe in {pod}: {other}; see probe/{pod}.stderr")),
-        Some(other) => ex.set(ExerciseResult::Fail, format!("gpu-probe in {pod}: unknown outcome {other:?}")),
-        None => ex.set(ExerciseResult::Fail, format!("gpu-probe in {pod} printed no JSON verdict (exit {:?}); see probe/{pod}.stderr", run.exit_code)),
+    let j = out.judge(&ex.id.clone(), ctx, &ex.evidence);
+    ex.apply(&j);
+    if !j.is_supported() {
+        ex.reason = format!(
+            "{} (gpu-probe in {pod} exited {:?}; see probe/{pod}.stderr and `cluster-ctl doctor --from <out>`)",
+            j.reason, run.exit_code
+        );
     }
 }
 
@@ -923,6 +871,7 @@ async fn audit_share_a(
     } = *env;
     let mut evidence = Vec::new();
     let mut with_hami = None;
+    let mut audited = false;
     for (stem, argv) in audit_runs(sizing.slice_mib) {
         progress(&format!("running gpu-probe {stem} in {SHARE_A}"));
         match api::run_copied_probe(
@@ -947,7 +896,7 @@ async fn audit_share_a(
                     run.stderr.as_bytes(),
                 ));
                 match stem {
-                    "audit" => audit_exercise(ex, &run.stdout, sizing.slice_mib),
+                    "audit" => audited = true,
                     "overhead" => with_hami = Some(run.stdout),
                     _ => {}
                 }
@@ -971,6 +920,28 @@ async fn audit_share_a(
         }
     }
     ex.evidence = evidence;
+    if audited {
+        let j = out.judge(&ExerciseId::A1, &run_context(sizing, args), &ex.evidence);
+        ex.apply(&j);
+    }
+}
+
+/// A2 from the two overhead reports as written (share pod A, the baseline pod).
+fn overhead_exercise(ex: &mut Exercise, ctx: &RunContext, out: &OutDir, a1: Option<&Exercise>) {
+    ex.evidence = vec![
+        probe_file(SHARE_A, Some("overhead")),
+        probe_file(BASELINE, Some("overhead")),
+    ];
+    if out.read(&ex.evidence[1]).is_none() {
+        let why = a1
+            .and_then(|a| a.numbers.get("overhead_baseline"))
+            .and_then(Value::as_str)
+            .unwrap_or("the baseline pod's overhead was not measured");
+        ex.set(ExerciseResult::NotRun, why.to_owned());
+        return;
+    }
+    let j = out.judge(&ExerciseId::A2, ctx, &ex.evidence);
+    ex.apply(&j);
 }
 
 /// `gpu-probe overhead` in the baseline pod (CUDA_DISABLE_CONTROL=true), which is deleted after.
@@ -1053,7 +1024,7 @@ async fn baseline_overhead(
 /// p50 latencies with HAMi-core (share pod A) and without (the baseline pod), and their
 /// difference, from two `gpu-probe overhead` reports (pure).
 pub fn overhead_difference(with_json: &str, without_json: &str) -> serde_json::Map<String, Value> {
-    use gpu_probe::report::{LatencyStats, Report};
+    use lab_report::probe::{LatencyStats, Report};
     let parse = |t: &str| {
         serde_json::from_str::<Report>(t)
             .ok()
@@ -1095,34 +1066,13 @@ pub fn overhead_difference(with_json: &str, without_json: &str) -> serde_json::M
     m
 }
 
-/// E4 result (pure).
-pub fn oversubscribe_exercise(ex: &mut Exercise, evidence: &OversubscribeEvidence, phase: &str) {
-    match evidence {
-        OversubscribeEvidence::Named { message, .. } if phase == "Pending" => {
-            ex.set(ExerciseResult::Pass, format!("Pending; hami-scheduler FilteringFailed: {message}"));
-        }
-        OversubscribeEvidence::Named { message, .. } => {
-            ex.set(ExerciseResult::Fail, format!("hami-scheduler refused it ({message}) but the pod is {phase}"));
-        }
-        OversubscribeEvidence::GenericOnly { message } | OversubscribeEvidence::SummaryOnly { message } => ex.set(
-            ExerciseResult::Fail,
-            format!("pod {phase}; hami-scheduler did not name CardInsufficientMemory in a FilteringFailed event (only: {message}); HAMi < 2.7 emits no per-reason events"),
-        ),
-        OversubscribeEvidence::Nothing if phase == "Pending" => ex.set(ExerciseResult::Fail, "pod Pending but no FilteringFailed event from hami-scheduler before the timeout (is the pod on default-scheduler? run `cluster-ctl doctor`)"),
-        OversubscribeEvidence::Nothing => ex.set(ExerciseResult::Fail, format!("pod is {phase}: it was scheduled beside the two slices, so memory was not accounted per card")),
-    }
-}
-
-/// E5 from E1–E3 (pure).
+/// E5 from E1–E3 and the evidence of both share pods: their Pod objects and probe reports.
 pub fn mechanism_exercise(
     ex: &mut Exercise,
-    e1: &Exercise,
-    e2: &Exercise,
-    e3: &Exercise,
-    reports: &[(&str, Option<&str>)],
+    parts: [&Exercise; 3],
+    ctx: &RunContext,
+    out: &OutDir,
 ) {
-    ex.evidence = e2.evidence.iter().chain(&e3.evidence).cloned().collect();
-    let parts = [e1, e2, e3];
     if let Some(failed) = parts.iter().find(|e| e.result == ExerciseResult::Fail) {
         ex.set(
             ExerciseResult::Fail,
@@ -1134,77 +1084,14 @@ pub fn mechanism_exercise(
         ex.set(ExerciseResult::NotRun, "E1–E3 did not all run");
         return;
     }
-    // E1–E3 passed: now show it is HAMi-core doing it, from each probe's mechanism section.
-    let mut seen = Vec::new();
-    for (pod, json) in reports {
-        match mechanism_of(json.unwrap_or("")) {
-            Ok(m) => {
-                ex.numbers.insert(format!("{pod}_mechanism"), m.clone());
-                seen.push(m);
-            }
-            Err(why) => {
-                ex.set(ExerciseResult::Fail, format!("E1–E3 passed, but gpu-probe in {pod} does not show HAMi-core at work: {why}"));
-                return;
-            }
-        }
-    }
-    let library = seen
-        .first()
-        .and_then(|m| m["library"].as_str())
-        .unwrap_or("the HAMi-core library")
-        .to_owned();
-    ex.set(
-        ExerciseResult::Pass,
-        format!(
-            "both pods share one GPU (E1), each was held to its slice (E2, E3), and in both containers {library} is preloaded, mapped after CUDA init and exports the allocation hooks, with the limit in its shared region"
-        ),
-    );
-}
-
-/// What one probe report shows of HAMi-core (pure): the library, how it is injected, the
-/// region's limit and HAMi-core's own OOM lines; an error when it is not active.
-pub fn mechanism_of(probe_json: &str) -> Result<Value, String> {
-    use gpu_probe::report::{MechanismOutcome, Report};
-    let report: Report =
-        serde_json::from_str(probe_json).map_err(|e| format!("no probe report ({e})"))?;
-    let m = report
-        .mechanism
-        .ok_or("the report has no mechanism section")?;
-    if m.outcome != MechanismOutcome::HamiCoreActive {
-        return Err(format!(
-            "mechanism {:?}: {}",
-            m.outcome,
-            m.reasons.first().cloned().unwrap_or_default()
-        ));
-    }
-    let lib = m
-        .libraries
-        .iter()
-        .find(|l| l.mapped_after_cuda_init == Some(true) && l.symbols.iter().any(|s| s.exported))
-        .ok_or("no injected library is mapped and exports hooks")?;
-    let hooks: Vec<&str> = lib
-        .symbols
-        .iter()
-        .filter(|s| s.exported)
-        .map(|s| s.name.as_str())
-        .collect();
-    let limits_mib: Vec<u64> = m
-        .shared_region
-        .region
-        .as_ref()
-        .map(|r| r.limits.iter().map(|l| l / (1024 * 1024)).collect())
-        .unwrap_or_default();
-    let oom_lines: usize = report.cap.as_ref().map_or(0, |c| {
-        c.devices.iter().map(|d| d.hami_oom_lines.len()).sum()
-    });
-    Ok(json!({
-        "library": lib.path,
-        "injected_via": lib.named_in,
-        "hooks": hooks,
-        "shared_region": m.shared_region.path,
-        "region_limits_mib": limits_mib,
-        "hami_core_oom_lines": oom_lines,
-    }))
+    ex.evidence = vec![
+        pod_file(SHARE_A),
+        pod_file(SHARE_B),
+        probe_file(SHARE_A, None),
+        probe_file(SHARE_B, None),
+    ];
+    let j = out.judge(&ExerciseId::E5, ctx, &ex.evidence);
+    ex.apply(&j);
 }
 
 pub async fn run(
@@ -1240,9 +1127,15 @@ pub async fn run(
             r.yaml.as_bytes(),
         );
     }
-    let mut ex: Vec<Exercise> = CLAIMS.iter().map(|(id, c)| Exercise::new(id, c)).collect();
+    let mut ex: Vec<Exercise> = CLAIMS
+        .iter()
+        .map(|(id, c)| Exercise::new(id.clone(), c))
+        .collect();
     if args.audit {
-        ex.push(Exercise::new("A1", AUDIT_CLAIM));
+        ex.push(Exercise::new(ExerciseId::A1, AUDIT_CLAIM));
+        if let Some(pct) = args.max_overhead_pct {
+            ex.push(Exercise::new(ExerciseId::A2, &overhead_claim(pct)));
+        }
     }
     // Refuse to start when HAMi cannot mutate or place the pods: they would silently bypass it.
     let blockers: Vec<Finding> = doctor::diagnose(&s)
@@ -1349,10 +1242,10 @@ pub async fn run(
     hami_images.sort();
     hami_images.dedup();
     let report = RunReport {
-        schema: SCHEMA,
+        schema: SCHEMA.to_owned(),
         schema_version: SCHEMA_VERSION,
-        started_at,
-        finished_at: now_rfc3339(),
+        started_at: Some(started_at),
+        finished_at: Some(now_rfc3339()),
         cluster: ClusterInfo {
             server_version: s.server_git_version.clone(),
             node: node.name.clone(),
@@ -1364,8 +1257,9 @@ pub async fn run(
                 .as_ref()
                 .and_then(|d| container_image(d, "kube-scheduler")),
         },
-        slice_mib: sizing.slice_mib,
-        oversubscribe_mib: sizing.oversubscribe_mib,
+        slice_mib: Some(sizing.slice_mib),
+        oversubscribe_mib: Some(sizing.oversubscribe_mib),
+        max_overhead_pct: args.max_overhead_pct,
         exercises: ex,
     };
     out.write_json("run.json", &report).map_err(|e| {
@@ -1380,6 +1274,7 @@ pub async fn run(
             ExerciseResult::Pass => "pass",
             ExerciseResult::Fail => "FAIL",
             ExerciseResult::NotRun => "not-run",
+            ExerciseResult::Unknown => "FAIL?",
         };
         human.push_str(&format!("{} {r:<7} {}\n    {}\n", e.id, e.claim, e.reason));
     }
@@ -1401,8 +1296,7 @@ async fn run_exercises(
     ex: &mut [Exercise],
 ) -> Result<(), Failure> {
     let pods_api = Api::<Pod>::namespaced(client.clone(), &ctx.namespace);
-    // The probe reports of share pods A and B, for E5's look at the mechanism.
-    let mut probe_reports: [Option<String>; 2] = [None, None];
+    let judge_ctx = run_context(sizing, args);
     // E1
     for r in rendered
         .iter()
@@ -1452,23 +1346,17 @@ async fn run_exercises(
             Vec::new()
         }
     };
-    if let [a, b] = pods.as_slice() {
-        let c = co_residency(a, b);
-        ex[0].set(
-            if c.pass {
-                ExerciseResult::Pass
-            } else {
-                ExerciseResult::Fail
-            },
-            c.reason.clone(),
-        );
-        ex[0].numbers.insert("gpu_uuids".into(), json!(c.gpu_uuids));
-        ex[0].numbers.insert("nodes".into(), json!(c.nodes));
-        ex[0].evidence = vec![
-            "cluster/events.json".into(),
-            "manifests/hami-share-a.yaml".into(),
-            "manifests/hami-share-b.yaml".into(),
-        ];
+    if let [_, _] = pods.as_slice() {
+        // E1 from the two Pod objects as the watch returned them, written first.
+        ex[0].evidence = pods
+            .iter()
+            .filter_map(|p| {
+                let name = p.metadata.name.as_deref().unwrap_or("pod");
+                write_json_or_warn(out, &pod_file(name), p)
+            })
+            .collect();
+        let j = out.judge(&ExerciseId::E1, &judge_ctx, &ex[0].evidence);
+        ex[0].apply(&j);
         // E2, E3
         let probe_path = probe_binary(args);
         match std::fs::read(&probe_path) {
@@ -1509,9 +1397,8 @@ async fn run_exercises(
                                 &format!("probe/{pod}.stderr"),
                                 run.stderr.as_bytes(),
                             ));
-                            probe_exercise(&mut ex[i], pod, &run, sizing.slice_mib);
-                            probe_reports[i - 1] = Some(run.stdout.clone());
                             ex[i].evidence = evidence;
+                            probe_exercise(&mut ex[i], pod, &run, &judge_ctx, out);
                         }
                         Err(e) => ex[i].set(ExerciseResult::NotRun, e.to_string()),
                     }
@@ -1531,6 +1418,10 @@ async fn run_exercises(
                         &mut ex[5],
                     )
                     .await;
+                    if ex.len() > 6 {
+                        let (a1, a2) = ex.split_at_mut(6);
+                        overhead_exercise(&mut a2[0], &judge_ctx, out, a1.get(5));
+                    }
                 }
             }
         }
@@ -1545,18 +1436,35 @@ async fn run_exercises(
             let evidence =
                 api::watch_oversubscribe(client, &ctx.namespace, OVERSUBSCRIBE, args.event_timeout)
                     .await?;
-            let phase = api::pod_phase_now(&pods_api, OVERSUBSCRIBE).await?;
+            // E4 from the pod and its events as they are once the watch ended, written first.
+            let now =
+                api::snapshot(client, &ctx.namespace, &ctx.hami_namespace, ctx.api_timeout).await?;
+            let pod = now.pods.iter().find(|p| {
+                p.metadata.name.as_deref() == Some(OVERSUBSCRIBE)
+                    && p.metadata.namespace.as_deref() == Some(ctx.namespace.as_str())
+            });
+            let events: Vec<&Event> = now
+                .events
+                .iter()
+                .filter(|e| e.involved_object.name.as_deref() == Some(OVERSUBSCRIBE))
+                .collect();
             ex[3].number("oversubscribe_mib", sizing.oversubscribe_mib);
             ex[3].number("card_mib", sizing.card.devmem_mib);
             ex[3].number(
                 "free_beside_slices_mib",
                 sizing.card.devmem_mib - 2 * sizing.slice_mib,
             );
-            oversubscribe_exercise(&mut ex[3], &evidence, &phase);
-            ex[3].evidence = vec![
-                "cluster/events.json".into(),
-                format!("manifests/{OVERSUBSCRIBE}.yaml"),
-            ];
+            ex[3].number("watch_saw", json!(evidence));
+            ex[3].evidence = [
+                pod.and_then(|p| write_json_or_warn(out, &pod_file(OVERSUBSCRIBE), p)),
+                write_json_or_warn(out, &events_file(OVERSUBSCRIBE), &events),
+                Some(format!("manifests/{OVERSUBSCRIBE}.yaml")),
+            ]
+            .into_iter()
+            .flatten()
+            .collect();
+            let j = out.judge(&ExerciseId::E4, &judge_ctx, &ex[3].evidence);
+            ex[3].apply(&j);
         }
     } else {
         ex[3].set(
@@ -1565,16 +1473,8 @@ async fn run_exercises(
         );
     }
     let (e1, e2, e3) = (ex[0].clone(), ex[1].clone(), ex[2].clone());
-    let reports: Vec<(&str, Option<&str>)> = [SHARE_A, SHARE_B]
-        .iter()
-        .zip(&probe_reports)
-        .map(|(pod, r)| (*pod, r.as_deref()))
-        .collect();
-    mechanism_exercise(&mut ex[4], &e1, &e2, &e3, &reports);
+    mechanism_exercise(&mut ex[4], [&e1, &e2, &e3], &judge_ctx, out);
     ex[4].number("slice_mib", sizing.slice_mib);
-    if let Some(uuids) = e1.numbers.get("gpu_uuids") {
-        ex[4].numbers.insert("gpu_uuids".into(), uuids.clone());
-    }
     Ok(())
 }
 
@@ -1583,11 +1483,11 @@ async fn run_exercises(
 
 /// Whether a gpu-probe report's view saw the full card on some device (pure).
 pub fn shows_full_card(probe_json: &str) -> bool {
-    serde_json::from_str::<gpu_probe::report::Report>(probe_json).is_ok_and(|r| {
+    serde_json::from_str::<lab_report::probe::Report>(probe_json).is_ok_and(|r| {
         r.view.is_some_and(|v| {
             v.devices
                 .iter()
-                .any(|d| d.outcome == gpu_probe::report::ViewOutcome::ShowsFullCard)
+                .any(|d| d.outcome == lab_report::probe::ViewOutcome::ShowsFullCard)
         })
     })
 }
@@ -1611,7 +1511,9 @@ pub fn probe_verdicts_from(dir: &Path) -> Vec<(String, String)> {
             if shows_full_card(&text) {
                 return Some((pod, "shows-full-card".to_owned()));
             }
-            Some((pod, probe_outcome(&text)?))
+            let report: lab_report::probe::Report = serde_json::from_str(&text).ok()?;
+            let outcome = serde_json::to_value(report.verdict.outcome).ok()?;
+            Some((pod, outcome.as_str()?.to_owned()))
         })
         .collect();
     v.sort();

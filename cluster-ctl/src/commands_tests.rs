@@ -7,11 +7,11 @@ use lab_runner::RecordingRunner;
 use serde_json::Value;
 
 use crate::commands::*;
-use crate::decide::OversubscribeEvidence;
 use crate::helm::{HelmTarget, InstallOptions, ReleaseState};
 use crate::mockapi::MockApi;
-use crate::report::{Exercise, ExerciseResult};
+use crate::report::{Exercise, ExerciseId, ExerciseResult, OutDir};
 use crate::testdata::*;
+use lab_report::judge::RunContext;
 
 fn ctx(dry_run: bool) -> Ctx {
     Ctx {
@@ -56,6 +56,7 @@ fn run_args(out: &std::path::Path) -> RunArgs {
         event_timeout: Duration::from_secs(5),
         probe_timeout: Duration::from_secs(5),
         audit: false,
+        max_overhead_pct: None,
     }
 }
 
@@ -524,120 +525,120 @@ async fn run_on_an_unregistered_node_is_an_environment_error() {
     assert!(err.to_string().contains("cluster-ctl doctor"));
 }
 
+const SLICE_8000: RunContext = RunContext {
+    slice_mib: Some(8000),
+    max_overhead_pct: None,
+};
+
+/// An output folder holding `files` (path, text), as `run` writes them.
+fn out_with(files: &[(&str, String)]) -> (tempfile::TempDir, OutDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let out = OutDir::new(dir.path());
+    for (rel, text) in files {
+        out.write(rel, text.as_bytes()).unwrap();
+    }
+    (dir, out)
+}
+
 #[test]
-fn exercise_decisions() {
+fn e2_is_judged_from_the_real_reports_numbers() {
     let run = |stdout: &str, code| crate::api::ProbeRun {
         stdout: stdout.into(),
         stderr: String::new(),
         exit_code: Some(code),
     };
-    let mut e = Exercise::new("E2", "c");
-    probe_exercise(
-        &mut e,
-        "hami-share-a",
-        &run(r#"{"verdict":{"outcome":"verified","exit_code":0}}"#, 0),
-        8000,
-    );
-    assert_eq!(e.result, ExerciseResult::Pass);
-    assert_eq!(e.numbers["expect_mib"], 8000);
-    probe_exercise(
-        &mut e,
-        "hami-share-a",
-        &run(r#"{"verdict":{"outcome":"not-verified","exit_code":1}}"#, 1),
-        8000,
-    );
-    assert_eq!(e.result, ExerciseResult::Fail);
-    probe_exercise(&mut e, "hami-share-a", &run("garbage", 3), 8000);
-    assert_eq!(e.result, ExerciseResult::Fail);
-    assert!(e.reason.contains("no JSON verdict"));
+    let evidence = vec![
+        "probe/hami-share-a.json".to_owned(),
+        "probe/hami-share-a.stderr".to_owned(),
+    ];
+    for (report, want, words) in [
+        (
+            h200_report("h1-8000.json"),
+            ExerciseResult::Pass,
+            "Device 0 OOM",
+        ),
+        (
+            h200_report("h2-bare.json"),
+            ExerciseResult::Fail,
+            "more than the 8000 MiB slice",
+        ),
+        ("garbage".to_owned(), ExerciseResult::Fail, "not valid JSON"),
+        (
+            // A verdict word alone proves nothing.
+            r#"{"verdict":{"outcome":"verified","exit_code":0}}"#.to_owned(),
+            ExerciseResult::Fail,
+            "not a gpu-probe `all` report",
+        ),
+    ] {
+        let (_dir, out) = out_with(&[
+            ("probe/hami-share-a.json", report.clone()),
+            ("probe/hami-share-a.stderr", String::new()),
+        ]);
+        let mut e = Exercise::new(ExerciseId::E2, "c");
+        e.evidence = evidence.clone();
+        probe_exercise(&mut e, "hami-share-a", &run(&report, 0), &SLICE_8000, &out);
+        assert_eq!(e.result, want, "{}", e.reason);
+        assert!(e.reason.contains(words), "{}", e.reason);
+    }
+}
 
-    let mut e4 = Exercise::new("E4", "c");
-    let named = OversubscribeEvidence::Named {
-        nodes: vec!["n".into()],
-        message: "1 nodes CardInsufficientMemory(n)".into(),
-    };
-    oversubscribe_exercise(&mut e4, &named, "Pending");
-    assert_eq!(e4.result, ExerciseResult::Pass);
-    oversubscribe_exercise(&mut e4, &named, "Running");
-    assert_eq!(e4.result, ExerciseResult::Fail);
-    oversubscribe_exercise(
-        &mut e4,
-        &OversubscribeEvidence::GenericOnly {
-            message: "no available node, 1 nodes do not meet".into(),
-        },
-        "Pending",
-    );
-    assert_eq!(e4.result, ExerciseResult::Fail);
-    assert!(e4.reason.contains("HAMi < 2.7"));
-    oversubscribe_exercise(&mut e4, &OversubscribeEvidence::Nothing, "Running");
-    assert!(e4.reason.contains("scheduled beside"));
-
-    let pass = |id: &str| {
+#[test]
+fn e5_is_judged_from_both_pods_and_both_reports() {
+    let pass = |id: ExerciseId| {
         let mut e = Exercise::new(id, "c");
         e.set(ExerciseResult::Pass, "ok");
         e
     };
-    let mut e5 = Exercise::new("E5", "c");
-    let active = hami_active_report();
-    let reports = [
-        ("hami-share-a", Some(active.as_str())),
-        ("hami-share-b", Some(active.as_str())),
-    ];
-    mechanism_exercise(&mut e5, &pass("E1"), &pass("E2"), &pass("E3"), &reports);
+    let (e1, e2, e3) = (
+        pass(ExerciseId::E1),
+        pass(ExerciseId::E2),
+        pass(ExerciseId::E3),
+    );
+    let pod = |f: &str| serde_json::to_string(&share_pod_on_h200(f)).unwrap();
+    let files = |b: &str| {
+        vec![
+            (
+                "pods/hami-share-a.json",
+                pod("pod-hami-share-a-running.json"),
+            ),
+            (
+                "pods/hami-share-b.json",
+                pod("pod-hami-share-b-running.json"),
+            ),
+            ("probe/hami-share-a.json", h200_report("h1-8000.json")),
+            ("probe/hami-share-b.json", h200_report(b)),
+        ]
+    };
+    let (_dir, out) = out_with(&files("h1-8000.json"));
+    let mut e5 = Exercise::new(ExerciseId::E5, "c");
+    mechanism_exercise(&mut e5, [&e1, &e2, &e3], &SLICE_8000, &out);
     assert_eq!(e5.result, ExerciseResult::Pass, "{}", e5.reason);
     assert!(
         e5.reason.contains("/usr/local/vgpu/libvgpu.so"),
         "{}",
         e5.reason
     );
-    assert_eq!(
-        e5.numbers["hami-share-a_mechanism"]["region_limits_mib"][0],
-        8000
-    );
-    let mut f = pass("E3");
-    f.set(ExerciseResult::Fail, "probe saw 81559 MiB");
-    mechanism_exercise(&mut e5, &pass("E1"), &pass("E2"), &f, &reports);
-    assert_eq!(e5.result, ExerciseResult::Fail);
-    assert!(e5.reason.starts_with("E3 failed"));
-    mechanism_exercise(
-        &mut e5,
-        &pass("E1"),
-        &Exercise::new("E2", "c"),
-        &pass("E3"),
-        &reports,
-    );
-    assert_eq!(e5.result, ExerciseResult::NotRun);
-    // Passing probes whose reports show no HAMi-core (the real bare-H100 report) fail E5.
-    let bare = std::fs::read_to_string(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../gpu-probe/tests/data/h100-bare-all-expect-8000.json"
-    ))
-    .unwrap();
-    let bare_reports = [
-        ("hami-share-a", Some(bare.as_str())),
-        ("hami-share-b", Some(active.as_str())),
-    ];
-    mechanism_exercise(
-        &mut e5,
-        &pass("E1"),
-        &pass("E2"),
-        &pass("E3"),
-        &bare_reports,
-    );
+    assert!(e5.reason.contains(H200_UUID), "{}", e5.reason);
+    // Passing E1–E3 do not make E5 pass when a report shows no HAMi-core (the bare card).
+    let (_dir, bare) = out_with(&files("h2-bare.json"));
+    mechanism_exercise(&mut e5, [&e1, &e2, &e3], &SLICE_8000, &bare);
     assert_eq!(e5.result, ExerciseResult::Fail);
     assert!(
-        e5.reason.contains("does not show HAMi-core"),
+        e5.reason.starts_with("probe/hami-share-b.json"),
         "{}",
         e5.reason
     );
+    let mut f = pass(ExerciseId::E3);
+    f.set(ExerciseResult::Fail, "probe saw 143771 MiB");
+    mechanism_exercise(&mut e5, [&e1, &e2, &f], &SLICE_8000, &out);
+    assert!(e5.reason.starts_with("E3 failed"), "{}", e5.reason);
     mechanism_exercise(
         &mut e5,
-        &pass("E1"),
-        &pass("E2"),
-        &pass("E3"),
-        &[("hami-share-a", None)],
+        [&e1, &Exercise::new(ExerciseId::E2, "c"), &e3],
+        &SLICE_8000,
+        &out,
     );
-    assert_eq!(e5.result, ExerciseResult::Fail);
+    assert_eq!(e5.result, ExerciseResult::NotRun);
 }
 
 #[test]
@@ -783,35 +784,28 @@ async fn stuck_share_pods_fail_e1_with_a_diagnosis() {
 }
 
 #[test]
-fn a1_fails_on_the_real_bare_h100_audit_and_passes_when_every_path_is_capped() {
-    let text = std::fs::read_to_string(concat!(
+fn a1_fails_on_the_real_audits_from_their_rows() {
+    let bare_h100 = std::fs::read_to_string(concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/../gpu-probe/tests/data/h100-bare-audit-expect-8000.json"
     ))
     .unwrap();
-    let mut ex = crate::report::Exercise::new("A1", AUDIT_CLAIM);
-    audit_exercise(&mut ex, &text, 8000);
-    assert_eq!(ex.result, crate::report::ExerciseResult::Fail);
-    assert!(ex.reason.contains("9 path(s) escaped"), "{}", ex.reason);
-    assert_eq!(ex.numbers["max_past_slice_mib"], 6000);
-
-    let mut report: gpu_probe::report::Report = serde_json::from_str(&text).unwrap();
-    for p in &mut report.audit.as_mut().unwrap().paths {
-        p.outcome = gpu_probe::report::AuditOutcome::Capped;
-        p.past_slice_bytes = 0;
+    for (report, escaped) in [(h200_report("h4-audit.json"), 3), (bare_h100, 9)] {
+        let (_dir, out) = out_with(&[("probe/hami-share-a-audit.json", report)]);
+        let j = out.judge(
+            &ExerciseId::A1,
+            &SLICE_8000,
+            &["probe/hami-share-a-audit.json".into()],
+        );
+        let mut ex = Exercise::new(ExerciseId::A1, AUDIT_CLAIM);
+        ex.apply(&j);
+        assert_eq!(ex.result, ExerciseResult::Fail);
+        assert!(
+            ex.reason.contains(&format!("{escaped} path(s)")),
+            "{}",
+            ex.reason
+        );
     }
-    let mut ex = crate::report::Exercise::new("A1", AUDIT_CLAIM);
-    audit_exercise(&mut ex, &serde_json::to_string(&report).unwrap(), 8000);
-    assert_eq!(
-        ex.result,
-        crate::report::ExerciseResult::Pass,
-        "{}",
-        ex.reason
-    );
-
-    let mut ex = crate::report::Exercise::new("A1", AUDIT_CLAIM);
-    audit_exercise(&mut ex, "not json", 8000);
-    assert_eq!(ex.result, crate::report::ExerciseResult::Fail);
 }
 
 #[test]
@@ -824,7 +818,7 @@ fn overhead_difference_from_two_real_reports() {
     let same = overhead_difference(&real, &real);
     assert_eq!(same["cuMemAlloc_v2 1 MiB"]["difference"], 0.0);
     assert!(same.contains_key("empty kernel launch"));
-    let mut slower: gpu_probe::report::Report = serde_json::from_str(&real).unwrap();
+    let mut slower: lab_report::probe::Report = serde_json::from_str(&real).unwrap();
     for a in &mut slower.overhead.as_mut().unwrap().alloc {
         a.p50_us += 25.0;
     }

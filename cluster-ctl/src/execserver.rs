@@ -236,7 +236,7 @@ mod tests {
     use super::*;
     use crate::commands::{self, Ctx, RunArgs, exit};
     use crate::helm::HelmTarget;
-    use crate::testdata::{fixture_pod, fixture_text, hami_active_report};
+    use crate::testdata::{H200_UUID, fixture_pod, fixture_text, h200_report, share_pod_on_h200};
     use std::time::Duration;
 
     const VERIFIED: &str = r#"{"schema":"x","verdict":{"outcome":"verified","exit_code":0}}"#;
@@ -421,22 +421,36 @@ mod tests {
         audit: bool,
         probe_reply: String,
     ) -> (ExecServer, tempfile::TempDir, commands::Outcome) {
+        full_run_with(audit, probe_reply, None).await
+    }
+
+    async fn full_run_with(
+        audit: bool,
+        probe_reply: String,
+        max_overhead_pct: Option<f64>,
+    ) -> (ExecServer, tempfile::TempDir, commands::Outcome) {
         let mock = MockApi::new();
         mock.add_fixture("node-hami-v2.10-h100.json")
             .add_fixture("daemonsets-hami-only.json")
             .add_fixture("deploy-hami-scheduler-tag-match.json")
             .add_fixture("endpoints-hami-scheduler-ready.json")
             .add_fixture("events-oversubscribe.json");
-        for (name, file) in [
-            ("hami-share-a", "pod-hami-share-a-running.json"),
-            ("hami-share-b", "pod-hami-share-b-running.json"),
-            ("hami-oversubscribe", "pod-hami-oversubscribe-pending.json"),
+        // The share pods are given the H200 on which the real probe reports were captured.
+        for (name, pod) in [
+            (
+                "hami-share-a",
+                share_pod_on_h200("pod-hami-share-a-running.json"),
+            ),
+            (
+                "hami-share-b",
+                share_pod_on_h200("pod-hami-share-b-running.json"),
+            ),
+            (
+                "hami-oversubscribe",
+                fixture_pod("pod-hami-oversubscribe-pending.json"),
+            ),
         ] {
-            mock.on_create(
-                "pods",
-                name,
-                serde_json::to_value(fixture_pod(file)).unwrap(),
-            );
+            mock.on_create("pods", name, serde_json::to_value(pod).unwrap());
         }
         let mut baseline = fixture_pod("pod-hami-share-a-running.json");
         baseline.metadata.name = Some("hami-baseline".into());
@@ -461,6 +475,7 @@ mod tests {
             event_timeout: Duration::from_secs(10),
             probe_timeout: Duration::from_secs(10),
             audit,
+            max_overhead_pct,
         };
         let helm = lab_runner::RecordingRunner::new(&["helm"]);
         helm.reply("helm list", 0, &fixture_text("helm-list-deployed.json"), "");
@@ -471,8 +486,9 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn full_run_with_probes_passes_all_five() {
-        let verified = hami_active_report();
+    async fn full_run_with_the_real_h200_report_passes_all_five() {
+        // Every probe answers with the real report captured under HAMi-core on an H200.
+        let verified = h200_report("h1-8000.json");
         let (_server, dir, out) = full_run(false, verified.clone()).await;
         assert_eq!(out.exit, exit::OK, "{}", out.human);
         let report: serde_json::Value = serde_json::from_str(
@@ -488,7 +504,19 @@ mod tests {
         assert_eq!(results, ["pass"; 5]);
         assert_eq!(
             report["exercises"][4]["numbers"]["gpu_uuids"][0][0],
-            "GPU-4f7efa07-0f69-f62e-5958-365ed3785eb2"
+            H200_UUID
+        );
+        assert_eq!(
+            report["exercises"][0]["evidence"],
+            serde_json::json!(["pods/hami-share-a.json", "pods/hami-share-b.json"])
+        );
+        assert_eq!(
+            report["exercises"][3]["evidence"],
+            serde_json::json!([
+                "pods/hami-oversubscribe.json",
+                "events/hami-oversubscribe.json",
+                "manifests/hami-oversubscribe.yaml"
+            ])
         );
         assert_eq!(
             report["exercises"][1]["evidence"],
@@ -517,6 +545,53 @@ mod tests {
             plan.entries
                 .iter()
                 .any(|e| e.path.ends_with("probe/hami-share-a.json"))
+        );
+    }
+
+    #[tokio::test]
+    async fn full_run_with_the_real_bare_report_fails_e2_e3_and_e5() {
+        let (_server, dir, out) = full_run(false, h200_report("h2-bare.json")).await;
+        assert_eq!(out.exit, exit::CLAIM_FAILED, "{}", out.human);
+        let report: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(dir.path().join("out/run.json")).unwrap(),
+        )
+        .unwrap();
+        let results: Vec<&str> = report["exercises"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["result"].as_str().unwrap())
+            .collect();
+        assert_eq!(results, ["pass", "fail", "fail", "pass", "fail"]);
+        assert!(
+            report["exercises"][1]["reason"]
+                .as_str()
+                .unwrap()
+                .contains("more than the 8000 MiB slice"),
+            "{}",
+            report["exercises"][1]["reason"]
+        );
+    }
+
+    #[tokio::test]
+    async fn full_run_with_an_overhead_bound_judges_a2_from_both_overhead_reports() {
+        let (_server, dir, _out) =
+            full_run_with(true, h200_report("p1-overhead-hami.json"), Some(1000.0)).await;
+        let report: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(dir.path().join("out/run.json")).unwrap(),
+        )
+        .unwrap();
+        let a2 = &report["exercises"][6];
+        assert_eq!(a2["id"], "A2");
+        assert_eq!(report["max_overhead_pct"], 1000.0);
+        // Both pods answered with the same real overhead report: 0 % overhead, within the bound.
+        assert_eq!(a2["result"], "pass", "{}", a2["reason"]);
+        assert_eq!(
+            a2["evidence"],
+            serde_json::json!([
+                "probe/hami-share-a-overhead.json",
+                "probe/hami-baseline-overhead.json"
+            ])
         );
     }
 }

@@ -120,6 +120,11 @@ enum Command {
         /// probe/hami-share-a-{audit,overhead,compute}.json).
         #[arg(long)]
         audit: bool,
+        /// With --audit: the most HAMi-core may add to the median latency of cuMemAlloc_v2,
+        /// cuMemFree_v2 and a kernel launch, in percent of the baseline pod's (exercise A2).
+        /// Without it the overhead is reported as a measurement, never as a pass.
+        #[arg(long, requires = "audit", value_parser = parse_pct)]
+        max_overhead_pct: Option<f64>,
     },
     /// Detect and explain the known failures of a HAMi install, each with its fix.
     Doctor {
@@ -318,6 +323,7 @@ fn run_args(cmd: &Command) -> RunArgs {
             event_timeout,
             probe_timeout,
             audit,
+            max_overhead_pct,
         } => RunArgs {
             card_mib: *card_mib,
             slice_mib: *slice_mib,
@@ -330,6 +336,7 @@ fn run_args(cmd: &Command) -> RunArgs {
             event_timeout: Duration::from_secs(*event_timeout),
             probe_timeout: Duration::from_secs(*probe_timeout),
             audit: *audit,
+            max_overhead_pct: *max_overhead_pct,
         },
         _ => RunArgs {
             card_mib: None,
@@ -343,7 +350,16 @@ fn run_args(cmd: &Command) -> RunArgs {
             event_timeout: Duration::from_secs(120),
             probe_timeout: Duration::from_secs(300),
             audit: false,
+            max_overhead_pct: None,
         },
+    }
+}
+
+/// A percentage: a finite number ≥ 0.
+fn parse_pct(text: &str) -> Result<f64, String> {
+    match text.trim().parse::<f64>() {
+        Ok(v) if v.is_finite() && v >= 0.0 => Ok(v),
+        _ => Err(format!("`{text}` is not a percentage ≥ 0 (e.g. 10 or 2.5)")),
     }
 }
 

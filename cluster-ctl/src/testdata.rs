@@ -62,42 +62,25 @@ pub fn register_of(node: &Node) -> String {
         .unwrap_or_default()
 }
 
-/// The real bare-H100 report with the mechanism section as a HAMi pod shows it (facts §5, §11,
-/// §15: the library from /etc/ld.so.preload, mapped, exporting the hooks; an 8000 MiB region limit).
-pub fn hami_active_report() -> String {
-    use gpu_probe::report::*;
-    let bare = std::fs::read_to_string(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../gpu-probe/tests/data/h100-bare-all-expect-8000.json"
-    ))
-    .unwrap();
-    let mut r: Report = serde_json::from_str(&bare).unwrap();
-    let m = r.mechanism.as_mut().unwrap();
-    m.outcome = MechanismOutcome::HamiCoreActive;
-    m.libraries = vec![LibraryCheck {
-        path: "/usr/local/vgpu/libvgpu.so".into(),
-        named_in: "/etc/ld.so.preload".into(),
-        exists: true,
-        mapped_after_cuda_init: Some(true),
-        symbols: vec![SymbolCheck {
-            name: "cuMemAlloc_v2".into(),
-            exported: true,
-            resolved_in: None,
-        }],
-        error: None,
-    }];
-    m.shared_region.path = "/usr/local/vgpu/x.cache".into();
-    m.shared_region.region = Some(SharedRegion {
-        limits: vec![8000 * 1024 * 1024],
-        ..SharedRegion::default()
-    });
-    // What the probe reports in such a pod: every check passed.
-    r.checks.retain(|c| c.id != "mechanism");
-    for c in &mut r.checks {
-        c.status = CheckStatus::Passed;
-    }
-    r.verdict = Verdict::from_checks(&r.checks);
-    serde_json::to_string(&r).unwrap()
+/// A real gpu-probe report captured under real HAMi-core on an H200 (`lab-report/tests/data/h200`,
+/// see its README): `h1-8000.json` (8000 MiB slice, VERIFIED), `h2-bare.json` (no HAMi-core),
+/// `h4-audit.json` (three paths escape), `p0-overhead-bare.json`, `p1-overhead-hami.json`.
+pub fn h200_report(name: &str) -> String {
+    let path = format!(
+        "{}/../lab-report/tests/data/h200/{name}",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
+}
+
+/// The GPU the real H200 reports were probed on.
+pub const H200_UUID: &str = "GPU-e0628ec7-253e-9593-877b-faac7911234e";
+
+/// A share pod fixture allocated the H200 of the real reports instead of the fixture's H100 (the
+/// pods are constructed objects either way).
+pub fn share_pod_on_h200(file: &str) -> k8s_openapi::api::core::v1::Pod {
+    let text = fixture_text(file).replace("GPU-4f7efa07-0f69-f62e-5958-365ed3785eb2", H200_UUID);
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("fixture {file}: {e}"))
 }
 
 /// Two cards of `devmem_mib` with known UUIDs `GPU-a` and `GPU-b` (a multi-GPU node).

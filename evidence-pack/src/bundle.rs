@@ -292,6 +292,9 @@ pub struct Verified {
     /// Whether the reports were re-rendered and compared (only when the bundle was made by the
     /// same renderer, see [`render::renderer_id`]: another one may render differently).
     pub reports_compared: bool,
+    /// Passing claims whose evidence inside the bundle does not show them ([`claims::recheck`]);
+    /// any makes the outcome a failure.
+    pub unsupported: Vec<claims::Unsupported>,
 }
 
 fn damaged(file: impl Into<String>, why: impl Into<String>) -> Error {
@@ -482,12 +485,18 @@ pub fn verify(path: &Path) -> Result<Verified, Error> {
     let Some(summary) = summary else {
         return Err(damaged("summary.json", "is unreadable"));
     };
+    let unsupported = claims::recheck(&summary, &files);
     Ok(Verified {
         name,
         files: files.len(),
-        outcome: Outcome::from_claims(&summary.claims),
+        outcome: if unsupported.is_empty() {
+            Outcome::from_claims(&summary.claims)
+        } else {
+            Outcome::ClaimFailed
+        },
         summary,
         reports_compared: same_version,
+        unsupported,
     })
 }
 

@@ -1,22 +1,23 @@
 //! `evidence-pack`: `pack DIR` builds the evidence bundle, `verify FILE.tgz` checks one.
 //!
 //! Exit codes: 0 ok (verify: intact and every claim passed), 1 a claim failed or was not run
-//! (verify), 2 usage or bad input, 3 damaged or unreadable bundle, or a file could not be
-//! read/written.
+//! (verify), or a claim recorded as passed is not supported by its evidence (pack and verify),
+//! 2 usage or bad input, 3 damaged or unreadable bundle, or a file could not be read/written.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use evidence_pack::bundle::{self, Written};
-use evidence_pack::model::Outcome;
+use evidence_pack::claims;
+use evidence_pack::model::{ClaimVerdict, Outcome};
 
 /// Packs the lab's outputs into a deterministic, checksummed evidence bundle with a readable
 /// validation report, and verifies such a bundle.
 #[derive(Debug, Parser)]
 #[command(
     version,
-    after_help = "Exit codes: 0 ok (verify: intact and every claim passed), 1 verify: a claim failed or was not run, 2 usage or bad input, 3 damaged or unreadable bundle, or a file could not be read or written."
+    after_help = "Exit codes: 0 ok (verify: intact and every claim passed), 1 verify: a claim failed or was not run; pack and verify: a claim recorded as passed is UNSUPPORTED by its evidence (named with the file), 2 usage or bad input, 3 damaged or unreadable bundle, or a file could not be read or written."
 )]
 struct Cli {
     #[command(subcommand)]
@@ -116,9 +117,10 @@ fn run(cli: Cli) -> Result<u8, evidence_pack::Error> {
                         }
                         print_redactions_warnings(&plan.summary);
                         print!("{}", bundle::claims_table(&plan.summary));
+                        print!("{}", claims::measurements_text(&plan.summary));
                     }
                 }
-                return Ok(0);
+                return Ok(unsupported_code(&plan.summary));
             }
             let written = bundle::write(&plan, &path)?;
             match output {
@@ -143,9 +145,10 @@ fn run(cli: Cli) -> Result<u8, evidence_pack::Error> {
                     println!("{verb} {} ({} files)", path.display(), plan.entries.len());
                     print_redactions_warnings(&plan.summary);
                     print!("{}", bundle::claims_table(&plan.summary));
+                    print!("{}", claims::measurements_text(&plan.summary));
                 }
             }
-            Ok(0)
+            Ok(unsupported_code(&plan.summary))
         }
         Command::Verify { file, output } => {
             let v = match bundle::verify(&file) {
@@ -184,6 +187,8 @@ fn run(cli: Cli) -> Result<u8, evidence_pack::Error> {
                         "outcome": v.outcome,
                         "totals": v.summary.totals,
                         "claims": v.summary.claims.iter().map(|c| serde_json::json!({"id": c.id, "verdict": c.verdict, "claim": c.claim})).collect::<Vec<_>>(),
+                        "unsupported": v.unsupported,
+                        "measurements": v.summary.measurements,
                         "exit_code": code,
                     }))
                 ),
@@ -208,10 +213,34 @@ fn run(cli: Cli) -> Result<u8, evidence_pack::Error> {
                         v.name, v.files
                     );
                     print!("{}", bundle::claims_table(&v.summary));
+                    print!("{}", claims::measurements_text(&v.summary));
+                    print_failed_reasons(&v.summary);
+                    for u in &v.unsupported {
+                        println!(
+                            "UNSUPPORTED {}: {} (evidence file {})",
+                            u.claim,
+                            u.why,
+                            u.file.as_deref().unwrap_or("none")
+                        );
+                    }
                 }
             }
             Ok(code)
         }
+    }
+}
+
+/// 1 when a claim the inputs recorded as passed is not supported by its evidence (the bundle is
+/// written, with that claim failed and why), else 0.
+fn unsupported_code(s: &evidence_pack::model::Summary) -> u8 {
+    let unsupported = s.claims.iter().any(|c| c.reason.starts_with("UNSUPPORTED"));
+    u8::from(unsupported)
+}
+
+/// Why each failed claim failed, one line each.
+fn print_failed_reasons(s: &evidence_pack::model::Summary) {
+    for c in s.claims.iter().filter(|c| c.verdict == ClaimVerdict::Fail) {
+        println!("  {} failed: {}", c.id, c.reason);
     }
 }
 

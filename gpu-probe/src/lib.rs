@@ -15,7 +15,8 @@ pub mod mechanism;
 pub mod overhead;
 pub mod probe;
 pub mod region;
-pub mod report;
+/// The JSON report types, defined in lab-report (the contracts between the tools).
+pub use lab_report::probe as report;
 pub mod selftest;
 pub mod smi;
 pub mod view;

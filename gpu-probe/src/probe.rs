@@ -693,7 +693,7 @@ fn view_check(d: &ViewDevice) -> Check {
         ),
     };
     Check {
-        id: format!("view.device{}", d.index),
+        id: lab_report::check::CheckId::view(d.index).to_string(),
         claim: format!("Device {} shows the slice, not the full card", d.index),
         status,
         reason: std::iter::once(lead)
@@ -769,7 +769,7 @@ fn cap_check(d: &CapDevice) -> Check {
         CapOutcome::Inconclusive => (CheckStatus::Skipped, "INCONCLUSIVE"),
     };
     Check {
-        id: format!("cap.device{}", d.index),
+        id: lab_report::check::CheckId::cap(d.index).to_string(),
         claim: format!(
             "Device {}: this process cannot hold more than its slice",
             d.index

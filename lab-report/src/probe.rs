@@ -1,10 +1,12 @@
-//! The versioned JSON report: the contract between gpu-probe and its consumers (cluster-ctl,
-//! evidence-pack). Field meanings are documented in `gpu-probe/README.md`; any change that removes
-//! or renames a field bumps [`SCHEMA_VERSION`].
+//! The versioned JSON report of gpu-probe (`gpu_probe::report` re-exports this module): the
+//! contract between gpu-probe and its consumers (cluster-ctl, evidence-pack). Field meanings are
+//! documented in `gpu-probe/README.md`; any change that removes or renames a field bumps
+//! [`SCHEMA_VERSION`], and `schemas/gpu-probe-report.schema.json` is generated from these types.
 //!
 //! Every check is reported youki-style as passed / failed (why) / skipped (why), and the summary
 //! verdict is derived from the checks by [`Verdict::from_checks`], never set by hand.
 
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 /// Identifies the document type, so a consumer can refuse a file that is not a probe report.
@@ -19,7 +21,7 @@ pub fn mib(bytes: u64) -> f64 {
     bytes as f64 / MIB as f64
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, JsonSchema)]
 pub struct Report {
     pub schema: String,
     pub schema_version: u32,
@@ -94,7 +96,7 @@ pub fn now_unix() -> u64 {
         .unwrap_or(0)
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, Default, JsonSchema)]
 pub struct HostInfo {
     pub hostname: Option<String>,
     pub pid: u32,
@@ -104,7 +106,7 @@ pub struct HostInfo {
     pub in_container: bool,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, Default, JsonSchema)]
 pub struct DriverInfo {
     /// From NVML, e.g. `580.159.04`.
     pub driver_version: Option<String>,
@@ -117,7 +119,7 @@ pub struct DriverInfo {
 }
 
 /// The slice expected on one device.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, JsonSchema)]
 pub struct ExpectedSlice {
     /// CUDA ordinal, as HAMi-core indexes `CUDA_DEVICE_MEMORY_LIMIT_<i>`.
     pub device: u32,
@@ -129,21 +131,21 @@ pub struct ExpectedSlice {
 }
 
 /// Memory numbers reported by one source, in bytes.
-#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default, JsonSchema)]
 pub struct MemInfo {
     pub total: u64,
     pub free: u64,
     pub used: u64,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, JsonSchema)]
 pub struct ViewSection {
     pub devices: Vec<ViewDevice>,
     /// `nvidia-smi --query-gpu=...` with its raw output, when nvidia-smi exists.
     pub nvidia_smi: Option<NvidiaSmi>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, JsonSchema)]
 pub struct ViewDevice {
     /// CUDA ordinal (NVML index when CUDA is unavailable).
     pub index: u32,
@@ -164,7 +166,7 @@ pub struct ViewDevice {
     pub reasons: Vec<String>,
 }
 
-#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum ViewOutcome {
     /// Every source reports the slice as the device's total.
@@ -179,7 +181,7 @@ pub enum ViewOutcome {
     NoData,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, JsonSchema)]
 pub struct NvidiaSmi {
     pub command: String,
     pub exit_code: Option<i32>,
@@ -190,7 +192,7 @@ pub struct NvidiaSmi {
     pub hami_core_lines: Vec<String>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, JsonSchema)]
 pub struct SmiRow {
     pub name: String,
     pub uuid: String,
@@ -199,12 +201,12 @@ pub struct SmiRow {
     pub free_mib: u64,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, JsonSchema)]
 pub struct CapSection {
     pub devices: Vec<CapDevice>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, JsonSchema)]
 pub struct CapDevice {
     pub index: u32,
     pub expected_bytes: Option<u64>,
@@ -241,7 +243,7 @@ pub struct CapDevice {
     pub reasons: Vec<String>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, JsonSchema)]
 pub struct CapStep {
     pub request_bytes: u64,
     pub ok: bool,
@@ -250,7 +252,7 @@ pub struct CapStep {
     pub held_after_bytes: u64,
 }
 
-#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum StopReason {
     /// Held exactly the ceiling.
@@ -265,13 +267,13 @@ pub enum StopReason {
     NotRun,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, JsonSchema)]
 pub struct CudaErrorInfo {
     pub code: i64,
     pub name: String,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, JsonSchema)]
 pub struct OomLine {
     pub pid: Option<u32>,
     pub device: u32,
@@ -280,7 +282,7 @@ pub struct OomLine {
     pub raw: String,
 }
 
-#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum CapOutcome {
     /// Refused at or below the slice while the card itself had memory.
@@ -291,7 +293,7 @@ pub enum CapOutcome {
     Inconclusive,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, JsonSchema)]
 pub struct MechanismSection {
     /// The HAMi-related variables, as set in this process (unset ones omitted).
     pub env: Vec<EnvVar>,
@@ -305,7 +307,7 @@ pub struct MechanismSection {
     pub reasons: Vec<String>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, JsonSchema)]
 pub struct EnvVar {
     pub name: String,
     pub value: String,
@@ -313,7 +315,7 @@ pub struct EnvVar {
     pub interpretation: Option<String>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, Default, JsonSchema)]
 pub struct PreloadFile {
     pub path: String,
     pub exists: bool,
@@ -321,7 +323,7 @@ pub struct PreloadFile {
     pub error: Option<String>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, JsonSchema)]
 pub struct LibraryCheck {
     pub path: String,
     /// `/etc/ld.so.preload` or `LD_PRELOAD`.
@@ -334,7 +336,7 @@ pub struct LibraryCheck {
     pub error: Option<String>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, JsonSchema)]
 pub struct SymbolCheck {
     pub name: String,
     pub exported: bool,
@@ -342,7 +344,7 @@ pub struct SymbolCheck {
     pub resolved_in: Option<String>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, Default, JsonSchema)]
 pub struct SharedRegionCheck {
     pub path: String,
     /// `CUDA_DEVICE_MEMORY_SHARED_CACHE` or `default`.
@@ -355,7 +357,7 @@ pub struct SharedRegionCheck {
 }
 
 /// The parsed HAMi-core shared region (layout: shared/facts/hami.md §11).
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, Default, JsonSchema)]
 pub struct SharedRegion {
     pub initialized: bool,
     pub major_version: u32,
@@ -375,7 +377,7 @@ pub struct SharedRegion {
     pub torn_slots: u32,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, JsonSchema)]
 pub struct RegionProc {
     pub slot: u32,
     pub pid: i32,
@@ -385,7 +387,7 @@ pub struct RegionProc {
     pub used: Vec<RegionUsage>,
 }
 
-#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default, JsonSchema)]
 pub struct RegionUsage {
     pub context: u64,
     pub module: u64,
@@ -393,7 +395,7 @@ pub struct RegionUsage {
     pub total: u64,
 }
 
-#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum MechanismOutcome {
     /// A preloaded library that exports the CUDA/NVML hooks is mapped, and a limit is configured.
@@ -404,7 +406,7 @@ pub enum MechanismOutcome {
     Absent,
 }
 
-#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum CheckStatus {
     Passed,
@@ -413,7 +415,7 @@ pub enum CheckStatus {
 }
 
 /// One youki-style check line.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, JsonSchema)]
 pub struct Check {
     /// Stable id, e.g. `view.device0`, `cap.device0`, `mechanism`.
     pub id: String,
@@ -427,7 +429,7 @@ pub struct Check {
     pub environment: bool,
 }
 
-#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum Outcome {
     /// Every check passed (exit 0).
@@ -440,7 +442,7 @@ pub enum Outcome {
     Environment,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, JsonSchema)]
 pub struct Verdict {
     pub outcome: Outcome,
     pub exit_code: u8,
@@ -504,7 +506,7 @@ impl Verdict {
     }
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, JsonSchema)]
 pub struct AuditSection {
     pub device: u32,
     pub slice_bytes: Option<u64>,
@@ -516,7 +518,7 @@ pub struct AuditSection {
     pub time_bound_hit: bool,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, JsonSchema)]
 pub struct AuditPath {
     /// The API or scenario, e.g. `cuMemAllocPitch_v2`, `child with a cleared environment`.
     pub path: String,
@@ -531,7 +533,7 @@ pub struct AuditPath {
     pub note: String,
 }
 
-#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum AuditOutcome {
     /// Refused at or below the slice.
@@ -546,7 +548,7 @@ pub enum AuditOutcome {
     Error,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, JsonSchema)]
 pub struct OverheadSection {
     pub device: u32,
     pub alloc: Vec<LatencyStats>,
@@ -562,7 +564,7 @@ pub struct OverheadSection {
 }
 
 /// Latency percentiles in microseconds.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, JsonSchema)]
 pub struct LatencyStats {
     pub what: String,
     pub bytes: u64,
@@ -573,7 +575,7 @@ pub struct LatencyStats {
     pub max_us: f64,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, JsonSchema)]
 pub struct ComputeSection {
     pub device: u32,
     pub seconds: f64,
@@ -590,7 +592,7 @@ pub struct ComputeSection {
     pub statement: String,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, JsonSchema)]
 pub struct SelftestSection {
     pub library: String,
     pub limit_mib: u64,
