@@ -2,6 +2,8 @@
 //! so a rule added, changed or removed without the README fails here.
 //! `UPDATE_README=1 cargo test -p cluster-ctl --test readme_rules` rewrites it.
 
+#![allow(clippy::unwrap_used)]
+
 const README: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md");
 const BEGIN: &str = "<!-- doctor-rules:begin (generated: UPDATE_README=1 cargo test -p cluster-ctl --test readme_rules) -->\n";
 const END: &str = "<!-- doctor-rules:end -->";

@@ -233,6 +233,30 @@ fn match_document<'d>(doc: &'d Document, p: &LinePattern) -> Vec<(Vec<&'d Line>,
     found
 }
 
+/// The pod a `kubectl describe pod` document is about (`Name:` / `Namespace:` at its top).
+fn describe_bindings(doc: &Document) -> Bindings {
+    if doc.kind != DocKind::Text || !doc.lines.iter().any(|l| l.text.starts_with("Containers:")) {
+        return Vec::new();
+    }
+    let field = |key: &str| {
+        doc.lines.iter().find_map(|l| {
+            l.text
+                .strip_prefix(key)
+                .map(str::trim)
+                .filter(|v| !v.is_empty() && !v.contains(char::is_whitespace))
+                .map(str::to_owned)
+        })
+    };
+    let mut b = Vec::new();
+    if let Some(pod) = field("Name:") {
+        b.push(("pod".to_owned(), pod));
+    }
+    if let Some(ns) = field("Namespace:") {
+        b.push(("ns".to_owned(), ns));
+    }
+    b
+}
+
 struct SignalHits {
     id: &'static str,
     role: Role,
@@ -259,7 +283,11 @@ fn signal_hits(rule: &Rule, ev: &Evidence) -> Vec<SignalHits> {
             match s.matcher {
                 Matcher::Line(p) => {
                     for doc in &ev.documents {
-                        for (matched, caps) in match_document(doc, &p) {
+                        let found = match_document(doc, &p);
+                        if !found.is_empty() {
+                            bindings.extend(describe_bindings(doc));
+                        }
+                        for (matched, caps) in found {
                             bindings.extend(caps);
                             for l in matched {
                                 lines.push(EvidenceLine {

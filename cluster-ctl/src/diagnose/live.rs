@@ -167,7 +167,7 @@ pub async fn read_logs(
             }
         }
     }
-    got.sort_by(|a, b| a.0.name().cmp(&b.0.name()));
+    got.sort_by_key(|(t, _)| t.name());
     (got, notes)
 }
 

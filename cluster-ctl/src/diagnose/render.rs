@@ -76,6 +76,14 @@ fn looked_at(out: &mut String, d: &Diagnosis) {
     for l in &d.looked_at {
         let _ = writeln!(out, "  {} ({}, {})", l.source, l.read_as, l.size);
     }
+    for v in &d.hami_versions_seen {
+        let at = v.line.map(|l| format!(":{l}")).unwrap_or_default();
+        let _ = writeln!(
+            out,
+            "  HAMi version seen: {} ({}{at}: {})",
+            v.version, v.source, v.text
+        );
+    }
     for n in &d.notes {
         let _ = writeln!(out, "  note: {n}");
     }

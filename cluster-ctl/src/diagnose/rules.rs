@@ -1069,7 +1069,13 @@ pub const RULES: &[Rule] = &[
                 "card-insufficient-memory-reason",
                 "hami-scheduler reason `CardInsufficientMemory` (not for the lab's own hami-oversubscribe pod, where it is the expected result)",
                 Alone,
-                lines_unless(&[r"\bCardInsufficientMemory\b"], &[r"hami-oversubscribe"]),
+                lines_unless(
+                    &[
+                        r"\bCardInsufficientMemory\b",
+                        r#"(FilteringFailed|FailedScheduling|pod=")"#,
+                    ],
+                    &[r"hami-oversubscribe"],
+                ),
             ),
             sig(
                 "pending-whole-card-request",

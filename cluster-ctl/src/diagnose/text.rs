@@ -133,8 +133,7 @@ pub fn add_bytes(ev: &mut Evidence, name: &str, bytes: &[u8]) {
         return;
     }
     let text = String::from_utf8_lossy(bytes).into_owned();
-    let trimmed = text.trim_start();
-    if trimmed.starts_with('{') || trimmed.starts_with('[') {
+    if looks_like_json(&text) {
         match serde_json::from_str::<Value>(&text) {
             Ok(v) => {
                 if add_json(ev, name, &text, &v) {
@@ -159,6 +158,17 @@ pub fn add_bytes(ev: &mut Evidence, name: &str, bytes: &[u8]) {
         }
     }
     add_text(ev, name, &text);
+}
+
+/// `{…` or `[` then `{`, `"`, `[`, `]` or a digit: not `[HAMI-core …]` or a `[root@host]#` prompt.
+fn looks_like_json(text: &str) -> bool {
+    let t = text.trim_start();
+    match t.strip_prefix('[') {
+        Some(rest) => rest
+            .trim_start()
+            .starts_with(|c: char| matches!(c, '{' | '"' | '[' | ']') || c.is_ascii_digit()),
+        None => t.starts_with('{'),
+    }
 }
 
 fn looks_like_yaml(text: &str) -> bool {
@@ -562,5 +572,11 @@ mod tests {
         );
         assert_eq!(rendered.lines[0].number, Some(2));
         assert_eq!(ev.documents.len(), 3, "the truncated JSON is read as text");
+        let log = read_texts(&[("c.log", b"[HAMI-core Msg(1:2:x.c:3)]: Initializing.....\n")]);
+        assert!(
+            log.notes.is_empty(),
+            "a log line in brackets is not broken JSON: {:?}",
+            log.notes
+        );
     }
 }
