@@ -461,3 +461,95 @@ fn node_gpus_in_use_pods(ev: &Evidence) -> Vec<Hit> {
         })
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use crate::diagnose::diagnose;
+    use crate::diagnose::live::evidence_from_live;
+    use crate::doctor::Snapshot;
+
+    fn pod(name: &str, phase: &str, limits: serde_json::Value) -> k8s_openapi::api::core::v1::Pod {
+        serde_json::from_value(json!({
+            "metadata": {"name": name, "namespace": "ml"},
+            "spec": {"nodeName": if phase == "Running" { "gpu-1" } else { "" },
+                     "schedulerName": "hami-scheduler",
+                     "containers": [{"name": "c", "resources": {"limits": limits}}]},
+            "status": {"phase": phase}
+        }))
+        .unwrap()
+    }
+
+    fn modes(s: Snapshot) -> Vec<&'static str> {
+        let mut ev = evidence_from_live(s, Vec::new(), Vec::new());
+        // Not a full listing: only what the objects show counts (no "not installed").
+        ev.complete = false;
+        diagnose(&ev).problems().map(|f| f.mode).collect()
+    }
+
+    #[test]
+    fn objects_name_unhealthy_cards_and_whole_card_requests_on_a_used_card() {
+        let node: k8s_openapi::api::core::v1::Node = serde_json::from_value(json!({
+            "metadata": {"name": "gpu-1", "labels": {"gpu": "on"},
+                "annotations": {"hami.io/node-nvidia-register": "[{\"id\":\"GPU-a\",\"count\":10,\"devmem\":81559,\"devcore\":100,\"type\":\"NVIDIA H100\",\"mode\":\"hami-core\"}]"}},
+            "status": {"allocatable": {"nvidia.com/gpu": "10"}}
+        }))
+        .unwrap();
+        let s = Snapshot {
+            nodes: vec![node],
+            hami_namespace: "kube-system".into(),
+            ..Default::default()
+        };
+        // ≥ 2.8 writes JSON with omitempty: no "health" means health false.
+        assert_eq!(modes(s.clone()), vec!["gpu-marked-unhealthy"]);
+        let mut busy = s.clone();
+        busy.nodes.clear();
+        busy.pods = vec![
+            pod(
+                "train-0",
+                "Running",
+                json!({"nvidia.com/gpu": "1", "nvidia.com/gpumem": "8000"}),
+            ),
+            pod("train-1", "Pending", json!({"nvidia.com/gpu": "2"})),
+        ];
+        assert_eq!(modes(busy.clone()), vec!["card-insufficient-memory"]);
+        // With a gpumem request the same Pending pod is not a whole-card request.
+        busy.pods[1] = pod(
+            "train-1",
+            "Pending",
+            json!({"nvidia.com/gpu": "2", "nvidia.com/gpumem": "4000"}),
+        );
+        assert!(modes(busy).is_empty());
+    }
+
+    #[test]
+    fn signals_without_a_capture_match_their_documented_format() {
+        // Message formats of kube-apiserver and kubelet, and HAMi's reason constant; no user
+        // paste of these was found (INDEX.md), so the lines are written here from those formats.
+        for (line, mode) in [
+            (
+                r#"W0101 00:00:00.000000 1 dispatcher.go:210] Failed calling webhook, failing open vgpu.hami.io: failed calling webhook "vgpu.hami.io": failed to call webhook: Post "https://hami-scheduler.kube-system.svc:443/webhook?timeout=10s": no endpoints available for service "hami-scheduler""#,
+                "webhook-no-endpoints",
+            ),
+            (
+                r#"Warning  Failed  3m  kubelet  Failed to pull image "registry.cn-hangzhou.aliyuncs.com/google_containers/kube-scheduler:v1.31.4": rpc error: i/o timeout"#,
+                "scheduler-image-pull",
+            ),
+            (
+                "Warning  FilteringFailed  10s  hami-scheduler  1 nodes NodeInsufficientDevice(gpu-1)",
+                "request-exceeds-node-gpu-count",
+            ),
+        ] {
+            let d = diagnose(&crate::diagnose::text::read_texts(&[(
+                "paste",
+                line.as_bytes(),
+            )]));
+            assert_eq!(
+                d.problems().map(|f| f.mode).collect::<Vec<_>>(),
+                vec![mode],
+                "{line}"
+            );
+        }
+    }
+}
