@@ -114,6 +114,35 @@ pub async fn snapshot(
     })
 }
 
+/// The last `lines` lines (at most 1 MiB) of one container's log, of its previous run when
+/// `previous` (a crash-looping container's reason is there), under `timeout`. For `doctor`.
+pub async fn container_log_tail(
+    client: &Client,
+    namespace: &str,
+    pod: &str,
+    container: &str,
+    lines: i64,
+    previous: bool,
+    timeout: Duration,
+) -> Result<String, ApiError> {
+    let what = format!("log of {namespace}/{pod} container {container}");
+    let lp = kube::api::LogParams {
+        container: Some(container.to_owned()),
+        tail_lines: Some(lines),
+        limit_bytes: Some(1 << 20),
+        previous,
+        ..kube::api::LogParams::default()
+    };
+    let api = Api::<Pod>::namespaced(client.clone(), namespace);
+    match tokio::time::timeout(timeout, api.logs(pod, &lp)).await {
+        Ok(r) => r.map_err(call(what)),
+        Err(_) => Err(ApiError::Timeout {
+            what,
+            secs: timeout.as_secs(),
+        }),
+    }
+}
+
 /// Watches `name` until `cond` holds, under `timeout`. Returns the object that satisfied it.
 pub async fn wait_for<K>(
     api: Api<K>,

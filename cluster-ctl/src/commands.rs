@@ -1188,6 +1188,15 @@ pub async fn run(
         })
         .collect();
     write_json_or_warn(&out, "cluster/hami-pods.json", &hami_pods);
+    // For `doctor --explain DIR`: the last lines of HAMi's container logs.
+    crate::diagnose::live::capture_logs(
+        client,
+        &hami_pods,
+        &ctx.hami_namespace,
+        &out,
+        ctx.api_timeout,
+    )
+    .await;
     let events = Api::<Event>::namespaced(client.clone(), &ctx.namespace)
         .list(&ListParams::default())
         .await
@@ -1521,26 +1530,8 @@ pub fn probe_verdicts_from(dir: &Path) -> Vec<(String, String)> {
 }
 
 pub async fn doctor(client: &Client, ctx: &Ctx, from: Option<&Path>) -> Result<Outcome, Failure> {
-    let mut s = api::snapshot(client, &ctx.namespace, &ctx.hami_namespace, ctx.api_timeout).await?;
-    if let Some(dir) = from {
-        s.probe_verdicts = probe_verdicts_from(dir);
-    }
-    let findings = doctor::diagnose(&s);
-    let problems = findings
-        .iter()
-        .filter(|f| f.severity == Severity::Problem)
-        .count();
-    let mut human = findings_text(&findings);
-    human.push_str(&format!("doctor: {problems} problem(s)\n"));
-    Ok(Outcome {
-        exit: if problems == 0 {
-            exit::OK
-        } else {
-            exit::CLAIM_FAILED
-        },
-        human,
-        json: json!({"findings": findings}),
-    })
+    // The diagnosis engine: objects, events, HAMi's container logs, and `from`'s probe reports.
+    crate::diagnose::doctor(client, ctx, from).await
 }
 
 /// The `nvidia.com/gpumem` limit of a container (named, else the first) — the slice a probe expects.

@@ -1,8 +1,8 @@
 //! `cluster-ctl` library: installs HAMi, runs the lab's five isolation exercises and diagnoses the
 //! known failures, over the Kubernetes API (kube + k8s-openapi) and helm (through `lab-runner`).
 //!
-//! Layout: pure decisions (`register`, `podann`, `sizing`, `decide`, `doctor`, `helm` planning,
-//! `manifests`) are unit-tested on the shared fixtures; `api` is the only module that talks to the
+//! Layout: pure decisions (`register`, `podann`, `sizing`, `decide`, `doctor`, the `diagnose` engine,
+//! `helm` planning, `manifests`) are unit-tested on the shared fixtures; `api` is the only module that talks to the
 //! API server and is tested against a mock API server; `commands` ties them into subcommands.
 
 #![cfg_attr(test, allow(clippy::unwrap_used))]
@@ -10,6 +10,7 @@
 pub mod api;
 pub mod commands;
 pub mod decide;
+pub mod diagnose;
 pub mod doctor;
 pub mod helm;
 pub mod manifests;

@@ -128,9 +128,16 @@ enum Command {
     },
     /// Detect and explain the known failures of a HAMi install, each with its fix.
     Doctor {
-        /// Output folder of an earlier `run`, whose probe verdicts are also checked.
+        /// Output folder of an earlier `run`, whose probe reports and logs are also checked.
         #[arg(long)]
         from: Option<PathBuf>,
+        /// Explain text instead of the cluster: files or folders of describe/get/log/nvidia-smi
+        /// output or gpu-probe reports, `-` for stdin. No cluster needed.
+        #[arg(long, value_name = "FILE", num_args = 1.., conflicts_with = "from")]
+        explain: Vec<PathBuf>,
+        /// Also write the JSON answer to this file.
+        #[arg(long, value_name = "FILE")]
+        save: Option<PathBuf>,
     },
     /// Copy gpu-probe into an existing pod (over exec, like kubectl cp) and run it.
     Probe {
@@ -241,6 +248,13 @@ async fn dispatch(cli: Cli) -> Result<Outcome, Failure> {
     {
         return commands::run_dry_offline(*mib, &ctx, &run_args(&cli.command));
     }
+    if let Command::Doctor { explain, save, .. } = &cli.command
+        && !explain.is_empty()
+    {
+        // Text only: no cluster, no kubeconfig.
+        let outcome = cluster_ctl::diagnose::explain(explain)?;
+        return saved(outcome, save.as_deref());
+    }
     let client = make_client(&cli).await?;
     match &cli.command {
         Command::Preflight => commands::preflight(&client, &runner, &ctx).await,
@@ -269,7 +283,10 @@ async fn dispatch(cli: Cli) -> Result<Outcome, Failure> {
             .await
         }
         Command::Run { .. } => commands::run(&client, &runner, &ctx, &run_args(&cli.command)).await,
-        Command::Doctor { from } => commands::doctor(&client, &ctx, from.as_deref()).await,
+        Command::Doctor { from, save, .. } => saved(
+            commands::doctor(&client, &ctx, from.as_deref()).await?,
+            save.as_deref(),
+        ),
         Command::Probe {
             pod,
             container,
@@ -307,6 +324,14 @@ async fn dispatch(cli: Cli) -> Result<Outcome, Failure> {
             .await
         }
     }
+}
+
+/// `doctor --save FILE`: the JSON answer is also written to FILE.
+fn saved(outcome: Outcome, save: Option<&std::path::Path>) -> Result<Outcome, Failure> {
+    if let Some(path) = save {
+        cluster_ctl::diagnose::save(path, &outcome.json)?;
+    }
+    Ok(outcome)
 }
 
 fn run_args(cmd: &Command) -> RunArgs {
