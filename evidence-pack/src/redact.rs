@@ -14,6 +14,7 @@ use std::sync::LazyLock;
 use regex::bytes::{Captures, Regex};
 
 use crate::model::Redaction;
+use crate::{Error, Limits};
 
 /// The words that make a name (env variable, JSON key) secret-like.
 const SECRET_WORD: &str =
@@ -62,9 +63,10 @@ fn cred_kind(caps: &Captures<'_>) -> &'static str {
 
 static RULES: LazyLock<Vec<Rule>> = LazyLock::new(|| {
     vec![
-        // PEM private keys, also inside JSON strings (`\n` escapes), also cut off before END.
+        // PEM private keys (RSA, EC, OpenSSH, encrypted PKCS#8, PGP), also inside JSON strings
+        // (`\n` escapes), also cut off before END.
         rule(
-            r"(?s)(-----BEGIN [A-Z0-9 ]*PRIVATE KEY-----.*?(?:-----END [A-Z0-9 ]*PRIVATE KEY-----|\z))",
+            r"(?s)(-----BEGIN [A-Z0-9 ]*PRIVATE KEY(?: BLOCK)?-----.*?(?:-----END [A-Z0-9 ]*PRIVATE KEY(?: BLOCK)?-----|\z))",
             1,
             |_| "pem-private-key",
         ),
@@ -73,10 +75,47 @@ static RULES: LazyLock<Vec<Rule>> = LazyLock::new(|| {
             1,
             |_| "pem-certificate",
         ),
-        // kubeconfig-like YAML: `  client-key-data: LS0t...`, `token: abc`.
+        // Secrets recognisable by their own shape, wherever they stand (before the key-based
+        // rules, so they are named by what they are). GitHub: classic `ghp_`, OAuth `gho_`,
+        // user-to-server `ghu_`, server-to-server `ghs_`, refresh `ghr_`; fine-grained
+        // `github_pat_`.
+        rule(
+            r"(?:^|[^A-Za-z0-9_])((?:gh[pousr]_[A-Za-z0-9]{30,255}|github_pat_[A-Za-z0-9_]{30,255}))",
+            1,
+            |_| "github-token",
+        ),
+        // AWS access key IDs: long-term `AKIA`, temporary (STS) `ASIA`.
+        rule(
+            r"(?:^|[^A-Za-z0-9])((?:AKIA|ASIA)[A-Z0-9]{16})(?:[^A-Za-z0-9]|$)",
+            1,
+            |_| "aws-access-key-id",
+        ),
+        // AWS secret access keys by name: `aws_secret_access_key = …` (~/.aws/credentials),
+        // `AWS_SECRET_ACCESS_KEY=…`, `"SecretAccessKey": "…"`, `secretAccessKey: …`.
+        rule(
+            r#"(?i)(?:aws_?)?secret_?access_?key["']?[ \t]*[:=][ \t]*["']?([A-Za-z0-9/+=]{16,})"#,
+            1,
+            |_| "aws-secret-access-key",
+        ),
+        // ... and without a name, as 40 characters after an access key ID on the same line
+        // (the credentials CSV: `AKIA…,wJalr…`).
+        rule(
+            r"(?:AKIA|ASIA|\[REDACTED:aws-access-key-id\])[A-Z0-9]{0,16}[^A-Za-z0-9/+=\n]{1,8}([A-Za-z0-9/+]{40})(?:[^A-Za-z0-9/+=]|$)",
+            1,
+            |_| "aws-secret-access-key",
+        ),
+        // Credentials in a URL: `postgres://user:PASSWORD@host`, `https://x:TOKEN@git.example`
+        // (the user name stays).
+        rule(
+            r#"\b[A-Za-z][A-Za-z0-9+.-]{1,30}://[^\s:/?#@"'<>\[\]]+:([^\s/?#@"'<>]+)@"#,
+            1,
+            |_| "url-credentials",
+        ),
+        // kubeconfig-like YAML: `  client-key-data: LS0t...`, `token: abc`; also ini/TOML
+        // `password = abc`.
         rule(
             &format!(
-                r#"(?m)^([ \t-]*(?P<key>{CRED_KEYS})[ \t]*:[ \t]*)("[^"\n]*"|'[^'\n]*'|[^\s#]+)"#
+                r#"(?m)^([ \t-]*(?P<key>{CRED_KEYS})[ \t]*[:=][ \t]*)("[^"\n]*"|'[^'\n]*'|[^\s#]+)"#
             ),
             3,
             cred_kind,
@@ -181,7 +220,119 @@ fn apply(rule: &Rule, text: &[u8]) -> (Vec<u8>, usize, Vec<Vec<u8>>) {
     (out, count, values)
 }
 
+/// The gzip magic number.
+const GZIP_MAGIC: [u8; 2] = [0x1f, 0x8b];
+/// How deep gzip inside gzip is unpacked (`x.gz.gz`).
+const MAX_GZIP_DEPTH: usize = 4;
+
+/// Compressed or archive formats whose content cannot be scanned byte by byte (and that
+/// evidence-pack does not unpack): (magic, name).
+const UNSCANNABLE: &[(&[u8], &str)] = &[
+    (&[0xfd, b'7', b'z', b'X', b'Z', 0x00], "xz"),
+    (&[0x28, 0xb5, 0x2f, 0xfd], "zstd"),
+    (b"BZh", "bzip2"),
+    (b"PK\x03\x04", "zip"),
+    (&[b'7', b'z', 0xbc, 0xaf, 0x27, 0x1c], "7z"),
+];
+
+/// Inflates one gzip stream (every member), refusing past `max` bytes while inflating.
+fn gunzip_capped(name: &str, bytes: &[u8], max: u64) -> Result<Vec<u8>, Error> {
+    use std::io::Read;
+    let mut out = Vec::new();
+    flate2::read::MultiGzDecoder::new(bytes)
+        .take(max.saturating_add(1))
+        .read_to_end(&mut out)
+        .map_err(|e| Error::Input {
+            what: format!("{name} starts like gzip but does not decompress ({e}), so it cannot be scanned for secrets"),
+            fix: "repair it or leave it out of DIR".into(),
+        })?;
+    if out.len() as u64 > max {
+        return Err(Error::Input {
+            what: format!(
+                "{name} decompresses to more than {}, the limit for one file",
+                crate::size_text(max)
+            ),
+            fix: "leave it out of DIR, or raise the limit with --max-entry-mib (verify then needs the same option)".into(),
+        });
+    }
+    Ok(out)
+}
+
+fn gzip(bytes: &[u8]) -> Vec<u8> {
+    use std::io::Write;
+    let mut gz = flate2::GzBuilder::new()
+        .mtime(0)
+        .operating_system(255)
+        .write(Vec::new(), flate2::Compression::best());
+    // Writing into a Vec cannot fail.
+    let _ = gz.write_all(bytes);
+    gz.finish().unwrap_or_default()
+}
+
+/// Redacts the input files in place, gzip ones too: each gzip file (by its magic number, every
+/// member, gzip inside gzip up to [`MAX_GZIP_DEPTH`] levels) is inflated within
+/// `limits.max_entry_bytes`, scanned with the others, and — only when something was redacted —
+/// compressed again (deterministically), so it keeps its name and format. Refuses formats it
+/// cannot scan (xz, zstd, bzip2, zip, 7z) and gzip that does not inflate.
+pub fn redact_inputs(
+    files: &mut BTreeMap<String, Vec<u8>>,
+    limits: &Limits,
+) -> Result<Vec<Redaction>, Error> {
+    // name → (original bytes, gzip levels)
+    let mut gzipped: BTreeMap<String, (Vec<u8>, usize)> = BTreeMap::new();
+    for (name, bytes) in files.iter_mut() {
+        for (magic, format) in UNSCANNABLE {
+            if bytes.starts_with(magic) {
+                return Err(Error::Input {
+                    what: format!(
+                        "{name} is {format}-compressed; evidence-pack cannot scan it for secrets, so it is not packed"
+                    ),
+                    fix: "unpack it into DIR (gzip is scanned as it is), or leave it out".into(),
+                });
+            }
+        }
+        if !bytes.starts_with(&GZIP_MAGIC) {
+            continue;
+        }
+        let mut plain = std::mem::take(bytes);
+        let original = plain.clone();
+        let mut levels = 0;
+        while plain.starts_with(&GZIP_MAGIC) && levels < MAX_GZIP_DEPTH {
+            plain = gunzip_capped(name, &plain, limits.max_entry_bytes)?;
+            levels += 1;
+        }
+        if plain.starts_with(&GZIP_MAGIC) {
+            return Err(Error::Input {
+                what: format!(
+                    "{name} is gzip inside gzip more than {MAX_GZIP_DEPTH} levels deep; not scanned, not packed"
+                ),
+                fix: "decompress it, or leave it out of DIR".into(),
+            });
+        }
+        *bytes = plain;
+        gzipped.insert(name.clone(), (original, levels));
+    }
+    let redactions = redact_all(files);
+    for (name, (original, levels)) in gzipped {
+        let Some(bytes) = files.get_mut(&name) else {
+            continue;
+        };
+        if redactions.iter().any(|r| r.file == name) {
+            let mut out = std::mem::take(bytes);
+            for _ in 0..levels {
+                out = gzip(&out);
+            }
+            *bytes = out;
+        } else {
+            // Nothing to redact: the input's own bytes, unchanged.
+            *bytes = original;
+        }
+    }
+    Ok(redactions)
+}
+
 /// Redacts every file of `files` (archive path → bytes) in place and returns what was redacted.
+/// Compressed files are not looked into: use [`redact_inputs`].
 pub fn redact_all(files: &mut BTreeMap<String, Vec<u8>>) -> Vec<Redaction> {
     let mut counts: BTreeMap<(String, String), usize> = BTreeMap::new();
     let mut secrets: BTreeSet<Vec<u8>> = BTreeSet::new();
@@ -273,7 +424,7 @@ mod tests {
 
     #[test]
     fn every_rule_compiles() {
-        assert_eq!(RULES.len(), 10);
+        assert_eq!(RULES.len(), 15);
     }
 
     #[test]
