@@ -292,7 +292,12 @@ fn pack(a: PackArgs) -> Result<u8, evidence_pack::Error> {
             Some(sign::sign_bytes(
                 sk,
                 &bytes,
-                &sign::trusted_comment(plan.mtime, &plan.file_name()),
+                &sign::trusted_comment(
+                    plan.mtime,
+                    &path
+                        .file_name()
+                        .map_or_else(|| plan.file_name(), |n| n.to_string_lossy().into_owned()),
+                ),
             )?)
         }
         _ => None,

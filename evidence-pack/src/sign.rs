@@ -234,26 +234,48 @@ pub fn load_secret_key(path: &Path, password_file: Option<&Path>) -> Result<Secr
                 fix: "check the password file (its first line is the password)".into(),
             });
     }
-    match boxed()?.into_unencrypted_secret_key() {
-        Ok(sk) => Ok(sk),
-        Err(e) if std::io::stdin().is_terminal() => {
-            boxed()?.into_secret_key(None).map_err(|e2| Error::Input {
-                what: format!(
-                    "cannot read the secret key {} ({e}; with a password: {e2})",
-                    path.display()
-                ),
-                fix: "give the evidence.key that `evidence-pack keygen` wrote, and its password"
-                    .into(),
-            })
-        }
-        Err(e) => Err(Error::Input {
+    let e = match boxed()?.into_unencrypted_secret_key() {
+        Ok(sk) => return Ok(sk),
+        Err(e) => e,
+    };
+    if let Some(sk) = unencrypted_without_checksum(&text) {
+        return Ok(sk);
+    }
+    if !std::io::stdin().is_terminal() {
+        return Err(Error::Input {
             what: format!(
                 "cannot read {} as an unencrypted minisign secret key ({e}), and stdin is not a terminal, so no password is asked for",
                 path.display()
             ),
             fix: "if the key is encrypted, give its password with --sign-password-file FILE".into(),
-        }),
+        });
     }
+    boxed()?.into_secret_key(None).map_err(|e2| Error::Input {
+        what: format!(
+            "cannot read the secret key {} ({e}; with a password: {e2})",
+            path.display()
+        ),
+        fix: "give the evidence.key that `evidence-pack keygen` wrote, and its password".into(),
+    })
+}
+
+/// `minisign -G -W` (minisign 0.11) writes an unencrypted secret key whose checksum is all
+/// zeros, which the crate refuses as corrupted. Such a key is read from its bytes and checked
+/// instead by signing with it: the signature must verify with the public half the key holds.
+fn unencrypted_without_checksum(text: &str) -> Option<SecretKey> {
+    use ct_codecs::{Base64, Decoder};
+    // sig_alg 2, kdf_alg 2, chk_alg 2, salt 32, opslimit 8, memlimit 8, keynum 8, sk 64, chk 32.
+    const LEN: usize = 158;
+    let line = text.lines().nth(1)?.trim();
+    let bytes = Base64::decode_to_vec(line, None).ok()?;
+    let unencrypted = bytes.len() == LEN && bytes[2..4] == [0, 0];
+    if !unencrypted || bytes[LEN - 32..].iter().any(|b| *b != 0) {
+        return None;
+    }
+    let sk = SecretKey::from_bytes(&bytes).ok()?;
+    let pk = PublicKey::from_secret_key(&sk).ok()?;
+    minisign::sign(Some(&pk), &sk, &b"key check"[..], Some("key check"), None).ok()?;
+    Some(sk)
 }
 
 /// The public key of a secret key.
