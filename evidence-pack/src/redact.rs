@@ -105,9 +105,9 @@ static RULES: LazyLock<Vec<Rule>> = LazyLock::new(|| {
             |_| "aws-secret-access-key",
         ),
         // Credentials in a URL: `postgres://user:PASSWORD@host`, `https://x:TOKEN@git.example`
-        // (the user name stays).
+        // `redis://:PASSWORD@cache` (the user name stays).
         rule(
-            r#"\b[A-Za-z][A-Za-z0-9+.-]{1,30}://[^\s:/?#@"'<>\[\]]+:([^\s/?#@"'<>]+)@"#,
+            r#"\b[A-Za-z][A-Za-z0-9+.-]{1,30}://[^\s:/?#@"'<>\[\]]*:([^\s/?#@"'<>]+)@"#,
             1,
             |_| "url-credentials",
         ),
@@ -345,7 +345,14 @@ pub fn redact_all(files: &mut BTreeMap<String, Vec<u8>>) -> Vec<Redaction> {
                     *counts.entry((name.clone(), kind.0)).or_default() += kind.1;
                 }
                 *bytes = out;
-                secrets.extend(values.into_iter().filter(|v| worth_chasing(v)));
+                for v in values {
+                    // A secret inside a removed block (a `token:` line inside a PEM block) is
+                    // chased too, though its own rule never saw it.
+                    secrets.extend(inner_values(&v).into_iter().filter(|v| worth_chasing(v)));
+                    if worth_chasing(&v) {
+                        secrets.insert(v);
+                    }
+                }
             }
         }
     }
@@ -365,6 +372,22 @@ pub fn redact_all(files: &mut BTreeMap<String, Vec<u8>>) -> Vec<Redaction> {
         .into_iter()
         .map(|((file, kind), count)| Redaction { file, kind, count })
         .collect()
+}
+
+/// The values every rule would remove from `text` (one level: what a removed block holds).
+fn inner_values(text: &[u8]) -> Vec<Vec<u8>> {
+    let mut out = Vec::new();
+    for rule in RULES.iter() {
+        for caps in rule.re.captures_iter(text) {
+            if let Some(m) = caps.get(rule.group) {
+                let v = bare(m.as_bytes());
+                if v != text && !is_marker(v) {
+                    out.push(v.to_vec());
+                }
+            }
+        }
+    }
+    out
 }
 
 /// The markers that `after` has more of than `before`, by kind.
@@ -552,6 +575,177 @@ mod tests {
         assert!(
             r.iter()
                 .any(|r| r.file == "pod.json" && r.kind == "repeated-secret")
+        );
+    }
+
+    #[test]
+    fn tokens_known_by_their_shape_go_wherever_they_stand() {
+        let ghp = "ghp_aB3dE5fG7hJ9kL1mN3pQ5rS7tV9wX1yZ3a5C";
+        let pat = "github_pat_11ABCDEFG0123456789abc_abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456";
+        let text = format!(
+            "git clone https://{ghp}@github.com/o/r\nGH={pat} ok\nkeys AKIAIOSFODNN7EXAMPLE and ASIAY34FZKBOKMUTVV7A.\n"
+        );
+        let (out, r) = one("x.log", &text);
+        for s in [ghp, pat, "AKIAIOSFODNN7EXAMPLE", "ASIAY34FZKBOKMUTVV7A"] {
+            assert!(!out.contains(s), "{s} survived: {out}");
+        }
+        assert!(
+            out.contains("[REDACTED:github-token]@github.com/o/r"),
+            "{out}"
+        );
+        let kinds: BTreeSet<&str> = r.iter().map(|r| r.kind.as_str()).collect();
+        assert!(
+            kinds.contains("github-token") && kinds.contains("aws-access-key-id"),
+            "{kinds:?}"
+        );
+        // Too short to be a GitHub token, and no secret-like name: left alone.
+        let (out, _) = one("x", "branch ghp_short is fine\n");
+        assert!(out.contains("ghp_short"));
+    }
+
+    #[test]
+    fn aws_secret_keys_by_name_and_beside_their_key_id() {
+        let secret = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY";
+        for (form, text) in [
+            (
+                "ini",
+                format!("[default]\naws_secret_access_key = {secret}\n"),
+            ),
+            ("env", format!("AWS_SECRET_ACCESS_KEY={secret}\n")),
+            (
+                "json",
+                format!("{{\"SecretAccessKey\": \"{secret}\", \"x\": 1}}"),
+            ),
+            ("yaml", format!("secretAccessKey: {secret}\n")),
+            (
+                "csv",
+                format!("User,Key,Secret\nlab,AKIAIOSFODNN7EXAMPLE,{secret}\n"),
+            ),
+        ] {
+            let (out, r) = one("creds", &text);
+            assert!(!out.contains(secret), "{form}: {out}");
+            assert!(
+                r.iter().any(|r| r.kind == "aws-secret-access-key"),
+                "{form}: {r:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn url_credentials_lose_the_password_and_keep_the_rest() {
+        let (out, r) = one(
+            "app.log",
+            "connecting to postgres://lab:S3cr3t-pw@db.internal:5432/gpu\nredis://:onlypass123@cache:6379 and https://user@example.com/x\n",
+        );
+        assert!(
+            !out.contains("S3cr3t-pw") && !out.contains("onlypass123"),
+            "{out}"
+        );
+        assert!(
+            out.contains("postgres://lab:[REDACTED:url-credentials]@db.internal:5432/gpu"),
+            "{out}"
+        );
+        assert!(
+            out.contains("https://user@example.com/x"),
+            "no password, nothing removed"
+        );
+        assert_eq!(r[0].kind, "url-credentials");
+    }
+
+    #[test]
+    fn pgp_and_openssh_private_key_blocks_and_ini_passwords() {
+        let (out, r) = one(
+            "k",
+            "-----BEGIN PGP PRIVATE KEY BLOCK-----\nlQOYBGplantedPGP\n-----END PGP PRIVATE KEY BLOCK-----\n-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXktdjEplanted\n-----END OPENSSH PRIVATE KEY-----\n[db]\npassword = iniPassw0rd\n",
+        );
+        assert!(
+            !out.contains("lQOYBGplantedPGP")
+                && !out.contains("b3BlbnNzaC1rZXktdjEplanted")
+                && !out.contains("iniPassw0rd"),
+            "{out}"
+        );
+        let kinds: BTreeSet<&str> = r.iter().map(|r| r.kind.as_str()).collect();
+        assert_eq!(kinds, BTreeSet::from(["password", "pem-private-key"]));
+    }
+
+    fn gz(bytes: &[u8]) -> Vec<u8> {
+        super::gzip(bytes)
+    }
+
+    #[test]
+    fn gzip_inputs_are_scanned_and_recompressed_only_when_redacted() {
+        let secret_log = gz(b"boot ok\nDB_PASSWORD=gzHidden-s3cret\n");
+        let clean = gz(b"nothing to see\n");
+        let double = gz(&gz(b"token: doubleGz-t0ken\n"));
+        let mut files = BTreeMap::from([
+            ("a.log.gz".to_owned(), secret_log),
+            ("b.log.gz".to_owned(), clean.clone()),
+            ("c.gz.gz".to_owned(), double),
+        ]);
+        let r = redact_inputs(&mut files, &Limits::DEFAULT).unwrap();
+        let plain = |b: &[u8]| {
+            use std::io::Read;
+            let mut out = Vec::new();
+            flate2::read::MultiGzDecoder::new(b)
+                .read_to_end(&mut out)
+                .unwrap();
+            out
+        };
+        let a = String::from_utf8(plain(&files["a.log.gz"])).unwrap();
+        assert_eq!(a, "boot ok\nDB_PASSWORD=[REDACTED:env-secret]\n");
+        assert_eq!(
+            files["b.log.gz"], clean,
+            "unredacted gzip kept byte for byte"
+        );
+        let c = plain(&plain(&files["c.gz.gz"]));
+        assert_eq!(c, b"token: [REDACTED:token]\n");
+        assert_eq!(r.len(), 2, "{r:?}");
+    }
+
+    #[test]
+    fn gzip_that_inflates_past_the_limit_or_does_not_inflate_and_xz_are_refused() {
+        let limits = Limits {
+            max_entry_bytes: 1024 * 1024,
+            ..Limits::DEFAULT
+        };
+        let big = gz(&vec![b'a'; 2 * 1024 * 1024]);
+        let mut files = BTreeMap::from([("big.gz".to_owned(), big)]);
+        let e = redact_inputs(&mut files, &limits).unwrap_err().to_string();
+        assert!(
+            e.contains("big.gz decompresses to more than 1 MiB") && e.contains("fix:"),
+            "{e}"
+        );
+        let mut broken = gz(b"some text that will be cut\n");
+        broken.truncate(12);
+        let mut files = BTreeMap::from([("cut.gz".to_owned(), broken)]);
+        let e = redact_inputs(&mut files, &limits).unwrap_err().to_string();
+        assert!(
+            e.contains("cut.gz starts like gzip but does not decompress"),
+            "{e}"
+        );
+        let mut files = BTreeMap::from([(
+            "logs.xz".to_owned(),
+            vec![0xfd, b'7', b'z', b'X', b'Z', 0x00, 1, 2],
+        )]);
+        let e = redact_inputs(&mut files, &limits).unwrap_err().to_string();
+        assert!(e.contains("logs.xz is xz-compressed"), "{e}");
+    }
+
+    #[test]
+    fn a_secret_inside_a_removed_block_is_still_chased() {
+        let mut files = BTreeMap::from([
+            (
+                "a.log".to_owned(),
+                b"-----BEGIN PRIVATE KEY-----\ntoken: inner-t0ken-value\n-----END PRIVATE KEY-----\n"
+                    .to_vec(),
+            ),
+            ("b.log".to_owned(), b"retrying inner-t0ken-value\n".to_vec()),
+        ]);
+        let r = redact_all(&mut files);
+        assert_eq!(files["b.log"], b"retrying [REDACTED:repeated-secret]\n");
+        assert!(
+            r.iter()
+                .any(|r| r.file == "b.log" && r.kind == "repeated-secret")
         );
     }
 

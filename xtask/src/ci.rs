@@ -165,7 +165,8 @@ mod tests {
 
     #[test]
     fn nothing_is_installed_when_everything_is_present() {
-        let fake = RecordingRunner::new(&["containerd", "chromium", "xmllint", "minisign", "apt-get"]);
+        let fake =
+            RecordingRunner::new(&["containerd", "chromium", "xmllint", "minisign", "apt-get"]);
         install_test_packages(&fake).expect("ok");
         assert!(fake.calls().is_empty());
     }
