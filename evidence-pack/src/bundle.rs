@@ -331,17 +331,17 @@ pub fn decide_output(
                 .into(),
         });
     }
-    let old = std::fs::read(path).map_err(|e| Error::Io {
-        what: format!(
-            "cannot read {} (pack does not replace what it cannot read)",
-            shown
-        ),
+    let cannot_read = |e: std::io::Error| Error::Io {
+        what: format!("cannot read {shown} (pack does not replace what it cannot read)"),
         source: e,
-    })?;
-    if old == bytes {
+    };
+    if meta.len() == bytes.len() as u64 && std::fs::read(path).map_err(cannot_read)? == bytes {
         return Ok(Written::Unchanged);
     }
-    if !is_bundle_bytes(&old) {
+    // Read as an archive, streaming and within the limits (the file may be anything, any size).
+    let is_bundle = read_archive_limited(path, &Limits::DEFAULT)
+        .is_ok_and(|(_, files)| files.contains_key(SUMS) && files.contains_key("summary.json"));
+    if !is_bundle {
         return Err(Error::Input {
             what: format!("{shown} exists and is not an evidence bundle; pack does not replace it"),
             fix: "write the bundle elsewhere (-o FILE, or -o DIR/), or remove that file yourself"
@@ -385,12 +385,6 @@ pub fn is_input(plan: &Plan, path: &Path) -> bool {
         }
         Err(_) => false,
     }
-}
-
-/// Whether `bytes` read as an evidence bundle (a tar.gz with SHA256SUMS and summary.json).
-fn is_bundle_bytes(bytes: &[u8]) -> bool {
-    read_archive_from(bytes, "the existing file", &Limits::DEFAULT)
-        .is_ok_and(|(_, files)| files.contains_key(SUMS) && files.contains_key("summary.json"))
 }
 
 /// Writes `bytes` to `path` atomically (a temporary file in the same directory, then rename),
@@ -486,7 +480,7 @@ fn unsafe_name(name: &str) -> Option<&'static str> {
         return Some("has a backslash or NUL in its path");
     }
     let parts: Vec<&str> = name.split('/').collect();
-    if parts.iter().any(|c| *c == "..") {
+    if parts.contains(&"..") {
         return Some("has a `..` component in its path");
     }
     if parts.iter().any(|c| c.is_empty() || *c == ".") {

@@ -102,7 +102,7 @@ impl Default for Limits {
 
 /// `12 MiB` or `1536 bytes`: how a limit or a size is said in messages.
 pub fn size_text(bytes: u64) -> String {
-    if bytes >= Limits::MIB && bytes % Limits::MIB == 0 {
+    if bytes >= Limits::MIB && bytes.is_multiple_of(Limits::MIB) {
         format!("{} MiB", bytes / Limits::MIB)
     } else if bytes >= Limits::MIB {
         format!(

@@ -349,7 +349,7 @@ pub fn markdown(s: &Summary) -> String {
             let _ = writeln!(o, "- {}", md_cell(w));
         }
     }
-    o.push_str("\n## Checking this bundle\n\n`evidence-pack verify <bundle>.tgz` checks every file against `SHA256SUMS`, the summary's schema and that these reports match `summary.json`; `sha256sum -c SHA256SUMS` inside the unpacked folder checks the files alone.\n");
+    o.push_str("\n## Checking this bundle\n\n`evidence-pack verify <bundle>.tgz` checks each entry's path and size, every file against `SHA256SUMS`, the summary's schema, totals and outcome, that these reports match `summary.json` (when made by the same renderer) and that every evidence file is there; with `--trust <key>.pub` it first checks `<bundle>.tgz.minisig` was made by that key (`minisign -Vm <bundle>.tgz -p <key>.pub` checks the same signature). It does not re-judge the claims. `sha256sum -c SHA256SUMS` inside the unpacked folder checks the files alone.\n");
     o
 }
 

@@ -410,8 +410,8 @@ proptest::proptest! {
         let dir = tempfile::tempdir().unwrap();
         copy_tree(&data("cluster-run"), dir.path());
         let plants = plants(&values);
-        // PEM blocks are planted last, so no other plant lands inside one (and is named by the
-        // block's kind instead of its own).
+        // PEM blocks are planted last, and never inside another, so no plant lands inside one
+        // (and is named by the block's kind instead of its own).
         let mut order: Vec<(&Plant, &(&str, proptest::sample::Index))> = plants.iter().zip(&places).collect();
         order.sort_by_key(|(p, _)| p.kind.starts_with("pem-"));
         for (plant, (target, at)) in order {
@@ -419,7 +419,13 @@ proptest::proptest! {
             std::fs::create_dir_all(path.parent().unwrap()).unwrap();
             let old = std::fs::read_to_string(&path).unwrap_or_default();
             let mut lines: Vec<&str> = old.lines().collect();
-            let i = at.index(lines.len() + 1);
+            let mut i = at.index(lines.len() + 1);
+            // Never inside a PEM block planted before: move past its END line.
+            let open = lines[..i].iter().rposition(|l| l.starts_with("-----BEGIN"));
+            let close = lines[..i].iter().rposition(|l| l.starts_with("-----END"));
+            if open.is_some() && (close.is_none() || close < open) {
+                i += lines[i..].iter().position(|l| l.starts_with("-----END")).map_or(0, |p| p + 1);
+            }
             lines.insert(i, &plant.text);
             std::fs::write(&path, lines.join("\n") + "\n").unwrap();
         }
