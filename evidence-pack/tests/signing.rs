@@ -357,9 +357,27 @@ fn we_verify_what_minisign_signs_with_a_key_it_made() {
         text.contains(&format!("not by the trusted key {our_id}")),
         "{text}"
     );
-    // minisign's keys also sign through `pack --sign`.
+    // minisign's keys also sign through `pack --sign`: its unencrypted one (`-W`)…
     let again = tempfile::tempdir().unwrap();
     let ours_bundle = pack_signed(again.path(), &mkey, &[]);
     let (code, text) = verify_trust(&ours_bundle, &mpub);
     assert_eq!(code, 0, "{text}");
+    // … and an encrypted one, with its password from a file.
+    let (ekey, epub) = (tmp.path().join("e.key"), tmp.path().join("e.pub"));
+    runner
+        .run_checked(
+            &Cmd::new("minisign")
+                .args(["-G", "-p", s(&epub), "-s", s(&ekey)])
+                .stdin("pw-of-minisign\npw-of-minisign\n"),
+        )
+        .unwrap();
+    let pw = tmp.path().join("pw");
+    std::fs::write(&pw, "pw-of-minisign\n").unwrap();
+    let third = tempfile::tempdir().unwrap();
+    let enc_bundle = pack_signed(third.path(), &ekey, &["--sign-password-file", s(&pw)]);
+    let (code, text) = verify_trust(&enc_bundle, &epub);
+    assert_eq!(code, 0, "{text}");
+    runner
+        .run_checked(&Cmd::new("minisign").args(["-Vm", s(&enc_bundle), "-p", s(&epub)]))
+        .unwrap();
 }
