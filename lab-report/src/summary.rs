@@ -16,6 +16,9 @@ pub const SCHEMA: &str = "hami-isolation-lab/evidence-summary";
 /// Bumped on any incompatible change to [`Summary`].
 pub const SCHEMA_VERSION: u32 = 1;
 
+/// This file's source, so a renderer can tell (by hashing it) when the summary types changed.
+pub const TYPES_SOURCE: &str = include_str!("summary.rs");
+
 /// Where the claims came from.
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "kebab-case")]

@@ -22,6 +22,11 @@ const TEST_PACKAGES: &[(&str, &str, &str)] = &[
         "xmllint",
         "evidence-pack checks junit.xml is well-formed XML",
     ),
+    (
+        "minisign",
+        "minisign",
+        "evidence-pack's signatures are checked by the real minisign, and it checks minisign's",
+    ),
 ];
 
 #[derive(Debug, clap::Args)]
@@ -160,7 +165,8 @@ mod tests {
 
     #[test]
     fn nothing_is_installed_when_everything_is_present() {
-        let fake = RecordingRunner::new(&["containerd", "chromium", "xmllint", "apt-get"]);
+        let fake =
+            RecordingRunner::new(&["containerd", "chromium", "xmllint", "minisign", "apt-get"]);
         install_test_packages(&fake).expect("ok");
         assert!(fake.calls().is_empty());
     }
