@@ -1479,4 +1479,224 @@ mod tests {
         assert!(limits.reason.contains("4 bytes"));
         assert_eq!(r.verdict.exit_code, 1);
     }
+
+    /// An MPS client with an 8000 MiB pinned limit, as on the H200: the whole card in NVML and
+    /// cuDeviceTotalMem, cuMemGetInfo's free within the limit, a refusal while the card had
+    /// plenty free. The method is named, every check judged by it, and no "context cost" is
+    /// made of the card's total.
+    #[test]
+    fn an_mps_client_with_a_pinned_limit_is_verified_as_mps() {
+        let pipe = tempfile::tempdir().expect("tmp");
+        std::fs::write(pipe.path().join("control"), "").expect("socket stand-in");
+        let mut out: WorkerOutput = worker::parse(&bare_h100_worker()).expect("parse").0;
+        out.pid = 4242;
+        out.devices[0].name = Some("NVIDIA H200".into());
+        out.devices[0].total_mem = Some(143_162 * MIB);
+        out.devices[0].mem_info = Some(MemInfo {
+            total: 143_162 * MIB,
+            free: 7_494 * MIB,
+            used: 135_668 * MIB,
+        });
+        out.processes = vec![worker::DeviceProcesses {
+            ordinal: 0,
+            compute_pids: Ok(vec![]),
+            mps_pids: Ok(vec![4242]),
+        }];
+        let c = &mut out.caps[0];
+        c.start_mem_info = out.devices[0].mem_info;
+        c.held = 7_424 * MIB;
+        c.stopped_because = StopReason::ResolutionReached;
+        c.first_refusal = Some(crate::report::CudaErrorInfo {
+            code: 2,
+            name: "CUDA_ERROR_OUT_OF_MEMORY".into(),
+        });
+        c.nvml_at_first_refusal = Some(MemInfo {
+            total: 143_771 * MIB,
+            free: 128_000 * MIB,
+            used: 15_771 * MIB,
+        });
+        let fake = RecordingRunner::new(&["gpu-probe-worker"]);
+        fake.reply("__worker", 0, &worker::render(&out), "");
+        let env: BTreeMap<String, String> = [
+            (
+                "CUDA_MPS_PINNED_DEVICE_MEM_LIMIT".to_owned(),
+                "0=8000M".to_owned(),
+            ),
+            (
+                "CUDA_MPS_PIPE_DIRECTORY".to_owned(),
+                pipe.path().display().to_string(),
+            ),
+        ]
+        .into();
+        let r = run(&opts(Command::All, SliceRequest::FromEnv), &env, &fake);
+        let method = r.method.as_ref().expect("method");
+        assert_eq!(method.method, SharingMethod::CudaMps, "{:?}", method.evidence);
+        assert_eq!(r.expected[0].source, "CUDA_MPS_PINNED_DEVICE_MEM_LIMIT");
+        let status = |id: &str| {
+            r.checks
+                .iter()
+                .find(|c| c.id == id)
+                .map(|c| (c.status, c.reason.clone()))
+                .unwrap_or_else(|| panic!("{id}"))
+        };
+        let (view, why) = status("view.device0");
+        assert_eq!(view, CheckStatus::Passed, "{why}");
+        assert!(why.contains("as expected for CUDA MPS"), "{why}");
+        let (cap, why) = status("cap.device0");
+        assert_eq!(cap, CheckStatus::Passed, "{why}");
+        assert!(!why.contains("context costs"), "{why}");
+        assert!(why.contains("no context cost is computed"), "{why}");
+        let (mech, why) = status("mechanism");
+        assert_eq!(mech, CheckStatus::Passed, "{why}");
+        assert_eq!(r.verdict.outcome, Outcome::Verified, "{}", r.verdict.summary);
+        assert!(r.verdict.summary.contains("sharing method: CUDA MPS"));
+        assert!(r.scope_note.contains("MPS"));
+        assert_eq!(
+            r.cap.expect("cap").devices[0].context_overhead_bytes,
+            None
+        );
+    }
+
+    /// A HAMi-core worker (library preloaded, exporting the hooks, mapped) on two devices with
+    /// a limit on device 0 only: device 1 is a hole, FAILED with that reason; its 0 MiB
+    /// cuDeviceTotalMem_v2 is explained.
+    #[test]
+    fn a_device_without_a_slice_beside_a_limited_one_fails() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let lib = dir.path().join("libvgpu.so").display().to_string();
+        std::fs::write(&lib, b"lib").expect("lib");
+        let mut out: WorkerOutput = worker::parse(&bare_h100_worker()).expect("parse").0;
+        out.mapped = vec![lib.clone()];
+        out.symbols.insert(
+            lib.clone(),
+            Ok(vec![crate::report::SymbolCheck {
+                name: "cuMemAlloc_v2".into(),
+                exported: true,
+                resolved_in: Some(lib.clone()),
+            }]),
+        );
+        let mut d1 = out.devices[0].clone();
+        d1.ordinal = 1;
+        d1.uuid = Some("GPU-00000000-0000-0000-0000-000000000001".into());
+        d1.total_mem = Some(0);
+        out.devices.push(d1);
+        out.caps[0].held = 7482 * MIB;
+        out.caps[0].stopped_because = StopReason::ResolutionReached;
+        out.caps[0].first_refusal = Some(crate::report::CudaErrorInfo {
+            code: 2,
+            name: "CUDA_ERROR_OUT_OF_MEMORY".into(),
+        });
+        let mut c1 = out.caps[0].clone();
+        c1.device = 1;
+        c1.held = 10_000 * MIB;
+        c1.first_refusal = None;
+        c1.stopped_because = StopReason::ReachedCeiling;
+        out.caps.push(c1);
+        let fake = RecordingRunner::new(&["gpu-probe-worker"]);
+        fake.reply(
+            "__worker",
+            0,
+            &worker::render(&out),
+            "[HAMI-core ERROR (pid:1 thread=2 allocator.c:52)]: Device 0 OOM 8596226048 / 8388608000\n",
+        );
+        let env: BTreeMap<String, String> = [
+            ("CUDA_DEVICE_MEMORY_LIMIT_0".to_owned(), "8000m".to_owned()),
+            ("LD_PRELOAD".to_owned(), lib.clone()),
+        ]
+        .into();
+        let r = run(&opts(Command::All, SliceRequest::FromEnv), &env, &fake);
+        let spec: WorkerSpec = serde_json::from_str(&fake.calls()[0].args[1]).expect("spec");
+        assert_eq!(
+            spec.unlimited_ceiling_bytes,
+            Some(10_000 * MIB),
+            "the hole is searched only up to the largest slice × 1.25"
+        );
+        assert_eq!(
+            r.method.as_ref().map(|m| m.method),
+            Some(SharingMethod::HamiCore)
+        );
+        for id in ["view.device1", "cap.device1"] {
+            let c = r.checks.iter().find(|c| c.id == id).expect(id);
+            assert_eq!(c.status, CheckStatus::Failed, "{id}: {}", c.reason);
+            assert!(
+                c.reason
+                    .contains("device 1 has no slice while HAMi-core limits device 0"),
+                "{}",
+                c.reason
+            );
+        }
+        let view1 = r.checks.iter().find(|c| c.id == "view.device1").expect("v1");
+        assert!(view1.reason.contains("cuDeviceTotalMem_v2 returned 0 MiB"), "{}", view1.reason);
+        assert_eq!(r.verdict.outcome, Outcome::NotVerified);
+        assert!(r.verdict.summary.contains("HAMi-core"));
+    }
+
+    fn compute(limit: Option<u64>, expected: bool, kps: f64) -> ComputeSection {
+        ComputeSection {
+            device: 0,
+            seconds: 2.0,
+            window_seconds: 0.5,
+            windows: vec![1, 2],
+            kernels_per_second_mean: kps,
+            spread: 0.01,
+            sm_limit_percent: limit,
+            policy: Some("force".into()),
+            throttling_expected: expected,
+            statement: "GPU_CORE_UTILIZATION_POLICY=force".into(),
+            comparison: None,
+        }
+    }
+
+    #[test]
+    fn the_sm_limit_passes_only_inside_its_band() {
+        let base = || Ok((1000.0, "test".to_owned()));
+        let (c, cmp) = compute_check(&compute(Some(50), true, 540.0), base(), 10.0, true);
+        assert_eq!(c.status, CheckStatus::Passed, "{}", c.reason);
+        let cmp = cmp.expect("comparison");
+        assert!((cmp.ratio - 0.54).abs() < 1e-9 && cmp.within_band);
+        assert!((cmp.expected_ratio - 0.5).abs() < 1e-9);
+        let (c, _) = compute_check(&compute(Some(50), true, 980.0), base(), 10.0, true);
+        assert_eq!(c.status, CheckStatus::Failed);
+        assert!(c.reason.contains("98%") && c.reason.contains("expected 50%"), "{}", c.reason);
+        let (c, _) = compute_check(&compute(Some(50), true, 200.0), base(), 10.0, true);
+        assert_eq!(c.status, CheckStatus::Failed, "throttled below the band");
+        // No limit: not slowed.
+        let (c, _) = compute_check(&compute(None, false, 950.0), base(), 10.0, true);
+        assert_eq!(c.status, CheckStatus::Passed, "{}", c.reason);
+        // A limit under the default policy, lone: cannot be shown.
+        let (c, _) = compute_check(&compute(Some(50), false, 990.0), base(), 10.0, true);
+        assert_eq!(c.status, CheckStatus::Skipped);
+        // A limit without any interception library: not applied, failed.
+        let (c, _) = compute_check(&compute(Some(50), false, 990.0), base(), 10.0, false);
+        assert_eq!(c.status, CheckStatus::Failed);
+        // No baseline: nothing shown.
+        let (c, cmp) = compute_check(&compute(Some(50), true, 500.0), Err("x".into()), 10.0, true);
+        assert_eq!(c.status, CheckStatus::Skipped);
+        assert!(cmp.is_none());
+    }
+
+    #[test]
+    fn the_baseline_child_runs_without_the_limit_in_its_own_region() {
+        let fake = RecordingRunner::new(&["gpu-probe-worker"]);
+        let mut base = WorkerOutput::default();
+        base.compute = Some(Ok(compute(None, false, 1000.0)));
+        fake.reply("__worker", 0, &worker::render(&base), "");
+        let env: BTreeMap<String, String> = [
+            ("CUDA_DEVICE_SM_LIMIT".to_owned(), "50".to_owned()),
+            ("GPU_CORE_UTILIZATION_POLICY".to_owned(), "force".to_owned()),
+            ("CUDA_DEVICE_MEMORY_SHARED_CACHE".to_owned(), "/pod/a.cache".to_owned()),
+            ("LD_PRELOAD".to_owned(), "/lib/libvgpu.so".to_owned()),
+        ]
+        .into();
+        let o = opts(Command::Compute, SliceRequest::FromEnv);
+        let (kps, _) = compute_baseline(&o, &env, &fake).expect("baseline");
+        assert!((kps - 1000.0).abs() < 1e-9);
+        let call = &fake.calls()[0];
+        assert!(call.clear_env);
+        let get = |k: &str| call.env.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
+        assert_eq!(get("CUDA_DEVICE_SM_LIMIT"), None);
+        assert_eq!(get("GPU_CORE_UTILIZATION_POLICY").as_deref(), Some("disable"));
+        assert_ne!(get("CUDA_DEVICE_MEMORY_SHARED_CACHE").as_deref(), Some("/pod/a.cache"));
+        assert_eq!(get("LD_PRELOAD").as_deref(), Some("/lib/libvgpu.so"), "still injected");
+    }
 }
