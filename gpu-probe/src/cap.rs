@@ -473,7 +473,9 @@ mod tests {
         ev.siblings = &[];
         let (_, reasons) = decide(&ev);
         assert!(
-            reasons.iter().any(|r| r.contains("no context cost is computed")),
+            reasons
+                .iter()
+                .any(|r| r.contains("no context cost is computed")),
             "{reasons:?}"
         );
     }

@@ -120,10 +120,18 @@ pub const AUDIT_PATHS: &[&str] = &[
 pub const SPELLINGS: &[(&str, u64, &str)] = &[
     ("8000M", 8000, "upper-case suffix, accepted"),
     ("8388608000", 8000, "plain bytes, accepted"),
-    ("4Gi", 4096, "a Kubernetes-style suffix: HAMi-core reads 4 bytes"),
+    (
+        "4Gi",
+        4096,
+        "a Kubernetes-style suffix: HAMi-core reads 4 bytes",
+    ),
     ("8GB", 8192, "a two-letter suffix: HAMi-core reads 8 bytes"),
     ("1.5g", 1536, "a fraction: HAMi-core reads 1 GiB"),
-    ("08g", 8192, "a leading zero: octal, HAMi-core reads 0 = no limit"),
+    (
+        "08g",
+        8192,
+        "a leading zero: octal, HAMi-core reads 0 = no limit",
+    ),
 ];
 
 /// The cells for these devices.
@@ -346,22 +354,32 @@ fn blank(p: &CellPlan) -> ConformanceCell {
 }
 
 /// Crashed / hung / a report: what a child that should print a report gave back.
-fn child_report(end: &ChildEnd, report_file: Option<&str>) -> Result<Report, (CellOutcome, String)> {
+fn child_report(
+    end: &ChildEnd,
+    report_file: Option<&str>,
+) -> Result<Report, (CellOutcome, String)> {
     match end {
         ChildEnd::TimedOut(after) => Err((
             CellOutcome::Hung,
-            format!("the child did not finish within {}s and was killed", after.as_secs()),
+            format!(
+                "the child did not finish within {}s and was killed",
+                after.as_secs()
+            ),
         )),
-        ChildEnd::NotStarted(e) => Err((CellOutcome::Crashed, format!("the child could not start: {e}"))),
+        ChildEnd::NotStarted(e) => Err((
+            CellOutcome::Crashed,
+            format!("the child could not start: {e}"),
+        )),
         ChildEnd::Exited(out) => {
             let text = report_file.map_or_else(|| out.stdout.clone(), str::to_owned);
             match serde_json::from_str::<Report>(&text) {
                 Ok(r) => Ok(r),
                 Err(_) => {
                     let tail: Vec<&str> = out.stderr.lines().rev().take(4).collect();
-                    let how = out
-                        .code
-                        .map_or_else(|| "was killed by a signal".to_owned(), |c| format!("exited {c}"));
+                    let how = out.code.map_or_else(
+                        || "was killed by a signal".to_owned(),
+                        |c| format!("exited {c}"),
+                    );
                     Err((
                         CellOutcome::Crashed,
                         format!(
@@ -386,7 +404,10 @@ fn worker_failure(r: &Report) -> Option<(CellOutcome, String)> {
     } else {
         CellOutcome::Crashed
     };
-    Some((outcome, format!("the CUDA worker failed under the library: {}", cuda.reason)))
+    Some((
+        outcome,
+        format!("the CUDA worker failed under the library: {}", cuda.reason),
+    ))
 }
 
 fn m(b: u64) -> String {
@@ -470,14 +491,20 @@ pub fn decide_cap_cell(p: &CellPlan, end: &ChildEnd, report_file: Option<&str>) 
             m(d.held_bytes - slice),
             m(slice),
             if d.stopped_because == StopReason::ReachedCeiling {
-                format!(" (stopped at its {} ceiling without a refusal)", m(d.ceiling_bytes))
+                format!(
+                    " (stopped at its {} ceiling without a refusal)",
+                    m(d.ceiling_bytes)
+                )
             } else {
                 String::new()
             }
         ));
     } else if d.stopped_because == StopReason::TimeBound {
         cell.outcome = CellOutcome::Hung;
-        notes.push(format!("the search ran out of time after {}", m(d.held_bytes)));
+        notes.push(format!(
+            "the search ran out of time after {}",
+            m(d.held_bytes)
+        ));
     } else {
         cell.outcome = CellOutcome::Capped;
         let by = if d.hami_oom_lines.is_empty() {
@@ -547,10 +574,12 @@ pub fn decide_cap_cell(p: &CellPlan, end: &ChildEnd, report_file: Option<&str>) 
 
 fn add_report_lines(cell: &mut ConformanceCell, r: &Report) {
     let extra = r.cap.iter().flat_map(|c| c.devices.iter()).flat_map(|d| {
-        d.hami_oom_lines
-            .iter()
-            .map(|o| o.raw.clone())
-            .chain(d.other_stderr.iter().filter(|l| is_hami_core_line(l)).cloned())
+        d.hami_oom_lines.iter().map(|o| o.raw.clone()).chain(
+            d.other_stderr
+                .iter()
+                .filter(|l| is_hami_core_line(l))
+                .cloned(),
+        )
     });
     for l in extra {
         if cell.log_lines.len() >= 12 {
@@ -564,7 +593,11 @@ fn add_report_lines(cell: &mut ConformanceCell, r: &Report) {
 
 /// Every device its own limit, or device 0 limited and the others not.
 fn decide_devices_cell(mut cell: ConformanceCell, r: &Report, p: &CellPlan) -> ConformanceCell {
-    let cap = r.cap.as_ref().map(|c| c.devices.as_slice()).unwrap_or_default();
+    let cap = r
+        .cap
+        .as_ref()
+        .map(|c| c.devices.as_slice())
+        .unwrap_or_default();
     let limit_of = |i: u32| {
         p.env
             .iter()
@@ -625,7 +658,11 @@ fn decide_devices_cell(mut cell: ConformanceCell, r: &Report, p: &CellPlan) -> C
 }
 
 /// The path cells and the sharing cell from one `audit` child (pure).
-pub fn audit_cells(p: &CellPlan, end: &ChildEnd, report_file: Option<&str>) -> Vec<ConformanceCell> {
+pub fn audit_cells(
+    p: &CellPlan,
+    end: &ChildEnd,
+    report_file: Option<&str>,
+) -> Vec<ConformanceCell> {
     let base = |path: &str| {
         let id = crate::audit::check_id(path);
         let short = id.trim_start_matches("audit.").to_owned();
@@ -688,7 +725,10 @@ pub fn audit_cells(p: &CellPlan, end: &ChildEnd, report_file: Option<&str>) -> V
             };
             c.held_bytes = Some(ap.held_bytes);
             c.past_slice_bytes = (ap.past_slice_bytes > 0).then_some(ap.past_slice_bytes);
-            c.refusal = ap.refusal.as_ref().map(|e| format!("{} ({})", e.name, e.code));
+            c.refusal = ap
+                .refusal
+                .as_ref()
+                .map(|e| format!("{} ({})", e.name, e.code));
             c.outcome = match ap.outcome {
                 AuditOutcome::Capped => CellOutcome::Capped,
                 AuditOutcome::Escaped => CellOutcome::Escaped,
@@ -708,7 +748,10 @@ pub fn decide_robustness_cell(p: &CellPlan, end: &ChildEnd) -> ConformanceCell {
         ChildEnd::Exited(o) => o,
         ChildEnd::TimedOut(after) => {
             cell.outcome = CellOutcome::Hung;
-            cell.note = format!("the worker did not finish within {}s and was killed", after.as_secs());
+            cell.note = format!(
+                "the worker did not finish within {}s and was killed",
+                after.as_secs()
+            );
             return cell;
         }
         ChildEnd::NotStarted(e) => {
@@ -730,9 +773,10 @@ pub fn decide_robustness_cell(p: &CellPlan, end: &ChildEnd) -> ConformanceCell {
             cell.refusal = run.result.map(|e| format!("{} ({})", e.name, e.code));
         }
         None => {
-            let how = out
-                .code
-                .map_or_else(|| "was killed by a signal".to_owned(), |c| format!("exited {c}"));
+            let how = out.code.map_or_else(
+                || "was killed by a signal".to_owned(),
+                |c| format!("exited {c}"),
+            );
             let tail: Vec<&str> = out.stderr.lines().rev().take(3).collect();
             cell.outcome = CellOutcome::Crashed;
             cell.note = format!(
@@ -745,7 +789,11 @@ pub fn decide_robustness_cell(p: &CellPlan, end: &ChildEnd) -> ConformanceCell {
 }
 
 /// A compute cell from the child's `compute` report (pure).
-pub fn decide_compute_cell(p: &CellPlan, end: &ChildEnd, report_file: Option<&str>) -> ConformanceCell {
+pub fn decide_compute_cell(
+    p: &CellPlan,
+    end: &ChildEnd,
+    report_file: Option<&str>,
+) -> ConformanceCell {
     let mut cell = blank(p);
     if let ChildEnd::Exited(out) = end {
         cell.exit_code = out.code;
@@ -766,11 +814,10 @@ pub fn decide_compute_cell(p: &CellPlan, end: &ChildEnd, report_file: Option<&st
     }
     let Some(c) = r.compute.as_ref().and_then(|c| c.comparison.clone()) else {
         cell.outcome = CellOutcome::Crashed;
-        cell.note = r
-            .checks
-            .iter()
-            .find(|c| c.id == "compute")
-            .map_or_else(|| "the child measured no throughput".into(), |c| c.reason.clone());
+        cell.note = r.checks.iter().find(|c| c.id == "compute").map_or_else(
+            || "the child measured no throughput".into(),
+            |c| c.reason.clone(),
+        );
         return cell;
     };
     let band = c.band_percentage_points / 100.0;
@@ -824,7 +871,13 @@ struct Child<'a> {
 }
 
 impl Child<'_> {
-    fn cmd(&self, exe: &Path, args: &[String], extra: &[(String, String)], timeout: Duration) -> Cmd {
+    fn cmd(
+        &self,
+        exe: &Path,
+        args: &[String],
+        extra: &[(String, String)],
+        timeout: Duration,
+    ) -> Cmd {
         let mut cmd = Cmd::new(exe.display().to_string())
             .args(args.iter().cloned())
             .timeout(timeout)
@@ -974,7 +1027,8 @@ pub fn run_on(
             id: "conformance".into(),
             claim: format!("{} can be measured", o.lib),
             status: CheckStatus::Failed,
-            reason: "NVML sees no GPU here: conformance needs the card the library will run on".into(),
+            reason: "NVML sees no GPU here: conformance needs the card the library will run on"
+                .into(),
             environment: true,
         };
         return Report::new("conformance", vec![check]);
@@ -1073,10 +1127,8 @@ pub fn run_on(
                 vec![decide_robustness_cell(p, &end)]
             }
             CellKind::Baseline => {
-                let mut opts = crate::probe::Options::new(
-                    crate::probe::Command::Compute,
-                    o.probe_exe.clone(),
-                );
+                let mut opts =
+                    crate::probe::Options::new(crate::probe::Command::Compute, o.probe_exe.clone());
                 opts.compute_seconds = o.compute_seconds;
                 opts.deadline = Some(o.cell_timeout);
                 let env_map: BTreeMap<String, String> =
@@ -1108,11 +1160,10 @@ pub fn run_on(
             c.seconds = seconds;
             c.freed = back;
             if back == Some(false) {
-                c.note
-                    .push_str(&format!(
-                        "; the card's memory was NOT back within {:.1} s of the child's end",
-                        o.settle.as_secs_f64()
-                    ));
+                c.note.push_str(&format!(
+                    "; the card's memory was NOT back within {:.1} s of the child's end",
+                    o.settle.as_secs_f64()
+                ));
             }
         }
         cells.extend(produced);
@@ -1173,7 +1224,11 @@ pub fn human(r: &Report) -> String {
         c.seconds
     );
     let _ = writeln!(s, "  injection: {}\n", c.injection);
-    let _ = writeln!(s, "{:<40} {:<10} {:>9} {:>9}  note", "cell", "outcome", "held", "slice");
+    let _ = writeln!(
+        s,
+        "{:<40} {:<10} {:>9} {:>9}  note",
+        "cell", "outcome", "held", "slice"
+    );
     let mut group = None;
     for cell in &c.cells {
         if group != Some(cell.group) {
@@ -1185,8 +1240,10 @@ pub fn human(r: &Report) -> String {
             "{:<40} {:<10} {:>9} {:>9}  {}",
             cell.id,
             cell.outcome.word(),
-            cell.held_bytes.map_or_else(|| "-".into(), |b| format!("{:.0}", mib(b))),
-            cell.slice_bytes.map_or_else(|| "-".into(), |b| format!("{:.0}", mib(b))),
+            cell.held_bytes
+                .map_or_else(|| "-".into(), |b| format!("{:.0}", mib(b))),
+            cell.slice_bytes
+                .map_or_else(|| "-".into(), |b| format!("{:.0}", mib(b))),
             cell.note
         );
         for l in cell.log_lines.iter().take(2) {

@@ -219,8 +219,7 @@ pub fn decide(f: &Facts) -> MethodSection {
         method,
         also: found.into_iter().skip(1).collect(),
         evidence,
-        mps: (mps_live || mps.control_socket || !mps.pinned_limits.is_empty())
-            .then(|| mps.clone()),
+        mps: (mps_live || mps.control_socket || !mps.pinned_limits.is_empty()).then(|| mps.clone()),
         mig: (mig != MigFacts::default()).then_some(mig),
     }
 }

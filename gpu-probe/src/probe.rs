@@ -813,7 +813,9 @@ fn view_check(d: &ViewDevice, sharing: SharingMethod, hole: Option<(u32, u64)>) 
         }
         ViewOutcome::ShowsSlice if mps => (
             CheckStatus::Passed,
-            format!("as expected for CUDA MPS: the pinned limit shows where MPS shows it ({slice})"),
+            format!(
+                "as expected for CUDA MPS: the pinned limit shows where MPS shows it ({slice})"
+            ),
             false,
         ),
         ViewOutcome::ShowsFullCard if mps => (
@@ -873,7 +875,10 @@ fn cap_device(
     let sibling_bytes: u64 = c.siblings_at_start.iter().map(|s| s.bytes).sum();
     // Under MPS cuMemGetInfo's total is the card's and its "used" is everyone's: not a context.
     let context = (sharing != SharingMethod::CudaMps)
-        .then(|| c.start_mem_info.map(|m| m.used.saturating_sub(sibling_bytes)))
+        .then(|| {
+            c.start_mem_info
+                .map(|m| m.used.saturating_sub(sibling_bytes))
+        })
         .flatten();
     let ooms: Vec<crate::report::OomLine> = wrun
         .ooms
@@ -1026,8 +1031,9 @@ fn query_mps_control(
 ) {
     use crate::method::{MPS_CONTROL, MPS_PIPE_VAR, parse_control_limit};
     if !runner.exists(MPS_CONTROL) {
-        mps.control_answers
-            .push(format!("{MPS_CONTROL} is not installed here; the daemon's limit is unknown"));
+        mps.control_answers.push(format!(
+            "{MPS_CONTROL} is not installed here; the daemon's limit is unknown"
+        ));
         return;
     }
     for device in 0..devices.clamp(1, MAX_DEVICES) {
@@ -1050,8 +1056,9 @@ fn query_mps_control(
                 raw: answer.clone(),
             });
         }
-        mps.control_answers
-            .push(format!("get_default_device_pinned_mem_limit {device}: {answer}"));
+        mps.control_answers.push(format!(
+            "get_default_device_pinned_mem_limit {device}: {answer}"
+        ));
     }
 }
 
@@ -1164,7 +1171,12 @@ pub fn compute_check(
     };
     let (base, source) = match baseline {
         Ok(b) if b.0 > 0.0 => b,
-        Ok(_) => return (check(CheckStatus::Skipped, "the baseline ran no kernel".into()), None),
+        Ok(_) => {
+            return (
+                check(CheckStatus::Skipped, "the baseline ran no kernel".into()),
+                None,
+            );
+        }
         Err(e) => {
             return (
                 check(
@@ -1195,7 +1207,9 @@ pub fn compute_check(
     let (status, why) = match limit {
         Some(l) if !injected => (
             CheckStatus::Failed,
-            format!("the {l}% SM limit is not applied (no interception library is injected): {numbers}"),
+            format!(
+                "the {l}% SM limit is not applied (no interception library is injected): {numbers}"
+            ),
         ),
         Some(_) if !c.throttling_expected => (
             CheckStatus::Skipped,
@@ -1530,7 +1544,12 @@ mod tests {
         .into();
         let r = run(&opts(Command::All, SliceRequest::FromEnv), &env, &fake);
         let method = r.method.as_ref().expect("method");
-        assert_eq!(method.method, SharingMethod::CudaMps, "{:?}", method.evidence);
+        assert_eq!(
+            method.method,
+            SharingMethod::CudaMps,
+            "{:?}",
+            method.evidence
+        );
         assert_eq!(r.expected[0].source, "CUDA_MPS_PINNED_DEVICE_MEM_LIMIT");
         let status = |id: &str| {
             r.checks
@@ -1548,13 +1567,15 @@ mod tests {
         assert!(why.contains("no context cost is computed"), "{why}");
         let (mech, why) = status("mechanism");
         assert_eq!(mech, CheckStatus::Passed, "{why}");
-        assert_eq!(r.verdict.outcome, Outcome::Verified, "{}", r.verdict.summary);
+        assert_eq!(
+            r.verdict.outcome,
+            Outcome::Verified,
+            "{}",
+            r.verdict.summary
+        );
         assert!(r.verdict.summary.contains("sharing method: CUDA MPS"));
         assert!(r.scope_note.contains("MPS"));
-        assert_eq!(
-            r.cap.expect("cap").devices[0].context_overhead_bytes,
-            None
-        );
+        assert_eq!(r.cap.expect("cap").devices[0].context_overhead_bytes, None);
     }
 
     /// A HAMi-core worker (library preloaded, exporting the hooks, mapped) on two devices with
@@ -1625,8 +1646,16 @@ mod tests {
                 c.reason
             );
         }
-        let view1 = r.checks.iter().find(|c| c.id == "view.device1").expect("v1");
-        assert!(view1.reason.contains("cuDeviceTotalMem_v2 returned 0 MiB"), "{}", view1.reason);
+        let view1 = r
+            .checks
+            .iter()
+            .find(|c| c.id == "view.device1")
+            .expect("v1");
+        assert!(
+            view1.reason.contains("cuDeviceTotalMem_v2 returned 0 MiB"),
+            "{}",
+            view1.reason
+        );
         assert_eq!(r.verdict.outcome, Outcome::NotVerified);
         assert!(r.verdict.summary.contains("HAMi-core"));
     }
@@ -1657,7 +1686,11 @@ mod tests {
         assert!((cmp.expected_ratio - 0.5).abs() < 1e-9);
         let (c, _) = compute_check(&compute(Some(50), true, 980.0), base(), 10.0, true);
         assert_eq!(c.status, CheckStatus::Failed);
-        assert!(c.reason.contains("98%") && c.reason.contains("expected 50%"), "{}", c.reason);
+        assert!(
+            c.reason.contains("98%") && c.reason.contains("expected 50%"),
+            "{}",
+            c.reason
+        );
         let (c, _) = compute_check(&compute(Some(50), true, 200.0), base(), 10.0, true);
         assert_eq!(c.status, CheckStatus::Failed, "throttled below the band");
         // No limit: not slowed.
@@ -1684,7 +1717,10 @@ mod tests {
         let env: BTreeMap<String, String> = [
             ("CUDA_DEVICE_SM_LIMIT".to_owned(), "50".to_owned()),
             ("GPU_CORE_UTILIZATION_POLICY".to_owned(), "force".to_owned()),
-            ("CUDA_DEVICE_MEMORY_SHARED_CACHE".to_owned(), "/pod/a.cache".to_owned()),
+            (
+                "CUDA_DEVICE_MEMORY_SHARED_CACHE".to_owned(),
+                "/pod/a.cache".to_owned(),
+            ),
             ("LD_PRELOAD".to_owned(), "/lib/libvgpu.so".to_owned()),
         ]
         .into();
@@ -1693,10 +1729,25 @@ mod tests {
         assert!((kps - 1000.0).abs() < 1e-9);
         let call = &fake.calls()[0];
         assert!(call.clear_env);
-        let get = |k: &str| call.env.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
+        let get = |k: &str| {
+            call.env
+                .iter()
+                .find(|(n, _)| n == k)
+                .map(|(_, v)| v.clone())
+        };
         assert_eq!(get("CUDA_DEVICE_SM_LIMIT"), None);
-        assert_eq!(get("GPU_CORE_UTILIZATION_POLICY").as_deref(), Some("disable"));
-        assert_ne!(get("CUDA_DEVICE_MEMORY_SHARED_CACHE").as_deref(), Some("/pod/a.cache"));
-        assert_eq!(get("LD_PRELOAD").as_deref(), Some("/lib/libvgpu.so"), "still injected");
+        assert_eq!(
+            get("GPU_CORE_UTILIZATION_POLICY").as_deref(),
+            Some("disable")
+        );
+        assert_ne!(
+            get("CUDA_DEVICE_MEMORY_SHARED_CACHE").as_deref(),
+            Some("/pod/a.cache")
+        );
+        assert_eq!(
+            get("LD_PRELOAD").as_deref(),
+            Some("/lib/libvgpu.so"),
+            "still injected"
+        );
     }
 }

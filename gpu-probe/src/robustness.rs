@@ -257,7 +257,8 @@ mod tests {
                 code: 0,
                 name: "CUDA_SUCCESS".into(),
             }),
-            detail: "cuMemCreate of 64 MiB on the host NUMA node 0 returned CUDA_SUCCESS (0)".into(),
+            detail: "cuMemCreate of 64 MiB on the host NUMA node 0 returned CUDA_SUCCESS (0)"
+                .into(),
             before: snap(518 * MIB),
             during: snap(charged_during),
             after: snap(518 * MIB),

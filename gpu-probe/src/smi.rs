@@ -126,7 +126,13 @@ mod tests {
 
     #[test]
     fn missing_nvidia_smi_gives_none() {
-        assert!(query(&RecordingRunner::new(&[]), std::time::Duration::from_secs(5)).is_none());
+        assert!(
+            query(
+                &RecordingRunner::new(&[]),
+                std::time::Duration::from_secs(5)
+            )
+            .is_none()
+        );
     }
 
     #[test]

@@ -198,10 +198,17 @@ mod tests {
         let mut d = device(Some(8000 * MIB), 8000 * MIB, 0, 8000 * MIB, Some(8000));
         let (outcome, reasons) = decide(&d);
         assert_eq!(outcome, ViewOutcome::ShowsSlice, "{reasons:?}");
-        assert!(reasons.iter().any(|r| r.contains("answers with the device's limit")));
+        assert!(
+            reasons
+                .iter()
+                .any(|r| r.contains("answers with the device's limit"))
+        );
         d.expected_bytes = None;
         let (_, reasons) = decide(&d);
-        assert!(reasons.iter().any(|r| r.contains("returned 0 MiB")), "{reasons:?}");
+        assert!(
+            reasons.iter().any(|r| r.contains("returned 0 MiB")),
+            "{reasons:?}"
+        );
     }
 
     /// The numbers of an MPS client with an 8000 MiB pinned limit on the H200.

@@ -277,13 +277,15 @@ pub fn run(spec: &WorkerSpec) -> WorkerOutput {
             free,
             used: 0,
         });
-        let physical = given.or_else(|| Nvml::init().ok().and_then(|n| {
-            let m = n
-                .memory(n.handle_by_uuid(dev.uuid.as_deref()?).ok()?)
-                .ok()?;
-            let virtualized = a.slice_bytes.is_some_and(|s| m.total.abs_diff(s) <= MIB);
-            (!virtualized).then_some(m)
-        }));
+        let physical = given.or_else(|| {
+            Nvml::init().ok().and_then(|n| {
+                let m = n
+                    .memory(n.handle_by_uuid(dev.uuid.as_deref()?).ok()?)
+                    .ok()?;
+                let virtualized = a.slice_bytes.is_some_and(|s| m.total.abs_diff(s) <= MIB);
+                (!virtualized).then_some(m)
+            })
+        });
         out.audit_runs = crate::audit::run_paths(
             &cuda,
             a.device,
@@ -319,12 +321,7 @@ pub fn run(spec: &WorkerSpec) -> WorkerOutput {
         if let Ok(h) = cuda.device(0) {
             let _ = cuda.enter_primary_context(h);
         }
-        out.robustness = Some(crate::robustness::run(
-            &cuda,
-            0,
-            probe,
-            &spec.region_path,
-        ));
+        out.robustness = Some(crate::robustness::run(&cuda, 0, probe, &spec.region_path));
     }
     for dev in &out.devices {
         if let Ok(d) = cuda.device(dev.ordinal) {
@@ -436,17 +433,18 @@ fn cap_device(
     dev: &WorkerDevice,
     expected: Option<u64>,
 ) -> WorkerCap {
-    let (ceiling, ceiling_source) = match (expected, spec.ceiling_bytes, spec.unlimited_ceiling_bytes) {
-        (None, None, Some(c)) => {
-            let card = ceiling_for(None, None, dev).0;
-            let c = if card > 0 { c.min(card) } else { c };
-            (
-                c,
-                "no slice on this device: the largest slice here × 1.25".to_owned(),
-            )
-        }
-        _ => ceiling_for(spec.ceiling_bytes, expected, dev),
-    };
+    let (ceiling, ceiling_source) =
+        match (expected, spec.ceiling_bytes, spec.unlimited_ceiling_bytes) {
+            (None, None, Some(c)) => {
+                let card = ceiling_for(None, None, dev).0;
+                let c = if card > 0 { c.min(card) } else { c };
+                (
+                    c,
+                    "no slice on this device: the largest slice here × 1.25".to_owned(),
+                )
+            }
+            _ => ceiling_for(spec.ceiling_bytes, expected, dev),
+        };
     if let Ok(h) = cuda.device(dev.ordinal) {
         let _ = cuda.enter_primary_context(h);
     }

@@ -369,7 +369,10 @@ fn real_library_enforces_the_slice_view_cap_and_mechanism() {
     assert!(cap.all_freed);
     let start = cap.start_mem_info.expect("start");
     let end = cap.end_mem_info.expect("end");
-    assert!(start.free.abs_diff(end.free) < 64 * MIB, "freed: {start:?} {end:?}");
+    assert!(
+        start.free.abs_diff(end.free) < 64 * MIB,
+        "freed: {start:?} {end:?}"
+    );
     assert_eq!(
         r.mechanism.expect("mechanism").outcome,
         MechanismOutcome::HamiCoreActive
@@ -405,8 +408,10 @@ fn real_library_audit_caps_the_plain_paths_and_reports_every_path() {
         if p.outcome == AuditOutcome::Escaped {
             assert!(p.past_slice_bytes > 0);
             assert!(
-                r.checks.iter().any(|c| c.status == gpu_probe::report::CheckStatus::Failed
-                    && gpu_probe::audit::path_matches_check(&p.path, &c.id)),
+                r.checks
+                    .iter()
+                    .any(|c| c.status == gpu_probe::report::CheckStatus::Failed
+                        && gpu_probe::audit::path_matches_check(&p.path, &c.id)),
                 "an escaped path is a failed check: {}",
                 p.path
             );
@@ -458,8 +463,10 @@ fn real_library_conformance_runs_every_cell_bounded_and_frees_the_card() {
     for cell in &c.cells {
         if cell.outcome.is_failure() {
             assert!(
-                r.checks.iter().any(|k| k.id == format!("conformance.{}", cell.id)
-                    && k.status == gpu_probe::report::CheckStatus::Failed),
+                r.checks
+                    .iter()
+                    .any(|k| k.id == format!("conformance.{}", cell.id)
+                        && k.status == gpu_probe::report::CheckStatus::Failed),
                 "{} is a failed check",
                 cell.id
             );

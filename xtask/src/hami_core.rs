@@ -25,7 +25,11 @@ pub const CMAKE_OPTIONS: &[&str] = &[
 ];
 
 /// Symbols a working libvgpu.so exports (the allocation and view hooks).
-pub const HOOKS: &[&str] = &["cuMemAlloc_v2", "cuMemGetInfo_v2", "nvmlDeviceGetMemoryInfo"];
+pub const HOOKS: &[&str] = &[
+    "cuMemAlloc_v2",
+    "cuMemGetInfo_v2",
+    "nvmlDeviceGetMemoryInfo",
+];
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct HamiCoreArgs {
@@ -82,13 +86,24 @@ pub fn plan(args: &HamiCoreArgs, runner: &dyn Runner) -> Result<Plan> {
             home.display()
         );
     }
-    let revision = runner
-        .run(
-            &Cmd::new("git")
-                .args(["-C", &src.display().to_string(), "rev-parse", "--short=7", "HEAD"])
-                .timeout(std::time::Duration::from_secs(10)),
-        )
-        .ok()
+    // Only the folder's own repository names the revision (a folder inside another checkout
+    // would give that checkout's commit).
+    let own_repo = src.join(".git").exists();
+    let revision = own_repo
+        .then(|| {
+            runner.run(
+                &Cmd::new("git")
+                    .args([
+                        "-C",
+                        &src.display().to_string(),
+                        "rev-parse",
+                        "--short=7",
+                        "HEAD",
+                    ])
+                    .timeout(std::time::Duration::from_secs(10)),
+            )
+        })
+        .and_then(Result::ok)
         .filter(lab_runner::Output::success)
         .map(|o| o.stdout.trim().to_owned())
         .filter(|r| !r.is_empty())
@@ -142,11 +157,7 @@ pub fn plan(args: &HamiCoreArgs, runner: &dyn Runner) -> Result<Plan> {
 
 /// The plan as people read it.
 pub fn render(p: &Plan) -> String {
-    let mut s = format!(
-        "hami-core {} (revision {}):\n",
-        p.src.display(),
-        p.revision
-    );
+    let mut s = format!("hami-core {} (revision {}):\n", p.src.display(), p.revision);
     for step in &p.steps {
         s.push_str(&format!("  - {}\n    why: {}\n", step.cmd, step.why));
     }
@@ -164,11 +175,17 @@ pub fn render(p: &Plan) -> String {
 /// What a failed step's output suggests.
 pub fn hint(output: &str) -> Option<&'static str> {
     if output.contains("multiple definition of") {
-        Some("the link failed on globals defined in headers: re-run with --fcommon (GCC 10 and later default to -fno-common)")
+        Some(
+            "the link failed on globals defined in headers: re-run with --fcommon (GCC 10 and later default to -fno-common)",
+        )
     } else if output.contains("cuda.h") || output.contains("CUDA_") || output.contains("nvml.h") {
-        Some("the CUDA headers do not fit this revision: re-run with --cuda-home pointing at CUDA 12 headers (include/cuda.h and include/nvml.h)")
+        Some(
+            "the CUDA headers do not fit this revision: re-run with --cuda-home pointing at CUDA 12 headers (include/cuda.h and include/nvml.h)",
+        )
     } else if output.contains("Could not find") || output.contains("CMake Error") {
-        Some("cmake could not configure: check that cmake ≥ 3.x and a C compiler are installed, and CUDA_HOME/--cuda-home has include/cuda.h")
+        Some(
+            "cmake could not configure: check that cmake ≥ 3.x and a C compiler are installed, and CUDA_HOME/--cuda-home has include/cuda.h",
+        )
     } else {
         None
     }
@@ -246,7 +263,10 @@ pub fn apply(p: &Plan, runner: &dyn Runner) -> Result<PathBuf> {
 
 pub fn run(args: &HamiCoreArgs) -> Result<u8> {
     let runner = SystemRunner::new(false)
-        .with_hint("cmake", "install cmake (apt-get install cmake) and a C compiler")
+        .with_hint(
+            "cmake",
+            "install cmake (apt-get install cmake) and a C compiler",
+        )
         .with_hint("nm", "install binutils");
     let p = plan(args, &runner)?;
     print!("{}", render(&p));
@@ -292,6 +312,7 @@ mod tests {
     #[test]
     fn the_plan_builds_only_the_library_with_build_sh_options() {
         let dir = source();
+        std::fs::create_dir(dir.path().join(".git")).unwrap();
         let fake = RecordingRunner::new(&["git"]);
         fake.reply("rev-parse", 0, "c0f9da6\n", "");
         let mut a = args(dir.path());
@@ -302,7 +323,12 @@ mod tests {
         for o in CMAKE_OPTIONS {
             assert!(configure.args.iter().any(|a| a == o), "{o}");
         }
-        assert!(configure.args.iter().any(|a| a == "-DCMAKE_C_FLAGS=-fcommon"));
+        assert!(
+            configure
+                .args
+                .iter()
+                .any(|a| a == "-DCMAKE_C_FLAGS=-fcommon")
+        );
         let build = &p.steps[1].cmd;
         assert!(build.args.windows(2).any(|w| w == ["--target", "vgpu"]));
         assert!(p.steps.iter().all(|s| s.cmd.timeout.is_some()));
@@ -329,7 +355,7 @@ mod tests {
                 .iter()
                 .any(|(k, v)| k == "CUDA_HOME" && v == &cuda.path().display().to_string())
         );
-        // Without git the folder's name stands for the revision.
+        // Not a repository of its own: the folder's name stands for the revision.
         assert_eq!(
             p.revision,
             dir.path().file_name().unwrap().to_string_lossy()
@@ -342,15 +368,24 @@ mod tests {
         let e = plan(&args(dir.path()), &RecordingRunner::new(&[]))
             .unwrap_err()
             .to_string();
-        assert!(e.contains("not a HAMi-core source folder") && e.contains("git clone"), "{e}");
+        assert!(
+            e.contains("not a HAMi-core source folder") && e.contains("git clone"),
+            "{e}"
+        );
     }
 
     #[test]
     fn failures_suggest_the_fix_and_a_hookless_library_is_refused() {
         assert!(
-            hint("/usr/bin/ld: multiple definition of `region_info'").unwrap().contains("--fcommon")
+            hint("/usr/bin/ld: multiple definition of `region_info'")
+                .unwrap()
+                .contains("--fcommon")
         );
-        assert!(hint("error: unknown type name 'CUmemAllocationCompType' in cuda.h").unwrap().contains("--cuda-home"));
+        assert!(
+            hint("error: unknown type name 'CUmemAllocationCompType' in cuda.h")
+                .unwrap()
+                .contains("--cuda-home")
+        );
         assert_eq!(hint("all fine"), None);
         let nm = "0000000000012345 T cuMemAlloc_v2\n0000000000012346 T cuMemGetInfo_v2\n0000000000012347 T nvmlDeviceGetMemoryInfo\n0000000000012348 T dlsym\n";
         assert!(missing_hooks(nm).is_empty());
@@ -361,9 +396,17 @@ mod tests {
     fn a_failed_build_stops_with_its_output_and_the_hint() {
         let dir = source();
         let fake = RecordingRunner::new(&["git", "cmake"]);
-        fake.reply("--build", 2, "", "/usr/bin/ld: multiple definition of `region_info'\n");
+        fake.reply(
+            "--build",
+            2,
+            "",
+            "/usr/bin/ld: multiple definition of `region_info'\n",
+        );
         let p = plan(&args(dir.path()), &fake).unwrap();
         let e = apply(&p, &fake).unwrap_err().to_string();
-        assert!(e.contains("multiple definition") && e.contains("--fcommon"), "{e}");
+        assert!(
+            e.contains("multiple definition") && e.contains("--fcommon"),
+            "{e}"
+        );
     }
 }

@@ -73,14 +73,21 @@ fn the_plan_covers_every_part_of_the_matrix() {
     // One GPU: the "one without a limit" cell needs two; with two it runs, with both limits set
     // in the "each its own" cell.
     assert_eq!(
-        one.iter().find(|p| p.id == "devices.one-without-limit").map(|p| &p.kind),
+        one.iter()
+            .find(|p| p.id == "devices.one-without-limit")
+            .map(|p| &p.kind),
         Some(&CellKind::NeedsDevices(2))
     );
     let two = plan(&devices(2), &o);
-    let own = two.iter().find(|p| p.id == "devices.each-own-limit").expect("own");
+    let own = two
+        .iter()
+        .find(|p| p.id == "devices.each-own-limit")
+        .expect("own");
     assert_eq!(own.env.len(), 2);
     assert!(matches!(
-        two.iter().find(|p| p.id == "devices.one-without-limit").map(|p| &p.kind),
+        two.iter()
+            .find(|p| p.id == "devices.one-without-limit")
+            .map(|p| &p.kind),
         Some(CellKind::All { .. })
     ));
 }
@@ -121,7 +128,11 @@ fn crashes_and_timeouts_are_named() {
     });
     let c = decide_cap_cell(&p, &killed, None);
     assert_eq!(c.outcome, CellOutcome::Crashed);
-    assert!(c.note.contains("killed by a signal") && c.note.contains("Segmentation"), "{}", c.note);
+    assert!(
+        c.note.contains("killed by a signal") && c.note.contains("Segmentation"),
+        "{}",
+        c.note
+    );
     // A report whose worker died under the library is a crash of the cell, not a measurement.
     let mut r: Report = serde_json::from_str(&h200("h1-1024.json")).expect("report");
     r.checks.push(Check {
@@ -131,7 +142,11 @@ fn crashes_and_timeouts_are_named() {
         reason: "the CUDA worker could not run: `gpu-probe __worker …` did not finish within 55s and was killed".into(),
         environment: true,
     });
-    let c = decide_cap_cell(&p, &exited(3, ""), Some(&serde_json::to_string(&r).expect("json")));
+    let c = decide_cap_cell(
+        &p,
+        &exited(3, ""),
+        Some(&serde_json::to_string(&r).expect("json")),
+    );
     assert_eq!(c.outcome, CellOutcome::Hung, "{}", c.note);
     assert_eq!(cell_check(&c).map(|c| c.status), Some(CheckStatus::Failed));
 }
@@ -145,7 +160,11 @@ fn a_misread_spelling_is_reported_with_the_limit_enforced_and_the_prediction() {
     assert_eq!(c.outcome, CellOutcome::Capped, "{}", c.note);
     assert_eq!(c.enforced_limit_bytes, Some(1024 * MIB));
     assert_eq!(c.predicted_limit_bytes, Some(1024 * MIB));
-    assert!(c.note.contains("the probe predicted 1073741824 bytes"), "{}", c.note);
+    assert!(
+        c.note.contains("the probe predicted 1073741824 bytes"),
+        "{}",
+        c.note
+    );
     assert_eq!(cell_check(&c).map(|c| c.status), Some(CheckStatus::Passed));
     // Had the library enforced something else, the probe's model is wrong: a failed check.
     let p = plan_of("spelling.8GB", 1);
@@ -157,7 +176,11 @@ fn a_misread_spelling_is_reported_with_the_limit_enforced_and_the_prediction() {
 #[test]
 fn the_real_audit_gives_a_cell_per_path_with_the_three_escapes() {
     let p = plan_of("paths.audit", 1);
-    let cells = audit_cells(&p, &exited(1, &h200("h4-audit.err")), Some(&h200("h4-audit.json")));
+    let cells = audit_cells(
+        &p,
+        &exited(1, &h200("h4-audit.err")),
+        Some(&h200("h4-audit.json")),
+    );
     assert_eq!(cells.len(), AUDIT_PATHS.len());
     let by = |id: &str| {
         cells
@@ -169,7 +192,10 @@ fn the_real_audit_gives_a_cell_per_path_with_the_three_escapes() {
     assert_eq!(by("path.cuMemAlloc_v2"), CellOutcome::Capped);
     assert_eq!(by("path.cuMemAllocFromPoolAsync"), CellOutcome::Escaped);
     assert_eq!(by("path.cuArrayCreate_v2"), CellOutcome::Escaped);
-    assert_eq!(by("path.child-with-a-cleared-environment"), CellOutcome::Escaped);
+    assert_eq!(
+        by("path.child-with-a-cleared-environment"),
+        CellOutcome::Escaped
+    );
     assert_eq!(by("path.cuMemAllocManaged"), CellOutcome::NotApplicable);
     assert_eq!(by("sharing.two-processes"), CellOutcome::Capped);
     let failed: Vec<String> = cells
@@ -197,9 +223,18 @@ fn two_devices_each_held_to_its_own_limit_from_the_real_two_gpu_report() {
     let mut p = plan_of("devices.each-own-limit", 2);
     // h7-two.json ran with 8000m and 20000m.
     p.env = vec![limit_env(0, "8000m"), limit_env(1, "20000m")];
-    let c = decide_cap_cell(&p, &exited(0, ""), Some(&local("h200-hami-core/h7-two.json")));
+    let c = decide_cap_cell(
+        &p,
+        &exited(0, ""),
+        Some(&local("h200-hami-core/h7-two.json")),
+    );
     assert_eq!(c.outcome, CellOutcome::Capped, "{}", c.note);
-    assert!(c.note.contains("device 1: held 19482 MiB of its 20000 MiB slice"), "{}", c.note);
+    assert!(
+        c.note
+            .contains("device 1: held 19482 MiB of its 20000 MiB slice"),
+        "{}",
+        c.note
+    );
 }
 
 #[test]
@@ -219,16 +254,25 @@ fn a_device_without_a_limit_beside_a_limited_one_escapes_and_the_probe_fails_it(
         }
     }
     let p = plan_of("devices.one-without-limit", 2);
-    let c = decide_cap_cell(&p, &exited(1, ""), Some(&serde_json::to_string(&r).expect("j")));
+    let c = decide_cap_cell(
+        &p,
+        &exited(1, ""),
+        Some(&serde_json::to_string(&r).expect("j")),
+    );
     assert_eq!(c.outcome, CellOutcome::Escaped, "{}", c.note);
-    assert!(c.note.contains("device 1: no slice, held 10000 MiB"), "{}", c.note);
+    assert!(
+        c.note.contains("device 1: no slice, held 10000 MiB"),
+        "{}",
+        c.note
+    );
     assert!(c.note.contains("gpu-probe FAILS it"), "{}", c.note);
 }
 
 #[test]
 fn compute_cells_inside_above_and_below_the_band() {
     let mut r: Report =
-        serde_json::from_str(include_str!("../../tests/data/h100-bare-compute-5s.json")).expect("r");
+        serde_json::from_str(include_str!("../../tests/data/h100-bare-compute-5s.json"))
+            .expect("r");
     let p = plan_of("compute.sm-50", 1);
     let mut with = |ratio: f64| {
         let c = r.compute.as_mut().expect("compute");
@@ -241,7 +285,11 @@ fn compute_cells_inside_above_and_below_the_band() {
             band_percentage_points: 10.0,
             within_band: (ratio - 0.5).abs() <= 0.1,
         });
-        decide_compute_cell(&p, &exited(0, ""), Some(&serde_json::to_string(&r).expect("j")))
+        decide_compute_cell(
+            &p,
+            &exited(0, ""),
+            Some(&serde_json::to_string(&r).expect("j")),
+        )
     };
     assert_eq!(with(0.55).outcome, CellOutcome::Capped);
     let above = with(0.97);
@@ -285,7 +333,10 @@ fn robustness_cells_from_a_worker_that_died_or_answered() {
     });
     let c = decide_robustness_cell(&p, &answered);
     assert_eq!(c.outcome, CellOutcome::Intact, "{}", c.note);
-    assert_eq!(c.refusal.as_deref(), Some("CUDA_ERROR_INVALID_CONTEXT (201)"));
+    assert_eq!(
+        c.refusal.as_deref(),
+        Some("CUDA_ERROR_INVALID_CONTEXT (201)")
+    );
 }
 
 #[test]
@@ -305,8 +356,14 @@ fn the_matrix_renders_one_row_per_cell_and_one_column_per_report() {
     };
     let (a, b) = (section(vec![capped]), section(vec![escaped]));
     let md = markdown_matrix(&[("new".into(), &a), ("old".into(), &b)]);
-    assert!(md.starts_with("| cell | new | old |\n|---|---|---|\n"), "{md}");
-    assert!(md.contains("| capped 7482/8000 | ESCAPED 10000/8000 |"), "{md}");
+    assert!(
+        md.starts_with("| cell | new | old |\n|---|---|---|\n"),
+        "{md}"
+    );
+    assert!(
+        md.contains("| capped 7482/8000 | ESCAPED 10000/8000 |"),
+        "{md}"
+    );
 }
 
 /// A card whose memory comes back after every cell (or never, with `leaks`).
@@ -341,7 +398,12 @@ fn run_end_to_end_with_scripted_children() {
     std::fs::write(&lib, b"a library").expect("write");
     let fake = lab_runner::RecordingRunner::new(&["gpu-probe"]);
     // First match wins: the specific answers before the catch-all crash.
-    fake.reply("--expect-mib 8000", 0, &h200("h1-8000.json"), &h200("h1-8000.err"));
+    fake.reply(
+        "--expect-mib 8000",
+        0,
+        &h200("h1-8000.json"),
+        &h200("h1-8000.err"),
+    );
     fake.reply("audit --output json", 1, &h200("h4-audit.json"), "");
     fake.reply("all --output json", 139, "", "Segmentation fault");
     let mut o = ConformanceOptions::new(&lib.display().to_string(), "gpu-probe".into());
@@ -364,28 +426,53 @@ fn run_end_to_end_with_scripted_children() {
     assert_eq!(by("limit.typical"), Some(CellOutcome::Capped));
     assert_eq!(by("limit.small"), Some(CellOutcome::Crashed));
     assert_eq!(by("path.cuArrayCreate_v2"), Some(CellOutcome::Escaped));
-    assert_eq!(by("devices.one-without-limit"), Some(CellOutcome::NotApplicable));
+    assert_eq!(
+        by("devices.one-without-limit"),
+        Some(CellOutcome::NotApplicable)
+    );
     assert!(c.all_freed);
     assert_eq!(r.verdict.outcome, Outcome::NotVerified);
-    assert!(r.checks.iter().any(|k| k.id == "conformance.limit.typical" && k.status == CheckStatus::Passed));
+    assert!(
+        r.checks
+            .iter()
+            .any(|k| k.id == "conformance.limit.typical" && k.status == CheckStatus::Passed)
+    );
     let calls = fake.calls();
     assert!(!calls.is_empty());
     for call in &calls {
-        assert!(call.clear_env, "cells never inherit the parent's environment wholesale");
+        assert!(
+            call.clear_env,
+            "cells never inherit the parent's environment wholesale"
+        );
         assert!(call.timeout.is_some(), "every child is bounded");
-        assert!(call.env.iter().any(|(k, v)| k == "LD_PRELOAD" && v.ends_with("libvgpu.so")));
+        assert!(
+            call.env
+                .iter()
+                .any(|(k, v)| k == "LD_PRELOAD" && v.ends_with("libvgpu.so"))
+        );
         assert!(call.env.iter().any(|(k, _)| k == "PATH"));
         assert!(
-            !call.env.iter().any(|(k, v)| k == "CUDA_DEVICE_MEMORY_LIMIT_0" && v == "1m"),
+            !call
+                .env
+                .iter()
+                .any(|(k, v)| k == "CUDA_DEVICE_MEMORY_LIMIT_0" && v == "1m"),
             "the parent's own HAMi-core limit never reaches a cell"
         );
-        assert!(call.env.iter().any(|(k, _)| k == "CUDA_DEVICE_MEMORY_SHARED_CACHE"));
+        assert!(
+            call.env
+                .iter()
+                .any(|(k, _)| k == "CUDA_DEVICE_MEMORY_SHARED_CACHE")
+        );
     }
     let typical = calls
         .iter()
         .find(|c| c.args.iter().any(|a| a == "8000") && c.args[0] == "all")
         .expect("typical cell");
-    assert!(typical.env.contains(&("CUDA_DEVICE_MEMORY_LIMIT_0".into(), "8000m".into())));
+    assert!(
+        typical
+            .env
+            .contains(&("CUDA_DEVICE_MEMORY_LIMIT_0".into(), "8000m".into()))
+    );
     assert!(typical.args.iter().any(|a| a == "--deadline-secs"));
     // A card whose memory does not come back fails the cell.
     let leaky = FakeCard {
@@ -395,7 +482,11 @@ fn run_end_to_end_with_scripted_children() {
     let r = run_on(&o, &env, &fake, &leaky);
     let c = r.conformance.expect("section");
     assert!(!c.all_freed);
-    assert!(c.cells.iter().any(|x| x.freed == Some(false) && x.note.contains("NOT back")));
+    assert!(
+        c.cells
+            .iter()
+            .any(|x| x.freed == Some(false) && x.note.contains("NOT back"))
+    );
 }
 
 #[test]
@@ -420,6 +511,12 @@ fn oom_lines_name_the_enforced_limit_before_the_region() {
         raw: String::new(),
     }];
     assert_eq!(enforced_limit(&r, 0), Some(4));
-    r.cap.as_mut().expect("cap").devices[0].hami_oom_lines.clear();
-    assert_eq!(enforced_limit(&r, 0), Some(8000 * MIB), "from the shared region");
+    r.cap.as_mut().expect("cap").devices[0]
+        .hami_oom_lines
+        .clear();
+    assert_eq!(
+        enforced_limit(&r, 0),
+        Some(8000 * MIB),
+        "from the shared region"
+    );
 }

@@ -28,7 +28,8 @@ struct NvmlProcessInfo {
     compute_instance_id: c_uint,
 }
 
-type ProcessQuery = unsafe extern "C" fn(NvmlDevice, *mut c_uint, *mut NvmlProcessInfo) -> NvmlReturn;
+type ProcessQuery =
+    unsafe extern "C" fn(NvmlDevice, *mut c_uint, *mut NvmlProcessInfo) -> NvmlReturn;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{call} failed: {message} ({code})")]
@@ -114,7 +115,9 @@ impl Nvml {
             mps_processes: unsafe { lib.get(b"nvmlDeviceGetMPSComputeRunningProcesses_v3\0") }
                 .ok()
                 .map(|s| *s),
-            mig_mode: unsafe { lib.get(b"nvmlDeviceGetMigMode\0") }.ok().map(|s| *s),
+            mig_mode: unsafe { lib.get(b"nvmlDeviceGetMigMode\0") }
+                .ok()
+                .map(|s| *s),
             _lib: lib,
         };
         // SAFETY: no arguments.
