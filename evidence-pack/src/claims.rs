@@ -66,6 +66,7 @@ pub fn summarize(inputs: &Inputs, timestamp: &str, bundle: &str) -> Summary {
         redactions: inputs.redactions.clone(),
         warnings,
         raw_files: inputs.files.keys().map(|k| raw_path(k)).collect(),
+        conformance: crate::matrix::from_probes(&inputs.probes),
     }
 }
 

@@ -113,6 +113,9 @@ pub struct Summary {
     pub warnings: Vec<String>,
     /// The raw input files, as stored under `raw/`.
     pub raw_files: Vec<String>,
+    /// The matrices of the `gpu-probe conformance` reports among the inputs.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conformance: Vec<crate::matrix::Matrix>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]

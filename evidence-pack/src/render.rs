@@ -21,6 +21,7 @@ pub fn renderer_id() -> String {
     let mut h = Sha256::new();
     h.update(include_str!("render.rs"));
     h.update(include_str!("model.rs"));
+    h.update(include_str!("matrix.rs"));
     h.finalize()
         .iter()
         .take(8)
@@ -196,6 +197,7 @@ pub fn markdown(s: &Summary) -> String {
             let _ = writeln!(o, "- {}", cap_line(c));
         }
     }
+    o.push_str(&crate::matrix::markdown(&s.conformance));
     o.push_str("\n## Environment\n\n| Item | Value |\n|---|---|\n");
     for (k, v) in environment_rows(s) {
         let _ = writeln!(o, "| {k} | {} |", md_cell(&v));
@@ -307,6 +309,7 @@ pub fn html(s: &Summary) -> String {
             );
         }
     }
+    o.push_str(&crate::matrix::html(&s.conformance));
     o.push_str("<h2>Environment</h2>\n<table><tr><th>Item</th><th>Value</th></tr>\n");
     for (k, v) in environment_rows(s) {
         let _ = writeln!(o, "<tr><td>{}</td><td>{}</td></tr>", esc(k), esc(&v));

@@ -48,6 +48,8 @@ pub struct ConformanceOptions {
     pub typical_mib: u64,
     /// How long a cell waits for the card's memory to come back after its child ended.
     pub settle: Duration,
+    /// The whole matrix's bound: cells that would start past it are not run (and say so).
+    pub budget: Duration,
 }
 
 impl ConformanceOptions {
@@ -62,6 +64,7 @@ impl ConformanceOptions {
             sm_limits: vec![25, 50, 100],
             typical_mib: 8000,
             settle: Duration::from_secs(3),
+            budget: Duration::from_secs(300),
         }
     }
 }
@@ -314,10 +317,18 @@ pub enum ChildEnd {
     NotStarted(String),
 }
 
-/// The HAMi-core lines of a child's stderr, deduplicated (first 12).
+/// HAMi-core's lines every process prints at exit, whatever happened: not evidence of anything.
+fn is_exit_boilerplate(line: &str) -> bool {
+    line.contains("Cleanup on exit for PID") || line.contains("Exit cleanup complete for PID")
+}
+
+/// The HAMi-core lines of a child's stderr, deduplicated (first 12), less the exit boilerplate.
 pub fn hami_lines(stderr: &str) -> Vec<String> {
     let mut out: Vec<String> = Vec::new();
-    for l in stderr.lines().filter(|l| is_hami_core_line(l)) {
+    for l in stderr
+        .lines()
+        .filter(|l| is_hami_core_line(l) && !is_exit_boilerplate(l))
+    {
         let l = l.trim().to_owned();
         if !out.contains(&l) {
             out.push(l);
@@ -577,7 +588,7 @@ fn add_report_lines(cell: &mut ConformanceCell, r: &Report) {
         d.hami_oom_lines.iter().map(|o| o.raw.clone()).chain(
             d.other_stderr
                 .iter()
-                .filter(|l| is_hami_core_line(l))
+                .filter(|l| is_hami_core_line(l) && !is_exit_boilerplate(l))
                 .cloned(),
         )
     });
@@ -867,7 +878,6 @@ pub fn cell_check(c: &ConformanceCell) -> Option<Check> {
 struct Child<'a> {
     runner: &'a dyn Runner,
     base_env: Vec<(String, String)>,
-    timeout: Duration,
 }
 
 impl Child<'_> {
@@ -1043,11 +1053,7 @@ pub fn run_on(
             ("LIBCUDA_LOG_LEVEL".to_owned(), "1".to_owned()),
         ])
         .collect();
-    let child = Child {
-        runner,
-        base_env,
-        timeout: o.cell_timeout,
-    };
+    let child = Child { runner, base_env };
     let root = std::env::temp_dir().join(format!("gpu-probe-conformance-{}", std::process::id()));
     let _ = std::fs::create_dir_all(&root);
     let start_used = card.used().unwrap_or_default();
@@ -1055,8 +1061,26 @@ pub fn run_on(
     let plans = plan(&devices, o);
     let mut cells = Vec::new();
     let mut baseline: Option<f64> = None;
-    let deadline_secs = o.cell_timeout.as_secs().saturating_sub(5).max(5);
     for (i, p) in plans.iter().enumerate() {
+        // Each cell gets its bound, cut to what is left of the matrix's budget.
+        let left = o.budget.saturating_sub(started.elapsed());
+        if left < Duration::from_secs(10) && !matches!(p.kind, CellKind::NeedsDevices(_)) {
+            let mut c = blank(p);
+            c.note = format!(
+                "not run: the matrix's time budget of {}s ran out (earlier cells hung or were slow)",
+                o.budget.as_secs()
+            );
+            cells.push(c);
+            continue;
+        }
+        let cell_timeout = o.cell_timeout.min(left);
+        let deadline_secs = cell_timeout.as_secs().saturating_sub(5).max(5);
+        // The audit runs three children one after another: its in-process paths get a third.
+        let time_bound = if p.kind == CellKind::Audit {
+            (deadline_secs / 3).max(3)
+        } else {
+            deadline_secs
+        };
         let dir = root.join(format!("cell-{i}"));
         let _ = std::fs::create_dir_all(&dir);
         let region = dir.join("region.cache").display().to_string();
@@ -1073,7 +1097,7 @@ pub fn run_on(
                 "--deadline-secs".into(),
                 deadline_secs.to_string(),
                 "--time-bound-secs".into(),
-                deadline_secs.to_string(),
+                time_bound.to_string(),
             ]
         };
         let t = Instant::now();
@@ -1092,7 +1116,7 @@ pub fn run_on(
                 if let Some(e) = expect_mib {
                     args.extend(["--expect-mib".into(), e.to_string()]);
                 }
-                let end = child.run(&child.cmd(&o.probe_exe, &args, &extra, child.timeout));
+                let end = child.run(&child.cmd(&o.probe_exe, &args, &extra, cell_timeout));
                 vec![decide_cap_cell(p, &end, read_report().as_deref())]
             }
             CellKind::Audit => {
@@ -1100,7 +1124,7 @@ pub fn run_on(
                 if let Some(f) = physical_free {
                     args.extend(["--physical-free-mib".into(), f.to_string()]);
                 }
-                let end = child.run(&child.cmd(&o.probe_exe, &args, &extra, child.timeout));
+                let end = child.run(&child.cmd(&o.probe_exe, &args, &extra, cell_timeout));
                 audit_cells(p, &end, read_report().as_deref())
             }
             CellKind::Robustness(probe) => {
@@ -1118,19 +1142,20 @@ pub fn run_on(
                     compute: None,
                     unlimited_ceiling_bytes: None,
                     robustness: Some(probe.clone()),
+                    alarm_secs: Some(deadline_secs + 2),
                 };
                 let args = vec![
                     "__worker".to_owned(),
                     serde_json::to_string(&spec).unwrap_or_default(),
                 ];
-                let end = child.run(&child.cmd(&o.probe_exe, &args, &extra, child.timeout));
+                let end = child.run(&child.cmd(&o.probe_exe, &args, &extra, cell_timeout));
                 vec![decide_robustness_cell(p, &end)]
             }
             CellKind::Baseline => {
                 let mut opts =
                     crate::probe::Options::new(crate::probe::Command::Compute, o.probe_exe.clone());
                 opts.compute_seconds = o.compute_seconds;
-                opts.deadline = Some(o.cell_timeout);
+                opts.deadline = Some(Instant::now() + Duration::from_secs(deadline_secs));
                 let env_map: BTreeMap<String, String> =
                     child.base_env.iter().chain(&extra).cloned().collect();
                 baseline = crate::probe::compute_baseline(&opts, &env_map, runner)
@@ -1145,7 +1170,7 @@ pub fn run_on(
                 if let Some(b) = baseline {
                     args.extend(["--baseline-kps".into(), format!("{b:.3}")]);
                 }
-                let timeout = o.cell_timeout + Duration::from_secs_f64(o.compute_seconds * 2.0);
+                let timeout = cell_timeout + Duration::from_secs_f64(o.compute_seconds * 2.0);
                 let end = child.run(&child.cmd(&o.probe_exe, &args, &extra, timeout));
                 vec![decide_compute_cell(p, &end, read_report().as_deref())]
             }

@@ -65,14 +65,23 @@ pub fn parse_mps_env_limits(raw: &str) -> Result<Vec<MpsLimit>, String> {
     Ok(out)
 }
 
-/// The control daemon's answer to `get_default_device_pinned_mem_limit <dev>`: the first word
-/// that reads as a size (answers such as `8G`, `8192M` or `8589934592`).
+/// The control daemon's answer to `get_default_device_pinned_mem_limit <dev>`, as the most the
+/// limit can be. The daemon prints whole units rounded down (a limit set as `6000M` reads back
+/// `5G` on driver 580), so an answer of N units means a limit below N + 1 units.
 pub fn parse_control_limit(answer: &str) -> Option<u64> {
-    answer
+    let word = answer
         .split(|c: char| c.is_whitespace() || c == ':' || c == '=')
         .filter(|w| !w.is_empty())
-        .filter_map(parse_mps_size)
-        .find(|&b| b >= MIB)
+        .find(|w| parse_mps_size(w).is_some_and(|b| b >= MIB))?;
+    let bytes = parse_mps_size(word)?;
+    let unit = match word.trim_end_matches(['B', 'b']).chars().last() {
+        Some('k' | 'K') => 1u64 << 10,
+        Some('m' | 'M') => 1 << 20,
+        Some('g' | 'G') => 1 << 30,
+        Some('t' | 'T') => 1 << 40,
+        _ => 1,
+    };
+    bytes.checked_add(if unit > 1 { unit } else { 0 })
 }
 
 /// MIG devices in `nvidia-smi -L` output (`  MIG 1g.10gb     Device  0: (UUID: MIG-…)`).
@@ -83,6 +92,21 @@ pub fn mig_devices_in_listing(listing: &str) -> Vec<String> {
         .filter(|l| l.starts_with("MIG ") && l.contains("UUID: MIG-"))
         .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
         .collect()
+}
+
+/// Whether an MPS control daemon serves `pipe`: its `control` socket exists and, when the
+/// daemon's pid file is there, that process is alive (a daemon that quit can leave the socket).
+pub fn control_daemon_running(pipe: &std::path::Path) -> bool {
+    if !pipe.join("control").exists() {
+        return false;
+    }
+    match std::fs::read_to_string(pipe.join("nvidia-cuda-mps-control.pid")) {
+        Ok(pid) => pid
+            .trim()
+            .parse::<u32>()
+            .is_ok_and(|p| std::path::Path::new(&format!("/proc/{p}")).exists()),
+        Err(_) => true,
+    }
 }
 
 /// The facts the decision is made from.
@@ -257,12 +281,38 @@ mod tests {
     }
 
     #[test]
+    fn a_socket_left_by_a_daemon_that_quit_is_not_a_daemon() {
+        let dir = tempfile::tempdir().expect("tmp");
+        assert!(!control_daemon_running(dir.path()));
+        std::fs::write(dir.path().join("control"), "").expect("socket stand-in");
+        assert!(
+            control_daemon_running(dir.path()),
+            "no pid file: the socket decides"
+        );
+        std::fs::write(
+            dir.path().join("nvidia-cuda-mps-control.pid"),
+            "999999999\n",
+        )
+        .expect("pid");
+        assert!(!control_daemon_running(dir.path()));
+        std::fs::write(
+            dir.path().join("nvidia-cuda-mps-control.pid"),
+            format!("{}\n", std::process::id()),
+        )
+        .expect("pid");
+        assert!(control_daemon_running(dir.path()));
+    }
+
+    #[test]
     fn control_answers() {
-        assert_eq!(parse_control_limit("8000M\n"), Some(8000 * MIB));
+        // Whole units rounded down: "5G" (what a limit of 6000M reads back as) is below 6 GiB.
+        assert_eq!(parse_control_limit("5G\n"), Some(6 << 30));
+        assert_eq!(parse_control_limit("8000M\n"), Some(8001 * MIB));
         assert_eq!(
             parse_control_limit("Default pinned memory limit for device 0: 6G"),
-            Some(6 << 30)
+            Some(7 << 30)
         );
+        assert_eq!(parse_control_limit("8589934592"), Some(8 << 30));
         assert_eq!(parse_control_limit("0\n"), None);
         assert_eq!(parse_control_limit(""), None);
     }

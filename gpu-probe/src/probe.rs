@@ -76,9 +76,10 @@ pub struct Options {
     pub compute_seconds: f64,
     /// `audit`: which device.
     pub audit_device: u32,
-    /// Bounds every child this probe starts (a conformance cell gives its deadline); `None`:
-    /// each child has its own bound.
-    pub deadline: Option<Duration>,
+    /// When everything this probe starts must have ended (a conformance cell gives its
+    /// deadline): the children share it, so a slow one leaves the rest less, and the probe
+    /// still reports in time. `None`: each child has its own bound.
+    pub deadline: Option<std::time::Instant>,
     /// `compute`: the band around the expected throughput ratio, in percentage points.
     pub sm_band_pct: f64,
     /// `compute`: a baseline (busy kernels/s) the caller measured in the same run; skips the
@@ -110,9 +111,20 @@ impl Options {
         }
     }
 
-    /// A child's timeout: its own `limit`, cut to the deadline when one is set.
+    /// A child's timeout: its own `limit`, cut to what is left until the deadline (at least a
+    /// second, so the child can still say why it failed).
     pub fn bound(&self, limit: Duration) -> Duration {
-        self.deadline.map_or(limit, |d| d.min(limit))
+        self.deadline.map_or(limit, |d| {
+            d.saturating_duration_since(std::time::Instant::now())
+                .max(Duration::from_secs(1))
+                .min(limit)
+        })
+    }
+
+    /// Seconds a worker may live before it ends itself (`alarm`), when a deadline is set.
+    fn worker_alarm(&self) -> Option<u64> {
+        self.deadline
+            .map(|_| self.bound(Duration::from_secs(3600)).as_secs() + 2)
     }
 }
 
@@ -170,9 +182,8 @@ pub fn run(opts: &Options, env: &BTreeMap<String, String>, runner: &dyn Runner) 
 
     // CUDA MPS: a pinned device memory limit is the slice when no HAMi-core limit is set.
     let (mut mps, mps_errors) = crate::method::mps_env(env);
-    mps.control_socket = std::path::Path::new(&mps.pipe_directory)
-        .join("control")
-        .exists();
+    mps.control_socket =
+        crate::method::control_daemon_running(std::path::Path::new(&mps.pipe_directory));
     if !mps_errors.is_empty() {
         checks.push(Check {
             id: "limits".into(),
@@ -247,6 +258,7 @@ pub fn run(opts: &Options, env: &BTreeMap<String, String>, runner: &dyn Runner) 
         }),
         unlimited_ceiling_bytes: unlimited_ceiling,
         robustness: None,
+        alarm_secs: opts.worker_alarm(),
     };
     let wrun = run_worker(opts, &spec, runner);
     let wout = wrun.output.clone().unwrap_or_default();
@@ -528,6 +540,7 @@ fn cap_only_spec(device: u32, slice: Option<u64>, target: u64, opts: &Options) -
         compute: None,
         unlimited_ceiling_bytes: None,
         robustness: None,
+        alarm_secs: opts.worker_alarm(),
     }
 }
 
@@ -615,7 +628,11 @@ pub fn two_processes(
             .arg("__hold")
             .args([device.to_string(), holder_bytes.to_string()])
             .args([ready.display().to_string(), release.display().to_string()])
-            .arg((opts.time_bound.as_millis() + 60_000).to_string())
+            .arg(
+                opts.bound(opts.time_bound + Duration::from_secs(60))
+                    .as_millis()
+                    .to_string(),
+            )
             .timeout(opts.bound(opts.time_bound + Duration::from_secs(90))),
     );
     let prober_cmd = with_env(
@@ -1052,7 +1069,9 @@ fn query_mps_control(
             mps.pinned_limits.push(crate::report_conformance::MpsLimit {
                 device,
                 bytes,
-                source: format!("{MPS_CONTROL} get_default_device_pinned_mem_limit"),
+                source: format!(
+                    "{MPS_CONTROL} get_default_device_pinned_mem_limit (whole units, rounded down: the limit is below this)"
+                ),
                 raw: answer.clone(),
             });
         }
@@ -1111,6 +1130,7 @@ pub fn compute_baseline(
         }),
         unlimited_ceiling_bytes: None,
         robustness: None,
+        alarm_secs: opts.worker_alarm(),
     };
     let mut cmd = Cmd::new(opts.worker_exe.display().to_string())
         .arg("__worker")

@@ -52,6 +52,20 @@ pub struct WorkerSpec {
     /// `conformance`: one call the tracker reports trouble with ([`crate::robustness::PROBES`]).
     #[serde(default)]
     pub robustness: Option<String>,
+    /// The worker ends itself (SIGALRM) after this many seconds: a worker stuck inside the
+    /// library (a semaphore, a lock) must not outlive a parent that was killed.
+    #[serde(default)]
+    pub alarm_secs: Option<u64>,
+}
+
+/// Ends this process after `secs` seconds, whatever it is doing (the default action of
+/// SIGALRM); the backstop for children that outlive their parent's bound.
+pub fn end_after(secs: u64) {
+    let secs = u32::try_from(secs).unwrap_or(u32::MAX);
+    // SAFETY: alarm(2) only schedules a signal; no memory is touched.
+    unsafe {
+        libc::alarm(secs);
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -201,6 +215,9 @@ pub fn ceiling_for(
 
 /// Runs the worker and returns its output (never panics on driver errors: they are reported).
 pub fn run(spec: &WorkerSpec) -> WorkerOutput {
+    if let Some(secs) = spec.alarm_secs {
+        end_after(secs);
+    }
     let started = Instant::now();
     let mut out = WorkerOutput::default();
     let cuda = match Cuda::load() {
@@ -604,6 +621,7 @@ mod tests {
             compute: None,
             unlimited_ceiling_bytes: None,
             robustness: None,
+            alarm_secs: None,
         };
         let out = run(&spec);
         if out.error.is_none() {

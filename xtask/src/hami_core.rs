@@ -22,6 +22,8 @@ pub const CMAKE_OPTIONS: &[&str] = &[
     "-DHOOK_NVML_ENABLE=1",
     "-DCMAKE_BUILD_TYPE=Debug",
     "-DTEST_DEVICE_ID=0",
+    // CMake 4 refuses the `cmake_minimum_required` of older revisions without this.
+    "-DCMAKE_POLICY_VERSION_MINIMUM=3.5",
 ];
 
 /// Symbols a working libvgpu.so exports (the allocation and view hooks).
