@@ -50,6 +50,8 @@ pub struct ConformanceOptions {
     pub settle: Duration,
     /// The whole matrix's bound: cells that would start past it are not run (and say so).
     pub budget: Duration,
+    /// The folder HAMi mounts at `/tmp/vgpulock` in pods ([`VGPU_LOCK_DIR`]).
+    pub lock_dir: PathBuf,
 }
 
 impl ConformanceOptions {
@@ -65,6 +67,7 @@ impl ConformanceOptions {
             typical_mib: 8000,
             settle: Duration::from_secs(3),
             budget: Duration::from_secs(300),
+            lock_dir: PathBuf::from(VGPU_LOCK_DIR),
         }
     }
 }
@@ -907,6 +910,32 @@ impl Child<'_> {
     }
 }
 
+/// HAMi mounts the host's `/tmp/vgpulock` into every pod; HAMi-core before 7970f7f takes its
+/// start-up lock there (`/tmp/vgpulock/lock`, created with O_EXCL) and, when it cannot, retries
+/// 20 times for 1–5 s each: a host without the folder makes every process of those revisions wait
+/// about a minute.
+pub const VGPU_LOCK_DIR: &str = "/tmp/vgpulock";
+
+/// Makes `dir` exist (mode 0777, as HAMi's mount), and says what was found or done.
+pub fn ensure_lock_dir(dir: &Path) -> String {
+    use std::os::unix::fs::PermissionsExt;
+    if dir.is_dir() {
+        return format!("{} present, as HAMi mounts it", dir.display());
+    }
+    let made = std::fs::create_dir_all(dir)
+        .and_then(|()| std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o777)));
+    match made {
+        Ok(()) => format!(
+            "{} created (mode 0777), as HAMi mounts it into pods; older HAMi-core waits about a minute at start without it",
+            dir.display()
+        ),
+        Err(e) => format!(
+            "{} is missing and could not be created ({e}): HAMi-core before 7970f7f waits about a minute at every start without it",
+            dir.display()
+        ),
+    }
+}
+
 /// Whether an environment variable belongs to HAMi-core (never inherited by a cell).
 fn is_hami_var(k: &str) -> bool {
     k.starts_with(limits::LIMIT_VAR)
@@ -1043,6 +1072,7 @@ pub fn run_on(
         };
         return Report::new("conformance", vec![check]);
     }
+    let lock_dir = ensure_lock_dir(&o.lock_dir);
     let base_env: Vec<(String, String)> = env
         .iter()
         .filter(|(k, _)| !is_hami_var(k))
@@ -1208,7 +1238,9 @@ pub fn run_on(
         library: o.lib.clone(),
         library_sha256: sha256_file(&o.lib),
         revision: o.revision.clone(),
-        injection: "LD_PRELOAD and CUDA_REDIRECT naming the library (as /etc/ld.so.preload does in a HAMi pod; a child with a cleared environment keeps them), LIBCUDA_LOG_LEVEL=1, a fresh CUDA_DEVICE_MEMORY_SHARED_CACHE per cell".into(),
+        injection: format!(
+            "LD_PRELOAD and CUDA_REDIRECT naming the library (as /etc/ld.so.preload does in a HAMi pod; a child with a cleared environment keeps them), LIBCUDA_LOG_LEVEL=1, a fresh CUDA_DEVICE_MEMORY_SHARED_CACHE per cell; {lock_dir}"
+        ),
         devices,
         cells,
         seconds: started.elapsed().as_secs_f64(),

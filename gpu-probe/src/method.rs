@@ -94,19 +94,11 @@ pub fn mig_devices_in_listing(listing: &str) -> Vec<String> {
         .collect()
 }
 
-/// Whether an MPS control daemon serves `pipe`: its `control` socket exists and, when the
-/// daemon's pid file is there, that process is alive (a daemon that quit can leave the socket).
+/// Whether an MPS control daemon serves `pipe`: its `control` socket accepts a connection. A
+/// daemon that quit leaves the socket file behind (seen with driver 580), so existing is not
+/// enough; the connection is closed at once without a word (the daemon logs it and goes on).
 pub fn control_daemon_running(pipe: &std::path::Path) -> bool {
-    if !pipe.join("control").exists() {
-        return false;
-    }
-    match std::fs::read_to_string(pipe.join("nvidia-cuda-mps-control.pid")) {
-        Ok(pid) => pid
-            .trim()
-            .parse::<u32>()
-            .is_ok_and(|p| std::path::Path::new(&format!("/proc/{p}")).exists()),
-        Err(_) => true,
-    }
+    std::os::unix::net::UnixStream::connect(pipe.join("control")).is_ok()
 }
 
 /// The facts the decision is made from.
@@ -284,23 +276,12 @@ mod tests {
     fn a_socket_left_by_a_daemon_that_quit_is_not_a_daemon() {
         let dir = tempfile::tempdir().expect("tmp");
         assert!(!control_daemon_running(dir.path()));
-        std::fs::write(dir.path().join("control"), "").expect("socket stand-in");
-        assert!(
-            control_daemon_running(dir.path()),
-            "no pid file: the socket decides"
-        );
-        std::fs::write(
-            dir.path().join("nvidia-cuda-mps-control.pid"),
-            "999999999\n",
-        )
-        .expect("pid");
-        assert!(!control_daemon_running(dir.path()));
-        std::fs::write(
-            dir.path().join("nvidia-cuda-mps-control.pid"),
-            format!("{}\n", std::process::id()),
-        )
-        .expect("pid");
-        assert!(control_daemon_running(dir.path()));
+        let path = dir.path().join("control");
+        let listener = std::os::unix::net::UnixListener::bind(&path).expect("bind");
+        assert!(control_daemon_running(dir.path()), "a listening daemon");
+        drop(listener);
+        assert!(path.exists(), "the socket file stays behind");
+        assert!(!control_daemon_running(dir.path()), "but nobody answers");
     }
 
     #[test]

@@ -409,6 +409,7 @@ fn run_end_to_end_with_scripted_children() {
     let mut o = ConformanceOptions::new(&lib.display().to_string(), "gpu-probe".into());
     o.revision = Some("8f3a89c".into());
     o.settle = Duration::from_millis(20);
+    o.lock_dir = dir.path().join("vgpulock");
     let env: BTreeMap<String, String> = [
         ("PATH".to_owned(), "/usr/bin".to_owned()),
         ("CUDA_DEVICE_MEMORY_LIMIT_0".to_owned(), "1m".to_owned()),
@@ -487,6 +488,17 @@ fn run_end_to_end_with_scripted_children() {
             .iter()
             .any(|x| x.freed == Some(false) && x.note.contains("NOT back"))
     );
+}
+
+#[test]
+fn the_lock_folder_a_pod_gets_is_made_when_missing() {
+    use std::os::unix::fs::PermissionsExt;
+    let tmp = tempfile::tempdir().expect("tmp");
+    let dir = tmp.path().join("vgpulock");
+    assert!(ensure_lock_dir(&dir).contains("created (mode 0777)"));
+    let mode = std::fs::metadata(&dir).expect("made").permissions().mode() & 0o777;
+    assert_eq!(mode, 0o777);
+    assert!(ensure_lock_dir(&dir).contains("present"));
 }
 
 #[test]

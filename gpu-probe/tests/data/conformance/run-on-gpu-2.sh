@@ -47,8 +47,8 @@ CUDA_REDIRECT=/tmp/libvgpu.so CUDA_DEVICE_MEMORY_LIMIT_0=8000m CUDA_DEVICE_SM_LI
 rm -f /etc/ld.so.preload
 
 # ecbf908 with a matrix budget, so a hang costs its cell and the budget, never the report.
-t timeout 75 "$P" conformance --lib "$PWD/$LIBS/libvgpu-ecbf908.so" --revision ecbf908 --cell-timeout-secs 15 \
-  --budget-secs 60 --output json --report-file "$R/conformance/ecbf908-1gpu.json" > /dev/null 2> "$R/logs/conformance-ecbf908.err"
+t timeout 62 "$P" conformance --lib "$PWD/$LIBS/libvgpu-ecbf908.so" --revision ecbf908 --cell-timeout-secs 12 \
+  --budget-secs 50 --output json --report-file "$R/conformance/ecbf908-1gpu.json" > /dev/null 2> "$R/logs/conformance-ecbf908.err"
 HAMI_CORE_LIB="$PWD/$LIBS/libvgpu-ecbf908.so" GPU_PROBE_BIN="$P" t timeout 30 "$B/gpu-test" --test-threads=1 real_library_e > "$R/logs/gpu-test-ecbf908.txt" 2>&1
 
 # A fourth revision built here.
@@ -57,8 +57,8 @@ if [ -n "$SRC4" ]; then
   t timeout 90 "$B/xtask" hami-core --src "$SRC4" --fcommon ${CUDA12:+--cuda-home "$CUDA12"} --jobs 16 \
     --out /tmp/libvgpu-$rev4.so > "$R/logs/xtask-hami-core-$rev4.log" 2>&1
   if [ -f /tmp/libvgpu-$rev4.so ]; then
-    t timeout 60 "$P" conformance --lib /tmp/libvgpu-$rev4.so --revision "$rev4" --cell-timeout-secs 15 \
-      --budget-secs 45 --output json --report-file "$R/conformance/$rev4-1gpu.json" > /dev/null 2> "$R/logs/conformance-$rev4.err"
+    t timeout 60 "$P" conformance --lib /tmp/libvgpu-$rev4.so --revision "$rev4" --cell-timeout-secs 12 \
+      --budget-secs 40 --output json --report-file "$R/conformance/$rev4-1gpu.json" > /dev/null 2> "$R/logs/conformance-$rev4.err"
   fi
 fi
 nvidia-smi --query-gpu=memory.used --format=csv > "$R/logs/memory-used-at-end.csv" 2>&1
