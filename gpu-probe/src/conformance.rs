@@ -854,6 +854,22 @@ pub fn decide_compute_cell(
     cell
 }
 
+/// The cells a plan would have given, marked not run (the baseline gives none).
+fn not_run(p: &CellPlan, why: &str) -> Vec<ConformanceCell> {
+    let mut cells = match p.kind {
+        CellKind::Baseline => Vec::new(),
+        CellKind::Audit => audit_cells(p, &ChildEnd::NotStarted(String::new()), None),
+        _ => vec![blank(p)],
+    };
+    for c in &mut cells {
+        c.outcome = CellOutcome::NotApplicable;
+        c.note = why.to_owned();
+        c.exit_code = None;
+        c.log_lines.clear();
+    }
+    cells
+}
+
 /// The check of one cell: failed when its outcome fails the claim, or when a spelling is read
 /// other than the probe predicts; none for cells that are not applicable.
 pub fn cell_check(c: &ConformanceCell) -> Option<Check> {
@@ -1095,12 +1111,11 @@ pub fn run_on(
         // Each cell gets its bound, cut to what is left of the matrix's budget.
         let left = o.budget.saturating_sub(started.elapsed());
         if left < Duration::from_secs(10) && !matches!(p.kind, CellKind::NeedsDevices(_)) {
-            let mut c = blank(p);
-            c.note = format!(
+            let why = format!(
                 "not run: the matrix's time budget of {}s ran out (earlier cells hung or were slow)",
                 o.budget.as_secs()
             );
-            cells.push(c);
+            cells.extend(not_run(p, &why));
             continue;
         }
         let cell_timeout = o.cell_timeout.min(left);
@@ -1351,7 +1366,14 @@ pub fn markdown_matrix(reports: &[(String, &ConformanceSection)]) -> String {
                         (None, Some(h), None) => format!(" {:.0} MiB", mib(h)),
                         _ => String::new(),
                     };
-                    format!("{}{numbers}", x.outcome.word())
+                    let word = if x.outcome == CellOutcome::NotApplicable
+                        && x.note.starts_with("not run")
+                    {
+                        "not run"
+                    } else {
+                        x.outcome.word()
+                    };
+                    format!("{word}{numbers}")
                 },
             );
             let _ = write!(s, " {entry} |");

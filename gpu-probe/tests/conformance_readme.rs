@@ -6,7 +6,8 @@ use std::path::PathBuf;
 
 use gpu_probe::report::Report;
 
-const BEGIN: &str = "<!-- conformance-matrix:begin (generated from tests/data/conformance; do not edit) -->";
+const BEGIN: &str =
+    "<!-- conformance-matrix:begin (generated from tests/data/conformance; do not edit) -->";
 const END: &str = "<!-- conformance-matrix:end -->";
 
 fn root() -> PathBuf {
@@ -38,14 +39,23 @@ fn generated() -> String {
             let Ok(text) = std::fs::read_to_string(&path) else {
                 continue;
             };
-            let r: Report = serde_json::from_str(&text)
-                .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            let r: Report =
+                serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
             let c = r.conformance.as_ref().expect("a conformance report");
-            assert_eq!(c.revision.as_deref(), Some(rev.as_str()), "{}", path.display());
+            assert_eq!(
+                c.revision.as_deref(),
+                Some(rev.as_str()),
+                "{}",
+                path.display()
+            );
             loaded.push((format!("{rev} ({gpus} GPU; {what})"), r));
         }
     }
-    assert!(!loaded.is_empty(), "no conformance reports in {}", dir.display());
+    assert!(
+        !loaded.is_empty(),
+        "no conformance reports in {}",
+        dir.display()
+    );
     let sections: Vec<(String, &gpu_probe::report_conformance::ConformanceSection)> = loaded
         .iter()
         .filter_map(|(name, r)| r.conformance.as_ref().map(|c| (name.clone(), c)))
