@@ -224,10 +224,10 @@ fn main() -> ExitCode {
             sm_limits,
             budget_secs,
         }) => {
-            if !(compute_seconds.is_finite() && compute_seconds > 0.0 && compute_seconds <= 60.0)
-                || !(sm_band_pct.is_finite() && (0.0..=100.0).contains(&sm_band_pct))
-                || sm_limits.iter().any(|&l| l == 0 || l > 100)
-            {
+            let seconds_ok =
+                compute_seconds.is_finite() && compute_seconds > 0.0 && compute_seconds <= 60.0;
+            let band_ok = sm_band_pct.is_finite() && (0.0..=100.0).contains(&sm_band_pct);
+            if !(seconds_ok && band_ok) || sm_limits.iter().any(|&l| l == 0 || l > 100) {
                 eprintln!(
                     "gpu-probe conformance: --compute-seconds must be in (0, 60], --sm-band-pct in [0, 100], --sm-limits in 1..=100"
                 );

@@ -1731,8 +1731,10 @@ mod tests {
     #[test]
     fn the_baseline_child_runs_without_the_limit_in_its_own_region() {
         let fake = RecordingRunner::new(&["gpu-probe-worker"]);
-        let mut base = WorkerOutput::default();
-        base.compute = Some(Ok(compute(None, false, 1000.0)));
+        let base = WorkerOutput {
+            compute: Some(Ok(compute(None, false, 1000.0))),
+            ..WorkerOutput::default()
+        };
         fake.reply("__worker", 0, &worker::render(&base), "");
         let env: BTreeMap<String, String> = [
             ("CUDA_DEVICE_SM_LIMIT".to_owned(), "50".to_owned()),

@@ -108,13 +108,16 @@ impl Nvml {
             device_name: sym!(lib, "nvmlDeviceGetName"),
             device_uuid: sym!(lib, "nvmlDeviceGetUUID"),
             memory_info: sym!(lib, "nvmlDeviceGetMemoryInfo"),
-            // SAFETY (all three): NVML entry points whose C signatures match the field types.
+            // SAFETY: NVML entry points whose C signatures match the field types; the library
+            // lives in the same struct as the pointers.
             compute_processes: unsafe { lib.get(b"nvmlDeviceGetComputeRunningProcesses_v3\0") }
                 .ok()
                 .map(|s| *s),
+            // SAFETY: as above.
             mps_processes: unsafe { lib.get(b"nvmlDeviceGetMPSComputeRunningProcesses_v3\0") }
                 .ok()
                 .map(|s| *s),
+            // SAFETY: as above.
             mig_mode: unsafe { lib.get(b"nvmlDeviceGetMigMode\0") }
                 .ok()
                 .map(|s| *s),
