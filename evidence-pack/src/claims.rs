@@ -75,6 +75,7 @@ pub fn summarize(inputs: &Inputs, timestamp: &str, bundle: &str) -> Summary {
         warnings,
         raw_files: inputs.files.keys().map(|k| raw_path(k)).collect(),
         measurements,
+        conformance: crate::matrix::from_probes(&inputs.probes),
     }
 }
 

@@ -9,6 +9,7 @@
 pub mod bundle;
 pub mod claims;
 pub mod input;
+pub mod matrix;
 pub mod model;
 pub mod redact;
 pub mod render;

@@ -23,6 +23,7 @@ pub fn renderer_id() -> String {
     h.update(include_str!("model.rs"));
     // The summary types live in lab-report: a change there changes what is rendered.
     h.update(lab_report::summary::TYPES_SOURCE);
+    h.update(include_str!("matrix.rs"));
     h.finalize()
         .iter()
         .take(8)
@@ -352,6 +353,7 @@ pub fn markdown(s: &Summary) -> String {
             let _ = writeln!(o, "- {}", cap_line(c));
         }
     }
+    o.push_str(&crate::matrix::markdown(&s.conformance));
     o.push_str("\n## Environment\n\n| Item | Value |\n|---|---|\n");
     for (k, v) in environment_rows(s) {
         let _ = writeln!(o, "| {k} | {} |", md_cell(&v));
@@ -731,6 +733,7 @@ pub fn html(s: &Summary) -> String {
             );
         }
     }
+    o.push_str(&crate::matrix::html(&s.conformance));
     o.push_str("<h2>Environment</h2>\n<table><tr><th>Item</th><th>Value</th></tr>\n");
     for (k, v) in environment_rows(s) {
         let _ = writeln!(o, "<tr><td>{}</td><td>{}</td></tr>", esc(k), esc(&v));

@@ -40,3 +40,10 @@ pub fn env(pairs: &[(&str, &str)]) -> std::collections::BTreeMap<String, String>
         .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
         .collect()
 }
+
+/// A text file under this crate's `tests/data/`.
+pub fn local(rel: &str) -> String {
+    let path = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data")).join(rel);
+    std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("test data {} is missing ({e})", path.display()))
+}

@@ -51,6 +51,12 @@ pub struct Report {
     /// `gpu-probe selftest`: a HAMi-core library checked against this driver without Kubernetes.
     #[serde(default)]
     pub selftest: Option<SelftestSection>,
+    /// The sharing method the probe found (HAMi-core, CUDA MPS, MIG, none) and why.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub method: Option<crate::report_conformance::MethodSection>,
+    /// `gpu-probe conformance`: the matrix of what one HAMi-core library caps here.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub conformance: Option<crate::report_conformance::ConformanceSection>,
     /// Every check, flat, in the order they ran.
     pub checks: Vec<Check>,
     pub verdict: Verdict,
@@ -81,6 +87,8 @@ impl Report {
             overhead: None,
             compute: None,
             selftest: None,
+            method: None,
+            conformance: None,
             verdict: Verdict::from_checks(&checks),
             checks,
             scope_note: SCOPE_NOTE.into(),
@@ -218,7 +226,13 @@ pub struct CapDevice {
     pub held_bytes: u64,
     /// `cuMemGetInfo_v2` before the search: total − free is what the context costs the slice.
     pub start_mem_info: Option<MemInfo>,
+    /// What the context itself costs: the start's used memory less what other processes of the
+    /// container held (`sibling_usage`); absent where the total is not this process's own (MPS).
     pub context_overhead_bytes: Option<u64>,
+    /// Other processes of this container holding part of the slice at the start (HAMi-core's
+    /// shared region lists them).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sibling_usage: Vec<crate::report_conformance::SiblingUsage>,
     /// Every allocation call of the search, in order (for the chart in the evidence report).
     pub steps: Vec<CapStep>,
     pub alloc_calls: u32,
@@ -590,6 +604,9 @@ pub struct ComputeSection {
     /// Whether throttling is expected here at all, and why.
     pub throttling_expected: bool,
     pub statement: String,
+    /// Against an unlimited baseline measured in the same run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub comparison: Option<crate::report_conformance::ComputeComparison>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, JsonSchema)]

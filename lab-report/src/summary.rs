@@ -120,6 +120,9 @@ pub struct Summary {
     pub warnings: Vec<String>,
     /// The raw input files, as stored under `raw/`.
     pub raw_files: Vec<String>,
+    /// The matrices of the `gpu-probe conformance` reports among the inputs.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conformance: Vec<Matrix>,
     /// Numbers that were measured but claim nothing (overhead, compute without a band): reported,
     /// never counted as a pass. Missing in older bundles.
     #[serde(default)]
@@ -243,4 +246,38 @@ pub struct Redaction {
     pub file: String,
     pub kind: String,
     pub count: usize,
+}
+
+/// One `gpu-probe conformance` report's matrix, as kept in `summary.json` (rows built and
+/// rendered by evidence-pack's `matrix` module).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, JsonSchema)]
+pub struct Matrix {
+    /// The report's archive path (under `raw/`).
+    pub source: String,
+    pub library: String,
+    pub revision: Option<String>,
+    pub library_sha256: Option<String>,
+    /// The card(s), e.g. `NVIDIA H200 143771 MiB`.
+    pub devices: Vec<String>,
+    pub driver_version: Option<String>,
+    pub seconds: f64,
+    pub all_freed: bool,
+    pub rows: Vec<Row>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, JsonSchema)]
+pub struct Row {
+    /// The group, as people read it (`allocation paths`).
+    pub group: String,
+    pub cell: String,
+    pub title: String,
+    /// gpu-probe's outcome word (`capped`, `escaped`, `crashed`, …).
+    pub outcome: String,
+    /// The claim this row is (`<report>:conformance.<cell>`), when the cell had one.
+    pub claim: Option<String>,
+    /// The claim failed.
+    pub failed: bool,
+    /// Held / slice, or the SM-limit ratio, as text.
+    pub numbers: String,
+    pub note: String,
 }
