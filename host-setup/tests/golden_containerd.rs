@@ -1,4 +1,4 @@
-//! Golden tests over every containerd config fixture in shared/fixtures/host: set-default-runtime
+//! Golden tests over every containerd config fixture in tests/data/host: set-default-runtime
 //! --runtime containerd on a tree holding the fixture (and its drop-in) must give the golden
 //! bytes, put `default_runtime_name = "nvidia"` in the table of the file's own version, keep every
 //! comment, and a second run must plan nothing and change no byte.

@@ -9,7 +9,7 @@ captured; the real H100 reports live in gpu-probe/tests/data on main.
 import calendar, json, os, shutil, sys
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-K8S = os.path.join(HERE, "..", "..", "..", "..", "shared", "fixtures", "hami", "k8s")
+K8S = os.path.join(HERE, "..", "..", "..", "cluster-ctl", "tests", "data", "k8s")
 MIB = 1024 * 1024
 CARD_MIB = 81559
 SLICE_MIB = 8000

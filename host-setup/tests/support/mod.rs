@@ -9,7 +9,7 @@ use host_setup::observe::{Observation, Observer};
 use host_setup::root::HostRoot;
 use lab_runner::{Cmd, RecordingRunner, Runner, SystemRunner};
 
-pub const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/fixtures/host");
+pub const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/host");
 pub const SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/make-fixture-tree.sh");
 pub const GOLDEN: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/golden");
 
@@ -18,7 +18,7 @@ pub fn fixture(name: &str) -> String {
         .unwrap_or_else(|e| panic!("fixture {name}: {e}"))
 }
 
-/// Every containerd config fixture (all `.toml` files of shared/fixtures/host).
+/// Every containerd config fixture (all `.toml` files of tests/data/host).
 pub fn containerd_fixtures() -> Vec<String> {
     let mut names: Vec<String> = std::fs::read_dir(FIXTURES)
         .expect("fixtures dir")
