@@ -9,12 +9,12 @@ use serde::Serialize;
 
 use lab_runner::{Cmd, Runner};
 
-use crate::apply;
 use crate::containerd;
 use crate::k3s;
 use crate::observe::{self, Driver, Observation};
 use crate::plan::{self, Target};
 use crate::root::HostRoot;
+use crate::validate::{self, Containerd, Source};
 
 /// How bad a finding is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -135,10 +135,13 @@ pub fn preflight(obs: &Observation, system: bool) -> Vec<Finding> {
     if let Some(mib) = obs.free_disk_mib {
         out.push(Finding::ok(format!("{mib} MiB free under /var/lib")));
     }
+    for u in &obs.unreadable {
+        out.push(Finding::fail(u.reason(), u.fix()));
+    }
     for n in &obs.notes {
         out.push(Finding::warn(
-            format!("could not read: {n}"),
-            "check the permissions of that path",
+            format!("could not look at: {n}"),
+            "check the path and its permissions",
         ));
     }
     for w in plan::host_warnings(obs) {
@@ -153,25 +156,39 @@ pub fn preflight(obs: &Observation, system: bool) -> Vec<Finding> {
 }
 
 /// `host-setup verify`: the checks alone. Commands are read-only (`kubectl get`, `config dump`).
+/// A file that could not be read fails verify, and nothing is judged from the other files then.
 pub fn verify<R: Runner + ?Sized>(
     obs: &Observation,
     target: Target,
     runner: &R,
     root: &HostRoot,
     system: bool,
-    containerd_bin: Option<&str>,
+    containerds: &[Containerd],
     k3s_did_not_run: bool,
 ) -> Vec<Finding> {
+    if !obs.unreadable.is_empty() {
+        let mut out: Vec<Finding> = obs
+            .unreadable
+            .iter()
+            .map(|u| Finding::fail(u.reason(), u.fix()))
+            .collect();
+        out.push(Finding::skip(
+            "the other checks (a file they depend on could not be read)",
+        ));
+        return out;
+    }
     match target {
-        Target::K3s => verify_k3s(obs, runner, system, k3s_did_not_run),
-        Target::Containerd => verify_containerd(obs, runner, root, system, containerd_bin),
+        Target::K3s => verify_k3s(obs, runner, root, system, containerds, k3s_did_not_run),
+        Target::Containerd => verify_containerd(obs, runner, root, system, containerds),
     }
 }
 
 fn verify_k3s<R: Runner + ?Sized>(
     obs: &Observation,
     runner: &R,
+    root: &HostRoot,
     system: bool,
+    containerds: &[Containerd],
     k3s_did_not_run: bool,
 ) -> Vec<Finding> {
     let mut out = Vec::new();
@@ -226,6 +243,7 @@ fn verify_k3s<R: Runner + ?Sized>(
                     k3s::GENERATED_CONTAINERD,
                     containerd::default_runtime_table(version)
                 )));
+                out.push(load_generated(runner, root, containerds));
             }
             Err(e) => out.push(Finding::fail(
                 e,
@@ -271,12 +289,38 @@ fn verify_k3s<R: Runner + ?Sized>(
     out
 }
 
+/// k3s's generated config loaded by the containerd k3s ships (the one that will read it).
+fn load_generated<R: Runner + ?Sized>(
+    runner: &R,
+    root: &HostRoot,
+    containerds: &[Containerd],
+) -> Finding {
+    let Some(c) = containerds.iter().find(|c| c.source == Source::K3s) else {
+        return Finding::skip(format!(
+            "`config dump` of {} (k3s's own containerd under <data-dir>/data/current/bin was not found)",
+            k3s::GENERATED_CONTAINERD
+        ));
+    };
+    match validate::dump_with_containerd(runner, &c.path, root, k3s::GENERATED_CONTAINERD, &[]) {
+        Ok(_) => Finding::ok(format!(
+            "`{} config dump` loads {}: default runtime nvidia ({})",
+            c.path,
+            k3s::GENERATED_CONTAINERD,
+            c.label()
+        )),
+        Err(e) => Finding::fail(
+            e,
+            "run `host-setup set-default-runtime --runtime k3s`, then look at `journalctl -u k3s`",
+        ),
+    }
+}
+
 fn verify_containerd<R: Runner + ?Sized>(
     obs: &Observation,
     runner: &R,
     root: &HostRoot,
     system: bool,
-    containerd_bin: Option<&str>,
+    containerds: &[Containerd],
 ) -> Vec<Finding> {
     let mut out = Vec::new();
     let Some(cfg) = &obs.containerd_config else {
@@ -307,39 +351,58 @@ fn verify_containerd<R: Runner + ?Sized>(
             ),
             "run `host-setup set-default-runtime --runtime containerd`",
         )),
-        Err(e) => out.push(Finding::fail(e.to_string(), "fix the file")),
+        Err(e) => out.push(Finding::fail(e.problem(), e.fix())),
     }
-    let bin = containerd_bin.unwrap_or("containerd");
     let file_version = containerd::file_version(&cfg.text, &cfg.path)
         .ok()
         .flatten()
         .unwrap_or(2);
-    let too_old = file_version >= 3
-        && runner.exists(bin)
-        && apply::containerd_major(runner, bin).is_some_and(|m| m < 2);
-    if too_old && !system {
-        out.push(Finding::skip(format!(
-            "`{bin} config dump`: {bin} is containerd 1.x and cannot read config version {file_version}; pass --containerd-bin with a containerd >= 2.0"
-        )));
-    } else if too_old {
+    let host_own = containerds
+        .iter()
+        .find(|c| matches!(c.source, Source::Path | Source::Flag));
+    if let Some(c) = host_own.filter(|c| system && !c.reads(file_version)) {
         out.push(Finding::fail(
-            format!("{} is config version {file_version}, which this host's containerd 1.x cannot read (it ignores the CRI settings)", cfg.path),
+            format!(
+                "{} is config version {file_version}, which this host's containerd {} cannot read (it ignores the CRI settings)",
+                cfg.path, c.version
+            ),
             "upgrade containerd to 2.x, or rewrite the file as version 2",
         ));
-    } else if runner.exists(bin) {
-        match apply::dump_with_containerd(runner, bin, root, observe::CONTAINERD_CONFIG, &[]) {
+        return out;
+    }
+    match containerds.iter().find(|c| c.reads(file_version)) {
+        Some(c) => match validate::dump_with_containerd(
+            runner,
+            &c.path,
+            root,
+            observe::CONTAINERD_CONFIG,
+            &[],
+        ) {
             Ok(_) => out.push(Finding::ok(format!(
-                "`{bin} config dump` loads it: default runtime nvidia"
+                "`{} config dump` loads it: default runtime nvidia ({})",
+                c.path,
+                c.label()
             ))),
             Err(e) => out.push(Finding::fail(
                 e,
                 "run `host-setup set-default-runtime --runtime containerd`",
             )),
-        }
-    } else {
-        out.push(Finding::skip(format!(
-            "`{bin} config dump` ({bin} not found)"
-        )));
+        },
+        None => out.push(Finding::skip(format!(
+            "`containerd config dump` (no containerd that reads config version {file_version} was found{})",
+            if containerds.is_empty() {
+                String::new()
+            } else {
+                format!(
+                    "; found only {}",
+                    containerds
+                        .iter()
+                        .map(Containerd::label)
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )
+            }
+        ))),
     }
     out
 }

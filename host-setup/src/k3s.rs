@@ -21,6 +21,18 @@ pub const TEMPLATE_V3: &str = "/var/lib/rancher/k3s/agent/etc/containerd/config-
 pub const TEMPLATE_V2: &str = "/var/lib/rancher/k3s/agent/etc/containerd/config.toml.tmpl";
 pub const BINARY: &str = "/usr/local/bin/k3s";
 pub const SERVICE_ENV: &str = "/etc/systemd/system/k3s.service.env";
+/// k3s's default `--data-dir`; its bundled binaries (containerd among them) are unpacked under
+/// `<data-dir>/data/current/bin`.
+pub const DEFAULT_DATA_DIR: &str = "/var/lib/rancher/k3s";
+
+/// The data dir a config.yaml sets (`data-dir:`), else the default.
+pub fn data_dir(config_yaml: Option<&str>) -> String {
+    config_yaml
+        .and_then(|t| parse_mapping(t).ok())
+        .and_then(|m| m.get("data-dir").and_then(Value::as_str).map(str::to_owned))
+        .filter(|d| d.starts_with('/'))
+        .unwrap_or_else(|| DEFAULT_DATA_DIR.to_owned())
+}
 
 /// What host-setup wants in k3s's config.yaml.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -42,19 +54,64 @@ pub struct Merged {
     pub reserialised: bool,
 }
 
-/// Why config.yaml could not be merged.
-#[derive(Debug, thiserror::Error)]
+/// Why config.yaml could not be merged. Each case has its own fix ([`YamlError::fix`]).
+#[derive(Debug, PartialEq, Eq)]
 pub enum YamlError {
-    #[error(
-        "{CONFIG_YAML}: not valid YAML ({0}); fix the syntax (or restore a backup) and run again"
-    )]
+    /// Not YAML (the parser's message says where).
     Parse(String),
-    #[error(
-        "{CONFIG_YAML}: the top level must be a mapping of k3s flags (`key: value`); fix it and run again"
-    )]
-    NotMapping,
-    #[error("{CONFIG_YAML}: `{0}` must be a string or a list of strings; fix it and run again")]
-    BadList(String),
+    /// The top level is not a mapping; `found` says what it is.
+    NotMapping { found: &'static str },
+    /// A list key (`tls-san`, `node-label`, `disable`, …) holds something else.
+    BadList { key: String, found: &'static str },
+}
+
+impl YamlError {
+    pub fn problem(&self) -> String {
+        match self {
+            Self::Parse(message) => format!("{CONFIG_YAML}: not valid YAML ({message})"),
+            Self::NotMapping { found } => format!(
+                "{CONFIG_YAML}: the top level is {found}, but k3s reads a mapping of its flags (`key: value` lines)"
+            ),
+            Self::BadList { key, found } => format!(
+                "{CONFIG_YAML}: `{key}` is {found}, but k3s reads a string or a list of strings there"
+            ),
+        }
+    }
+
+    pub fn fix(&self) -> String {
+        match self {
+            Self::Parse(_) => format!(
+                "correct the YAML at the line and column shown (or restore a backup of {CONFIG_YAML}), then run again"
+            ),
+            Self::NotMapping { .. } => format!(
+                "write {CONFIG_YAML} as `flag: value` lines (e.g. `write-kubeconfig-mode: \"0600\"`), one flag per line, then run again"
+            ),
+            Self::BadList { key, .. } => format!(
+                "write it as a list of strings:\n      {key}:\n        - \"value\"\n    then run again"
+            ),
+        }
+    }
+}
+
+impl std::fmt::Display for YamlError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}; fix: {}", self.problem(), self.fix())
+    }
+}
+
+impl std::error::Error for YamlError {}
+
+/// What a YAML value is, for messages.
+fn kind_of(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "empty (null)",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Sequence(_) => "a list",
+        Value::Mapping(_) => "a mapping",
+        Value::Tagged(_) => "a tagged value",
+    }
 }
 
 fn parse_mapping(text: &str) -> Result<Mapping, YamlError> {
@@ -64,7 +121,9 @@ fn parse_mapping(text: &str) -> Result<Mapping, YamlError> {
     match serde_yaml_ng::from_str::<Value>(text).map_err(|e| YamlError::Parse(e.to_string()))? {
         Value::Mapping(m) => Ok(m),
         Value::Null => Ok(Mapping::new()),
-        _ => Err(YamlError::NotMapping),
+        other => Err(YamlError::NotMapping {
+            found: kind_of(&other),
+        }),
     }
 }
 
@@ -77,10 +136,20 @@ fn as_list(map: &Mapping, key: &str) -> Result<Vec<String>, YamlError> {
             .map(|v| match v {
                 Value::String(s) => Ok(s.clone()),
                 Value::Number(n) => Ok(n.to_string()),
-                _ => Err(YamlError::BadList(key.to_owned())),
+                other => Err(YamlError::BadList {
+                    key: key.to_owned(),
+                    found: match other {
+                        Value::Sequence(_) => "a list holding a list",
+                        Value::Mapping(_) => "a list holding a mapping",
+                        _ => "a list holding a non-string",
+                    },
+                }),
             })
             .collect(),
-        Some(_) => Err(YamlError::BadList(key.to_owned())),
+        Some(other) => Err(YamlError::BadList {
+            key: key.to_owned(),
+            found: kind_of(other),
+        }),
     }
 }
 

@@ -5,8 +5,6 @@
 
 mod support;
 
-use std::time::Duration;
-
 use host_setup::apply::{self, ApplyError, ApplyOptions};
 use host_setup::k3s;
 use host_setup::observe::{CONTAINERD_CONFIG, Observer};
@@ -16,13 +14,7 @@ use lab_runner::RecordingRunner;
 use support::*;
 
 fn opts() -> ApplyOptions {
-    ApplyOptions {
-        system: true,
-        wait_attempts: 3,
-        poll_interval: Duration::ZERO,
-        containerd_bin: None,
-        stamp: "20260101T000000Z".to_owned(),
-    }
+    apply_opts(true, 3, waived())
 }
 
 /// The tree observed as a root-run on a GPU host (the driver itself is covered in tests/plan.rs).

@@ -19,6 +19,7 @@ fn file(path: &str, text: &str) -> FileState {
         mode: 0o600,
         uid: 0,
         gid: 0,
+        link_target: None,
     }
 }
 
@@ -284,7 +285,7 @@ fn not_root_blocks_and_apply_refuses_without_writing() {
         system: true,
         wait_attempts: 1,
         poll_interval: std::time::Duration::ZERO,
-        containerd_bin: None,
+        validators: host_setup::validate::Validators::default(),
         stamp: "s".into(),
     };
     let err = host_setup::apply::apply(&plan, &runner, &root, &opts, &mut |_| {}).unwrap_err();

@@ -20,14 +20,21 @@ fn program_runs_and_reports_are_recorded_for_this_test() {
     let (binary, test) = tier::origin();
     assert_eq!(test, "program_runs_and_reports_are_recorded_for_this_test");
     assert!(binary.starts_with("tier_log-"), "{binary}");
-    assert_eq!(out.stdout, format!("{binary}\t{test}"), "child inherits the origin");
+    assert_eq!(
+        out.stdout,
+        format!("{binary}\t{test}"),
+        "child inherits the origin"
+    );
 
     let records = tier::parse(&std::fs::read_to_string(&log).unwrap());
     assert_eq!(records.len(), 3, "{records:?}");
     assert_eq!(records[0].event, Event::Exec);
     assert!(records[0].name.ends_with("/sh"), "{:?}", records[0]);
     assert_eq!(records[0].detail, "exit=0 args=-c");
-    assert_eq!((records[1].event, records[1].name.as_str()), (Event::Ran, "mock API"));
+    assert_eq!(
+        (records[1].event, records[1].name.as_str()),
+        (Event::Ran, "mock API")
+    );
     assert_eq!(records[2].event, Event::Skipped);
     assert_eq!(records[2].detail, "not installed here");
     assert!(records.iter().all(|r| r.binary == binary && r.test == test));
