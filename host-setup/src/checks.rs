@@ -303,8 +303,7 @@ fn load_generated<R: Runner + ?Sized>(
     };
     match validate::dump_with_containerd(runner, &c.path, root, k3s::GENERATED_CONTAINERD, &[]) {
         Ok(_) => Finding::ok(format!(
-            "`{} config dump` loads {}: default runtime nvidia ({})",
-            c.path,
+            "`config dump` loads {}: default runtime nvidia (by k3s's own containerd {})",
             k3s::GENERATED_CONTAINERD,
             c.label()
         )),
@@ -351,7 +350,11 @@ fn verify_containerd<R: Runner + ?Sized>(
             ),
             "run `host-setup set-default-runtime --runtime containerd`",
         )),
-        Err(e) => out.push(Finding::fail(e.problem(), e.fix())),
+        Err(e) => {
+            // A broken file is not handed to containerd as well: one finding, with its fix.
+            out.push(Finding::fail(e.problem(), e.fix()));
+            return out;
+        }
     }
     let file_version = containerd::file_version(&cfg.text, &cfg.path)
         .ok()
@@ -379,8 +382,7 @@ fn verify_containerd<R: Runner + ?Sized>(
             &[],
         ) {
             Ok(_) => out.push(Finding::ok(format!(
-                "`{} config dump` loads it: default runtime nvidia ({})",
-                c.path,
+                "`config dump` loads it: default runtime nvidia (by the real containerd {})",
                 c.label()
             ))),
             Err(e) => out.push(Finding::fail(

@@ -92,9 +92,16 @@ impl ConfigError {
                 "regenerate it with `containerd config default > {path}` (version 2 on containerd 1.x, 3 on 2.x), re-apply your own settings, then run again"
             ),
             Self::VersionNotInteger { written, .. } => {
-                match written.trim_matches(['"', '\'']).parse::<i64>() {
-                    Ok(n) => format!("write it as a bare integer: `version = {n}` (no quotes)"),
-                    Err(_) => "write `version = 2` for `io.containerd.grpc.v1.cri` tables or `version = 3` for `io.containerd.cri.v1.runtime` tables (a bare integer)".to_owned(),
+                let bare = written.trim_matches(['"', '\'']);
+                let number = bare.parse::<i64>().ok().or_else(|| {
+                    bare.parse::<f64>()
+                        .ok()
+                        .filter(|f| f.fract() == 0.0 && (1.0..=9.0).contains(f))
+                        .map(|f| f as i64)
+                });
+                match number {
+                    Some(n) => format!("write it as a bare integer: `version = {n}` (no quotes)"),
+                    None => "write `version = 2` for `io.containerd.grpc.v1.cri` tables or `version = 3` for `io.containerd.cri.v1.runtime` tables (a bare integer)".to_owned(),
                 }
             }
             Self::UnsupportedVersion { tables_of, .. } => match tables_of {
@@ -828,7 +835,154 @@ mod tests {
         let err =
             set_nvidia_default("[plugins.cri]\n", "c.toml", ROOT2, NVIDIA_BINARY).unwrap_err();
         assert!(matches!(err, ConfigError::Version1 { .. }));
-        assert!(err.to_string().contains("containerd config default"));
+        assert!(err.problem().contains("no `version` key"), "{err}");
+        assert!(
+            err.fix().contains("containerd config default > c.toml"),
+            "{err}"
+        );
+    }
+
+    fn refused(text: &str) -> ConfigError {
+        set_nvidia_default(text, "c.toml", ROOT2, NVIDIA_BINARY).unwrap_err()
+    }
+
+    // One test per message: each error says what is wrong and the fix for that case.
+
+    #[test]
+    fn explicit_version_1_says_so_and_to_regenerate() {
+        let err = refused("version = 1\n[plugins.cri.containerd]\n");
+        assert_eq!(
+            err,
+            ConfigError::ExplicitVersion1 {
+                path: "c.toml".into()
+            }
+        );
+        assert!(
+            err.problem()
+                .contains("`version = 1` is containerd's legacy"),
+            "{err}"
+        );
+        assert!(!err.problem().contains("no `version` key"), "{err}");
+        assert!(
+            err.fix().contains("containerd config default > c.toml"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn version_as_a_string_is_told_to_drop_the_quotes() {
+        let err = refused("version = \"2\"\n");
+        assert_eq!(
+            err,
+            ConfigError::VersionNotInteger {
+                path: "c.toml".into(),
+                found: "a string".into(),
+                written: "\"2\"".into()
+            }
+        );
+        assert!(
+            err.problem().contains("`version = \"2\"` is a string"),
+            "{err}"
+        );
+        assert_eq!(
+            err.fix(),
+            "write it as a bare integer: `version = 2` (no quotes)"
+        );
+        assert!(!err.to_string().contains("[table]"), "{err}");
+        let err = refused("version = 'three'\n");
+        assert!(
+            err.fix()
+                .contains("`version = 3` for `io.containerd.cri.v1.runtime`"),
+            "{err}"
+        );
+        let err = refused("version = 2.0\n");
+        assert!(err.problem().contains("is a float"), "{err}");
+        assert_eq!(
+            err.fix(),
+            "write it as a bare integer: `version = 2` (no quotes)"
+        );
+    }
+
+    #[test]
+    fn unknown_version_suggests_the_version_of_the_files_tables() {
+        let err = refused("version = 99\n[plugins.\"io.containerd.cri.v1.runtime\".containerd]\n");
+        assert!(
+            matches!(
+                err,
+                ConfigError::UnsupportedVersion {
+                    version: 99,
+                    tables_of: Some(3),
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+        assert!(
+            err.problem()
+                .contains("`version = 99` is not a containerd config version"),
+            "{err}"
+        );
+        assert!(err.fix().contains("set `version = 3`"), "{err}");
+        let err = refused("version = 99\n[plugins.\"io.containerd.grpc.v1.cri\".containerd]\n");
+        assert!(err.fix().contains("set `version = 2`"), "{err}");
+        // Without CRI tables it cannot tell: it says how to find out, and never suggests a list.
+        let err = refused("version = 0\n");
+        assert!(
+            err.fix()
+                .contains("containerd config default | grep ^version"),
+            "{err}"
+        );
+        assert!(!err.fix().contains("2 or 3"), "{err}");
+    }
+
+    #[test]
+    fn a_scalar_where_a_table_belongs_names_the_key_and_what_it_is() {
+        let err = refused("version = 2\nplugins = 5\n");
+        assert_eq!(
+            err,
+            ConfigError::Shape {
+                path: "c.toml".into(),
+                key: "plugins".into(),
+                found: "an integer".into()
+            }
+        );
+        assert!(err.problem().contains("`plugins` is an integer"), "{err}");
+        assert!(
+            err.fix().contains("replace it with a `[plugins]` section"),
+            "{err}"
+        );
+        let err =
+            refused("version = 2\n[plugins.\"io.containerd.grpc.v1.cri\"]\ncontainerd = \"x\"\n");
+        assert!(
+            err.problem()
+                .contains("`plugins.\"io.containerd.grpc.v1.cri\".containerd` is a string"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn an_inline_table_is_told_to_become_a_section() {
+        let err = refused(
+            "version = 2\n[plugins.\"io.containerd.grpc.v1.cri\"]\ncontainerd = { snapshotter = \"overlayfs\" }\n",
+        );
+        assert!(err.problem().contains("is an inline table"), "{err}");
+        assert!(
+            err.fix().contains(
+                "rewrite `plugins.\"io.containerd.grpc.v1.cri\".containerd = { … }` as a `[plugins.\"io.containerd.grpc.v1.cri\".containerd]` section"
+            ),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn broken_toml_points_at_the_position() {
+        let err = refused("version = 2\n[plugins.\"io.containerd.grpc.v1.cri\"\n");
+        let ConfigError::Parse { message, .. } = &err else {
+            panic!("{err:?}")
+        };
+        assert!(message.contains("line 2"), "{message}");
+        assert!(err.fix().contains("line and column shown"), "{err}");
+        assert!(err.fix().contains("restore a backup of c.toml"), "{err}");
     }
 
     #[test]

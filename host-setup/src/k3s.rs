@@ -629,6 +629,50 @@ pub fn check_generated(text: &str) -> Result<(), String> {
 mod tests {
     use super::*;
 
+    // One test per message: what is wrong, and the fix for that case.
+
+    #[test]
+    fn broken_yaml_points_at_the_position_and_says_restore() {
+        let err = merge_config_yaml(Some("tls-san: [a\n"), &wanted()).unwrap_err();
+        assert!(matches!(err, YamlError::Parse(_)), "{err:?}");
+        assert!(
+            err.problem().contains("not valid YAML") && err.problem().contains("line"),
+            "{err}"
+        );
+        assert!(err.fix().contains("line and column shown"), "{err}");
+    }
+
+    #[test]
+    fn a_top_level_that_is_not_a_mapping_says_what_it_is() {
+        let err = merge_config_yaml(Some("- a\n- b\n"), &wanted()).unwrap_err();
+        assert_eq!(err, YamlError::NotMapping { found: "a list" });
+        assert!(err.problem().contains("the top level is a list"), "{err}");
+        assert!(err.fix().contains("`flag: value` lines"), "{err}");
+    }
+
+    #[test]
+    fn a_list_key_with_the_wrong_type_shows_the_list_form() {
+        let err = merge_config_yaml(Some("tls-san:\n  a: 1\n"), &wanted()).unwrap_err();
+        assert_eq!(
+            err,
+            YamlError::BadList {
+                key: "tls-san".into(),
+                found: "a mapping"
+            }
+        );
+        assert!(err.problem().contains("`tls-san` is a mapping"), "{err}");
+        assert!(err.fix().contains("tls-san:\n        - \"value\""), "{err}");
+        let err = merge_config_yaml(Some("node-label:\n  - [x]\n"), &wanted()).unwrap_err();
+        assert!(err.problem().contains("a list holding a list"), "{err}");
+    }
+
+    #[test]
+    fn data_dir_comes_from_config_yaml_or_the_default() {
+        assert_eq!(data_dir(None), DEFAULT_DATA_DIR);
+        assert_eq!(data_dir(Some("data-dir: /srv/k3s\n")), "/srv/k3s");
+        assert_eq!(data_dir(Some("data-dir: relative\n")), DEFAULT_DATA_DIR);
+    }
+
     fn wanted() -> Wanted {
         Wanted {
             default_runtime: Some("nvidia".into()),

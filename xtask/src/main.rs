@@ -1,13 +1,15 @@
 //! `cargo xtask`: one binary, one module per task (rust-analyzer style).
 //!
 //! - `lab`: the whole lab, resumable (see `lab.rs`);
-//! - `ci`: what `.ci/run` runs — fmt check, clippy, tests, installing what the tests need;
+//! - `ci`: what `.ci/run` runs — fmt check, clippy, tests, installing what the tests need, and
+//!   the tier table of what the tests exercised (`tiers.rs`);
 //! - `dist`: portable release binaries (glibc ≤ 2.28) and SHA256SUMS;
 //! - `gpu-bundle`: the binaries the developers carry to the GPU machine.
 
 mod ci;
 mod dist;
 mod lab;
+mod tiers;
 
 use std::process::ExitCode;
 
