@@ -417,3 +417,96 @@ pub fn exit_code(findings: &[Finding], fail_code: u8) -> u8 {
         0
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::observe::FileState;
+    use lab_runner::RecordingRunner;
+
+    fn verify_files(config: Option<&str>, k3s_yaml: Option<&str>, target: Target) -> Vec<Finding> {
+        let obs = Observation {
+            containerd_config: config.map(|t| FileState::new(observe::CONTAINERD_CONFIG, t)),
+            k3s_config: k3s_yaml.map(|t| FileState::new(k3s::CONFIG_YAML, t)),
+            ..Observation::default()
+        };
+        verify(
+            &obs,
+            target,
+            &RecordingRunner::new(&[]),
+            &HostRoot::new("/nonexistent"),
+            false,
+            &[],
+            true,
+        )
+    }
+
+    fn failed(findings: &[Finding]) -> Vec<(&str, &str)> {
+        findings
+            .iter()
+            .filter(|f| f.level == Level::Fail)
+            .map(|f| (f.what.as_str(), f.fix.as_deref().unwrap_or("")))
+            .collect()
+    }
+
+    // One case per verify failure message, each with its own fix.
+
+    #[test]
+    fn containerd_verify_failures_name_their_fix() {
+        let missing = verify_files(None, None, Target::Containerd);
+        assert_eq!(
+            failed(&missing),
+            [(
+                "/etc/containerd/config.toml does not exist",
+                "run `host-setup set-default-runtime --runtime containerd`"
+            )]
+        );
+        let runc = verify_files(Some("version = 2\n"), None, Target::Containerd);
+        assert!(
+            failed(&runc)[0]
+                .0
+                .contains("default runtime is runc (unset)"),
+            "{runc:?}"
+        );
+        let broken = verify_files(Some("version = \"2\"\n"), None, Target::Containerd);
+        assert_eq!(
+            failed(&broken).len(),
+            1,
+            "one finding for a broken file: {broken:?}"
+        );
+        assert_eq!(
+            failed(&broken)[0].1,
+            "write it as a bare integer: `version = 2` (no quotes)"
+        );
+        // No containerd at all: the load is skipped, and says why.
+        let ok = verify_files(
+            Some(
+                "version = 2\n[plugins.\"io.containerd.grpc.v1.cri\".containerd]\ndefault_runtime_name = \"nvidia\"\n",
+            ),
+            None,
+            Target::Containerd,
+        );
+        assert!(failed(&ok).is_empty(), "{ok:?}");
+        assert!(
+            ok.iter().any(|f| f.level == Level::Skip
+                && f.what
+                    .contains("no containerd that reads config version 2 was found")),
+            "{ok:?}"
+        );
+    }
+
+    #[test]
+    fn k3s_verify_failures_name_their_fix() {
+        let none = verify_files(None, Some("tls-san: [a]\n"), Target::K3s);
+        assert_eq!(
+            failed(&none),
+            [(
+                "/etc/rancher/k3s/config.yaml does not set default-runtime: nvidia",
+                "run `host-setup set-default-runtime --runtime k3s`"
+            )]
+        );
+        let bad = verify_files(None, Some("a: [b\n"), Target::K3s);
+        assert!(failed(&bad)[0].0.contains("is not valid YAML"), "{bad:?}");
+        assert!(failed(&bad)[0].1.contains("restore its backup"), "{bad:?}");
+    }
+}

@@ -448,31 +448,57 @@ fn patch_text(text: &str, old: &Mapping, new: &Mapping) -> String {
     joined
 }
 
+/// A problem in a k3s file host-setup does not edit, with its fix.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Conflict {
+    pub problem: String,
+    pub fix: String,
+}
+
+fn conflict(problem: String, fix: String) -> Conflict {
+    Conflict { problem, fix }
+}
+
 /// Problems found in `config.yaml.d/*.yaml` drop-ins (read after config.yaml; the last file wins).
-pub fn dropin_conflicts(dropins: &[(String, String)], wanted: &Wanted) -> Vec<String> {
+pub fn dropin_conflicts(dropins: &[(String, String)], wanted: &Wanted) -> Vec<Conflict> {
     let mut out = Vec::new();
     for (path, text) in dropins {
-        let Ok(map) = parse_mapping(text) else {
-            out.push(format!(
-                "{path}: not valid YAML; k3s will refuse to start; fix or remove it"
-            ));
-            continue;
+        let map = match parse_mapping(text) {
+            Ok(m) => m,
+            Err(e) => {
+                out.push(conflict(
+                    format!(
+                        "{path}: {} (k3s reads it after config.yaml and will refuse to start)",
+                        e.problem().trim_start_matches(&format!("{CONFIG_YAML}: "))
+                    ),
+                    format!("correct it at the position shown, or remove {path}, then run again"),
+                ));
+                continue;
+            }
         };
         if let (Some(want), Some(have)) = (
             &wanted.default_runtime,
             map.get("default-runtime").and_then(Value::as_str),
         ) && have != want
         {
-            out.push(format!(
-                    "{path}: sets `default-runtime: {have}`, which overrides config.yaml (drop-ins are read later); remove that line"
-                ));
+            out.push(conflict(
+                format!(
+                    "{path}: sets `default-runtime: {have}`, which overrides config.yaml (drop-ins are read later)"
+                ),
+                format!("remove the `default-runtime: {have}` line from {path}, then run again"),
+            ));
         }
         if let Some(mode) = kubeconfig_mode(&map)
             && mode_is_open(&mode)
         {
-            out.push(format!(
-                    "{path}: sets `write-kubeconfig-mode: {mode}`, making the admin kubeconfig world-readable; remove that line"
-                ));
+            out.push(conflict(
+                format!(
+                    "{path}: sets `write-kubeconfig-mode: {mode}`, making the admin kubeconfig readable by other users"
+                ),
+                format!(
+                    "remove the `write-kubeconfig-mode` line from {path} (use --kubeconfig-user for a private copy), then run again"
+                ),
+            ));
         }
     }
     out
@@ -528,9 +554,12 @@ pub enum Method {
     /// `config-v3.toml.tmpl` = base + the `[…cri.v1.runtime'.containerd]` table, which the v3 base
     /// emits only when `--default-runtime` is set, so adding it does not redeclare anything.
     TemplateV3,
-    /// Cannot be done safely; the text says why and what to do.
+    /// Cannot be done safely; the text says why ([`UPGRADE_FIX`] says what to do).
     Unsupported { reason: String },
 }
+
+/// The fix for [`Method::Unsupported`].
+pub const UPGRADE_FIX: &str = "upgrade k3s (`host-setup install --k3s-version v1.33.5+k3s1`, or the k3s installer with INSTALL_K3S_VERSION), then run again";
 
 /// Picks the method from the k3s version and the schema its generated config uses.
 pub fn choose_method(version: Option<Version>, generated_version: Option<i64>) -> Method {
@@ -543,8 +572,7 @@ pub fn choose_method(version: Option<Version>, generated_version: Option<i64>) -
                 reason: format!(
                     "k3s {v} predates the default-runtime option ({DEFAULT_RUNTIME_SINCE}) and renders containerd config v2, \
                      whose base template always declares [plugins.\"io.containerd.grpc.v1.cri\".containerd]; a template that \
-                     adds default_runtime_name there would redeclare that table and containerd would not start. \
-                     Fix: upgrade k3s (`host-setup install --k3s-version v1.33.5+k3s1`, or the k3s installer with INSTALL_K3S_VERSION)"
+                     adds default_runtime_name there would redeclare that table and containerd would not start"
                 ),
             },
         },
@@ -558,16 +586,23 @@ pub fn template_v3() -> String {
 
 /// Checks a user template for tables that the base already emits when `default-runtime` is set:
 /// redeclaring them makes containerd refuse the config (facts §8.1). Lines with `{{` are skipped.
-pub fn template_conflicts(path: &str, text: &str, default_runtime_set: bool) -> Vec<String> {
+pub fn template_conflicts(path: &str, text: &str, default_runtime_set: bool) -> Vec<Conflict> {
     let body: String = text
         .lines()
         .filter(|l| !l.contains("{{"))
         .collect::<Vec<_>>()
         .join("\n");
-    let Ok(doc) = body.parse::<toml_edit::DocumentMut>() else {
-        return vec![format!(
-            "{path}: the TOML part (without {{{{ }}}} lines) does not parse, so containerd may not start; check it"
-        )];
+    let doc = match body.parse::<toml_edit::DocumentMut>() {
+        Ok(d) => d,
+        Err(e) => {
+            return vec![conflict(
+                format!(
+                    "{path}: its TOML part (without the {{{{ }}}} lines) is not valid TOML ({}), so containerd would not start",
+                    e.to_string().trim().replace('\n', " ")
+                ),
+                format!("correct {path} at the position shown (or remove it), then run again"),
+            )];
+        }
     };
     let mut out = Vec::new();
     for plugin in ["io.containerd.cri.v1.runtime", "io.containerd.grpc.v1.cri"] {
@@ -580,9 +615,14 @@ pub fn template_conflicts(path: &str, text: &str, default_runtime_set: bool) -> 
             continue;
         };
         if !containerd.is_implicit() && default_runtime_set {
-            out.push(format!(
-                "{path} declares [plugins.\"{plugin}\".containerd], which k3s's base template also emits once default-runtime is set \
-                 (containerd then fails: `table containerd already exists`); fix: remove that table from the template"
+            out.push(conflict(
+                format!(
+                    "{path} declares [plugins.\"{plugin}\".containerd], which k3s's base template also emits once default-runtime is set \
+                     (containerd then fails: `table containerd already exists`)"
+                ),
+                format!(
+                    "remove the [plugins.\"{plugin}\".containerd] table from {path} (k3s writes default_runtime_name itself), then run again"
+                ),
             ));
         }
         if let Some(runc) = containerd
@@ -591,9 +631,12 @@ pub fn template_conflicts(path: &str, text: &str, default_runtime_set: bool) -> 
             .and_then(toml_edit::Item::as_table)
             && !runc.is_implicit()
         {
-            out.push(format!(
-                    "{path} declares runtimes.runc, which the base template already emits (`table runc already exists`); fix: remove it"
-                ));
+            out.push(conflict(
+                format!(
+                    "{path} declares runtimes.runc, which the base template already emits (`table runc already exists`)"
+                ),
+                format!("remove the runtimes.runc tables from {path}, then run again"),
+            ));
         }
     }
     out

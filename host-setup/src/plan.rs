@@ -326,7 +326,7 @@ pub fn plan_install(obs: &Observation, opts: &InstallOptions) -> Plan {
         .and_then(|f| containerd::file_version(&f.text, &f.path).ok().flatten());
     if let k3s::Method::Unsupported { reason } = k3s::choose_method(k3s_version, generated_version)
     {
-        plan.block(reason, "upgrade k3s, then run `host-setup install` again");
+        plan.block(reason, k3s::UPGRADE_FIX);
     }
     let mut sans = opts.tls_san.clone();
     if sans.is_empty() {
@@ -465,15 +465,15 @@ fn plan_k3s_config(obs: &Observation, wanted: &k3s::Wanted, plan: &mut Plan) -> 
         .iter()
         .map(|f| (f.path.clone(), f.text.clone()))
         .collect();
-    for problem in k3s::dropin_conflicts(&dropins, wanted) {
-        plan.block(problem, "edit the drop-in as said, then run again");
+    for c in k3s::dropin_conflicts(&dropins, wanted) {
+        plan.block(c.problem, c.fix);
     }
     for t in [&obs.k3s_template_v3, &obs.k3s_template_v2]
         .into_iter()
         .flatten()
     {
-        for problem in k3s::template_conflicts(&t.path, &t.text, wanted.default_runtime.is_some()) {
-            plan.block(problem, "edit the template as said, then run again");
+        for c in k3s::template_conflicts(&t.path, &t.text, wanted.default_runtime.is_some()) {
+            plan.block(c.problem, c.fix);
         }
     }
     changed
@@ -542,7 +542,7 @@ fn plan_k3s_default(obs: &Observation, plan: &mut Plan, timeout_s: u64) {
     let mut changed = false;
     match k3s::choose_method(install.version, generated_version) {
         k3s::Method::Unsupported { reason } => {
-            plan.block(reason, "upgrade k3s, then run again");
+            plan.block(reason, k3s::UPGRADE_FIX);
             return;
         }
         k3s::Method::ConfigYaml => {

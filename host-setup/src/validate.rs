@@ -251,7 +251,13 @@ pub fn validate_file<R: Runner + ?Sized>(
         Check::K3sTemplate => {
             let problems = k3s::template_conflicts(&f.path, &f.after, true);
             if !problems.is_empty() {
-                return invalid(problems.join("; "));
+                return invalid(
+                    problems
+                        .iter()
+                        .map(|c| c.problem.as_str())
+                        .collect::<Vec<_>>()
+                        .join("; "),
+                );
             }
             // What k3s will render: its current output (the base) plus this template's tables.
             let generated = overrides
