@@ -46,6 +46,9 @@ pub struct CiArgs {
     /// table then shows only what their tests ran.
     #[arg(long, short = 'p', value_name = "CRATE")]
     package: Vec<String>,
+    /// Only print the tier table of the last run (from target/test-tiers/), running nothing.
+    #[arg(long)]
+    tiers_only: bool,
 }
 
 /// `CI=true` (as CI systems set it): skipping what could be installed is a failure.
@@ -56,6 +59,11 @@ fn strict() -> bool {
 pub fn run(args: &CiArgs) -> Result<()> {
     let runner = SystemRunner::new(true);
     let root = crate::workspace_root();
+    if args.tiers_only {
+        let rows = tier_table(&SystemRunner::new(false), &root)?;
+        eprintln!("==> test tiers (last run)\n{}", tiers::render(&rows));
+        return Ok(());
+    }
     let mut install_problems = Vec::new();
     if !args.no_install {
         install_problems.extend(install_test_packages(&runner)?);

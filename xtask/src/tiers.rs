@@ -155,10 +155,7 @@ pub fn passed_tests(cargo_output: &str) -> Vec<PassedTest> {
         } else if let Some(krate) = t.strip_prefix("Doc-tests ") {
             source = "doc tests".to_owned();
             binary = format!("doctest-{krate}");
-        } else if let Some(name) = t
-            .strip_prefix("test ")
-            .and_then(|r| r.strip_suffix(" ... ok"))
-        {
+        } else if let Some(name) = passed_name(t) {
             out.push(PassedTest {
                 binary: binary.clone(),
                 source: source.clone(),
@@ -167,6 +164,18 @@ pub fn passed_tests(cargo_output: &str) -> Vec<PassedTest> {
         }
     }
     out
+}
+
+/// The test name of a `test NAME ... ok` line. A test that writes to stderr directly (not through
+/// libtest's capture) can put text in front of it on the same line
+/// (`SKIPPED (GPU test): test NAME ... ok`), so the `test ` after a space counts too.
+fn passed_name(line: &str) -> Option<&str> {
+    let head = line.strip_suffix(" ... ok")?;
+    let at = head
+        .match_indices("test ")
+        .map(|(i, _)| i)
+        .find(|&i| i == 0 || head[..i].ends_with(char::is_whitespace))?;
+    Some(&head[at + "test ".len()..])
 }
 
 /// What the machine has, as far as the table needs to know.
@@ -268,7 +277,14 @@ pub fn table(
             _ => false,
         })
     };
+    // A test with any record (a tier it ran, or one it skipped) is not "pure".
     let mut counted: BTreeSet<(String, String)> = by_tier.values().flatten().cloned().collect();
+    counted.extend(
+        records
+            .iter()
+            .filter(|r| r.event == Event::Skipped)
+            .map(|r| (r.binary.clone(), r.test.clone())),
+    );
     counted.extend(
         passed
             .iter()
@@ -390,6 +406,7 @@ test every_fixture ... ok
 test loads_v2 ... ok
 test loads_v3 ... ok
 test ignored_one ... ignored
+SKIPPED (GPU test): test interleaved ... ok
    Doc-tests host_setup
 test src/lib.rs - x (line 3) ... ok
 ";
@@ -426,12 +443,13 @@ test src/lib.rs - x (line 3) ... ok
     #[test]
     fn cargo_output_gives_the_passed_tests_with_their_binary() {
         let p = passed_tests(CARGO);
-        assert_eq!(p.len(), 6, "{p:?}");
+        assert_eq!(p.len(), 7, "{p:?}");
         assert_eq!(p[0].binary, "host_setup-aa11");
         assert_eq!(p[2].source, "tests/golden_containerd.rs");
         assert_eq!(p[3].binary, "real_containerd-cc33");
-        assert_eq!(p[5].binary, "doctest-host_setup");
-        assert_eq!(p[5].name, "src/lib.rs - x (line 3)");
+        assert_eq!(p[5].name, "interleaved");
+        assert_eq!(p[6].binary, "doctest-host_setup");
+        assert_eq!(p[6].name, "src/lib.rs - x (line 3)");
     }
 
     #[test]
@@ -485,8 +503,9 @@ test src/lib.rs - x (line 3) ... ok
         assert_eq!(row(&rows, "containerd 2.x").tests, 1);
         assert_eq!(row(&rows, "built CLI").tests, 1);
         assert_eq!(row(&rows, "golden").tests, 1);
-        // 6 passed: 2 with containerd records, 1 golden → 3 pure (the lib tests and the doc test).
-        assert_eq!(row(&rows, "pure").tests, 3);
+        // 7 passed: 2 with containerd records, 1 golden → 4 pure (the lib tests, the interleaved
+        // one, the doc test).
+        assert_eq!(row(&rows, "pure").tests, 4);
         assert_eq!(
             row(&rows, "chromium").status,
             "skipped: chromium is not installed"
