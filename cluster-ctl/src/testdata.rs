@@ -1,4 +1,4 @@
-//! Test helpers: load the shared real-format fixtures (`../shared/fixtures/hami/k8s`) as typed
+//! Test helpers: load the real-format fixtures (`tests/data/k8s`, see its README) as typed
 //! Kubernetes objects. Compiled only for tests.
 
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment};
@@ -6,10 +6,7 @@ use k8s_openapi::api::core::v1::{Endpoints, Event, Node, Pod};
 use serde::de::DeserializeOwned;
 
 /// Folder of the Kubernetes fixtures.
-pub const FIXTURES: &str = concat!(
-    env!("CARGO_MANIFEST_DIR"),
-    "/../../shared/fixtures/hami/k8s"
-);
+pub const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/k8s");
 
 /// The raw text of a fixture file.
 pub fn fixture_text(name: &str) -> String {

@@ -126,13 +126,10 @@ fn works_as_the_kubectl_plugin() {
 }
 
 /// A minimal HTTP/1.1 API server on 127.0.0.1 (one thread, `Connection: close`) answering the
-/// read-only calls of `preflight` from the shared fixtures; records request lines.
+/// read-only calls of `preflight` from the fixtures in tests/data/k8s; records request lines.
 fn fixture_server() -> (String, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
     use std::io::{BufRead, BufReader, Write};
-    let fixtures = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../../shared/fixtures/hami/k8s"
-    );
+    let fixtures = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/k8s");
     let read = |f: &str| std::fs::read_to_string(format!("{fixtures}/{f}")).unwrap();
     let version = read("version-k3s.json");
     let node = read("node-hami-v2.10-h100.json");

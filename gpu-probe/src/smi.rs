@@ -2,7 +2,7 @@
 //! when it exists, keep its raw output, and parse the rows.
 //!
 //! Inside a HAMi pod nvidia-smi is itself intercepted, so its totals show the slice; its output can
-//! also carry HAMi-core `Msg` lines (shared/fixtures/hami/h100-hami-core/nvidia-smi-query-slice.csv),
+//! also carry HAMi-core `Msg` lines (tests/data/h100-hami-core/nvidia-smi-query-slice.csv),
 //! which are set aside rather than parsed as CSV.
 
 use lab_runner::{Cmd, Runner};

@@ -14,6 +14,8 @@ use std::path::PathBuf;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+pub mod tier;
+
 /// A command to run: program, arguments, extra environment and optional stdin.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Cmd {
@@ -248,13 +250,7 @@ impl Runner for SystemRunner {
         if let Some(dir) = &cmd.dir {
             expr = expr.dir(dir);
         }
-        if cmd.clear_env {
-            expr = expr.full_env(cmd.env.iter().cloned());
-        } else {
-            for (key, value) in &cmd.env {
-                expr = expr.env(key, value);
-            }
-        }
+        expr = with_env(expr, cmd);
         expr = match &cmd.stdin {
             Some(bytes) => expr.stdin_bytes(bytes.clone()),
             None => expr.stdin_null(),
@@ -283,6 +279,13 @@ impl Runner for SystemRunner {
                 }
             }
         };
+        if let Some(path) = which(&cmd.program) {
+            let status = out
+                .status
+                .code()
+                .map_or_else(|| "exit=signal".to_owned(), |c| format!("exit={c}"));
+            tier::exec(&path, cmd.args.first().map(String::as_str), &status);
+        }
         Ok(Output {
             code: out.status.code(),
             stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -293,6 +296,21 @@ impl Runner for SystemRunner {
     fn exists(&self, program: &str) -> bool {
         which(program).is_some()
     }
+}
+
+/// The command's environment, plus the test-tier origin when a tier log is being written (so a
+/// CLI started by a test attributes its own program runs to that test; see [`tier`]).
+fn with_env(mut expr: duct::Expression, cmd: &Cmd) -> duct::Expression {
+    if cmd.clear_env {
+        return expr.full_env(cmd.env.iter().cloned());
+    }
+    for (key, value) in &cmd.env {
+        expr = expr.env(key, value);
+    }
+    if let Some((key, value)) = tier::child_env() {
+        expr = expr.env(key, value);
+    }
+    expr
 }
 
 /// A process left running in the background; killed on drop.
@@ -345,13 +363,7 @@ impl SystemRunner {
             .stdout_capture()
             .stderr_capture()
             .stdin_null();
-        if cmd.clear_env {
-            expr = expr.full_env(cmd.env.iter().cloned());
-        } else {
-            for (key, value) in &cmd.env {
-                expr = expr.env(key, value);
-            }
-        }
+        expr = with_env(expr, cmd);
         if let Some(dir) = &cmd.dir {
             expr = expr.dir(dir);
         }
@@ -359,6 +371,9 @@ impl SystemRunner {
             cmd: cmd.to_string(),
             source,
         })?;
+        if let Some(path) = which(&cmd.program) {
+            tier::exec(&path, cmd.args.first().map(String::as_str), "started");
+        }
         Ok(Background {
             handle,
             cmd: cmd.to_string(),

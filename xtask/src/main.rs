@@ -1,7 +1,8 @@
 //! `cargo xtask`: one binary, one module per task (rust-analyzer style).
 //!
 //! - `lab`: the whole lab, resumable (see `lab.rs`);
-//! - `ci`: what `.ci/run` runs — fmt check, clippy, tests, installing what the tests need;
+//! - `ci`: what `.ci/run` runs — fmt check, clippy, tests, installing what the tests need, and
+//!   the tier table of what the tests exercised (`tiers.rs`);
 //! - `dist`: portable release binaries (glibc ≤ 2.28) and SHA256SUMS;
 //! - `gpu-bundle`: the binaries the developers carry to the GPU machine;
 //! - `hami-core`: `libvgpu.so` from a HAMi-core source folder, for `gpu-probe conformance`.
@@ -10,6 +11,7 @@ mod ci;
 mod dist;
 mod hami_core;
 mod lab;
+mod tiers;
 
 use std::process::ExitCode;
 
