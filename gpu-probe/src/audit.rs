@@ -142,6 +142,8 @@ pub fn run_paths(
     target: u64,
     nvml_physical: Option<MemInfo>,
     bound: Duration,
+    task: &lab_runner::progress::Task,
+    later_paths: u64,
 ) -> Vec<PathRun> {
     let started = Instant::now();
     let params = |left: Duration| SearchParams {
@@ -181,6 +183,7 @@ pub fn run_paths(
     ));
     paths.push(("cuArrayCreate_v2", Box::new(Array(cuda))));
 
+    task.set_len(paths.len() as u64 + later_paths);
     for (name, mut mem) in paths {
         let missing = match name {
             "cuMemAllocPitch_v2" => ext.mem_alloc_pitch.is_none(),
@@ -206,11 +209,13 @@ pub fn run_paths(
             None
         };
         if let Some(why) = not_applicable {
+            task.inc(&format!("{name}: not applicable"));
             runs.push(PathRun::not_tried(name, why));
             continue;
         }
         let result = cap::search(mem.as_mut(), params(left), |_| {});
         let all_freed = cap::free_all(mem.as_mut(), &result.handles);
+        task.inc(&format!("{name}: held {} MiB", result.held / MIB));
         runs.push(PathRun {
             path: name.into(),
             not_applicable: None,

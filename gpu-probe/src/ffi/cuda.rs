@@ -6,7 +6,7 @@ use std::ffi::{c_char, c_int, c_uint};
 use cudarc::driver::sys;
 use libloading::Library;
 
-use super::{LoadError, c_buf_to_string};
+use super::{LoadError, c_buf_to_string, loader_error};
 use crate::report::{CudaErrorInfo, MemInfo};
 
 /// A driver call's result as the C `int` the driver returns. cudarc's `CUresult` is a Rust enum,
@@ -107,7 +107,7 @@ impl Cuda {
     /// with the fix, never a panic.
     pub fn load() -> Result<Self, LoadError> {
         let candidates = cudarc::get_lib_name_candidates("cuda");
-        let mut first_error = None;
+        let mut soname_error = None;
         let mut found = None;
         for name in &candidates {
             // SAFETY: loading the NVIDIA driver library runs its initialisers, which is what any
@@ -117,18 +117,25 @@ impl Cuda {
                     found = Some(lib);
                     break;
                 }
-                Err(e) => {
-                    first_error.get_or_insert_with(|| e.to_string());
-                }
+                Err(e) if name == "libcuda.so.1" => soname_error = Some(loader_error(&e)),
+                Err(_) => {}
             }
         }
         let Some(opened) = found else {
+            let mut tried: Vec<&str> = Vec::new();
+            for name in &candidates {
+                if !tried.contains(&name.as_str()) {
+                    tried.push(name);
+                }
+            }
             return Err(LoadError {
                 library: "libcuda.so.1".into(),
                 reason: format!(
-                    "none of {} could be opened: {}",
-                    candidates.join(", "),
-                    first_error.unwrap_or_default()
+                    "{}; nor any of the {} other names cudarc's loader tries ({} … {})",
+                    soname_error.unwrap_or_else(|| "libcuda.so.1: not found".into()),
+                    tried.len().saturating_sub(1),
+                    tried.first().copied().unwrap_or_default(),
+                    tried.iter().rev().nth(1).copied().unwrap_or_default(),
                 ),
                 hint: NO_DRIVER_HINT.into(),
             });
@@ -148,7 +155,7 @@ impl Cuda {
             // SAFETY: only asks the loader why the symbol is absent; the pointer is not kept.
             let why = unsafe { lib.get::<*const std::ffi::c_void>(symbol) }
                 .err()
-                .map_or_else(|| "not found".to_owned(), |e| e.to_string());
+                .map_or_else(|| "not found".to_owned(), |e| loader_error(&e));
             LoadError {
                 library: "libcuda.so.1".into(),
                 reason: format!("symbol {symbol} missing: {why}"),

@@ -38,6 +38,14 @@ pub struct LoadError {
     pub hint: String,
 }
 
+/// A libloading error in the loader's own words (`dlerror`: which file, which symbol), which
+/// libloading keeps in the error's source.
+pub(crate) fn loader_error(e: &libloading::Error) -> String {
+    use std::error::Error as _;
+    e.source()
+        .map_or_else(|| e.to_string(), ToString::to_string)
+}
+
 /// Reads a C string buffer up to its first NUL.
 pub(crate) fn c_buf_to_string(buf: &[std::ffi::c_char]) -> String {
     let bytes: Vec<u8> = buf

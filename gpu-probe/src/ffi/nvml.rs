@@ -8,7 +8,7 @@ use std::ffi::{c_char, c_uint};
 use libloading::Library;
 use nvml_wrapper_sys::bindings as sys;
 
-use super::{LoadError, c_buf_to_string};
+use super::{LoadError, c_buf_to_string, loader_error};
 use crate::report::MemInfo;
 
 type NvmlReturn = sys::nvmlReturn_t;
@@ -131,7 +131,7 @@ impl Nvml {
                     lib = Some(l);
                     break;
                 }
-                Err(e) => reasons.push(e.to_string()),
+                Err(e) => reasons.push(loader_error(&e)),
             }
         }
         let Some(lib) = lib else {
@@ -151,7 +151,7 @@ impl Nvml {
             // SAFETY: only asks the loader why the symbol is absent; the pointer is not kept.
             let why = unsafe { lib.get::<*const std::ffi::c_void>(symbol) }
                 .err()
-                .map_or_else(|| "not found".to_owned(), |e| e.to_string());
+                .map_or_else(|| "not found".to_owned(), |e| loader_error(&e));
             return Err(LoadError {
                 library: "libnvidia-ml.so.1".into(),
                 reason: format!("symbol {symbol} missing: {why}"),
