@@ -525,13 +525,16 @@ fn cap_device(
             });
         },
     );
+    let why = serde_json::to_value(result.stopped_because)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_owned))
+        .unwrap_or_default();
     task.finish_at(
         result.held / MIB,
         &format!(
-            "held {} MiB, {} calls, {:?}",
+            "held {} MiB in {} calls ({why})",
             result.held / MIB,
-            result.steps.len(),
-            result.stopped_because
+            result.steps.len()
         ),
     );
     let search_seconds = t.elapsed().as_secs_f64();

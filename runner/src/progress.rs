@@ -304,7 +304,8 @@ impl Task {
                     bar.set_position(pos);
                     let msg = printable(msg);
                     if done {
-                        bar.finish_with_message(msg);
+                        // Where it ended, not full: a search stops where the memory did.
+                        bar.abandon_with_message(msg);
                     } else {
                         bar.set_message(msg);
                     }

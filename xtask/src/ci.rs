@@ -27,6 +27,11 @@ const TEST_PACKAGES: &[(&str, &str, &str)] = &[
         "minisign",
         "evidence-pack's signatures are checked by the real minisign, and it checks minisign's",
     ),
+    (
+        "tmux",
+        "tmux",
+        "gpu-probe's progress bars are shown on a real terminal (a tmux pane)",
+    ),
 ];
 
 #[derive(Debug, clap::Args)]
@@ -165,8 +170,14 @@ mod tests {
 
     #[test]
     fn nothing_is_installed_when_everything_is_present() {
-        let fake =
-            RecordingRunner::new(&["containerd", "chromium", "xmllint", "minisign", "apt-get"]);
+        let fake = RecordingRunner::new(&[
+            "containerd",
+            "chromium",
+            "xmllint",
+            "minisign",
+            "tmux",
+            "apt-get",
+        ]);
         install_test_packages(&fake).expect("ok");
         assert!(fake.calls().is_empty());
     }
