@@ -1119,7 +1119,7 @@ pub fn run_on(
         .progress
         .task("conformance", Some(plans.len() as u64), "cells");
     for (i, p) in plans.iter().enumerate() {
-        task.update(i as u64, &format!("{} …", p.id));
+        task.update(i as u64, &format!("{} ...", p.id));
         // Each cell gets its bound, cut to what is left of the matrix's budget.
         let left = o.budget.saturating_sub(started.elapsed());
         if left < Duration::from_secs(10) && !matches!(p.kind, CellKind::NeedsDevices(_)) {

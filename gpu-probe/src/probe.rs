@@ -1407,6 +1407,47 @@ mod tests {
     }
 
     #[test]
+    fn the_workers_progress_events_are_shown_and_kept_out_of_the_report() {
+        let event = progress::Event {
+            task: "cap device 0".into(),
+            pos: 1024,
+            len: Some(10000),
+            unit: "MiB".into(),
+            msg: "+1024 MiB held".into(),
+            done: false,
+        };
+        let fake = RecordingRunner::new(&["gpu-probe-worker"]);
+        fake.reply(
+            "__worker",
+            0,
+            &bare_h100_worker(),
+            &format!("{}\nsomething the library said\n", event.to_line()),
+        );
+        #[derive(Clone, Default)]
+        struct Shown(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+        impl std::io::Write for Shown {
+            fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+                self.0.lock().unwrap().extend_from_slice(b);
+                Ok(b.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let shown = Shown::default();
+        let mut o = opts(Command::Cap, SliceRequest::Mib(8000));
+        o.progress = Progress::with_writer(progress::Style::Lines, Box::new(shown.clone()));
+        let r = run(&o, &BTreeMap::new(), &fake);
+        let text = String::from_utf8(shown.0.lock().unwrap().clone()).unwrap();
+        assert!(
+            text.starts_with("cap device 0: 1024/10000 MiB after "),
+            "{text}"
+        );
+        let cap = &r.cap.as_ref().expect("cap ran").devices[0];
+        assert_eq!(cap.other_stderr, ["something the library said"]);
+    }
+
+    #[test]
     fn hami_oom_lines_on_the_worker_stderr_make_it_enforced() {
         let slice = 8000 * MIB;
         let mut out: WorkerOutput = worker::parse(&bare_h100_worker()).expect("parse").0;
