@@ -72,13 +72,11 @@ entry_points! {
     }
 }
 
-entry_points! {
-    /// `cuDeviceGetUuid_v2` is preferred; drivers before CUDA 11.4 only have `cuDeviceGetUuid`.
-    struct Uuid {
-        v2: cuDeviceGetUuid_v2(*mut sys::CUuuid, sys::CUdevice);
-        v1: cuDeviceGetUuid(*mut sys::CUuuid, sys::CUdevice);
-    }
-}
+/// `cuDeviceGetUuid_v2` is preferred; drivers before CUDA 11.4 only have `cuDeviceGetUuid`, which
+/// is looked up only then (the same entry points as any CUDA program of that driver).
+type GetUuid = unsafe extern "C" fn(*mut sys::CUuuid, sys::CUdevice) -> RawResult;
+const _: unsafe fn(*mut sys::CUuuid, sys::CUdevice) -> sys::CUresult = sys::cuDeviceGetUuid_v2;
+const _: unsafe fn(*mut sys::CUuuid, sys::CUdevice) -> sys::CUresult = sys::cuDeviceGetUuid;
 
 /// `cuGetErrorName(CUresult, const char**)`, with the code passed as the C int it is, so that a
 /// code no CUDA release defines can be asked about too (the driver then answers
@@ -90,7 +88,7 @@ const _: unsafe fn(sys::CUresult, *mut *const c_char) -> sys::CUresult = sys::cu
 #[derive(Debug)]
 pub struct Cuda {
     core: Core,
-    device_get_uuid: unsafe extern "C" fn(*mut sys::CUuuid, sys::CUdevice) -> RawResult,
+    device_get_uuid: GetUuid,
     get_error_name: Option<GetErrorName>,
     /// The optional entry points (other allocation paths, streams, kernels, copies).
     pub ext: super::cuda_ext::Ext,
@@ -150,7 +148,6 @@ impl Cuda {
 
     fn from_library(lib: &'static Library) -> Result<Self, LoadError> {
         let core = Core::resolve(lib);
-        let uuid = Uuid::resolve(lib);
         let missing = |symbol: &str| {
             // SAFETY: only asks the loader why the symbol is absent; the pointer is not kept.
             let why = unsafe { lib.get::<*const std::ffi::c_void>(symbol) }
@@ -165,7 +162,12 @@ impl Cuda {
         if let Some(first) = core.missing().first() {
             return Err(missing(first));
         }
-        let Some(device_get_uuid) = uuid.v2.or(uuid.v1) else {
+        // SAFETY: GetUuid is the C signature of both names (checked against cudarc's above);
+        // libcuda stays loaded.
+        let uuid = unsafe { lookup::<GetUuid>(lib, "cuDeviceGetUuid_v2") }
+            // SAFETY: as above.
+            .or_else(|| unsafe { lookup::<GetUuid>(lib, "cuDeviceGetUuid") });
+        let Some(device_get_uuid) = uuid else {
             return Err(missing("cuDeviceGetUuid"));
         };
         Ok(Self {
