@@ -7,7 +7,8 @@
 //!   path is one plain line on stderr, with no control character, and stdout is the JSON alone;
 //! - on a terminal (a tmux pane): the cap search draws a progress bar that moves;
 //! - a driver that lacks an entry point the probe needs (`cuMemGetInfo_v2`) is the clear
-//!   environment error, exit 3, not a crash.
+//!   environment error, exit 3, not a crash;
+//! - the driver's soname (`libcuda.so.1`) is used before a toolkit stub named `libcuda.so`.
 //!
 //! The same probe on the real card and under real HAMi-core: tests/gpu.rs.
 
@@ -21,27 +22,33 @@ fn probe_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_gpu-probe"))
 }
 
-/// A folder holding the simulated driver as `libcuda.so.1` and `libcuda.so`.
-fn simulated_driver(old: bool) -> tempfile::TempDir {
-    let dir = tempfile::tempdir().expect("tmp");
+/// Compiles the simulated driver to `out` with the given `-D` defines.
+fn compile(out: &Path, defines: &[&str]) {
     let source =
         Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/simulated-driver/libcuda.c");
-    let lib = dir.path().join("libcuda.so.1");
     let mut cc = Command::new("cc");
     cc.args(["-shared", "-fPIC", "-O1", "-o"])
-        .arg(&lib)
+        .arg(out)
         .arg(&source);
-    if old {
-        cc.arg("-DSIM_OLD_DRIVER");
+    for d in defines {
+        cc.arg(format!("-D{d}"));
     }
-    let out = cc
+    let done = cc
         .output()
         .expect("cc runs (a C compiler is needed to link Rust anyway)");
     assert!(
-        out.status.success(),
+        done.status.success(),
         "cc failed: {}",
-        String::from_utf8_lossy(&out.stderr)
+        String::from_utf8_lossy(&done.stderr)
     );
+}
+
+/// A folder holding the simulated driver as `libcuda.so.1` and `libcuda.so` (a link to it, as a
+/// driver install has it).
+fn simulated_driver(old: bool) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().expect("tmp");
+    let defines: &[&str] = if old { &["SIM_OLD_DRIVER"] } else { &[] };
+    compile(&dir.path().join("libcuda.so.1"), defines);
     std::os::unix::fs::symlink("libcuda.so.1", dir.path().join("libcuda.so")).expect("symlink");
     dir
 }
@@ -213,6 +220,46 @@ fn a_driver_without_an_entry_point_the_probe_needs_is_an_environment_error_not_a
                 .ends_with("the driver is too old or not an NVIDIA driver"),
         "{}",
         cuda.reason
+    );
+}
+
+#[test]
+fn the_drivers_soname_is_used_before_a_toolkit_stub_named_libcuda_so() {
+    // A folder as a CUDA image with the toolkit's stubs on the library path has it: libcuda.so is
+    // the stub, libcuda.so.1 the driver.
+    let dir = tempfile::tempdir().expect("tmp");
+    compile(&dir.path().join("libcuda.so.1"), &[]);
+    compile(&dir.path().join("libcuda.so"), &["SIM_STUB"]);
+    let out = run(
+        dir.path(),
+        0,
+        &[
+            "cap",
+            "--expect-mib",
+            "8000",
+            "--no-nvidia-smi",
+            "-o",
+            "json",
+        ],
+    );
+    let report: Report = serde_json::from_slice(&out.stdout).expect("a report");
+    assert_eq!(report.driver.cuda_error, None, "{:?}", report.checks);
+    let cap = &report.cap.as_ref().expect("cap section").devices[0];
+    assert!(cap.held_bytes > 7900 * MIB, "{cap:?}");
+    // The stub alone is the clear error it gives.
+    let stub_only = tempfile::tempdir().expect("tmp");
+    compile(&stub_only.path().join("libcuda.so.1"), &["SIM_STUB"]);
+    let out = run(
+        stub_only.path(),
+        0,
+        &["cap", "--no-nvidia-smi", "-o", "json"],
+    );
+    assert_eq!(out.status.code(), Some(3));
+    let report: Report = serde_json::from_slice(&out.stdout).expect("a report");
+    let why = report.driver.cuda_error.unwrap_or_default();
+    assert!(
+        why.starts_with("cuInit failed: CUDA_ERROR_STUB_LIBRARY (34)"),
+        "{why}"
     );
 }
 

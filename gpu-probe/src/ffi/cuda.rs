@@ -1,7 +1,9 @@
-//! The CUDA driver API, the part the probe needs: cudarc's bindings, loaded at run time by
-//! cudarc's loader, each entry point looked up (and its presence checked) before it is called.
+//! The CUDA driver API, the part the probe needs: cudarc's declarations, the driver opened at run
+//! time (`libcuda.so.1`, else cudarc's loader), each entry point looked up (and its presence
+//! checked) before it is called.
 
 use std::ffi::{c_char, c_int, c_uint};
+use std::sync::OnceLock;
 
 use cudarc::driver::sys;
 use libloading::Library;
@@ -100,50 +102,10 @@ a pod, the container must run with the nvidia runtime (make it containerd's defa
 set runtimeClassName: nvidia)";
 
 impl Cuda {
-    /// Loads libcuda with cudarc's loader (`libcuda.so`, `libcuda.so.1`, … as cudarc searches
-    /// them) and resolves the entry points; a missing library or required entry point is an error
-    /// with the fix, never a panic.
+    /// Loads the driver and resolves the entry points; a missing library or required entry
+    /// point is an error with the fix, never a panic.
     pub fn load() -> Result<Self, LoadError> {
-        let candidates = cudarc::get_lib_name_candidates("cuda");
-        let mut soname_error = None;
-        let mut found = None;
-        for name in &candidates {
-            // SAFETY: loading the NVIDIA driver library runs its initialisers, which is what any
-            // CUDA program does; nothing else is assumed about the process.
-            match unsafe { Library::new(name) } {
-                Ok(lib) => {
-                    found = Some(lib);
-                    break;
-                }
-                Err(e) if name == "libcuda.so.1" => soname_error = Some(loader_error(&e)),
-                Err(_) => {}
-            }
-        }
-        let Some(opened) = found else {
-            let mut tried: Vec<&str> = Vec::new();
-            for name in &candidates {
-                if !tried.contains(&name.as_str()) {
-                    tried.push(name);
-                }
-            }
-            return Err(LoadError {
-                library: "libcuda.so.1".into(),
-                reason: format!(
-                    "{}; nor any of the {} other names cudarc's loader tries ({} … {})",
-                    soname_error.unwrap_or_else(|| "libcuda.so.1: not found".into()),
-                    tried.len().saturating_sub(1),
-                    tried.first().copied().unwrap_or_default(),
-                    tried.iter().rev().nth(1).copied().unwrap_or_default(),
-                ),
-                hint: NO_DRIVER_HINT.into(),
-            });
-        };
-        // SAFETY: cudarc's loader opens the first of the same candidates that opens, and panics
-        // only when none does; one just opened (and `opened` keeps it loaded until cudarc holds
-        // it), so it returns that library, which it never closes.
-        let lib: &'static Library = unsafe { sys::culib() };
-        drop(opened);
-        Self::from_library(lib)
+        Self::from_library(driver_library()?)
     }
 
     fn from_library(lib: &'static Library) -> Result<Self, LoadError> {
@@ -336,6 +298,56 @@ impl Cuda {
 /// A required entry point (checked present by [`Cuda::load`], so this never fails in practice).
 fn entry<F: Copy>(f: Option<F>, call: &'static str) -> Result<F, CuError> {
     f.ok_or_else(|| CuError::missing(call))
+}
+
+/// The driver library, opened once per process and never closed (a CUDA context must not outlive
+/// its library).
+///
+/// `libcuda.so.1` first: the driver's soname, the file the NVIDIA runtime mounts and HAMi-core
+/// itself opens. cudarc's loader tries `libcuda.so` first, which on a machine with the toolkit's
+/// stubs on the library path is the stub (every call then answers CUDA_ERROR_STUB_LIBRARY) while
+/// the driver is right there; so cudarc's loader (`sys::culib`, over its own list of names) is the
+/// fallback, for a driver installed under another name only.
+fn driver_library() -> Result<&'static Library, LoadError> {
+    static DRIVER: OnceLock<Library> = OnceLock::new();
+    if let Some(lib) = DRIVER.get() {
+        return Ok(lib);
+    }
+    // SAFETY: loading the NVIDIA driver library runs its initialisers, which is what any CUDA
+    // program does; nothing else is assumed about the process.
+    let soname_error = match unsafe { Library::new("libcuda.so.1") } {
+        Ok(lib) => return Ok(DRIVER.get_or_init(|| lib)),
+        Err(e) => loader_error(&e),
+    };
+    let candidates = cudarc::get_lib_name_candidates("cuda");
+    // SAFETY: as above.
+    let opened = candidates
+        .iter()
+        .find_map(|name| unsafe { Library::new(name) }.ok());
+    let Some(opened) = opened else {
+        let mut tried: Vec<&str> = Vec::new();
+        for name in &candidates {
+            if name != "libcuda.so.1" && !tried.contains(&name.as_str()) {
+                tried.push(name);
+            }
+        }
+        return Err(LoadError {
+            library: "libcuda.so.1".into(),
+            reason: format!(
+                "{soname_error}; nor any of the {} other names cudarc's loader tries ({} … {})",
+                tried.len(),
+                tried.first().copied().unwrap_or_default(),
+                tried.last().copied().unwrap_or_default(),
+            ),
+            hint: NO_DRIVER_HINT.into(),
+        });
+    };
+    // SAFETY: cudarc's loader opens the first of the same names that opens, and panics only
+    // when none does; one just opened (and `opened` keeps it loaded until cudarc holds it), so
+    // it returns that library, which it never closes.
+    let lib: &'static Library = unsafe { sys::culib() };
+    drop(opened);
+    Ok(lib)
 }
 
 /// A CUDA device handle.

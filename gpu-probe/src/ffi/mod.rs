@@ -1,8 +1,8 @@
 //! Run-time bindings to the NVIDIA driver libraries.
 //!
-//! The CUDA driver comes through cudarc (`cudarc::driver::sys`, dynamic loading: `libcuda` is
-//! found and opened by cudarc's loader when the probe runs, never linked, and no CUDA is needed to
-//! build), NVML through nvml-wrapper-sys (generated bindings over libloading). So gpu-probe builds
+//! The CUDA driver comes through cudarc (`cudarc::driver::sys`, dynamic loading: `libcuda.so.1`,
+//! else whatever cudarc's loader finds, is opened when the probe runs, never linked, and no CUDA
+//! is needed to build), NVML through nvml-wrapper-sys's generated declarations. So gpu-probe builds
 //! and tests without CUDA and runs in any image where the NVIDIA runtime mounted the driver; the
 //! driver's own version is read at run time (`cuDriverGetVersion`, NVML's driver version).
 //!

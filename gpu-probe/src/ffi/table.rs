@@ -38,7 +38,7 @@ macro_rules! entry_points {
                     $(
                         // SAFETY: the field's type is cudarc's declaration of this symbol (checked
                         // below) with the result read as a C int; the library stays loaded for the
-                        // life of the process (cudarc's loader never closes it).
+                        // life of the process (the driver library is never closed).
                         $field: unsafe { $crate::ffi::cuda::lookup(lib, stringify!($symbol)) },
                     )*
                 }

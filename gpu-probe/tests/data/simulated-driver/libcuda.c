@@ -10,7 +10,8 @@
  *                       returns CUDA_ERROR_OUT_OF_MEMORY (2)
  *   SIM_CUDA_ALLOC_MS   how long each cuMemAlloc_v2 takes (default 0): a long search
  *
- * Compiled with -DSIM_OLD_DRIVER it lacks cuMemGetInfo_v2, as a driver too old for the probe.
+ * Compiled with -DSIM_OLD_DRIVER it lacks cuMemGetInfo_v2, as a driver too old for the probe;
+ * with -DSIM_STUB it is the toolkit's stub: cuInit answers CUDA_ERROR_STUB_LIBRARY (34).
  * Everything else (streams, pools, VMM, arrays, kernels) is absent, so those audit paths are
  * "not applicable" here. */
 #include <stddef.h>
@@ -31,7 +32,11 @@ static unsigned long long env_mib(const char *name, unsigned long long dflt) {
     return v && *v ? strtoull(v, NULL, 10) : dflt;
 }
 
+#ifdef SIM_STUB
+int cuInit(unsigned int flags) { (void)flags; return 34; }
+#else
 int cuInit(unsigned int flags) { (void)flags; return 0; }
+#endif
 
 int cuDriverGetVersion(int *version) { *version = 12090; return 0; }
 
@@ -114,6 +119,7 @@ int cuGetErrorName(int code, const char **name) {
     case 0: *name = "CUDA_SUCCESS"; return 0;
     case 1: *name = "CUDA_ERROR_INVALID_VALUE"; return 0;
     case 2: *name = "CUDA_ERROR_OUT_OF_MEMORY"; return 0;
+    case 34: *name = "CUDA_ERROR_STUB_LIBRARY"; return 0;
     case 101: *name = "CUDA_ERROR_INVALID_DEVICE"; return 0;
     default: *name = NULL; return 1;
     }
