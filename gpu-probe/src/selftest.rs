@@ -300,6 +300,7 @@ mod tests {
             sm_band_pct: crate::probe::DEFAULT_SM_BAND_PCT,
             baseline_kps: None,
             physical_free_mib: None,
+            bypass: crate::bypass::BypassOptions::default(),
         };
         let fake = lab_runner::RecordingRunner::new(&[]);
         let t = run(&opts, "/nonexistent/libvgpu.so", 8000, &fake);

@@ -78,6 +78,9 @@ pub struct AuditSpec {
     /// (lets the managed-memory path be tried safely).
     #[serde(default)]
     pub physical_free_bytes: Option<u64>,
+    /// Skip the in-process paths (`audit --rows bypass`).
+    #[serde(default)]
+    pub skip_paths: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -279,7 +282,7 @@ pub fn run(spec: &WorkerSpec) -> WorkerOutput {
                 .push(cap_device(&cuda, nvml.as_ref(), spec, dev, expected));
         }
     }
-    if let Some(a) = &spec.audit
+    if let Some(a) = spec.audit.as_ref().filter(|a| !a.skip_paths)
         && let Some(dev) = out
             .devices
             .iter()
