@@ -380,6 +380,7 @@ pub fn run_rows(
                 ENV_LESS_FIRST_WRITER => env_less_first_writer(opts, a, env, runner),
                 STATIC_CUDART => static_cudart(opts, a, runner),
                 REGION_TAMPER => region_tamper(opts, a, env, runner),
+                DLMOPEN => dlmopen(opts, a, env, runner),
                 _ => child(opts, a, r.key, env, runner, &[]),
             };
             if run.detail.seconds == 0.0 {
@@ -654,6 +655,48 @@ fn env_less_first_writer(
     run.detail.steps = steps;
     let _ = std::fs::remove_dir_all(&dir);
     run
+}
+
+/// glibc keeps a little static TLS for namespaces opened later; a driver that needs more is
+/// refused with "cannot allocate memory in static TLS block". A tenant raises the reserve with a
+/// tunable, and so does the row, once.
+const STATIC_TLS_TUNABLE: &str = "glibc.rtld.optional_static_tls=65536";
+
+/// (d) The driver in a new link-map namespace (with the static-TLS retry a tenant would make).
+fn dlmopen(
+    opts: &Options,
+    a: &AuditSpec,
+    env: &BTreeMap<String, String>,
+    runner: &dyn Runner,
+) -> ChildRun {
+    let run = child(opts, a, DLMOPEN, env, runner, &[]);
+    if !run
+        .not_applicable
+        .as_deref()
+        .is_some_and(|w| w.contains("static TLS"))
+    {
+        return run;
+    }
+    let tunables = match env.get("GLIBC_TUNABLES") {
+        Some(t) if !t.is_empty() => format!("{t}:{STATIC_TLS_TUNABLE}"),
+        _ => STATIC_TLS_TUNABLE.to_owned(),
+    };
+    let mut again = child(
+        opts,
+        a,
+        DLMOPEN,
+        env,
+        runner,
+        &[("GLIBC_TUNABLES".to_owned(), tunables.clone())],
+    );
+    again.detail.steps.insert(
+        0,
+        format!(
+            "the first dlmopen was refused ({}); retried with GLIBC_TUNABLES={tunables}",
+            run.not_applicable.unwrap_or_default()
+        ),
+    );
+    again
 }
 
 /// (a) The region tamper, with the parent's check: the limit is read before the child, and after

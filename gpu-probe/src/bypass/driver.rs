@@ -23,6 +23,15 @@ use crate::cap::DeviceMemory;
 use crate::report::{CudaErrorInfo, MemInfo, ResolvedSymbol};
 
 type CuResult = c_int;
+type InitFn = unsafe extern "C" fn(c_uint) -> CuResult;
+type DeviceGetFn = unsafe extern "C" fn(*mut c_int, c_int) -> CuResult;
+type RetainFn = unsafe extern "C" fn(*mut *mut c_void, c_int) -> CuResult;
+type ReleaseFn = unsafe extern "C" fn(c_int) -> CuResult;
+type SetCurrentFn = unsafe extern "C" fn(*mut c_void) -> CuResult;
+type AllocFn = unsafe extern "C" fn(*mut u64, usize) -> CuResult;
+type FreeFn = unsafe extern "C" fn(u64) -> CuResult;
+type MemInfoFn = unsafe extern "C" fn(*mut usize, *mut usize) -> CuResult;
+type ErrorNameFn = unsafe extern "C" fn(CuResult, *mut *const c_char) -> CuResult;
 type DlsymFn = unsafe extern "C" fn(*mut c_void, *const c_char) -> *mut c_void;
 type GetProcV2 =
     unsafe extern "C" fn(*const c_char, *mut *mut c_void, c_int, u64, *mut c_int) -> CuResult;
@@ -42,15 +51,15 @@ pub enum Lookup {
 /// The driver entry points a bypass row uses, and where each was found.
 #[derive(Debug)]
 pub struct Driver {
-    init: unsafe extern "C" fn(c_uint) -> CuResult,
-    device_get: unsafe extern "C" fn(*mut c_int, c_int) -> CuResult,
-    retain: unsafe extern "C" fn(*mut *mut c_void, c_int) -> CuResult,
-    release: unsafe extern "C" fn(c_int) -> CuResult,
-    set_current: unsafe extern "C" fn(*mut c_void) -> CuResult,
-    alloc: unsafe extern "C" fn(*mut u64, usize) -> CuResult,
-    free: unsafe extern "C" fn(u64) -> CuResult,
-    mem_info: unsafe extern "C" fn(*mut usize, *mut usize) -> CuResult,
-    error_name: Option<unsafe extern "C" fn(CuResult, *mut *const c_char) -> CuResult>,
+    init: InitFn,
+    device_get: DeviceGetFn,
+    retain: RetainFn,
+    release: ReleaseFn,
+    set_current: SetCurrentFn,
+    alloc: AllocFn,
+    free: FreeFn,
+    mem_info: MemInfoFn,
+    error_name: Option<ErrorNameFn>,
     /// The lookup function itself and each entry point, with the object `dladdr` places it in.
     pub resolved: Vec<ResolvedSymbol>,
     device: c_int,
@@ -84,7 +93,7 @@ fn dlerror_text() -> String {
 }
 
 /// The file name of the object that contains `addr` (`dladdr`).
-pub fn object_of(addr: *const c_void) -> Option<String> {
+fn object_of(addr: *const c_void) -> Option<String> {
     if addr.is_null() {
         return None;
     }
@@ -245,16 +254,16 @@ impl Driver {
         // closed) for the process's life.
         unsafe {
             Ok(Self {
-                init: std::mem::transmute::<*mut c_void, _>(table[0]),
-                device_get: std::mem::transmute::<*mut c_void, _>(table[1]),
-                retain: std::mem::transmute::<*mut c_void, _>(table[2]),
-                release: std::mem::transmute::<*mut c_void, _>(table[3]),
-                set_current: std::mem::transmute::<*mut c_void, _>(table[4]),
-                alloc: std::mem::transmute::<*mut c_void, _>(table[5]),
-                free: std::mem::transmute::<*mut c_void, _>(table[6]),
-                mem_info: std::mem::transmute::<*mut c_void, _>(table[7]),
+                init: std::mem::transmute::<*mut c_void, InitFn>(table[0]),
+                device_get: std::mem::transmute::<*mut c_void, DeviceGetFn>(table[1]),
+                retain: std::mem::transmute::<*mut c_void, RetainFn>(table[2]),
+                release: std::mem::transmute::<*mut c_void, ReleaseFn>(table[3]),
+                set_current: std::mem::transmute::<*mut c_void, SetCurrentFn>(table[4]),
+                alloc: std::mem::transmute::<*mut c_void, AllocFn>(table[5]),
+                free: std::mem::transmute::<*mut c_void, FreeFn>(table[6]),
+                mem_info: std::mem::transmute::<*mut c_void, MemInfoFn>(table[7]),
                 error_name: (!table[8].is_null())
-                    .then(|| std::mem::transmute::<*mut c_void, _>(table[8])),
+                    .then(|| std::mem::transmute::<*mut c_void, ErrorNameFn>(table[8])),
                 resolved,
                 device: c_int::try_from(device).unwrap_or(0),
             })
