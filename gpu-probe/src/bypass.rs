@@ -24,7 +24,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use lab_runner::{Cmd, Output, Runner};
+use lab_runner::{Cmd, Output, RunError, Runner};
 use serde::{Deserialize, Serialize};
 
 use crate::cap::{self, SearchParams};
@@ -140,6 +140,9 @@ pub struct ChildSpec {
 pub struct ChildRun {
     /// Why the bypass could not be tried here.
     pub not_applicable: Option<String>,
+    /// The child did not finish within its bound and was killed (why, with the bound).
+    #[serde(default)]
+    pub hung: Option<String>,
     /// The most held at once.
     pub held_bytes: u64,
     pub calls: u32,
@@ -209,6 +212,11 @@ pub fn decide(run: &ChildRun, slice: Option<u64>) -> AuditPath {
     };
     if let Some(why) = &run.not_applicable {
         p.note = why.clone();
+        return p;
+    }
+    if let Some(why) = &run.hung {
+        p.outcome = AuditOutcome::Error;
+        p.note = with_steps(why.clone());
         return p;
     }
     match slice {
@@ -405,6 +413,16 @@ fn with_env(mut cmd: Cmd, env: &BTreeMap<String, String>) -> Cmd {
     cmd
 }
 
+/// A child killed past its bound, as the row says it.
+fn hung(key: &str, after: Duration) -> ChildRun {
+    let mut r = ChildRun::new(key);
+    r.hung = Some(format!(
+        "the child did not finish within {}s and was killed",
+        after.as_secs()
+    ));
+    r
+}
+
 /// How a child ended, for the row: its exit code and HAMi-core's lines.
 fn note_end(run: &mut ChildRun, out: &Output, label: Option<&str>) {
     if run.detail.exit_code.is_none() {
@@ -461,6 +479,7 @@ fn child(
             note_end(&mut run, &out, None);
             run
         }
+        Err(RunError::TimedOut { after, .. }) => hung(key, after),
         Err(e) => ChildRun::not_applicable(key, format!("could not run: {e}")),
     }
 }
@@ -476,6 +495,7 @@ fn worker_cap(
     let mut run = ChildRun::new(key);
     let out = match runner.run(cmd) {
         Ok(o) => o,
+        Err(RunError::TimedOut { after, .. }) => return hung(key, after),
         Err(e) => {
             run.not_applicable = Some(format!("could not run: {e}"));
             return run;
@@ -529,6 +549,23 @@ fn cleared_environment(
         .iter()
         .filter_map(|k| env.get(*k).map(|v| ((*k).to_owned(), v.clone())))
         .collect();
+    // Without the variable it joins HAMi-core's default region, which other processes of the
+    // host (or, outside a pod, of other library revisions) may have made before.
+    let joined = match crate::region::read_region(Path::new(crate::region::DEFAULT_PATH)) {
+        Ok(r) => format!(
+            "the default region {} it joins already existed (version {}.{}, {} process slot(s), limit {} on device {})",
+            crate::region::DEFAULT_PATH,
+            r.major_version,
+            r.minor_version,
+            r.proc_num,
+            r.limits.get(a.device as usize).copied().unwrap_or(0),
+            a.device
+        ),
+        Err(_) => format!(
+            "no default region {} existed before it",
+            crate::region::DEFAULT_PATH
+        ),
+    };
     let mut run = worker_cap(
         CLEARED_ENVIRONMENT,
         &cap_worker_cmd(opts, a, &kept),
@@ -537,7 +574,7 @@ fn cleared_environment(
         None,
     );
     run.detail.steps.push(format!(
-        "started with only {} of the environment",
+        "started with only {} of the environment; {joined}",
         kept.keys().cloned().collect::<Vec<_>>().join(", ")
     ));
     run

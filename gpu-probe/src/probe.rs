@@ -185,8 +185,12 @@ pub fn run(opts: &Options, env: &BTreeMap<String, String>, runner: &dyn Runner) 
 
     // CUDA MPS: a pinned device memory limit is the slice when no HAMi-core limit is set.
     let (mut mps, mps_errors) = crate::method::mps_env(env);
-    mps.control_socket =
-        crate::method::control_daemon_running(std::path::Path::new(&mps.pipe_directory));
+    let pipe = std::path::Path::new(&mps.pipe_directory);
+    let (running, answered) = crate::method::control_daemon_probe(pipe);
+    mps.control_socket = running;
+    if pipe.join("control").exists() {
+        mps.control_answers.push(answered);
+    }
     if !mps_errors.is_empty() {
         checks.push(Check {
             id: "limits".into(),

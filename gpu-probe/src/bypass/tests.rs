@@ -103,6 +103,34 @@ fn escaped_capped_and_not_applicable_from_the_numbers() {
 }
 
 #[test]
+fn a_child_killed_past_its_bound_is_an_error_never_not_applicable() {
+    let r = hung(CLEARED_ENVIRONMENT, Duration::from_secs(28));
+    let p = decide(&r, Some(SLICE));
+    assert_eq!(p.outcome, AuditOutcome::Error);
+    assert!(p.note.contains("within 28s"), "{}", p.note);
+    // Through the runner: a scripted timeout.
+    struct Slow;
+    impl Runner for Slow {
+        fn run(&self, cmd: &Cmd) -> Result<Output, RunError> {
+            Err(RunError::TimedOut {
+                cmd: cmd.to_string(),
+                after: cmd.timeout.unwrap_or_default(),
+            })
+        }
+        fn exists(&self, _: &str) -> bool {
+            true
+        }
+    }
+    let rows = run_rows(&opts(), &spec(), &pod_env("/tmp/none.cache"), &Slow);
+    for p in rows
+        .iter()
+        .filter(|p| p.bypass.as_ref().is_some_and(|d| d.row != STATIC_CUDART))
+    {
+        assert_eq!(p.outcome, AuditOutcome::Error, "{}: {}", p.path, p.note);
+    }
+}
+
+#[test]
 fn memory_not_back_and_a_region_not_restored_are_said() {
     let mut r = ran(REGION_TAMPER, 10_000 * MIB, None);
     r.detail.freed = Some(false);
