@@ -1468,17 +1468,20 @@ pub fn markdown_matrix(reports: &[(String, &ConformanceSection)]) -> String {
                 || "—".to_owned(),
                 |x| {
                     let numbers = match (&x.compute, x.held_bytes, x.slice_bytes) {
+                        _ if x.outcome == CellOutcome::NotApplicable => String::new(),
                         (Some(cmp), _, _) => format!(" {:.0}%", cmp.ratio * 100.0),
                         (None, Some(h), Some(sl)) => format!(" {:.0}/{:.0}", mib(h), mib(sl)),
                         (None, Some(h), None) => format!(" {:.0} MiB", mib(h)),
                         _ => String::new(),
                     };
-                    let word = if x.outcome == CellOutcome::NotApplicable
-                        && x.note.starts_with("not run")
-                    {
-                        "not run"
-                    } else {
-                        x.outcome.word()
+                    let word = match x.outcome {
+                        CellOutcome::NotApplicable if x.note.starts_with("not run") => "not run",
+                        // Reports made before a killed bypass child counted as hung say so only
+                        // in the note.
+                        CellOutcome::NotApplicable if x.note.contains("did not finish within") => {
+                            "n/a (its child was killed at its bound)"
+                        }
+                        o => o.word(),
                     };
                     format!("{word}{numbers}")
                 },

@@ -600,9 +600,21 @@ fn real_library_bypass_rows_reproduce_the_recorded_outcomes() {
     };
     let was = recorded.audit.expect("recorded audit");
     for row in ROWS {
+        let then_row = find(&was.paths, row.key);
+        if then_row
+            .as_ref()
+            .is_some_and(|p| p.note.contains("did not finish within"))
+        {
+            // Recorded while its child was killed (see tests/data/bypass/README.md): no outcome.
+            skip(&format!(
+                "{}: the recording of {revision} has no outcome",
+                row.key
+            ));
+            continue;
+        }
         let (now, then) = (
             find(&a.paths, row.key).map(|p| p.outcome),
-            find(&was.paths, row.key).map(|p| p.outcome),
+            then_row.map(|p| p.outcome),
         );
         if row.key == STATIC_CUDART
             && (program.is_none() || then == Some(AuditOutcome::NotApplicable))

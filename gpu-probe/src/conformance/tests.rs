@@ -398,6 +398,13 @@ fn the_matrix_renders_one_row_per_cell_and_one_column_per_report() {
         md.contains("| capped 7482/8000 | ESCAPED 10000/8000 |"),
         "{md}"
     );
+    // A cell whose child was killed is never shown as a plain "n/a" with numbers.
+    let mut killed = blank(&p);
+    killed.held_bytes = Some(0);
+    killed.note = "could not run: `x` did not finish within 28s and was killed".into();
+    let c = section(vec![killed]);
+    let md = markdown_matrix(&[("old".into(), &c)]);
+    assert!(md.contains("| n/a (its child was killed at its bound) |"), "{md}");
 }
 
 /// A card whose memory comes back after every cell (or never, with `leaks`).
