@@ -102,7 +102,10 @@ fn the_region_tamper_raised_the_limit_was_granted_more_and_restored_it() {
 fn the_env_less_first_writer_leaves_no_limit_and_the_later_process_is_told() {
     for rev in REVISIONS {
         let r = load(&format!("bypass/{rev}-audit-8000.json"));
-        let p = row(&r.audit.as_ref().expect("audit").paths, bypass::ENV_LESS_FIRST_WRITER);
+        let p = row(
+            &r.audit.as_ref().expect("audit").paths,
+            bypass::ENV_LESS_FIRST_WRITER,
+        );
         let d = p.bypass.as_ref().expect("detail");
         assert_eq!(p.outcome, AuditOutcome::Escaped, "{rev}");
         assert_eq!(d.region_limit_before_bytes, Some(0), "{rev}");
@@ -131,7 +134,11 @@ fn lookups_past_the_interposer_reach_libcuda_and_cu_get_proc_address_reaches_ham
         };
         for key in [bypass::DLMOPEN, bypass::LIBC_DLSYM] {
             assert!(object(key).contains("libcuda.so"), "{rev} {key}");
-            assert_eq!(row(paths, key).outcome, AuditOutcome::Escaped, "{rev} {key}");
+            assert_eq!(
+                row(paths, key).outcome,
+                AuditOutcome::Escaped,
+                "{rev} {key}"
+            );
         }
         assert!(object(bypass::PROC_ADDRESS).contains("libvgpu"), "{rev}");
         assert_eq!(

@@ -127,7 +127,9 @@ fn real_mps_reports_redecide_as_mps() {
     let m = bare.method.as_ref().expect("method");
     assert_eq!(m.method, SharingMethod::None);
     assert!(
-        m.evidence.iter().all(|e| !e.contains("control daemon is running")),
+        m.evidence
+            .iter()
+            .all(|e| !e.contains("control daemon is running")),
         "{:?}",
         m.evidence
     );

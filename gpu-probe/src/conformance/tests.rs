@@ -404,7 +404,10 @@ fn the_matrix_renders_one_row_per_cell_and_one_column_per_report() {
     killed.note = "could not run: `x` did not finish within 28s and was killed".into();
     let c = section(vec![killed]);
     let md = markdown_matrix(&[("old".into(), &c)]);
-    assert!(md.contains("| n/a (its child was killed at its bound) |"), "{md}");
+    assert!(
+        md.contains("| n/a (its child was killed at its bound) |"),
+        "{md}"
+    );
 }
 
 /// A card whose memory comes back after every cell (or never, with `leaks`).
