@@ -133,8 +133,8 @@ fn real_mps_reports_redecide_as_mps() {
         "{:?}",
         m.evidence
     );
-    // The same re-run's client with its own limit: MPS, named from NVML's client list.
-    let client = load("mps/rerun-mps-env-limit-8000.json");
+    // The client with its own limit: MPS, named from NVML's client list.
+    let client = load("mps/mps-env-limit-8000.json");
     assert_eq!(client.verdict.outcome, Outcome::Verified);
     let mps = client
         .method
