@@ -10,10 +10,11 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand, ValueEnum};
+use cluster_ctl::api::Cluster;
 use cluster_ctl::commands::{self, Ctx, Failure, Outcome, RunArgs, exit};
 use cluster_ctl::helm::{self, HelmTarget, InstallOptions};
+use cluster_ctl::kubeconfig::{self, Environment, K3S_KUBECONFIG, Source};
 use cluster_ctl::manifests::DEFAULT_IMAGE;
-use kube::Client;
 use kube::config::{Config, KubeConfigOptions, Kubeconfig};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -175,44 +176,60 @@ fn args_with_plugin_alias() -> Vec<std::ffi::OsString> {
     args
 }
 
-fn home_kubeconfig_exists() -> bool {
-    std::env::var_os("HOME").is_some_and(|h| PathBuf::from(h).join(".kube/config").is_file())
+/// Reading a kubeconfig can run an exec credential plugin: it gets `--api-timeout` too.
+async fn bounded<E: std::fmt::Display>(
+    timeout: Duration,
+    read: impl std::future::Future<Output = Result<Config, E>>,
+) -> Result<Config, Failure> {
+    match tokio::time::timeout(timeout, read).await {
+        Ok(Ok(config)) => Ok(config),
+        Ok(Err(e)) => Err(Failure::env(anyhow::anyhow!(
+            "no usable kubeconfig ({e}); {}",
+            Source::FIX
+        ))),
+        Err(_) => Err(Failure::env(anyhow::anyhow!(
+            "reading the kubeconfig took longer than --api-timeout ({} s)",
+            timeout.as_secs()
+        ))),
+    }
 }
 
-/// The client, found as kubectl finds its cluster.
-async fn make_client(cli: &Cli) -> Result<Client, Failure> {
+/// The cluster, found as kubectl finds it (`cluster_ctl::kubeconfig`'s rules), every call
+/// bounded by `--api-timeout`.
+async fn make_cluster(cli: &Cli) -> Result<Cluster, Failure> {
+    let timeout = Duration::from_secs(cli.api_timeout);
     let opts = KubeConfigOptions {
         context: cli.context.clone(),
         ..KubeConfigOptions::default()
     };
-    let config = if let Some(path) = &cli.kubeconfig {
-        let kc = Kubeconfig::read_from(path)
-            .map_err(|e| Failure::env(anyhow::anyhow!("reading kubeconfig {}: {e}", path.display())))?;
-        Config::from_custom_kubeconfig(kc, &opts).await
-    } else if std::env::var_os("KUBECONFIG").is_some() || home_kubeconfig_exists() {
-        Config::from_kubeconfig(&opts).await
-    } else if cli.context.is_some() {
-        return Err(Failure::env(anyhow::anyhow!(
-            "--context needs a kubeconfig: pass --kubeconfig or set KUBECONFIG (k3s: /etc/rancher/k3s/k3s.yaml)"
-        )));
-    } else {
-        return Config::incluster()
-            .map_err(|e| {
+    let source = kubeconfig::discover(cli.kubeconfig.as_deref(), &Environment::from_process());
+    let config = match &source {
+        Source::Flag(path) => {
+            let kc = Kubeconfig::read_from(path).map_err(|e| {
                 Failure::env(anyhow::anyhow!(
-                    "no kubeconfig found and not running in a cluster ({e}); pass --kubeconfig, set KUBECONFIG (k3s: /etc/rancher/k3s/k3s.yaml) or create ~/.kube/config"
+                    "reading kubeconfig {}: {e}",
+                    path.display()
                 ))
-            })
-            .and_then(|c| {
-                Client::try_from(c).map_err(|e| Failure::env(anyhow::anyhow!("building the Kubernetes client: {e}")))
-            });
-    }
-    .map_err(|e| {
-        Failure::env(anyhow::anyhow!(
-            "no usable kubeconfig ({e}); pass --kubeconfig, set KUBECONFIG (k3s: /etc/rancher/k3s/k3s.yaml) or create ~/.kube/config"
-        ))
-    })?;
-    Client::try_from(config)
-        .map_err(|e| Failure::env(anyhow::anyhow!("building the Kubernetes client: {e}")))
+            })?;
+            bounded(timeout, Config::from_custom_kubeconfig(kc, &opts)).await?
+        }
+        Source::Env(_) | Source::Home(_) => {
+            bounded(timeout, Config::from_kubeconfig(&opts)).await?
+        }
+        Source::InCluster if cli.context.is_some() => {
+            return Err(Failure::env(anyhow::anyhow!(
+                "--context needs a kubeconfig: pass --kubeconfig or set KUBECONFIG (k3s: {K3S_KUBECONFIG})"
+            )));
+        }
+        Source::InCluster => bounded(timeout, async { Config::incluster() }).await?,
+        Source::Nothing => {
+            return Err(Failure::env(anyhow::anyhow!(
+                "no kubeconfig found and not running in a cluster; {}",
+                Source::FIX
+            )));
+        }
+    };
+    Cluster::connect(config, timeout).map_err(Failure::from)
 }
 
 async fn dispatch(cli: Cli) -> Result<Outcome, Failure> {
@@ -220,7 +237,6 @@ async fn dispatch(cli: Cli) -> Result<Outcome, Failure> {
         namespace: cli.namespace.clone(),
         hami_namespace: cli.hami_namespace.clone(),
         dry_run: cli.dry_run,
-        api_timeout: Duration::from_secs(cli.api_timeout),
         helm: HelmTarget {
             kubeconfig: cli.kubeconfig.as_ref().map(|p| p.display().to_string()),
             context: cli.context.clone(),
@@ -236,9 +252,9 @@ async fn dispatch(cli: Cli) -> Result<Outcome, Failure> {
     {
         return commands::run_dry_offline(*mib, &ctx, &run_args(&cli.command));
     }
-    let client = make_client(&cli).await?;
+    let cluster = make_cluster(&cli).await?;
     match &cli.command {
-        Command::Preflight => commands::preflight(&client, &runner, &ctx).await,
+        Command::Preflight => commands::preflight(&cluster, &runner, &ctx).await,
         Command::InstallHami {
             chart_version,
             scheduler_registry,
@@ -255,7 +271,7 @@ async fn dispatch(cli: Cli) -> Result<Outcome, Failure> {
                 extra_set: set.clone(),
             };
             commands::install_hami(
-                &client,
+                &cluster,
                 &runner,
                 &ctx,
                 &opts,
@@ -263,8 +279,10 @@ async fn dispatch(cli: Cli) -> Result<Outcome, Failure> {
             )
             .await
         }
-        Command::Run { .. } => commands::run(&client, &runner, &ctx, &run_args(&cli.command)).await,
-        Command::Doctor { from } => commands::doctor(&client, &ctx, from.as_deref()).await,
+        Command::Run { .. } => {
+            commands::run(&cluster, &runner, &ctx, &run_args(&cli.command)).await
+        }
+        Command::Doctor { from } => commands::doctor(&cluster, &ctx, from.as_deref()).await,
         Command::Probe {
             pod,
             container,
@@ -277,7 +295,7 @@ async fn dispatch(cli: Cli) -> Result<Outcome, Failure> {
                 .clone()
                 .unwrap_or_else(commands::default_probe_bin);
             commands::probe(
-                &client,
+                &cluster,
                 &ctx,
                 pod,
                 container.as_deref(),
@@ -293,7 +311,7 @@ async fn dispatch(cli: Cli) -> Result<Outcome, Failure> {
             timeout,
         } => {
             commands::cleanup(
-                &client,
+                &cluster,
                 &runner,
                 &ctx,
                 *uninstall_hami,

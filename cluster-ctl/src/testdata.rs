@@ -1,32 +1,12 @@
-//! Test helpers: load the shared real-format fixtures (`../shared/fixtures/hami/k8s`) as typed
-//! Kubernetes objects. Compiled only for tests.
+//! Test helpers: the in-repo test data (paths and loading live in `tests/common/fixtures.rs`,
+//! shared with the integration tests) as typed Kubernetes objects. Compiled only for tests.
 
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment};
 use k8s_openapi::api::core::v1::{Endpoints, Event, Node, Pod};
-use serde::de::DeserializeOwned;
 
-/// Folder of the Kubernetes fixtures.
-pub const FIXTURES: &str = concat!(
-    env!("CARGO_MANIFEST_DIR"),
-    "/../../shared/fixtures/hami/k8s"
-);
-
-/// The raw text of a fixture file.
-pub fn fixture_text(name: &str) -> String {
-    std::fs::read_to_string(format!("{FIXTURES}/{name}"))
-        .unwrap_or_else(|e| panic!("fixture {name}: {e}"))
-}
-
-/// A fixture parsed as `T`.
-pub fn fixture<T: DeserializeOwned>(name: &str) -> T {
-    serde_json::from_str(&fixture_text(name)).unwrap_or_else(|e| panic!("fixture {name}: {e}"))
-}
-
-/// `items` of a `*List` fixture.
-pub fn fixture_items<T: DeserializeOwned>(name: &str) -> Vec<T> {
-    let list: serde_json::Value = fixture(name);
-    serde_json::from_value(list["items"].clone()).unwrap_or_else(|e| panic!("fixture {name}: {e}"))
-}
+#[path = "../tests/common/fixtures.rs"]
+mod fixtures;
+pub use fixtures::*;
 
 pub fn fixture_node(name: &str) -> Node {
     fixture(name)
@@ -60,44 +40,6 @@ pub fn register_of(node: &Node) -> String {
         .and_then(|a| a.get(crate::register::REGISTER_ANNOTATION))
         .cloned()
         .unwrap_or_default()
-}
-
-/// The real bare-H100 report with the mechanism section as a HAMi pod shows it (facts §5, §11,
-/// §15: the library from /etc/ld.so.preload, mapped, exporting the hooks; an 8000 MiB region limit).
-pub fn hami_active_report() -> String {
-    use gpu_probe::report::*;
-    let bare = std::fs::read_to_string(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../gpu-probe/tests/data/h100-bare-all-expect-8000.json"
-    ))
-    .unwrap();
-    let mut r: Report = serde_json::from_str(&bare).unwrap();
-    let m = r.mechanism.as_mut().unwrap();
-    m.outcome = MechanismOutcome::HamiCoreActive;
-    m.libraries = vec![LibraryCheck {
-        path: "/usr/local/vgpu/libvgpu.so".into(),
-        named_in: "/etc/ld.so.preload".into(),
-        exists: true,
-        mapped_after_cuda_init: Some(true),
-        symbols: vec![SymbolCheck {
-            name: "cuMemAlloc_v2".into(),
-            exported: true,
-            resolved_in: None,
-        }],
-        error: None,
-    }];
-    m.shared_region.path = "/usr/local/vgpu/x.cache".into();
-    m.shared_region.region = Some(SharedRegion {
-        limits: vec![8000 * 1024 * 1024],
-        ..SharedRegion::default()
-    });
-    // What the probe reports in such a pod: every check passed.
-    r.checks.retain(|c| c.id != "mechanism");
-    for c in &mut r.checks {
-        c.status = CheckStatus::Passed;
-    }
-    r.verdict = Verdict::from_checks(&r.checks);
-    serde_json::to_string(&r).unwrap()
 }
 
 /// Two cards of `devmem_mib` with known UUIDs `GPU-a` and `GPU-b` (a multi-GPU node).
