@@ -1,0 +1,124 @@
+//! What the tests share: a healthy HAMi cluster on the mock, the options of every command, helm
+//! as a recording fake, the captured gpu-probe answers.
+
+use std::time::Duration;
+
+use cluster_ctl::commands::{Ctx, RunArgs};
+use cluster_ctl::helm::HelmTarget;
+use lab_runner::RecordingRunner;
+
+use crate::mockapi::MockApi;
+use crate::mockapi::exec::Reply;
+use crate::mockapi::fixtures::{fixture_text, h200};
+use crate::mockapi::lifecycle::{Card, Placement};
+
+pub const API_TIMEOUT: Duration = Duration::from_secs(30);
+pub const H100_UUID: &str = "GPU-4f7efa07-0f69-f62e-5958-365ed3785eb2";
+
+pub fn ctx(dry_run: bool) -> Ctx {
+    Ctx {
+        namespace: "default".into(),
+        hami_namespace: "kube-system".into(),
+        dry_run,
+        helm: HelmTarget {
+            kubeconfig: None,
+            context: None,
+            namespace: "kube-system".into(),
+        },
+    }
+}
+
+/// A k3s node with HAMi 2.10 ready on one H100: node registered, scheduler and webhook ready,
+/// device plugin ready; pods are placed by the HAMi model with a 30 s image pull.
+pub fn healthy() -> MockApi {
+    let m = MockApi::new();
+    m.add_fixture("node-hami-v2.10-h100.json")
+        .add_fixture("daemonsets-hami-only.json")
+        .add_fixture("deploy-hami-scheduler-tag-match.json")
+        .add_fixture("endpoints-hami-scheduler-ready.json")
+        .place_on(Placement {
+            node: "gpu-vm-1".into(),
+            cards: vec![Card {
+                uuid: H100_UUID.into(),
+                devmem_mib: 81559,
+            }],
+            pull: Duration::from_secs(30),
+        });
+    m
+}
+
+/// `healthy()` whose pods answer gpu-probe with the reports captured under real HAMi-core on
+/// an H200 (`all`: verified; `audit`: three paths escaped; `overhead` with and without).
+pub fn healthy_with_probes() -> MockApi {
+    let m = healthy();
+    m.probe_reply(
+        "*",
+        "all",
+        Reply::new(&h200("h1-8000.json"), &h200("h1-8000.err"), 0),
+    )
+    .probe_reply(
+        "*",
+        "audit",
+        Reply::new(&h200("h4-audit.json"), &h200("h4-audit.err"), 1),
+    )
+    .probe_reply(
+        "hami-share-a",
+        "overhead",
+        Reply::new(&h200("p1-overhead-hami.json"), "", 0),
+    )
+    .probe_reply(
+        "hami-baseline",
+        "overhead",
+        Reply::new(&h200("p0-overhead-bare.json"), "", 0),
+    )
+    .probe_reply(
+        "*",
+        "compute",
+        Reply::new(&h200("p1-overhead-hami.json"), "", 0),
+    );
+    m
+}
+
+/// helm 3 with the HAMi release in `list_fixture`.
+pub fn helm(list_fixture: &str) -> RecordingRunner {
+    let r = RecordingRunner::new(&["helm"]);
+    r.reply("helm version", 0, "v3.16.2+g13654a5\n", "");
+    r.reply("helm list", 0, &fixture_text(list_fixture), "");
+    r
+}
+
+/// `run`'s options with a probe binary in `dir` (its bytes are only copied, never run).
+pub fn run_args(dir: &std::path::Path, audit: bool) -> RunArgs {
+    let bin = dir.join("gpu-probe-bin");
+    std::fs::write(&bin, b"\x7fELF gpu-probe").unwrap();
+    RunArgs {
+        card_mib: None,
+        slice_mib: None,
+        oversubscribe_mib: None,
+        image: cluster_ctl::manifests::DEFAULT_IMAGE.into(),
+        out: dir.join("out"),
+        probe_bin: Some(bin),
+        node: None,
+        pod_timeout: Duration::from_secs(600),
+        event_timeout: Duration::from_secs(120),
+        probe_timeout: Duration::from_secs(300),
+        audit,
+    }
+}
+
+/// The results of `run.json` as (id, result).
+pub fn results(dir: &std::path::Path) -> Vec<(String, String)> {
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("out/run.json")).unwrap()).unwrap();
+    report["exercises"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            (
+                e["id"].as_str().unwrap().to_owned(),
+                e["result"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect()
+}
