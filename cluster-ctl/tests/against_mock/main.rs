@@ -9,5 +9,6 @@
 #[path = "../mockapi/mod.rs"]
 mod mockapi;
 
+mod api;
 mod mock_semantics;
 mod support;

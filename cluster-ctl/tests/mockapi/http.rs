@@ -255,14 +255,16 @@ impl MockApi {
     }
 
     fn webhook_ready(&self) -> bool {
-        self.lock().store.objects.iter().any(|(k, v)| {
-            k.resource == "endpoints"
-                && k.name == "hami-scheduler"
-                && v["subsets"].as_array().is_some_and(|s| {
-                    s.iter()
-                        .any(|s| s["addresses"].as_array().is_some_and(|a| !a.is_empty()))
-                })
-        })
+        let st = self.lock();
+        !st.settings.webhook_fails
+            && st.store.objects.iter().any(|(k, v)| {
+                k.resource == "endpoints"
+                    && k.name == "hami-scheduler"
+                    && v["subsets"].as_array().is_some_and(|s| {
+                        s.iter()
+                            .any(|s| s["addresses"].as_array().is_some_and(|a| !a.is_empty()))
+                    })
+            })
     }
 }
 
@@ -792,27 +794,16 @@ fn create(mock: &MockApi, kind: &Kind, ns: Option<&str>, body: &[u8]) -> Respons
     };
     mock.notify(rv);
     if is_pod {
-        let plan: Option<Timeline> = {
-            let st = mock.lock();
-            st.pod_scripts.get(&name).cloned().or_else(|| {
-                st.placement.as_ref().map(|p| {
-                    let placed: Vec<Value> = st
-                        .store
-                        .objects
-                        .iter()
-                        .filter(|(key, v)| {
-                            key.resource == "pods"
-                                && **key != k
-                                && v["metadata"]["deletionTimestamp"].is_null()
-                        })
-                        .map(|(_, v)| v.clone())
-                        .collect();
-                    p.plan(&stored, webhook, &placed)
-                })
-            })
-        };
-        if let Some(t) = plan {
-            mock.spawn_timeline(k, t);
+        let script = mock.lock().pod_scripts.get(&name).cloned();
+        match script {
+            Some(t) => mock.spawn_timeline(k, t),
+            None => mock.spawn_timeline(
+                k,
+                Timeline::default().at(
+                    lifecycle::SCHEDULE_AFTER,
+                    lifecycle::Step::Schedule { webhook },
+                ),
+            ),
         }
     }
     full(201, &typed(kind, stored))
@@ -1165,6 +1156,12 @@ impl tower::Service<http::Uri> for MemConnector {
     }
 
     fn call(&mut self, _: http::Uri) -> Self::Future {
+        if self.0.lock().settings.unreachable {
+            return std::future::ready(Err(std::io::Error::new(
+                std::io::ErrorKind::ConnectionRefused,
+                "connection refused",
+            )));
+        }
         let (client, server) = tokio::io::duplex(1 << 16);
         serve_io(self.0.clone(), server);
         std::future::ready(Ok(MemIo(TokioIo::new(client))))

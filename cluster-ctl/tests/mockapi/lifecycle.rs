@@ -31,6 +31,8 @@ pub enum Step {
     },
     /// The object is removed (DELETED).
     Remove,
+    /// The scheduler decides now, on the cluster as it is now (the HAMi model of [`Placement`]).
+    Schedule { webhook: bool },
 }
 
 impl Step {
@@ -85,7 +87,7 @@ pub struct Placement {
     pub pull: Duration,
 }
 
-const SCHEDULE_AFTER: Duration = Duration::from_millis(300);
+pub const SCHEDULE_AFTER: Duration = Duration::from_millis(300);
 const KUBELET_AFTER: Duration = Duration::from_millis(800);
 
 /// `nvidia.com/gpumem` of the pod's first container.

@@ -84,6 +84,11 @@ pub struct Settings {
     pub bookmark_every: Duration,
     /// How long a deleted pod on a node stays Terminating beyond its grace period (kubelet).
     pub kubelet_stop: Duration,
+    /// No connection can be made (the server is down).
+    pub unreachable: bool,
+    /// HAMi's webhook does not answer although its Service has endpoints (failurePolicy Ignore:
+    /// pods are created unmutated, on default-scheduler).
+    pub webhook_fails: bool,
     /// Compacts the store at random with this probability per watch (re)start, and closes watches
     /// early at random (the soak test); the seed keeps a failing run reproducible.
     pub chaos: Option<Chaos>,
@@ -161,6 +166,8 @@ impl MockApi {
                 watch_lifetime: Duration::from_secs(1800),
                 bookmark_every: Duration::from_secs(60),
                 kubelet_stop: Duration::from_secs(2),
+                unreachable: false,
+                webhook_fails: false,
                 chaos: None,
             },
             rng: 0x9e37_79b9_7f4a_7c15,
@@ -306,9 +313,13 @@ impl MockApi {
 
     /// Applies one scripted step now.
     pub fn apply(&self, key: &ObjKey, step: &Step) -> bool {
+        if let Step::Schedule { webhook } = step {
+            return self.schedule(key, *webhook);
+        }
         let now = self.now_secs();
         let mut st = self.lock();
         let done = match step {
+            Step::Schedule { .. } => false,
             Step::Patch(p) => st.store.merge(key, p).is_some(),
             Step::Remove => st.store.remove(key).is_some(),
             Step::Event {
@@ -347,6 +358,45 @@ impl MockApi {
         drop(st);
         self.notify(rv);
         done
+    }
+
+    /// The scheduler's decision for pod `key` on the cluster as it is now: the binding (or the
+    /// refusal) is applied at once, the kubelet's part runs on in the background.
+    fn schedule(&self, key: &ObjKey, webhook: bool) -> bool {
+        let plan = {
+            let st = self.lock();
+            let (Some(placement), Some(pod)) = (st.placement.clone(), st.store.get(key).cloned())
+            else {
+                return false;
+            };
+            if !pod["metadata"]["deletionTimestamp"].is_null() {
+                return false;
+            }
+            let placed: Vec<Value> = st
+                .store
+                .objects
+                .iter()
+                .filter(|(k, v)| {
+                    k.resource == "pods"
+                        && *k != key
+                        && v["metadata"]["deletionTimestamp"].is_null()
+                })
+                .map(|(_, v)| v.clone())
+                .collect();
+            placement.plan(&pod, webhook, &placed)
+        };
+        let (now, later): (Vec<_>, Vec<_>) = plan
+            .steps
+            .into_iter()
+            .partition(|(d, _)| *d <= lifecycle::SCHEDULE_AFTER);
+        for (_, step) in &now {
+            self.apply(key, step);
+        }
+        let later = later.into_iter().fold(Timeline::default(), |t, (d, s)| {
+            t.at(d - lifecycle::SCHEDULE_AFTER, s)
+        });
+        self.spawn_timeline(key.clone(), later);
+        true
     }
 
     /// Runs `timeline` on object `key` from now (in the background).
