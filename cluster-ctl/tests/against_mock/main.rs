@@ -10,5 +10,6 @@
 mod mockapi;
 
 mod api;
+mod commands;
 mod mock_semantics;
 mod support;

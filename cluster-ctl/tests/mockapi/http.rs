@@ -723,6 +723,8 @@ fn serve_watch(
             }
             cursor = cursor.max(rv);
             tokio::select! {
+                // The client went away (as a real server notices a closed connection).
+                _ = tx.closed() => return,
                 r = changes.changed() => if r.is_err() { return },
                 _ = tokio::time::sleep_until(deadline) => return,
                 _ = tokio::time::sleep_until(next_bookmark), if bookmarks => {
