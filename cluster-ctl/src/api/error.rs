@@ -74,9 +74,15 @@ impl Op {
             .filter(|_| self.verb != "create")
             .map(|n| format!(", resourceNames: [\"{n}\"]"))
             .unwrap_or_default();
+        // A WebSocket exec is a GET, authorized as `get`, and from Kubernetes 1.31 also `create`.
+        let verbs = if self.resource.ends_with("/exec") {
+            "\"get\", \"create\"".to_owned()
+        } else {
+            format!("\"{}\"", self.verb)
+        };
         let rule = format!(
-            "{{apiGroups: [\"{}\"], resources: [\"{}\"], verbs: [\"{}\"]{names}}}",
-            self.group, self.resource, self.verb
+            "{{apiGroups: [\"{}\"], resources: [\"{}\"], verbs: [{verbs}]{names}}}",
+            self.group, self.resource
         );
         match &self.namespace {
             Some(ns) => format!("{rule} in a Role of namespace {ns} (or a ClusterRole)"),

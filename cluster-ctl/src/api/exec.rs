@@ -83,8 +83,8 @@ impl Cluster {
             pod: pod.to_owned(),
             what,
         };
-        // A WebSocket exec is authorized as `create` (and `get`) on pods/exec.
-        let op = Op::of::<Pod>("create", Some(namespace), Some(pod)).subresource("exec");
+        // A WebSocket exec is a GET on pods/exec (authorized as get, and as create from 1.31).
+        let op = Op::of::<Pod>("get", Some(namespace), Some(pod)).subresource("exec");
         let mut proc = self
             .call(&op, || api.exec(pod, command.clone(), &ap))
             .await?;

@@ -12,4 +12,5 @@ mod mockapi;
 mod api;
 mod commands;
 mod mock_semantics;
+mod rbac;
 mod support;

@@ -47,6 +47,57 @@ pub fn healthy() -> MockApi {
     m
 }
 
+/// `healthy()` just after `helm upgrade --install`: nothing is ready yet, and HAMi comes up
+/// during the wait — the scheduler at 10 s, its webhook endpoints at 20 s, the device plugin at
+/// 30 s, the node's registration at 40 s (so every wait lists, then watches).
+pub fn hami_coming_up() -> MockApi {
+    use crate::mockapi::lifecycle::{Step, WorldTimeline};
+    use crate::mockapi::store::ObjKey;
+    use serde_json::json;
+    let m = healthy();
+    let ready_endpoints: serde_json::Value =
+        crate::mockapi::fixtures::fixture("endpoints-hami-scheduler-ready.json");
+    let node: serde_json::Value = crate::mockapi::fixtures::fixture("node-hami-v2.10-h100.json");
+    let register = node["metadata"]["annotations"]["hami.io/node-nvidia-register"].clone();
+    let key = |resource: &str, ns: &str, name: &str| ObjKey {
+        resource: resource.into(),
+        namespace: ns.into(),
+        name: name.into(),
+    };
+    m.patch(
+        "deployments.apps",
+        "kube-system",
+        "hami-scheduler",
+        json!({"status": {"readyReplicas": 0, "availableReplicas": 0}}),
+    );
+    m.patch(
+        "endpoints",
+        "kube-system",
+        "hami-scheduler",
+        json!({"subsets": null}),
+    );
+    m.patch(
+        "daemonsets.apps",
+        "kube-system",
+        "hami-device-plugin",
+        json!({"status": {"numberReady": 0}}),
+    );
+    m.patch(
+        "nodes",
+        "",
+        "gpu-vm-1",
+        json!({"metadata": {"annotations": {"hami.io/node-nvidia-register": null}}}),
+    );
+    m.start_world(
+        WorldTimeline::default()
+            .at(Duration::from_secs(10), key("deployments.apps", "kube-system", "hami-scheduler"), Step::Patch(json!({"status": {"readyReplicas": 1, "availableReplicas": 1}})))
+            .at(Duration::from_secs(20), key("endpoints", "kube-system", "hami-scheduler"), Step::Patch(json!({"subsets": ready_endpoints["subsets"]})))
+            .at(Duration::from_secs(30), key("daemonsets.apps", "kube-system", "hami-device-plugin"), Step::Patch(json!({"status": {"numberReady": 1}})))
+            .at(Duration::from_secs(40), key("nodes", "", "gpu-vm-1"), Step::Patch(json!({"metadata": {"annotations": {"hami.io/node-nvidia-register": register}}}))),
+    );
+    m
+}
+
 /// `healthy()` whose pods answer gpu-probe with the reports captured under real HAMi-core on
 /// an H200 (`all`: verified; `audit`: three paths escaped; `overhead` with and without).
 pub fn healthy_with_probes() -> MockApi {

@@ -345,7 +345,7 @@ async fn handle(mock: MockApi, req: Request<Incoming>) -> Result<Response<Body>,
             user: user.as_ref().map(|u| u.name.clone()),
             status: 0,
             fault: None,
-            grant: None,
+            grants: Vec::new(),
             denied: false,
             body: if matches!(method, Method::POST | Method::PUT | Method::PATCH) {
                 body_json
@@ -401,6 +401,7 @@ async fn handle(mock: MockApi, req: Request<Incoming>) -> Result<Response<Body>,
         let Some(grant) = policy.authorize(&user, &attrs) else {
             return respond_denied(&mock, id, &user, &attrs);
         };
+        let mut grants = vec![grant];
         // Kubernetes ≥ 1.31 (AuthorizePodWebsocketUpgradeCreatePermission): a WebSocket exec is
         // also authorized as `create`.
         if is_exec {
@@ -408,12 +409,13 @@ async fn handle(mock: MockApi, req: Request<Incoming>) -> Result<Response<Body>,
                 verb: "create".into(),
                 ..attrs.clone()
             };
-            if policy.authorize(&user, &create).is_none() {
-                return respond_denied(&mock, id, &user, &create);
+            match policy.authorize(&user, &create) {
+                Some(g) => grants.push(g),
+                None => return respond_denied(&mock, id, &user, &create),
             }
         }
         if let Some(s) = mock.lock().seen.get_mut(id) {
-            s.grant = Some(grant);
+            s.grants = grants;
         }
     }
     let Some(kind) = resolved.kind.clone() else {
@@ -1174,18 +1176,24 @@ impl MockApi {
     /// A `kube::Client` whose connections go to this mock, in memory (real HTTP/1.1, upgrades
     /// included), authenticated with [`TOKEN`] and with cluster-ctl's response-header timeout.
     pub fn client(&self, api_timeout: Duration) -> kube::Client {
+        self.client_as(TOKEN, api_timeout)
+    }
+
+    /// A client authenticated with `token`.
+    pub fn client_as(&self, token: &str, api_timeout: Duration) -> kube::Client {
+        let bearer = format!("Bearer {token}");
         let hyper_client = hyper_util::client::legacy::Client::builder(TokioExecutor::new())
             .build::<_, kube::client::Body>(MemConnector(self.clone()));
         let svc = tower::ServiceBuilder::new()
             .layer(cluster_ctl::api::response_timeout_layer(api_timeout))
-            .map_request(|mut req: Request<kube::client::Body>| {
+            .map_request(move |mut req: Request<kube::client::Body>| {
                 let pq = req
                     .uri()
                     .path_and_query()
                     .map_or("/".to_owned(), |p| p.as_str().to_owned());
                 *req.uri_mut() = format!("http://mock.invalid{pq}").parse().unwrap();
                 req.headers_mut()
-                    .insert("authorization", format!("Bearer {TOKEN}").parse().unwrap());
+                    .insert("authorization", bearer.parse().unwrap());
                 req
             })
             .service(hyper_client);
@@ -1195,6 +1203,11 @@ impl MockApi {
     /// cluster-ctl's `Cluster` on this mock, every call bounded by `api_timeout`.
     pub fn cluster(&self, api_timeout: Duration) -> cluster_ctl::api::Cluster {
         cluster_ctl::api::Cluster::new(self.client(api_timeout), api_timeout)
+    }
+
+    /// cluster-ctl's `Cluster` authenticated with `token`.
+    pub fn cluster_as(&self, token: &str, api_timeout: Duration) -> cluster_ctl::api::Cluster {
+        cluster_ctl::api::Cluster::new(self.client_as(token, api_timeout), api_timeout)
     }
 
     /// Serves the mock on 127.0.0.1 (for the real binary, through a kubeconfig).

@@ -39,6 +39,8 @@ use self::store::{ObjKey, Store};
 
 /// The bearer token of the lab's ServiceAccount in every test client.
 pub const TOKEN: &str = "lab-token";
+/// The bearer token of the installer ServiceAccount (manifests/rbac.yaml's `hami-installer`).
+pub const INSTALLER_TOKEN: &str = "installer-token";
 /// The ServiceAccount the token belongs to (manifests/rbac.yaml's).
 pub const SA_NAMESPACE: &str = "hami-isolation-lab";
 pub const SA_NAME: &str = "cluster-ctl";
@@ -58,8 +60,9 @@ pub struct Seen {
     pub status: u16,
     /// The fault injected instead of the real answer.
     pub fault: Option<String>,
-    /// The RBAC grant that allowed it (`None`: no policy loaded, or denied).
-    pub grant: Option<Grant>,
+    /// The RBAC grants that allowed it (empty: no policy loaded, or denied; two for a WebSocket
+    /// exec, authorized as get and create).
+    pub grants: Vec<Grant>,
     pub denied: bool,
     /// The body of a write.
     pub body: Option<Value>,
@@ -149,6 +152,10 @@ impl MockApi {
         tokens.insert(
             TOKEN.to_owned(),
             User::service_account(SA_NAMESPACE, SA_NAME),
+        );
+        tokens.insert(
+            INSTALLER_TOKEN.to_owned(),
+            User::service_account(SA_NAMESPACE, "hami-installer"),
         );
         let state = State {
             store: Store::default(),

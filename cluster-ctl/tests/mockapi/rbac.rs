@@ -52,12 +52,13 @@ impl Attributes {
     }
 }
 
-/// Which binding and rule allowed a request (for the "every rule is used" check).
+/// Which role, rule and verb allowed a request (for the "every permission is used" check).
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Grant {
     /// `ClusterRole/NAME` or `Role/NS/NAME`.
     pub role: String,
     pub rule: usize,
+    pub verb: String,
 }
 
 /// A loaded policy.
@@ -96,28 +97,35 @@ impl Policy {
         Ok(p)
     }
 
-    /// Every (role, rule index) of the policy.
+    /// Every (role, rule index, verb) the policy grants.
     pub fn all_rules(&self) -> Vec<Grant> {
         let mut out = Vec::new();
-        for r in &self.cluster_roles {
-            for i in 0..r.rules.as_ref().map_or(0, Vec::len) {
-                out.push(Grant {
-                    role: format!("ClusterRole/{}", r.metadata.name.as_deref().unwrap_or("")),
-                    rule: i,
-                });
+        let mut add = |role: String, rules: Option<&Vec<PolicyRule>>| {
+            for (i, r) in rules.into_iter().flatten().enumerate() {
+                for verb in &r.verbs {
+                    out.push(Grant {
+                        role: role.clone(),
+                        rule: i,
+                        verb: verb.clone(),
+                    });
+                }
             }
+        };
+        for r in &self.cluster_roles {
+            add(
+                format!("ClusterRole/{}", r.metadata.name.as_deref().unwrap_or("")),
+                r.rules.as_ref(),
+            );
         }
         for r in &self.roles {
-            for i in 0..r.rules.as_ref().map_or(0, Vec::len) {
-                out.push(Grant {
-                    role: format!(
-                        "Role/{}/{}",
-                        r.metadata.namespace.as_deref().unwrap_or(""),
-                        r.metadata.name.as_deref().unwrap_or("")
-                    ),
-                    rule: i,
-                });
-            }
+            add(
+                format!(
+                    "Role/{}/{}",
+                    r.metadata.namespace.as_deref().unwrap_or(""),
+                    r.metadata.name.as_deref().unwrap_or("")
+                ),
+                r.rules.as_ref(),
+            );
         }
         out
     }
@@ -141,6 +149,7 @@ impl Policy {
             return Some(Grant {
                 role: "ClusterRole/system:public-info-viewer".into(),
                 rule: 0,
+                verb: a.verb.clone(),
             });
         }
         let subject_is = |s: &Subject| match s.kind.as_str() {
@@ -161,6 +170,7 @@ impl Policy {
                 rule_allows(r, a).then(|| Grant {
                     role: role.clone(),
                     rule: i,
+                    verb: a.verb.clone(),
                 })
             })
         };
@@ -386,7 +396,7 @@ subjects: [{kind: Group, name: "system:serviceaccounts:tools"}]
             path: Some("/version".into()),
         };
         assert!(p.authorize(&other, &version).is_some());
-        assert_eq!(p.all_rules().len(), 3);
+        assert_eq!(p.all_rules().len(), 6);
     }
 
     #[test]
