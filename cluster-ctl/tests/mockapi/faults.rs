@@ -45,6 +45,8 @@ pub struct Match {
     pub namespace: Option<String>,
     /// A non-resource path (`/version`).
     pub path: Option<String>,
+    /// A create of an object with this name (the name is in the body, not the URL).
+    pub creating: Option<String>,
 }
 
 impl Match {
@@ -68,6 +70,15 @@ impl Match {
     pub fn path(mut self, p: &str) -> Self {
         self.path = Some(p.into());
         self
+    }
+    pub fn creating(mut self, n: &str) -> Self {
+        self.creating = Some(n.into());
+        self
+    }
+
+    /// Whether a request (its attributes, and for a create the posted object's name) matches.
+    pub fn matches_request(&self, a: &Attributes, created: Option<&str>) -> bool {
+        self.matches(a) && self.creating.as_deref().is_none_or(|n| created == Some(n))
     }
 
     pub fn matches(&self, a: &Attributes) -> bool {

@@ -238,10 +238,10 @@ impl MockApi {
     }
 
     /// The first fault rule for this request, spent by one.
-    fn take_fault(&self, a: &Attributes) -> Option<Action> {
+    fn take_fault(&self, a: &Attributes, created: Option<&str>) -> Option<Action> {
         let mut st = self.lock();
         for f in st.faults.iter_mut() {
-            if f.times == 0 || !f.when.matches(a) {
+            if f.times == 0 || !f.when.matches_request(a, created) {
                 continue;
             }
             if f.skip > 0 {
@@ -373,7 +373,11 @@ async fn handle(mock: MockApi, req: Request<Incoming>) -> Result<Response<Body>,
         Err(resp) => return respond(resp),
     };
     let mut drop_after = None;
-    if let Some(action) = mock.take_fault(&attrs) {
+    let created = (method == Method::POST)
+        .then(|| serde_json::from_slice::<Value>(&body).ok())
+        .flatten()
+        .and_then(|v| v["metadata"]["name"].as_str().map(str::to_owned));
+    if let Some(action) = mock.take_fault(&attrs, created.as_deref()) {
         if let Some(s) = mock.lock().seen.get_mut(id) {
             s.fault = Some(action.name());
         }
