@@ -14,4 +14,5 @@ mod commands;
 mod fault_matrix;
 mod mock_semantics;
 mod rbac;
+mod soak;
 mod support;

@@ -624,6 +624,7 @@ fn serve_watch(
     let mock = mock.clone();
     let kind = kind.clone();
     let ns = ns.map(str::to_owned);
+    mock.lock().watch_stats.started += 1;
     tokio::spawn(async move {
         let _open = open;
         let deadline = Instant::now() + lifetime;
@@ -659,6 +660,7 @@ fn serve_watch(
         let mut sent = 0usize;
         let mut cursor = match start {
             Start::Gone(rv, oldest) => {
+                mock.lock().watch_stats.gone += 1;
                 let _ = send(gone_line(rv, oldest)).await;
                 return;
             }
@@ -713,6 +715,7 @@ fn serve_watch(
                 }
             };
             if let Some(oldest) = gone {
+                mock.lock().watch_stats.gone += 1;
                 let _ = send(gone_line(cursor, oldest)).await;
                 return;
             }
@@ -732,7 +735,10 @@ fn serve_watch(
                 // The client went away (as a real server notices a closed connection).
                 _ = tx.closed() => return,
                 r = changes.changed() => if r.is_err() { return },
-                _ = tokio::time::sleep_until(deadline) => return,
+                _ = tokio::time::sleep_until(deadline) => {
+                    mock.lock().watch_stats.closed_by_server += 1;
+                    return;
+                }
                 _ = tokio::time::sleep_until(next_bookmark), if bookmarks => {
                     next_bookmark += every;
                     let line = format!("{}\n", json!({"type": "BOOKMARK", "object": {

@@ -106,8 +106,19 @@ pub struct Chaos {
     pub close_within: Duration,
 }
 
+/// What the watches went through.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct WatchStats {
+    pub started: usize,
+    /// Ended by the server (its lifetime or the client's timeoutSeconds).
+    pub closed_by_server: usize,
+    /// Answered 410 Gone (a resourceVersion older than the last compaction).
+    pub gone: usize,
+}
+
 #[derive(Debug)]
 pub struct State {
+    pub watch_stats: WatchStats,
     pub store: Store,
     pub kinds: Vec<Kind>,
     pub version: Value,
@@ -158,6 +169,7 @@ impl MockApi {
             User::service_account(SA_NAMESPACE, "hami-installer"),
         );
         let state = State {
+            watch_stats: WatchStats::default(),
             store: Store::default(),
             kinds: kinds::builtin(),
             version: fixtures::fixture("version-k3s.json"),
