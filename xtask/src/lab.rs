@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{Context, Result};
+use cluster_ctl::kubeconfig::{self, Environment, K3S_KUBECONFIG};
 use lab_runner::{Cmd, Runner, SystemRunner};
 use serde::{Deserialize, Serialize};
 
@@ -161,18 +162,17 @@ pub fn plan(args: &LabArgs, layout: &Layout) -> Vec<Step> {
         "build the portable gpu-probe (glibc ≤ 2.28) that is copied into the pods",
         Cmd::new("cargo").args(["xtask", "dist", "--tool", "gpu-probe"]),
     ));
-    let kubeconfig = args.kubeconfig.clone().unwrap_or_else(|| {
-        PathBuf::from(if args.skip_host {
-            ""
-        } else {
-            "/etc/rancher/k3s/k3s.yaml"
-        })
-    });
-    let kube_args: Vec<String> = if kubeconfig.as_os_str().is_empty() {
-        Vec::new()
-    } else {
-        vec!["--kubeconfig".into(), kubeconfig.display().to_string()]
-    };
+    // The kubeconfig cluster-ctl gets: the one asked for; after host-setup, k3s's own; with
+    // --skip-host and none asked for, nothing, and cluster-ctl finds one by kubectl's rules
+    // (cluster_ctl::kubeconfig, the same rules `observe` checks).
+    let kubeconfig: Option<PathBuf> = args
+        .kubeconfig
+        .clone()
+        .or_else(|| (!args.skip_host).then(|| PathBuf::from(K3S_KUBECONFIG)));
+    let kube_args: Vec<String> = kubeconfig
+        .iter()
+        .flat_map(|k| ["--kubeconfig".to_owned(), k.display().to_string()])
+        .collect();
     if !args.skip_host {
         let mut install = Cmd::new(layout.tool("host-setup")).arg("install");
         for san in &args.tls_san {
@@ -304,14 +304,8 @@ pub fn observe(runner: &dyn Runner, args: &LabArgs) -> Facts {
             Ok(o) => Err(format!("exit {:?}: {}", o.code, o.stderr.trim())),
             Err(e) => Err(e.to_string()),
         });
-    let kubeconfig_found = args.kubeconfig.as_ref().map_or_else(
-        || {
-            std::env::var_os("KUBECONFIG").is_some()
-                || std::env::var_os("HOME")
-                    .is_some_and(|h| Path::new(&h).join(".kube/config").exists())
-        },
-        |k| k.exists(),
-    );
+    let kubeconfig_found =
+        kubeconfig::discover(args.kubeconfig.as_deref(), &Environment::from_process()).usable();
     Facts {
         os_linux: cfg!(target_os = "linux"),
         // SAFETY: geteuid has no preconditions.
@@ -700,6 +694,14 @@ mod tests {
         let steps = plan(&args(&["--skip-host", "--kubeconfig", "/k"]), &layout());
         assert!(!steps.iter().any(|s| s.phase == Phase::Host));
         assert!(render_plan(&steps).contains("--kubeconfig /k"));
+        // No kubeconfig asked for: none is passed (cluster-ctl finds one by kubectl's rules).
+        let found = plan(&args(&["--skip-host"]), &layout());
+        assert!(
+            !render_plan(&found).contains("--kubeconfig"),
+            "{}",
+            render_plan(&found)
+        );
+        assert!(found.iter().all(|s| !s.cmd.to_string().contains("''")));
     }
 
     #[test]
