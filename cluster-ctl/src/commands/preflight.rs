@@ -75,7 +75,7 @@ pub(super) fn preflight_human(r: &PreflightReport) -> String {
         Some(ReleaseState::Absent) => "HAMi release: none\n".to_owned(),
         Some(state) => format!("HAMi release: {state:?}\n"),
         None => format!(
-            "HAMi release: unknown (helm not found); hami-scheduler Deployment {}\n",
+            "HAMi release: unknown (helm missing, or `helm list` failed); hami-scheduler Deployment {}\n",
             if r.hami_scheduler_present {
                 "present"
             } else {
