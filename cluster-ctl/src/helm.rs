@@ -1,11 +1,9 @@
 //! helm, through `lab_runner::Runner`: version check (Helm 3 and 4), release state from
-//! `helm list -a -o json`, clearing a stuck release, and the `upgrade --install` command line.
-//!
-//! Every helm command line cluster-ctl runs is built here (list, version, get values, upgrade
-//! --install, rollback/uninstall of a stuck release, uninstall); everything here builds `Cmd`s or
-//! reads helm's output (pure; `helm_major` alone runs one, `helm version`), and `commands` runs
-//! them. Tests use `RecordingRunner` and assert on
-//! the recorded command lines.
+//! `helm list -a -o json`, clearing a stuck release, and every helm command line cluster-ctl runs
+//! (list, version, get values, upgrade --install, rollback/uninstall of a stuck release,
+//! uninstall). Everything here builds `Cmd`s or reads helm's output (pure; only `helm_major` runs
+//! one, `helm version`); `commands` runs them. Tests use `RecordingRunner` and assert on the
+//! recorded command lines.
 
 use lab_runner::{Cmd, Runner};
 use serde::{Deserialize, Serialize};

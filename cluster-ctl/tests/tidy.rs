@@ -3,6 +3,9 @@
 //! `Api::namespaced/all`, raw `Client` request or `watcher` anywhere else in `src/`); the mock API
 //! server and other test doubles stay out of `src/`; every file starts with a `//!` comment.
 
+// Test code: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used)]
+
 use std::path::{Path, PathBuf};
 
 fn rust_files(dir: &Path) -> Vec<PathBuf> {

@@ -125,26 +125,30 @@ pub enum ApiError {
     #[error(
         "cannot reach the Kubernetes API server to {op} ({detail}); check that the cluster is up and that --kubeconfig / KUBECONFIG / --context point at it (`kubectl version` should answer)"
     )]
-    Unreachable { op: Op, detail: String },
+    Unreachable { op: Box<Op>, detail: String },
     #[error(
         "the API server rejected the credentials (401 Unauthorized) when cluster-ctl tried to {op}: the token or client certificate of the kubeconfig context is wrong, expired or revoked; get a fresh kubeconfig (k3s: /etc/rancher/k3s/k3s.yaml) or service account token and retry"
     )]
-    Unauthorized { op: Op },
+    Unauthorized { op: Box<Op> },
     #[error(
         "the API server refused to let cluster-ctl {op} (403 Forbidden: {message}); this needs the RBAC rule {rule}; `kubectl apply -f manifests/rbac.yaml` grants every permission cluster-ctl uses (cluster-ctl/README.md, \"Permissions\")"
     )]
     Forbidden {
-        op: Op,
+        op: Box<Op>,
         message: String,
         rule: String,
     },
     #[error("{op}: not found (404): {message}")]
-    NotFound { op: Op, message: String },
+    NotFound { op: Box<Op>, message: String },
     #[error("the API server did not answer {op} within {secs} s (--api-timeout){attempts}")]
-    Timeout { op: Op, secs: u64, attempts: String },
+    Timeout {
+        op: Box<Op>,
+        secs: u64,
+        attempts: String,
+    },
     #[error("{op} failed: {code} {reason}: {message}{attempts}")]
     Status {
-        op: Op,
+        op: Box<Op>,
         code: u16,
         reason: String,
         message: String,
@@ -152,7 +156,7 @@ pub enum ApiError {
     },
     #[error("{op}: the connection to the API server failed ({detail}){attempts}")]
     Transport {
-        op: Op,
+        op: Box<Op>,
         detail: String,
         attempts: String,
     },
@@ -293,7 +297,7 @@ impl Attempt {
         };
         match self {
             Attempt::TimedOut => ApiError::Timeout {
-                op: op.clone(),
+                op: Box::new(op.clone()),
                 secs,
                 attempts: after,
             },
@@ -306,18 +310,20 @@ impl Attempt {
 pub(crate) fn from_kube(op: &Op, e: &kube::Error, secs: u64, attempts: String) -> ApiError {
     if let Some(s) = status(e) {
         return match s.code {
-            401 => ApiError::Unauthorized { op: op.clone() },
+            401 => ApiError::Unauthorized {
+                op: Box::new(op.clone()),
+            },
             403 => ApiError::Forbidden {
-                op: op.clone(),
+                op: Box::new(op.clone()),
                 message: s.message.clone(),
                 rule: op.rule(),
             },
             404 => ApiError::NotFound {
-                op: op.clone(),
+                op: Box::new(op.clone()),
                 message: s.message.clone(),
             },
             code => ApiError::Status {
-                op: op.clone(),
+                op: Box::new(op.clone()),
                 code,
                 reason: s.reason.clone(),
                 message: s.message.clone(),
@@ -327,19 +333,19 @@ pub(crate) fn from_kube(op: &Op, e: &kube::Error, secs: u64, attempts: String) -
     }
     if is_header_timeout(e) {
         return ApiError::Timeout {
-            op: op.clone(),
+            op: Box::new(op.clone()),
             secs,
             attempts,
         };
     }
     if is_connect_failure(e) {
         return ApiError::Unreachable {
-            op: op.clone(),
+            op: Box::new(op.clone()),
             detail: describe(e),
         };
     }
     ApiError::Transport {
-        op: op.clone(),
+        op: Box::new(op.clone()),
         detail: describe(e),
         attempts,
     }

@@ -73,7 +73,7 @@ impl Cluster {
         config.default_retry = false;
         let client = kube::client::ClientBuilder::try_from(config)
             .map_err(|e| ApiError::Unreachable {
-                op: Op::version(),
+                op: Box::new(Op::version()),
                 detail: format!("building the client: {e}"),
             })?
             .with_layer(&response_timeout_layer(api_timeout))

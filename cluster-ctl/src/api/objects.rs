@@ -111,7 +111,7 @@ impl Cluster {
         {
             Some(p) => Ok(p),
             None => Err(ApiError::NotFound {
-                op,
+                op: Box::new(op),
                 message: format!("pod {namespace}/{name} does not exist"),
             }),
         }

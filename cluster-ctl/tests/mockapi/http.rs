@@ -109,7 +109,7 @@ fn resolve(
     method: &Method,
     path: &str,
     q: &BTreeMap<String, String>,
-) -> Result<Resolved, Response<Body>> {
+) -> Result<Resolved, Box<Response<Body>>> {
     let segs: Vec<&str> = path
         .trim_matches('/')
         .split('/')
@@ -144,11 +144,11 @@ fn resolve(
         [p, n] => (*p, Some(*n), None),
         [p, n, s] => (*p, Some(*n), Some(*s)),
         _ => {
-            return Err(status(
+            return Err(Box::new(status(
                 404,
                 "NotFound",
                 "the server could not find the requested resource",
-            ));
+            )));
         }
     };
     let kind = mock
@@ -158,11 +158,11 @@ fn resolve(
         .find(|k| k.group == group && k.version == version && k.plural == plural)
         .cloned()
         .ok_or_else(|| {
-            status(
+            Box::new(status(
                 404,
                 "NotFound",
                 "the server could not find the requested resource",
-            )
+            ))
         })?;
     let verb = match (method.as_str(), name, watch) {
         ("GET", Some(_), _) => "get",
@@ -174,11 +174,11 @@ fn resolve(
         ("DELETE", Some(_), _) => "delete",
         ("DELETE", None, _) => "deletecollection",
         _ => {
-            return Err(status(
+            return Err(Box::new(status(
                 405,
                 "MethodNotAllowed",
                 "the server does not allow this method on the requested resource",
-            ));
+            )));
         }
     };
     // list and watch with a metadata.name field selector are authorized on that name.
@@ -370,7 +370,7 @@ async fn handle(mock: MockApi, req: Request<Incoming>) -> Result<Response<Body>,
     };
     let resolved = match resolved {
         Ok(r) => r,
-        Err(resp) => return respond(resp),
+        Err(resp) => return respond(*resp),
     };
     let mut drop_after = None;
     let created = (method == Method::POST)

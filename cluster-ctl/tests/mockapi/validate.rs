@@ -334,7 +334,7 @@ fn container_causes(path: &str, c: &Value, causes: &mut Vec<(String, String)>) {
         match (is_standard_resource(r), lv) {
             (false, None) => causes.push((
                 field,
-                format!("Required value: Limit must be set for non overcommitable resources"),
+                "Required value: Limit must be set for non overcommitable resources".to_owned(),
             )),
             (false, Some(l)) if l != rv => causes.push((
                 field,
