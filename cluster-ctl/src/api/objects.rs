@@ -202,16 +202,24 @@ impl Cluster {
                 )
                 .await?
             else {
-                // Deleted between the two calls: create again.
+                // Deleted between the two calls: create again (after a breath, within `wait`).
+                if tokio::time::Instant::now() >= deadline {
+                    return Err(ApiError::WaitTimeout {
+                        what: format!("pod {name} to be created (it keeps being deleted)"),
+                        secs: wait.as_secs(),
+                        last: String::new(),
+                    });
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
                 continue;
             };
             if existing.metadata.deletion_timestamp.is_some() {
                 crate::progress(&format!(
                     "pod {name} is still terminating; waiting until it is gone to create it again"
                 ));
-                let uid = existing.metadata.uid.clone().unwrap_or_default();
                 let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-                self.wait_pod_gone(namespace, &name, &uid, left).await?;
+                self.wait_pod_gone(namespace, &name, existing.metadata.uid.as_deref(), left)
+                    .await?;
                 continue;
             }
             let (found, wanted) = (gpumem_of(&existing), gpumem_of(pod));
@@ -243,8 +251,9 @@ impl Cluster {
             Err(ApiError::NotFound { .. }) => return Ok(false),
             Err(e) => return Err(e),
         };
-        let uid = deleted.and_then(|p| p.metadata.uid).unwrap_or_default();
-        self.wait_pod_gone(namespace, name, &uid, timeout).await?;
+        let uid = deleted.and_then(|p| p.metadata.uid);
+        self.wait_pod_gone(namespace, name, uid.as_deref(), timeout)
+            .await?;
         Ok(true)
     }
 

@@ -197,20 +197,21 @@ impl Cluster {
         Ok(pods)
     }
 
-    /// Waits until pod `name` with `uid` is gone (deleted, or replaced by a pod with another uid).
+    /// Waits until pod `name` is gone: deleted, or (when its `uid` is known) replaced by a pod
+    /// with another uid.
     pub async fn wait_pod_gone(
         &self,
         namespace: &str,
         name: &str,
-        uid: &str,
+        uid: Option<&str>,
         timeout: Duration,
     ) -> Result<(), ApiError> {
-        let uid = uid.to_owned();
+        let uid = uid.map(str::to_owned);
         self.wait_namespaced::<Pod>(
             namespace,
             name,
             move |p: Option<&Pod>| {
-                p.is_none_or(|p| p.metadata.uid.as_deref() != Some(uid.as_str()))
+                p.is_none_or(|p| uid.is_some() && p.metadata.uid.as_deref() != uid.as_deref())
             },
             Instant::now() + timeout,
             &format!("pod {name} to be deleted"),
