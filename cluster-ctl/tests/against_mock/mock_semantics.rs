@@ -511,3 +511,71 @@ async fn pod_logs_are_served_per_container() {
         "{err}"
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_watch_with_a_selector_sees_objects_move_in_and_out() {
+    let m = healthy();
+    let client = m.client(API_TIMEOUT);
+    let pods: Api<Pod> = Api::namespaced(client, "default");
+    let list = pods.list(&ListParams::default()).await.unwrap();
+    let wp = WatchParams::default()
+        .fields("spec.nodeName=gpu-vm-1")
+        .timeout(100);
+    let mut stream = pods
+        .watch(&wp, &list.metadata.resource_version.unwrap())
+        .await
+        .unwrap()
+        .boxed();
+    pods.create(&PostParams::default(), &share_pod("hami-share-a", 8000))
+        .await
+        .unwrap();
+    // Created without a node: not in the selector. Bound to gpu-vm-1: ADDED for this watch.
+    match stream.try_next().await.unwrap() {
+        Some(WatchEvent::Added(p)) => {
+            assert_eq!(p.spec.unwrap().node_name.as_deref(), Some("gpu-vm-1"))
+        }
+        other => panic!("{other:?}"),
+    }
+    m.patch(
+        "pods",
+        "default",
+        "hami-share-a",
+        json!({"spec": {"nodeName": "elsewhere"}}),
+    );
+    loop {
+        match stream.try_next().await.unwrap() {
+            Some(WatchEvent::Modified(_)) => continue,
+            Some(WatchEvent::Deleted(p)) => {
+                assert_eq!(
+                    p.spec.unwrap().node_name.as_deref(),
+                    Some("elsewhere"),
+                    "moved out: DELETED for this watch"
+                );
+                break;
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn finalizers_hold_a_deleted_object() {
+    let m = MockApi::new();
+    m.add(json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "held", "namespace": "default", "finalizers": ["example.com/keep"]}}));
+    let cms: Api<k8s_openapi::api::core::v1::ConfigMap> =
+        Api::namespaced(m.client(API_TIMEOUT), "default");
+    cms.delete("held", &DeleteParams::default()).await.unwrap();
+    tokio::time::sleep(Duration::from_secs(600)).await;
+    let held = cms.get("held").await.unwrap();
+    assert!(held.metadata.deletion_timestamp.is_some());
+    m.patch(
+        "configmaps",
+        "default",
+        "held",
+        json!({"metadata": {"finalizers": null}}),
+    );
+    assert!(
+        cms.get_opt("held").await.unwrap().is_none(),
+        "the last finalizer gone, the object goes"
+    );
+}

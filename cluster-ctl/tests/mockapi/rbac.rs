@@ -396,6 +396,13 @@ subjects: [{kind: Group, name: "system:serviceaccounts:tools"}]
             path: Some("/version".into()),
         };
         assert!(p.authorize(&other, &version).is_some());
+        let metrics = Attributes {
+            path: Some("/metrics".into()),
+            ..version.clone()
+        };
+        assert!(p.authorize(&other, &metrics).is_none());
+        let with_urls = Policy::from_yaml("apiVersion: rbac.authorization.k8s.io/v1\nkind: ClusterRole\nmetadata: {name: m}\nrules: [{nonResourceURLs: [\"/metrics\"], verbs: [\"get\"]}]\n---\napiVersion: rbac.authorization.k8s.io/v1\nkind: ClusterRoleBinding\nmetadata: {name: m}\nroleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: m}\nsubjects: [{kind: ServiceAccount, name: ctl, namespace: elsewhere}]\n").unwrap();
+        assert!(with_urls.authorize(&other, &metrics).is_some());
         assert_eq!(p.all_rules().len(), 6);
     }
 

@@ -132,8 +132,20 @@ impl Store {
         obj
     }
 
-    /// Replaces an existing object (its resourceVersion is bumped).
+    /// Replaces an existing object (its resourceVersion is bumped). An object being deleted
+    /// whose last finalizer is gone is removed, as the API server does (a pod on a node waits for
+    /// its kubelet instead).
     pub fn replace(&mut self, key: &ObjKey, mut obj: Value) -> Option<Value> {
+        let released = !obj["metadata"]["deletionTimestamp"].is_null()
+            && obj["metadata"]["finalizers"]
+                .as_array()
+                .is_none_or(Vec::is_empty)
+            && (key.resource != "pods"
+                || obj["spec"]["nodeName"].as_str().is_none_or(str::is_empty));
+        if released {
+            self.objects.insert(key.clone(), obj);
+            return self.remove(key);
+        }
         let before = self.objects.get(key)?.clone();
         let rv = self.bump();
         obj["metadata"]["resourceVersion"] = json!(rv.to_string());
