@@ -10,10 +10,14 @@ use k8s_openapi::api::apps::v1::{DaemonSet, Deployment};
 use k8s_openapi::api::core::v1::{Endpoints, Event, Node, Pod};
 use serde::Serialize;
 
-use crate::register::{Gpu, REGISTER_ANNOTATION, RegisterError, RegisterFormat, parse_register};
+use crate::register::{Gpu, REGISTER_ANNOTATION, RegisterFormat, parse_register};
 
-/// The scheduler name HAMi's webhook sets on GPU pods.
-pub const HAMI_SCHEDULER: &str = "hami-scheduler";
+/// The scheduler name HAMi's webhook sets on GPU pods, hami-scheduler's event texts and their
+/// parser: defined in lab-report, which judges the same objects again (E1's co-residency rule is
+/// lab-report's alone, applied to the pods `run` writes).
+pub use lab_report::k8s::{
+    FilterMessage, HAMI_SCHEDULER, INSUFFICIENT_MEMORY, OversubscribeEvidence, parse_filter_message,
+};
 /// HAMi resource names that make the webhook route a pod to HAMi.
 pub const HAMI_RESOURCES: [&str; 4] = [
     "nvidia.com/gpumem",
@@ -307,11 +311,6 @@ pub fn node_registration(node: &Node) -> NodeRegistration {
     }
 }
 
-/// Whether a register error is only "nothing registered yet".
-pub fn is_empty_register(e: &RegisterError) -> bool {
-    matches!(e, RegisterError::Empty)
-}
-
 // ---------------------------------------------------------------------------------------------
 // Pods
 
@@ -368,186 +367,22 @@ pub fn waiting_reasons(pod: &Pod) -> Vec<(String, String)> {
         .collect()
 }
 
-/// Result of exercise 1's placement check.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct CoResidency {
-    pub schedulers: Vec<String>,
-    pub nodes: Vec<Option<String>>,
-    pub gpu_uuids: Vec<Vec<String>>,
-    pub pass: bool,
-    pub reason: String,
-}
-
-/// Both pods scheduled by hami-scheduler, on one node and one GPU UUID.
-pub fn co_residency(a: &Pod, b: &Pod) -> CoResidency {
-    let pods = [a, b];
-    let schedulers: Vec<String> = pods.iter().map(|p| scheduler_name(p).to_owned()).collect();
-    let nodes: Vec<Option<String>> = pods
-        .iter()
-        .map(|p| node_name(p).map(str::to_owned))
-        .collect();
-    let mut problems = Vec::new();
-    let gpu_uuids: Vec<Vec<String>> = pods
-        .iter()
-        .map(|p| match crate::podann::pod_gpu_uuids(p) {
-            Some(Ok(u)) => u,
-            Some(Err(e)) => {
-                problems.push(e.to_string());
-                Vec::new()
-            }
-            None => Vec::new(),
-        })
-        .collect();
-    for (p, s) in pods.iter().zip(&schedulers) {
-        if s != HAMI_SCHEDULER {
-            problems.push(format!(
-                "pod {} has schedulerName {s}, not {HAMI_SCHEDULER} (the webhook missed it)",
-                p.metadata.name.as_deref().unwrap_or("?")
-            ));
-        }
-    }
-    if nodes[0].is_none() || nodes[0] != nodes[1] {
-        problems.push(format!(
-            "pods are on nodes {:?} and {:?}, not one node",
-            nodes[0], nodes[1]
-        ));
-    }
-    if gpu_uuids.iter().any(Vec::is_empty) {
-        problems.push("a pod has no hami.io/vgpu-devices-allocated GPU".to_owned());
-    } else if !gpu_uuids[0].iter().any(|u| gpu_uuids[1].contains(u)) {
-        problems.push(format!(
-            "pods hold different GPUs {:?} and {:?}",
-            gpu_uuids[0], gpu_uuids[1]
-        ));
-    }
-    let pass = problems.is_empty();
-    let reason = if pass {
-        format!(
-            "both pods scheduled by {HAMI_SCHEDULER} on node {} and GPU {}",
-            nodes[0].as_deref().unwrap_or("?"),
-            gpu_uuids[0].first().map_or("?", String::as_str)
-        )
-    } else {
-        problems.join("; ")
-    };
-    CoResidency {
-        schedulers,
-        nodes,
-        gpu_uuids,
-        pass,
-        reason,
-    }
-}
-
 // ---------------------------------------------------------------------------------------------
 // Scheduler events
 
-/// What a hami-scheduler `FilteringFailed` message says.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub enum FilterMessage {
-    /// v2.7+: `"<n> nodes <Reason>(<node1>,<node2>)"`.
-    Reason {
-        count: u32,
-        reason: String,
-        nodes: Vec<String>,
-    },
-    /// `"no available node, <N> nodes do not meet"` (v2.6+) or `"… all node scores do not meet"` (≤ v2.5).
-    NoAvailableNode {
-        not_meeting: Option<u32>,
-    },
-    Other,
-}
-
-/// Parses a `FilteringFailed` message (never panics).
-pub fn parse_filter_message(msg: &str) -> FilterMessage {
-    let msg = msg.trim();
-    if let Some(rest) = msg.strip_prefix("no available node, ") {
-        let not_meeting = rest
-            .strip_suffix(" nodes do not meet")
-            .and_then(|n| n.trim().parse().ok());
-        return FilterMessage::NoAvailableNode { not_meeting };
+/// What lab-report's judge reads of an event.
+pub fn event_facts(ev: &Event) -> lab_report::k8s::EventFacts {
+    let mut v = serde_json::to_value(ev).unwrap_or_default();
+    if let Some(map) = v.as_object_mut() {
+        map.insert("kind".into(), "Event".into());
     }
-    let parsed = (|| {
-        let (count, rest) = msg.split_once(" nodes ")?;
-        let count = count.trim().parse::<u32>().ok()?;
-        let (reason, rest) = rest.split_once('(')?;
-        let nodes = rest.strip_suffix(')')?;
-        let reason = reason.trim();
-        if reason.is_empty() || !reason.chars().all(|c| c.is_ascii_alphanumeric()) {
-            return None;
-        }
-        Some(FilterMessage::Reason {
-            count,
-            reason: reason.to_owned(),
-            nodes: nodes
-                .split(',')
-                .map(str::trim)
-                .filter(|n| !n.is_empty())
-                .map(str::to_owned)
-                .collect(),
-        })
-    })();
-    parsed.unwrap_or(FilterMessage::Other)
+    lab_report::k8s::EventFacts::from_json(&v).unwrap_or_default()
 }
 
-/// The event was emitted by hami-scheduler (source component or reporting component).
-pub fn from_hami_scheduler(ev: &Event) -> bool {
-    ev.source.as_ref().and_then(|s| s.component.as_deref()) == Some(HAMI_SCHEDULER)
-        || ev.reporting_component.as_deref() == Some(HAMI_SCHEDULER)
-}
-
-/// The evidence for exercise 4 among a pod's events.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub enum OversubscribeEvidence {
-    /// A `FilteringFailed` from hami-scheduler names `CardInsufficientMemory`: the pass condition.
-    Named {
-        nodes: Vec<String>,
-        message: String,
-    },
-    /// Only the generic `no available node…` (HAMi < 2.7 emits no per-reason event).
-    GenericOnly {
-        message: String,
-    },
-    /// Only kube-scheduler's `FailedScheduling` summary names the reason.
-    SummaryOnly {
-        message: String,
-    },
-    Nothing,
-}
-
-/// The reason HAMi gives when a card has too little free memory.
-pub const INSUFFICIENT_MEMORY: &str = "CardInsufficientMemory";
-
-/// Finds the strongest evidence that `pod` was refused for card memory.
+/// Finds the strongest evidence that `pod` was refused for card memory (lab-report's rule).
 pub fn match_insufficient_memory(events: &[Event], pod: &str) -> OversubscribeEvidence {
-    let mut best = OversubscribeEvidence::Nothing;
-    for ev in events {
-        if ev.involved_object.name.as_deref() != Some(pod) || !from_hami_scheduler(ev) {
-            continue;
-        }
-        let message = ev.message.clone().unwrap_or_default();
-        match ev.reason.as_deref() {
-            Some("FilteringFailed") => match parse_filter_message(&message) {
-                FilterMessage::Reason { reason, nodes, .. } if reason == INSUFFICIENT_MEMORY => {
-                    return OversubscribeEvidence::Named { nodes, message };
-                }
-                FilterMessage::NoAvailableNode { .. }
-                    if matches!(best, OversubscribeEvidence::Nothing) =>
-                {
-                    best = OversubscribeEvidence::GenericOnly { message };
-                }
-                _ => {}
-            },
-            Some("FailedScheduling")
-                if message.contains(INSUFFICIENT_MEMORY)
-                    && !matches!(best, OversubscribeEvidence::SummaryOnly { .. }) =>
-            {
-                best = OversubscribeEvidence::SummaryOnly { message };
-            }
-            _ => {}
-        }
-    }
-    best
+    let facts: Vec<lab_report::k8s::EventFacts> = events.iter().map(event_facts).collect();
+    lab_report::k8s::match_insufficient_memory(&facts, pod, None)
 }
 
 /// The distinct `Warning` messages about `pod` (reason: message), most recent last, at most 3:
@@ -733,32 +568,11 @@ mod tests {
     }
 
     #[test]
-    fn share_pods_co_reside() {
+    fn share_pods_are_ready_and_the_unmutated_one_asks_hami() {
         let a = fixture_pod("pod-hami-share-a-running.json");
         let b = fixture_pod("pod-hami-share-b-running.json");
         assert!(pod_ready(&a) && pod_ready(&b));
-        let c = co_residency(&a, &b);
-        assert!(c.pass, "{c:?}");
-        assert!(c.reason.contains("GPU-4f7efa07"));
-    }
-
-    #[test]
-    fn co_residency_fails_on_other_gpu_or_default_scheduler() {
-        let a = fixture_pod("pod-hami-share-a-running.json");
-        let mut b = fixture_pod("pod-hami-share-b-running.json");
-        if let Some(ann) = b.metadata.annotations.as_mut() {
-            ann.insert(
-                crate::podann::ALLOCATED_ANNOTATION.into(),
-                "GPU-other,NVIDIA,8000,0:;".into(),
-            );
-        }
-        let c = co_residency(&a, &b);
-        assert!(!c.pass);
-        assert!(c.reason.contains("different GPUs"), "{}", c.reason);
         let u = fixture_pod("pod-unmutated-default-scheduler.json");
-        let c = co_residency(&a, &u);
-        assert!(!c.pass);
-        assert!(c.reason.contains("default-scheduler"), "{}", c.reason);
         assert!(requests_hami_resource(&u));
         assert!(!pod_ready(&u));
     }

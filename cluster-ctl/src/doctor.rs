@@ -1,6 +1,8 @@
-//! `cluster-ctl doctor`: each known failure of a HAMi install as a pure rule over a snapshot of
-//! cluster objects, returning what is wrong and how to fix it. Unit-tested rule by rule on the
-//! shared fixtures.
+//! `cluster-ctl doctor`'s checks over a snapshot of cluster objects: each known failure that shows
+//! in objects as a pure function returning what is wrong and how to fix it. They are facts of the
+//! diagnosis engine (`crate::diagnose`), which also reads logs and pasted text; [`diagnose`] runs
+//! that engine over a snapshot and returns its findings per object, as `install-hami` and `run`
+//! print them. Unit-tested rule by rule on the shared fixtures.
 
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment};
 use k8s_openapi::api::core::v1::{Endpoints, Event, Node, Pod};
@@ -11,7 +13,7 @@ use crate::decide::{
     requests_hami_resource, scheduler_name, waiting_reasons,
 };
 
-/// What `doctor` looks at. Gathered by `api::snapshot` (or built from fixtures in tests).
+/// What `doctor` looks at. Gathered by `api::Cluster::snapshot` (or built from fixtures in tests).
 #[derive(Debug, Clone, Default)]
 pub struct Snapshot {
     pub server_git_version: String,
@@ -50,7 +52,7 @@ pub struct Finding {
 
 type Rule = fn(&Snapshot) -> Vec<Finding>;
 
-/// Every rule, in the order they are reported.
+/// The checks over objects, in the order `doctor` always had them (the engine's facts).
 pub const RULES: [(&str, Rule); 9] = [
     ("hami-not-installed", hami_not_installed),
     ("two-device-plugins", two_device_plugins),
@@ -63,11 +65,50 @@ pub const RULES: [(&str, Rule); 9] = [
     ("full-card-view", full_card_view),
 ];
 
-/// Runs every rule, problems first, then infos (`gpumem-not-allocatable`).
+/// The diagnosis engine over the snapshot (a full listing: absence counts), as one finding per
+/// object a check named (or per failure the rendered objects showed), most likely first, infos last.
 pub fn diagnose(s: &Snapshot) -> Vec<Finding> {
-    let mut all: Vec<Finding> = RULES.iter().flat_map(|(_, rule)| rule(s)).collect();
-    all.extend(gpumem_not_allocatable(s));
-    all
+    let ev = crate::diagnose::live::evidence_from_live(s.clone(), Vec::new(), Vec::new());
+    crate::diagnose::diagnose(&ev)
+        .findings
+        .iter()
+        .flat_map(per_object)
+        .collect()
+}
+
+/// An engine finding as `doctor`'s per-object findings.
+fn per_object(f: &crate::diagnose::Finding) -> Vec<Finding> {
+    let mut out: Vec<Finding> = f
+        .evidence
+        .iter()
+        .filter_map(|e| {
+            let fix = e.detector_fix.clone()?;
+            let (subject, what) = e.text.split_once(": ").unwrap_or((e.text.as_str(), ""));
+            Some(Finding {
+                rule: e.mode,
+                severity: crate::diagnose::rules::rule(e.mode).map_or(f.severity, |r| r.severity),
+                subject: subject.to_owned(),
+                what: what.to_owned(),
+                fix,
+            })
+        })
+        .collect();
+    if out.is_empty()
+        && let Some(e) = f.evidence.first()
+    {
+        let mut fix = f.fix.join("; ");
+        if !f.commands.is_empty() {
+            fix.push_str(&format!(" (`{}`)", f.commands.join("`, `")));
+        }
+        out.push(Finding {
+            rule: f.mode,
+            severity: f.severity,
+            subject: e.source.clone(),
+            what: format!("{}: {}", f.cause, e.text),
+            fix,
+        });
+    }
+    out
 }
 
 fn finding(rule: &'static str, subject: impl Into<String>, what: String, fix: String) -> Finding {

@@ -1,92 +1,87 @@
-//! The exercises' judgements, pure: each turns what was observed (pods, events, gpu-probe's JSON
-//! reports) into a result, a reason and numbers of one [`Exercise`], addressed by its typed
-//! [`ExerciseId`]. `commands::run` gathers the observations and calls these; nothing here talks
-//! to the cluster or the file system.
+//! The exercises of one run, addressed by lab-report's typed [`ExerciseId`] (`ex[E4]`), and how
+//! each is decided: by lab-report's judge (`lab_report::judge`) over the evidence files exactly as
+//! `run` has just written them (read back through [`OutDir::judge`]) — the same judgement
+//! evidence-pack makes again over the bundle, so there is one copy of the rules. This module names
+//! the evidence of each exercise and turns the judgement into its result; `commands::run` gathers
+//! the observations and writes the files. Nothing here talks to the cluster.
 
 use std::ops::{Index, IndexMut};
 
-use k8s_openapi::api::core::v1::Pod;
+use lab_report::judge::RunContext;
+use lab_report::run::{overhead_claim, pod_file, probe_file};
 use serde_json::{Value, json};
 
 use crate::api::ProbeRun;
-use crate::decide::{OversubscribeEvidence, co_residency};
-use crate::report::{CLAIMS, Exercise, ExerciseResult, probe_outcome};
+use crate::manifests::{BASELINE, SHARE_A, SHARE_B};
+use crate::report::{AUDIT_CLAIM, CLAIMS, Exercise, ExerciseId, ExerciseResult, OutDir};
 
-/// The exercises `run` knows: the five, and A1 with `--audit`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum ExerciseId {
-    /// Two share pods on one node and one GPU, placed by hami-scheduler.
-    E1,
-    /// Share pod A is held to its slice.
-    E2,
-    /// Share pod B is held to its slice.
-    E3,
-    /// The oversubscribe pod stays Pending for card memory.
-    E4,
-    /// The isolation comes from HAMi-core in the co-resident containers.
-    E5,
-    /// No allocation path in share pod A escapes the slice (`--audit`).
-    A1,
-}
+/// The exercises a run can have, in `run.json`'s order: the five, A1 with `--audit`, A2 with
+/// `--audit --max-overhead-pct`.
+const KNOWN: [ExerciseId; 7] = [
+    ExerciseId::E1,
+    ExerciseId::E2,
+    ExerciseId::E3,
+    ExerciseId::E4,
+    ExerciseId::E5,
+    ExerciseId::A1,
+    ExerciseId::A2,
+];
 
-/// The claim of the optional audit exercise.
-pub const AUDIT_CLAIM: &str = "In share pod A, no allocation path (pitch, managed, async, pools, VMM, arrays, a cleared-env child, a second process) holds more than the slice (gpu-probe audit).";
-
-impl ExerciseId {
-    pub const ALL: [ExerciseId; 6] = [
-        ExerciseId::E1,
-        ExerciseId::E2,
-        ExerciseId::E3,
-        ExerciseId::E4,
-        ExerciseId::E5,
-        ExerciseId::A1,
-    ];
-
-    /// The id as `run.json` writes it.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ExerciseId::E1 => "E1",
-            ExerciseId::E2 => "E2",
-            ExerciseId::E3 => "E3",
-            ExerciseId::E4 => "E4",
-            ExerciseId::E5 => "E5",
-            ExerciseId::A1 => "A1",
-        }
-    }
-
-    pub fn claim(self) -> &'static str {
-        match self {
-            ExerciseId::A1 => AUDIT_CLAIM,
-            id => CLAIMS
-                .iter()
-                .find(|(c, _)| *c == id.as_str())
-                .map_or("", |(_, claim)| claim),
-        }
-    }
+fn slot(id: &ExerciseId) -> Option<usize> {
+    KNOWN.iter().position(|k| k == id)
 }
 
 /// The exercises of one run, indexed by id (`ex[ExerciseId::E4]`). A1 is reported only with
-/// `--audit`.
+/// `--audit`, A2 only with `--audit --max-overhead-pct`.
 #[derive(Debug, Clone)]
 pub struct Exercises {
-    all: [Exercise; 6],
+    all: Vec<Exercise>,
+    /// What an id this run does not know indexes (written to, never reported).
+    unknown: Exercise,
     audit: bool,
+    overhead_bound: bool,
 }
 
 impl Exercises {
-    pub fn new(audit: bool) -> Self {
+    pub fn new(audit: bool, max_overhead_pct: Option<f64>) -> Self {
+        let all = KNOWN
+            .iter()
+            .map(|id| {
+                let claim = match id {
+                    ExerciseId::A1 => AUDIT_CLAIM.to_owned(),
+                    ExerciseId::A2 => overhead_claim(max_overhead_pct.unwrap_or_default()),
+                    other => CLAIMS
+                        .iter()
+                        .find(|(c, _)| c == other)
+                        .map_or_else(String::new, |(_, claim)| (*claim).to_owned()),
+                };
+                Exercise::new(id.clone(), &claim)
+            })
+            .collect();
         Self {
-            all: ExerciseId::ALL.map(|id| Exercise::new(id.as_str(), id.claim())),
+            all,
+            unknown: Exercise::new(ExerciseId::Other("unknown".into()), ""),
             audit,
+            overhead_bound: audit && max_overhead_pct.is_some(),
+        }
+    }
+
+    fn reported(&self, id: &ExerciseId) -> bool {
+        match id {
+            ExerciseId::A1 => self.audit,
+            ExerciseId::A2 => self.overhead_bound,
+            ExerciseId::Other(_) => false,
+            _ => true,
         }
     }
 
     /// The ids this run reports, in order.
-    pub fn ids(&self) -> impl Iterator<Item = ExerciseId> + use<> {
-        let audit = self.audit;
-        ExerciseId::ALL
-            .into_iter()
-            .filter(move |id| audit || *id != ExerciseId::A1)
+    pub fn ids(&self) -> Vec<ExerciseId> {
+        KNOWN
+            .iter()
+            .filter(|id| self.reported(id))
+            .cloned()
+            .collect()
     }
 
     /// Marks every exercise still `not-run` with `reason` (after the run had to stop).
@@ -101,10 +96,11 @@ impl Exercises {
 
     /// The exercises for `run.json`.
     pub fn into_vec(self) -> Vec<Exercise> {
-        let audit = self.audit;
+        let reported: Vec<bool> = KNOWN.iter().map(|id| self.reported(id)).collect();
         self.all
             .into_iter()
-            .filter(|e| audit || e.id != ExerciseId::A1.as_str())
+            .zip(reported)
+            .filter_map(|(e, r)| r.then_some(e))
             .collect()
     }
 }
@@ -112,80 +108,65 @@ impl Exercises {
 impl Index<ExerciseId> for Exercises {
     type Output = Exercise;
     fn index(&self, id: ExerciseId) -> &Exercise {
-        &self.all[id as usize]
+        slot(&id)
+            .and_then(|i| self.all.get(i))
+            .unwrap_or(&self.unknown)
     }
 }
 
 impl IndexMut<ExerciseId> for Exercises {
     fn index_mut(&mut self, id: ExerciseId) -> &mut Exercise {
-        &mut self.all[id as usize]
+        match slot(&id) {
+            Some(i) if i < self.all.len() => &mut self.all[i],
+            _ => &mut self.unknown,
+        }
     }
 }
 
-/// E1 from the two share pods as the watch returned them Ready (pure).
-pub fn co_residency_exercise(ex: &mut Exercise, a: &Pod, b: &Pod) {
-    let c = co_residency(a, b);
-    ex.set(
-        if c.pass {
-            ExerciseResult::Pass
-        } else {
-            ExerciseResult::Fail
-        },
-        c.reason.clone(),
-    );
-    ex.numbers.insert("gpu_uuids".into(), json!(c.gpu_uuids));
-    ex.numbers.insert("nodes".into(), json!(c.nodes));
-    ex.evidence = vec![
-        "cluster/events.json".into(),
-        "manifests/hami-share-a.yaml".into(),
-        "manifests/hami-share-b.yaml".into(),
-    ];
+/// What the judge needs from the run besides the evidence files.
+pub fn run_context(slice_mib: u64, max_overhead_pct: Option<f64>) -> RunContext {
+    RunContext {
+        slice_mib: Some(slice_mib),
+        max_overhead_pct,
+    }
 }
 
-/// E2/E3 result from a probe run.
-pub fn probe_exercise(ex: &mut Exercise, pod: &str, run: &ProbeRun, slice_mib: u64) {
-    ex.number("expect_mib", slice_mib);
+/// Decides `ex` by lab-report's judge over its evidence files as written (`ex.evidence`).
+pub fn judge(ex: &mut Exercise, ctx: &RunContext, out: &OutDir) {
+    let j = out.judge(&ex.id.clone(), ctx, &ex.evidence);
+    ex.apply(&j);
+}
+
+/// E2/E3 from the probe report as written (`ex.evidence`); an unsupported judgement also says
+/// how gpu-probe ended and where to look.
+pub fn probe_exercise(
+    ex: &mut Exercise,
+    pod: &str,
+    run: &ProbeRun,
+    ctx: &RunContext,
+    out: &OutDir,
+) {
     ex.number(
         "probe_exit_code",
         run.exit_code.map_or(Value::Null, Value::from),
     );
-    match probe_outcome(&run.stdout).as_deref() {
-        Some("verified") => ex.set(ExerciseResult::Pass, format!("gpu-probe in {pod}: verified ({slice_mib} MiB slice)")),
-        Some("not-verified") => ex.set(ExerciseResult::Fail, format!("gpu-probe in {pod}: not-verified — the pod is not limited to its {slice_mib} MiB slice (run `cluster-ctl doctor --from <out>`)")),
-        Some(other @ ("inconclusive" | "environment")) => ex.set(ExerciseResult::Fail, format!("gpu-probe in {pod}: {other}; see probe/{pod}.stderr")),
-        Some(other) => ex.set(ExerciseResult::Fail, format!("gpu-probe in {pod}: unknown outcome {other:?}")),
-        None => ex.set(ExerciseResult::Fail, format!("gpu-probe in {pod} printed no JSON verdict (exit {:?}); see probe/{pod}.stderr", run.exit_code)),
+    let j = out.judge(&ex.id.clone(), ctx, &ex.evidence);
+    ex.apply(&j);
+    if !j.is_supported() {
+        ex.reason = format!(
+            "{} (gpu-probe in {pod} exited {:?}; see probe/{pod}.stderr and `cluster-ctl doctor --from <out>`)",
+            j.reason, run.exit_code
+        );
     }
 }
 
-/// E4 result (pure).
-pub fn oversubscribe_exercise(ex: &mut Exercise, evidence: &OversubscribeEvidence, phase: &str) {
-    match evidence {
-        OversubscribeEvidence::Named { message, .. } if phase == "Pending" => {
-            ex.set(ExerciseResult::Pass, format!("Pending; hami-scheduler FilteringFailed: {message}"));
-        }
-        OversubscribeEvidence::Named { message, .. } => {
-            ex.set(ExerciseResult::Fail, format!("hami-scheduler refused it ({message}) but the pod is {phase}"));
-        }
-        OversubscribeEvidence::GenericOnly { message } | OversubscribeEvidence::SummaryOnly { message } => ex.set(
-            ExerciseResult::Fail,
-            format!("pod {phase}; hami-scheduler did not name CardInsufficientMemory in a FilteringFailed event (only: {message}); HAMi < 2.7 emits no per-reason events"),
-        ),
-        OversubscribeEvidence::Nothing if phase == "Pending" => ex.set(ExerciseResult::Fail, "pod Pending but no FilteringFailed event from hami-scheduler before the timeout (is the pod on default-scheduler? run `cluster-ctl doctor`)"),
-        OversubscribeEvidence::Nothing => ex.set(ExerciseResult::Fail, format!("pod is {phase}: it was scheduled beside the two slices, so memory was not accounted per card")),
-    }
-}
-
-/// E5 from E1–E3 (pure).
+/// E5 from E1–E3 and the evidence of both share pods: their Pod objects and probe reports.
 pub fn mechanism_exercise(
     ex: &mut Exercise,
-    e1: &Exercise,
-    e2: &Exercise,
-    e3: &Exercise,
-    reports: &[(&str, Option<&str>)],
+    parts: [&Exercise; 3],
+    ctx: &RunContext,
+    out: &OutDir,
 ) {
-    ex.evidence = e2.evidence.iter().chain(&e3.evidence).cloned().collect();
-    let parts = [e1, e2, e3];
     if let Some(failed) = parts.iter().find(|e| e.result == ExerciseResult::Fail) {
         ex.set(
             ExerciseResult::Fail,
@@ -197,77 +178,32 @@ pub fn mechanism_exercise(
         ex.set(ExerciseResult::NotRun, "E1–E3 did not all run");
         return;
     }
-    // E1–E3 passed: now show it is HAMi-core doing it, from each probe's mechanism section.
-    let mut seen = Vec::new();
-    for (pod, json) in reports {
-        match mechanism_of(json.unwrap_or("")) {
-            Ok(m) => {
-                ex.numbers.insert(format!("{pod}_mechanism"), m.clone());
-                seen.push(m);
-            }
-            Err(why) => {
-                ex.set(ExerciseResult::Fail, format!("E1–E3 passed, but gpu-probe in {pod} does not show HAMi-core at work: {why}"));
-                return;
-            }
-        }
-    }
-    let library = seen
-        .first()
-        .and_then(|m| m["library"].as_str())
-        .unwrap_or("the HAMi-core library")
-        .to_owned();
-    ex.set(
-        ExerciseResult::Pass,
-        format!(
-            "both pods share one GPU (E1), each was held to its slice (E2, E3), and in both containers {library} is preloaded, mapped after CUDA init and exports the allocation hooks, with the limit in its shared region"
-        ),
-    );
+    ex.evidence = vec![
+        pod_file(SHARE_A),
+        pod_file(SHARE_B),
+        probe_file(SHARE_A, None),
+        probe_file(SHARE_B, None),
+    ];
+    judge(ex, ctx, out);
 }
 
-/// What one probe report shows of HAMi-core (pure): the library, how it is injected, the
-/// region's limit and HAMi-core's own OOM lines; an error when it is not active.
-pub fn mechanism_of(probe_json: &str) -> Result<Value, String> {
-    use gpu_probe::report::{MechanismOutcome, Report};
-    let report: Report =
-        serde_json::from_str(probe_json).map_err(|e| format!("no probe report ({e})"))?;
-    let m = report
-        .mechanism
-        .ok_or("the report has no mechanism section")?;
-    if m.outcome != MechanismOutcome::HamiCoreActive {
-        return Err(format!(
-            "mechanism {:?}: {}",
-            m.outcome,
-            m.reasons.first().cloned().unwrap_or_default()
-        ));
+/// A2 from the two overhead reports as written (share pod A, the baseline pod); not run when the
+/// baseline pod's report is missing (A1's numbers say why).
+pub fn overhead_exercise(ex: &mut Exercise, ctx: &RunContext, out: &OutDir, a1: &Exercise) {
+    ex.evidence = vec![
+        probe_file(SHARE_A, Some("overhead")),
+        probe_file(BASELINE, Some("overhead")),
+    ];
+    if out.read(&ex.evidence[1]).is_none() {
+        let why = a1
+            .numbers
+            .get("overhead_baseline")
+            .and_then(Value::as_str)
+            .unwrap_or("the baseline pod's overhead was not measured");
+        ex.set(ExerciseResult::NotRun, why.to_owned());
+        return;
     }
-    let lib = m
-        .libraries
-        .iter()
-        .find(|l| l.mapped_after_cuda_init == Some(true) && l.symbols.iter().any(|s| s.exported))
-        .ok_or("no injected library is mapped and exports hooks")?;
-    let hooks: Vec<&str> = lib
-        .symbols
-        .iter()
-        .filter(|s| s.exported)
-        .map(|s| s.name.as_str())
-        .collect();
-    let limits_mib: Vec<u64> = m
-        .shared_region
-        .region
-        .as_ref()
-        .map(|r| r.limits.iter().map(|l| l / (1024 * 1024)).collect())
-        .unwrap_or_default();
-    let oom_lines: usize = report.cap.as_ref().map_or(0, |c| {
-        c.devices.iter().map(|d| d.hami_oom_lines.len()).sum()
-    });
-    Ok(json!({
-        "library": lib.path,
-        "injected_via": lib.named_in,
-        "hooks": hooks,
-        "shared_region": m.shared_region.path,
-        "region_limits_mib": limits_mib,
-        "hami_core_oom_lines": oom_lines,
-    }))
+    judge(ex, ctx, out);
 }
 
 /// The probe runs of `--audit`: file stem and gpu-probe arguments.
@@ -292,78 +228,11 @@ pub fn audit_runs(slice_mib: u64) -> Vec<(&'static str, Vec<String>)> {
     ]
 }
 
-/// A1 from the audit report's JSON (pure): pass only when every applicable path is capped.
-pub fn audit_exercise(ex: &mut Exercise, stdout: &str, slice_mib: u64) {
-    use gpu_probe::report::{AuditOutcome, Report};
-    ex.number("slice_mib", slice_mib);
-    let report: Report = match serde_json::from_str(stdout) {
-        Ok(r) => r,
-        Err(e) => {
-            ex.set(
-                ExerciseResult::Fail,
-                format!("gpu-probe audit printed no report ({e})"),
-            );
-            return;
-        }
-    };
-    let Some(audit) = report.audit else {
-        ex.set(
-            ExerciseResult::Fail,
-            format!("gpu-probe audit: {}", report.verdict.summary),
-        );
-        return;
-    };
-    let names = |o: AuditOutcome| -> Vec<String> {
-        audit
-            .paths
-            .iter()
-            .filter(|p| p.outcome == o)
-            .map(|p| p.path.clone())
-            .collect()
-    };
-    let (escaped, capped) = (names(AuditOutcome::Escaped), names(AuditOutcome::Capped));
-    ex.numbers.insert("escaped".into(), json!(escaped));
-    ex.numbers.insert("capped".into(), json!(capped));
-    ex.numbers.insert(
-        "not_applicable".into(),
-        json!(names(AuditOutcome::NotApplicable)),
-    );
-    let past: u64 = audit
-        .paths
-        .iter()
-        .map(|p| p.past_slice_bytes)
-        .max()
-        .unwrap_or(0);
-    ex.number("max_past_slice_mib", past / (1024 * 1024));
-    if !escaped.is_empty() {
-        ex.set(
-            ExerciseResult::Fail,
-            format!(
-                "{} path(s) escaped the {slice_mib} MiB slice: {}",
-                escaped.len(),
-                escaped.join(", ")
-            ),
-        );
-    } else if capped.is_empty() {
-        ex.set(
-            ExerciseResult::Fail,
-            "no path was capped or escaped: nothing was shown".to_owned(),
-        );
-    } else {
-        ex.set(
-            ExerciseResult::Pass,
-            format!(
-                "all {} applicable paths were capped at the {slice_mib} MiB slice",
-                capped.len()
-            ),
-        );
-    }
-}
-
 /// p50 latencies with HAMi-core (share pod A) and without (the baseline pod), and their
-/// difference, from two `gpu-probe overhead` reports (pure).
+/// difference, from two `gpu-probe overhead` reports (pure; numbers for people, A2 is judged by
+/// lab-report).
 pub fn overhead_difference(with_json: &str, without_json: &str) -> serde_json::Map<String, Value> {
-    use gpu_probe::report::{LatencyStats, Report};
+    use lab_report::probe::{LatencyStats, Report};
     let parse = |t: &str| {
         serde_json::from_str::<Report>(t)
             .ok()
@@ -409,155 +278,311 @@ pub fn overhead_difference(with_json: &str, without_json: &str) -> serde_json::M
 mod tests {
     use super::*;
     use crate::testdata::*;
+    use ExerciseId::*;
+
+    const SLICE_8000: RunContext = RunContext {
+        slice_mib: Some(8000),
+        max_overhead_pct: None,
+    };
+
+    /// An output folder holding `files` (path, text), as `run` writes them.
+    fn out_with(files: &[(&str, String)]) -> (tempfile::TempDir, OutDir) {
+        let dir = tempfile::tempdir().unwrap();
+        let out = OutDir::new(dir.path());
+        for (rel, text) in files {
+            out.write(rel, text.as_bytes()).unwrap();
+        }
+        (dir, out)
+    }
 
     fn pass(id: ExerciseId) -> Exercise {
-        let mut e = Exercise::new(id.as_str(), id.claim());
+        let mut e = Exercise::new(id, "c");
         e.set(ExerciseResult::Pass, "ok");
         e
     }
 
     #[test]
-    fn ids_claims_and_the_audit_exercise() {
-        let five = Exercises::new(false).into_vec();
+    fn ids_claims_and_the_audit_exercises() {
+        let five = Exercises::new(false, None).into_vec();
         let ids: Vec<&str> = five.iter().map(|e| e.id.as_str()).collect();
         assert_eq!(ids, ["E1", "E2", "E3", "E4", "E5"]);
         assert!(five.iter().all(|e| !e.claim.is_empty()));
-        let mut six = Exercises::new(true);
-        six[ExerciseId::A1].set(ExerciseResult::Fail, "escaped");
+        let mut six = Exercises::new(true, None);
+        six[A1].set(ExerciseResult::Fail, "escaped");
         six.not_run_because("stopped: 403");
-        assert_eq!(six[ExerciseId::E4].reason, "stopped: 403");
-        assert_eq!(six[ExerciseId::A1].reason, "escaped");
+        assert_eq!(six[E4].reason, "stopped: 403");
+        assert_eq!(six[A1].reason, "escaped");
+        // A2 is not part of this run: what is written to it is never reported.
+        six[A2].set(ExerciseResult::Pass, "not reported");
         let v = six.into_vec();
+        assert_eq!(v.len(), 6);
         assert_eq!(v.last().map(|e| e.claim.as_str()), Some(AUDIT_CLAIM));
+        let seven = Exercises::new(true, Some(10.0)).into_vec();
+        assert_eq!(seven.last().map(|e| e.id.clone()), Some(A2));
+        assert!(
+            seven[6].claim.contains("at most 10 %"),
+            "{}",
+            seven[6].claim
+        );
+        // An id no run has indexes a detached exercise, never reported.
+        let mut ex = Exercises::new(false, None);
+        ex[Other("B1".into())].set(ExerciseResult::Pass, "x");
+        assert_eq!(ex.into_vec().len(), 5);
     }
 
     #[test]
-    fn exercise_decisions() {
+    fn e1_is_judged_from_the_two_pods_as_written() {
+        let json = |p: &k8s_openapi::api::core::v1::Pod| serde_json::to_string(p).unwrap();
+        let a = fixture_pod("pod-hami-share-a-running.json");
+        let b = fixture_pod("pod-hami-share-b-running.json");
+        let mut other_gpu = b.clone();
+        if let Some(ann) = other_gpu.metadata.annotations.as_mut() {
+            ann.insert(
+                crate::podann::ALLOCATED_ANNOTATION.into(),
+                "GPU-other,NVIDIA,8000,0:;".into(),
+            );
+        }
+        let unmutated = fixture_pod("pod-unmutated-default-scheduler.json");
+        for (second, want, words) in [
+            (&b, ExerciseResult::Pass, "GPU-4f7efa07"),
+            (&other_gpu, ExerciseResult::Fail, "different GPUs"),
+            (&unmutated, ExerciseResult::Fail, "default-scheduler"),
+        ] {
+            let (_dir, out) = out_with(&[
+                ("pods/hami-share-a.json", json(&a)),
+                ("pods/hami-share-b.json", json(second)),
+            ]);
+            let mut e1 = Exercise::new(E1, "c");
+            e1.evidence = vec![
+                "pods/hami-share-a.json".into(),
+                "pods/hami-share-b.json".into(),
+            ];
+            judge(&mut e1, &SLICE_8000, &out);
+            assert_eq!(e1.result, want, "{}", e1.reason);
+            assert!(e1.reason.contains(words), "{}", e1.reason);
+        }
+    }
+
+    #[test]
+    fn e2_is_judged_from_the_real_reports_numbers() {
         let run = |stdout: &str, code| ProbeRun {
             stdout: stdout.into(),
             stderr: String::new(),
             exit_code: Some(code),
         };
-        let mut e = Exercise::new("E2", "c");
-        probe_exercise(&mut e, "hami-share-a", &run(&h200("h1-8000.json"), 0), 8000);
-        assert_eq!(e.result, ExerciseResult::Pass);
-        assert_eq!(e.numbers["expect_mib"], 8000);
-        probe_exercise(
-            &mut e,
-            "hami-share-a",
-            &run(&h100_bare("h100-bare-all-expect-8000.json"), 1),
-            8000,
-        );
-        assert_eq!(e.result, ExerciseResult::Fail);
-        assert!(e.reason.contains("not-verified"), "{}", e.reason);
-        probe_exercise(&mut e, "hami-share-a", &run("garbage", 3), 8000);
-        assert_eq!(e.result, ExerciseResult::Fail);
-        assert!(e.reason.contains("no JSON verdict"));
-
-        let mut e4 = Exercise::new("E4", "c");
-        let named = OversubscribeEvidence::Named {
-            nodes: vec!["n".into()],
-            message: "1 nodes CardInsufficientMemory(n)".into(),
-        };
-        oversubscribe_exercise(&mut e4, &named, "Pending");
-        assert_eq!(e4.result, ExerciseResult::Pass);
-        oversubscribe_exercise(&mut e4, &named, "Running");
-        assert_eq!(e4.result, ExerciseResult::Fail);
-        oversubscribe_exercise(
-            &mut e4,
-            &OversubscribeEvidence::GenericOnly {
-                message: "no available node, 1 nodes do not meet".into(),
-            },
-            "Pending",
-        );
-        assert_eq!(e4.result, ExerciseResult::Fail);
-        assert!(e4.reason.contains("HAMi < 2.7"));
-        oversubscribe_exercise(&mut e4, &OversubscribeEvidence::Nothing, "Running");
-        assert!(e4.reason.contains("scheduled beside"));
+        let evidence = vec![
+            "probe/hami-share-a.json".to_owned(),
+            "probe/hami-share-a.stderr".to_owned(),
+        ];
+        for (report, want, words) in [
+            (h200("h1-8000.json"), ExerciseResult::Pass, "Device 0 OOM"),
+            (
+                h200("h2-bare.json"),
+                ExerciseResult::Fail,
+                "more than the 8000 MiB slice",
+            ),
+            (
+                h100_bare("h100-bare-all-expect-8000.json"),
+                ExerciseResult::Fail,
+                "more than the 8000 MiB slice",
+            ),
+            ("garbage".to_owned(), ExerciseResult::Fail, "not valid JSON"),
+            (
+                // A verdict word alone proves nothing.
+                r#"{"verdict":{"outcome":"verified","exit_code":0}}"#.to_owned(),
+                ExerciseResult::Fail,
+                "not a gpu-probe `all` report",
+            ),
+        ] {
+            let (_dir, out) = out_with(&[
+                ("probe/hami-share-a.json", report.clone()),
+                ("probe/hami-share-a.stderr", String::new()),
+            ]);
+            let mut e = Exercise::new(E2, "c");
+            e.evidence = evidence.clone();
+            probe_exercise(&mut e, "hami-share-a", &run(&report, 0), &SLICE_8000, &out);
+            assert_eq!(e.result, want, "{}", e.reason);
+            assert!(e.reason.contains(words), "{}", e.reason);
+        }
     }
 
     #[test]
-    fn e5_on_the_real_h200_hami_core_report_and_the_bare_h100_one() {
-        use ExerciseId::*;
-        let mut e5 = Exercise::new("E5", "c");
-        let active = h200("h1-8000.json");
-        let reports = [
-            ("hami-share-a", Some(active.as_str())),
-            ("hami-share-b", Some(active.as_str())),
+    fn e4_is_judged_from_the_pod_and_its_events_as_written() {
+        let mut pod = fixture_pod("pod-hami-oversubscribe-pending.json");
+        let pending = serde_json::to_string(&pod).unwrap();
+        if let Some(status) = pod.status.as_mut() {
+            status.phase = Some("Running".into());
+        }
+        let running = serde_json::to_string(&pod).unwrap();
+        let events = fixture_events("events-oversubscribe.json");
+        let named = serde_json::to_string(&events).unwrap();
+        // Only the generic message (HAMi < 2.7), and no event at all.
+        let generic_only: Vec<&k8s_openapi::api::core::v1::Event> = events
+            .iter()
+            .filter(|e| {
+                e.reason.as_deref() == Some("FilteringFailed")
+                    && !e
+                        .message
+                        .as_deref()
+                        .unwrap_or_default()
+                        .contains("CardInsufficientMemory")
+            })
+            .collect();
+        assert_eq!(generic_only.len(), 1, "the fixture has the generic message");
+        let generic = serde_json::to_string(&generic_only).unwrap();
+        let evidence = vec![
+            "pods/hami-oversubscribe.json".to_owned(),
+            "events/hami-oversubscribe.json".to_owned(),
         ];
-        mechanism_exercise(&mut e5, &pass(E1), &pass(E2), &pass(E3), &reports);
+        for (pod, events, want, words) in [
+            (
+                &pending,
+                &named,
+                ExerciseResult::Pass,
+                "CardInsufficientMemory",
+            ),
+            (&running, &named, ExerciseResult::Fail, "not Pending"),
+            (&pending, &generic, ExerciseResult::Fail, "HAMi < 2.7"),
+            (
+                &pending,
+                &"[]".to_owned(),
+                ExerciseResult::Fail,
+                "no FilteringFailed",
+            ),
+            (
+                &running,
+                &"[]".to_owned(),
+                ExerciseResult::Fail,
+                "scheduled beside",
+            ),
+        ] {
+            let (_dir, out) = out_with(&[
+                ("pods/hami-oversubscribe.json", pod.clone()),
+                ("events/hami-oversubscribe.json", events.clone()),
+            ]);
+            let mut e4 = Exercise::new(E4, "c");
+            e4.evidence = evidence.clone();
+            judge(&mut e4, &SLICE_8000, &out);
+            assert_eq!(e4.result, want, "{}", e4.reason);
+            assert!(e4.reason.contains(words), "{}", e4.reason);
+        }
+    }
+
+    #[test]
+    fn e5_is_judged_from_both_pods_and_both_reports() {
+        let (e1, e2, e3) = (pass(E1), pass(E2), pass(E3));
+        let pod = |f: &str| serde_json::to_string(&share_pod_on_h200(f)).unwrap();
+        let files = |b: String| {
+            vec![
+                (
+                    "pods/hami-share-a.json",
+                    pod("pod-hami-share-a-running.json"),
+                ),
+                (
+                    "pods/hami-share-b.json",
+                    pod("pod-hami-share-b-running.json"),
+                ),
+                ("probe/hami-share-a.json", h200("h1-8000.json")),
+                ("probe/hami-share-b.json", b),
+            ]
+        };
+        let (_dir, out) = out_with(&files(h200("h1-8000.json")));
+        let mut e5 = Exercise::new(E5, "c");
+        mechanism_exercise(&mut e5, [&e1, &e2, &e3], &SLICE_8000, &out);
         assert_eq!(e5.result, ExerciseResult::Pass, "{}", e5.reason);
         assert!(
             e5.reason.contains("/usr/local/vgpu/libvgpu.so"),
             "{}",
             e5.reason
         );
-        assert_eq!(
-            e5.numbers["hami-share-a_mechanism"]["region_limits_mib"][0],
-            8000
-        );
+        assert!(e5.reason.contains(H200_UUID), "{}", e5.reason);
+        // Passing E1–E3 do not make E5 pass when a report shows no HAMi-core: the bare H200
+        // and the bare H100.
+        for bare_report in [
+            h200("h2-bare.json"),
+            h100_bare("h100-bare-all-expect-8000.json"),
+        ] {
+            let (_dir, bare) = out_with(&files(bare_report));
+            mechanism_exercise(&mut e5, [&e1, &e2, &e3], &SLICE_8000, &bare);
+            assert_eq!(e5.result, ExerciseResult::Fail);
+            assert!(
+                e5.reason.starts_with("probe/hami-share-b.json"),
+                "{}",
+                e5.reason
+            );
+        }
         let mut f = pass(E3);
-        f.set(ExerciseResult::Fail, "probe saw 81559 MiB");
-        mechanism_exercise(&mut e5, &pass(E1), &pass(E2), &f, &reports);
-        assert_eq!(e5.result, ExerciseResult::Fail);
-        assert!(e5.reason.starts_with("E3 failed"));
+        f.set(ExerciseResult::Fail, "probe saw 143771 MiB");
+        mechanism_exercise(&mut e5, [&e1, &e2, &f], &SLICE_8000, &out);
+        assert!(e5.reason.starts_with("E3 failed"), "{}", e5.reason);
         mechanism_exercise(
             &mut e5,
-            &pass(E1),
-            &Exercise::new("E2", "c"),
-            &pass(E3),
-            &reports,
+            [&e1, &Exercise::new(E2, "c"), &e3],
+            &SLICE_8000,
+            &out,
         );
         assert_eq!(e5.result, ExerciseResult::NotRun);
-        // Passing probes whose reports show no HAMi-core (the real bare-H100 report) fail E5.
-        let bare = h100_bare("h100-bare-all-expect-8000.json");
-        let bare_reports = [
-            ("hami-share-a", Some(bare.as_str())),
-            ("hami-share-b", Some(active.as_str())),
-        ];
-        mechanism_exercise(&mut e5, &pass(E1), &pass(E2), &pass(E3), &bare_reports);
+        // A missing report: the judge names the file.
+        let (_dir, missing) = out_with(&files(h200("h1-8000.json"))[..3]);
+        mechanism_exercise(&mut e5, [&e1, &e2, &e3], &SLICE_8000, &missing);
         assert_eq!(e5.result, ExerciseResult::Fail);
-        assert!(
-            e5.reason.contains("does not show HAMi-core"),
-            "{}",
-            e5.reason
-        );
-        mechanism_exercise(
-            &mut e5,
-            &pass(E1),
-            &pass(E2),
-            &pass(E3),
-            &[("hami-share-a", None)],
-        );
-        assert_eq!(e5.result, ExerciseResult::Fail);
+        assert!(e5.reason.contains("is missing"), "{}", e5.reason);
     }
 
     #[test]
-    fn a1_fails_on_the_real_audits_and_passes_when_every_path_is_capped() {
-        let text = h100_bare("h100-bare-audit-expect-8000.json");
-        let mut ex = Exercise::new("A1", AUDIT_CLAIM);
-        audit_exercise(&mut ex, &text, 8000);
-        assert_eq!(ex.result, ExerciseResult::Fail);
-        assert!(ex.reason.contains("9 path(s) escaped"), "{}", ex.reason);
-        assert_eq!(ex.numbers["max_past_slice_mib"], 6000);
-        // Under real HAMi-core (H200): three paths still escape.
-        let mut ex = Exercise::new("A1", AUDIT_CLAIM);
-        audit_exercise(&mut ex, &h200("h4-audit.json"), 8000);
-        assert_eq!(ex.result, ExerciseResult::Fail);
-        assert!(ex.reason.contains("3 path(s) escaped"), "{}", ex.reason);
-
-        let mut report: gpu_probe::report::Report = serde_json::from_str(&text).unwrap();
-        for p in &mut report.audit.as_mut().unwrap().paths {
-            p.outcome = gpu_probe::report::AuditOutcome::Capped;
-            p.past_slice_bytes = 0;
+    fn a1_fails_on_the_real_audits_from_their_rows() {
+        for (report, escaped) in [
+            (h200("h4-audit.json"), 3),
+            (h100_bare("h100-bare-audit-expect-8000.json"), 9),
+        ] {
+            let (_dir, out) = out_with(&[("probe/hami-share-a-audit.json", report)]);
+            let mut ex = Exercise::new(A1, AUDIT_CLAIM);
+            ex.evidence = vec!["probe/hami-share-a-audit.json".into()];
+            judge(&mut ex, &SLICE_8000, &out);
+            assert_eq!(ex.result, ExerciseResult::Fail);
+            assert!(
+                ex.reason.contains(&format!("{escaped} path(s)")),
+                "{}",
+                ex.reason
+            );
         }
-        let mut ex = Exercise::new("A1", AUDIT_CLAIM);
-        audit_exercise(&mut ex, &serde_json::to_string(&report).unwrap(), 8000);
-        assert_eq!(ex.result, ExerciseResult::Pass, "{}", ex.reason);
+    }
 
-        let mut ex = Exercise::new("A1", AUDIT_CLAIM);
-        audit_exercise(&mut ex, "not json", 8000);
-        assert_eq!(ex.result, ExerciseResult::Fail);
+    #[test]
+    fn a2_is_not_run_without_the_baseline_report_and_judged_with_both() {
+        let a1 = {
+            let mut a = Exercise::new(A1, AUDIT_CLAIM);
+            a.numbers.insert(
+                "overhead_baseline".into(),
+                json!("not run: only 500 MiB left beside the two slices"),
+            );
+            a
+        };
+        let bound = RunContext {
+            slice_mib: Some(8000),
+            max_overhead_pct: Some(1000.0),
+        };
+        let (_dir, out) = out_with(&[(
+            "probe/hami-share-a-overhead.json",
+            h200("p1-overhead-hami.json"),
+        )]);
+        let mut a2 = Exercise::new(A2, "c");
+        overhead_exercise(&mut a2, &bound, &out, &a1);
+        assert_eq!(a2.result, ExerciseResult::NotRun);
+        assert!(a2.reason.contains("only 500 MiB"), "{}", a2.reason);
+        // The same real report on both sides: 0 % overhead, within the bound.
+        let (_dir, out) = out_with(&[
+            (
+                "probe/hami-share-a-overhead.json",
+                h200("p1-overhead-hami.json"),
+            ),
+            (
+                "probe/hami-baseline-overhead.json",
+                h200("p1-overhead-hami.json"),
+            ),
+        ]);
+        overhead_exercise(&mut a2, &bound, &out, &a1);
+        assert_eq!(a2.result, ExerciseResult::Pass, "{}", a2.reason);
     }
 
     #[test]
@@ -566,7 +591,7 @@ mod tests {
         let same = overhead_difference(&real, &real);
         assert_eq!(same["cuMemAlloc_v2 1 MiB"]["difference"], 0.0);
         assert!(same.contains_key("empty kernel launch"));
-        let mut slower: gpu_probe::report::Report = serde_json::from_str(&real).unwrap();
+        let mut slower: lab_report::probe::Report = serde_json::from_str(&real).unwrap();
         for a in &mut slower.overhead.as_mut().unwrap().alloc {
             a.p50_us += 25.0;
         }

@@ -1,16 +1,17 @@
 //! `cluster-ctl` library: installs HAMi, runs the lab's five isolation exercises and diagnoses the
 //! known failures, over the Kubernetes API (kube + k8s-openapi) and helm (through `lab-runner`).
 //!
-//! Layout: pure decisions (`register`, `podann`, `sizing`, `decide`, `doctor`, `exercises`, `helm`
-//! command lines, `manifests`, `plan`, `kubeconfig`) are unit-tested on the in-repo fixtures;
-//! `api` is the only module that talks to the API server and is tested against the mock API server
-//! of `tests/mockapi`; `commands` has one module per subcommand.
+//! Layout: pure decisions (`register`, `podann`, `sizing`, `decide`, `doctor`, the `diagnose`
+//! engine, `exercises`, `helm` command lines, `manifests`, `plan`, `kubeconfig`) are unit-tested
+//! on the in-repo fixtures; `api` is the only module that talks to the API server and is tested
+//! against the mock API server of `tests/mockapi`; `commands` has one module per subcommand.
 
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
 pub mod api;
 pub mod commands;
 pub mod decide;
+pub mod diagnose;
 pub mod doctor;
 pub mod exercises;
 pub mod helm;

@@ -2,100 +2,10 @@
 //! container (init containers first), each ended by `;`; inside it one `<uuid>,<vendor>,<mem MiB>,<cores>`
 //! per device, each ended by `:`. Example: `GPU-…,NVIDIA,8000,0:;`.
 //!
-//! Pure and panic-free on any input (property-tested).
+//! Pure and panic-free on any input (property-tested here; the parser itself is lab-report's).
 
-use serde::Serialize;
-
-/// The annotation holding what HAMi's scheduler allocated to each container of a pod.
-pub const ALLOCATED_ANNOTATION: &str = "hami.io/vgpu-devices-allocated";
-
-/// One device given to one container.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct ContainerDevice {
-    pub uuid: String,
-    pub vendor: String,
-    pub mem_mib: u64,
-    pub cores: u32,
-}
-
-/// Why an allocation annotation could not be read.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum AllocError {
-    #[error(
-        "container {container}, device {device} of `{ALLOCATED_ANNOTATION}` has {found} fields; HAMi writes 4 (`<uuid>,NVIDIA,<mem MiB>,<cores>`)"
-    )]
-    FieldCount {
-        container: usize,
-        device: usize,
-        found: usize,
-    },
-    #[error(
-        "container {container}, device {device} of `{ALLOCATED_ANNOTATION}`: `{field}` is not a number: {value:?}"
-    )]
-    BadNumber {
-        container: usize,
-        device: usize,
-        field: &'static str,
-        value: String,
-    },
-}
-
-/// Parses the annotation into devices per container (outer index = container entry).
-pub fn parse_allocated(value: &str) -> Result<Vec<Vec<ContainerDevice>>, AllocError> {
-    let value = value.trim();
-    if value.is_empty() {
-        return Ok(Vec::new());
-    }
-    value
-        .split_terminator(';')
-        .enumerate()
-        .map(|(container, entry)| {
-            entry
-                .split_terminator(':')
-                .map(str::trim)
-                .filter(|d| !d.is_empty())
-                .enumerate()
-                .map(|(device, d)| parse_device(container, device, d))
-                .collect()
-        })
-        .collect()
-}
-
-fn parse_device(
-    container: usize,
-    device: usize,
-    text: &str,
-) -> Result<ContainerDevice, AllocError> {
-    let fields: Vec<&str> = text.split(',').map(str::trim).collect();
-    if fields.len() != 4 {
-        return Err(AllocError::FieldCount {
-            container,
-            device,
-            found: fields.len(),
-        });
-    }
-    let num = |field: &'static str, v: &str| {
-        v.parse::<u64>().map_err(|_| AllocError::BadNumber {
-            container,
-            device,
-            field,
-            value: v.to_owned(),
-        })
-    };
-    let mem_mib = num("mem", fields[2])?;
-    let cores = u32::try_from(num("cores", fields[3])?).map_err(|_| AllocError::BadNumber {
-        container,
-        device,
-        field: "cores",
-        value: fields[3].to_owned(),
-    })?;
-    Ok(ContainerDevice {
-        uuid: fields[0].to_owned(),
-        vendor: fields[1].to_owned(),
-        mem_mib,
-        cores,
-    })
-}
+/// The parser lives in lab-report, where the judge reads the same annotation from Pod JSON.
+pub use lab_report::k8s::{ALLOCATED_ANNOTATION, AllocError, ContainerDevice, parse_allocated};
 
 /// All GPU UUIDs a pod was allocated (any container), in order, without repeats. `None` when the pod
 /// has no allocation annotation (not scheduled by HAMi yet, or the webhook missed it).
@@ -107,15 +17,7 @@ pub fn pod_gpu_uuids(
         .annotations
         .as_ref()?
         .get(ALLOCATED_ANNOTATION)?;
-    Some(parse_allocated(value).map(|containers| {
-        let mut uuids: Vec<String> = Vec::new();
-        for d in containers.into_iter().flatten() {
-            if !uuids.contains(&d.uuid) {
-                uuids.push(d.uuid);
-            }
-        }
-        uuids
-    }))
+    Some(lab_report::k8s::allocated_uuids(value))
 }
 
 #[cfg(test)]

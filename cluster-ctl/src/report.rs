@@ -1,150 +1,33 @@
-//! The files `cluster-ctl run --out DIR` writes (the contract with evidence-pack):
-//! `DIR/run.json` (schema `hami-isolation-lab/cluster-run` v1), `DIR/probe/<pod>.{json,stderr}`,
-//! `DIR/cluster/*.json` and `DIR/manifests/*.yaml`. Also the scrubbing that keeps secrets out of
-//! them: no Secret objects are ever read, managed fields are dropped and pod env keeps names only.
+//! The files `cluster-ctl run --out DIR` writes (the contract with evidence-pack, typed in
+//! lab-report): `DIR/run.json` (schema `hami-isolation-lab/cluster-run` v1), the evidence of each
+//! exercise (`DIR/pods/<pod>.json`, `DIR/events/<pod>.json`, `DIR/probe/<pod>.{json,stderr}`),
+//! `DIR/cluster/*.json` and `DIR/manifests/*.yaml`. Every exercise is decided by lab-report's judge
+//! over its evidence files as written ([`OutDir::judge`]). Also the scrubbing that keeps secrets out
+//! of them: no Secret objects are ever read, managed fields are dropped and pod env keeps names only.
 
 use std::path::{Path, PathBuf};
 
+use lab_report::judge::{EvidenceFile, Judgement, RunContext, judge_exercise};
 use serde::Serialize;
 use serde_json::Value;
 
 use crate::register::Gpu;
 
-pub const SCHEMA: &str = "hami-isolation-lab/cluster-run";
-pub const SCHEMA_VERSION: u32 = 1;
-
-/// `pass` | `fail` | `not-run`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum ExerciseResult {
-    Pass,
-    Fail,
-    NotRun,
-}
-
-/// One exercise of `run.json`.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct Exercise {
-    pub id: String,
-    pub claim: String,
-    pub result: ExerciseResult,
-    pub reason: String,
-    pub numbers: serde_json::Map<String, Value>,
-    /// Paths relative to DIR.
-    pub evidence: Vec<String>,
-}
-
-impl Exercise {
-    pub fn new(id: &str, claim: &str) -> Self {
-        Self {
-            id: id.to_owned(),
-            claim: claim.to_owned(),
-            result: ExerciseResult::NotRun,
-            reason: "not run".to_owned(),
-            numbers: serde_json::Map::new(),
-            evidence: Vec::new(),
-        }
-    }
-
-    pub fn set(&mut self, result: ExerciseResult, reason: impl Into<String>) {
-        self.result = result;
-        self.reason = reason.into();
-    }
-
-    pub fn number(&mut self, key: &str, value: impl Into<Value>) {
-        self.numbers.insert(key.to_owned(), value.into());
-    }
-}
-
-/// The claims of the five exercises.
-pub const CLAIMS: [(&str, &str); 5] = [
-    (
-        "E1",
-        "Two share pods scheduled by hami-scheduler run on the same node and the same GPU UUID.",
-    ),
-    (
-        "E2",
-        "Share pod A sees and can allocate only its slice of GPU memory (gpu-probe verdict).",
-    ),
-    (
-        "E3",
-        "Share pod B sees and can allocate only its slice of GPU memory (gpu-probe verdict).",
-    ),
-    (
-        "E4",
-        "A pod that fits an empty card but not beside the two slices stays Pending, refused by hami-scheduler for CardInsufficientMemory.",
-    ),
-    (
-        "E5",
-        "The isolation comes from HAMi-core inside the containers: both co-resident pods are capped to their slice on one GPU.",
-    ),
-];
-
-/// One GPU of `cluster.gpus`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct GpuEntry {
-    pub uuid: String,
-    #[serde(rename = "type")]
-    pub gpu_type: String,
-    pub devmem_mib: u64,
-    pub devcore: u32,
-    pub mode: Option<String>,
-    pub health: bool,
-}
+/// The run.json types, defined once in lab-report (evidence-pack reads the same structs).
+pub use lab_report::run::{
+    AUDIT_CLAIM, CLAIMS, ClusterInfo, Exercise, ExerciseId, ExerciseResult, GpuEntry, RunReport,
+    SCHEMA, SCHEMA_VERSION,
+};
 
 impl From<&Gpu> for GpuEntry {
     fn from(g: &Gpu) -> Self {
         Self {
             uuid: g.uuid.clone(),
             gpu_type: g.gpu_type.clone(),
-            devmem_mib: g.devmem_mib,
-            devcore: g.devcore,
+            devmem_mib: Some(g.devmem_mib),
+            devcore: Some(u64::from(g.devcore)),
             mode: g.mode.clone(),
-            health: g.health,
-        }
-    }
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct ClusterInfo {
-    pub server_version: String,
-    pub node: String,
-    pub gpus: Vec<GpuEntry>,
-    pub hami_chart_version: Option<String>,
-    pub hami_images: Vec<String>,
-    pub scheduler_image: Option<String>,
-}
-
-/// `DIR/run.json`.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct RunReport {
-    pub schema: &'static str,
-    pub schema_version: u32,
-    pub started_at: String,
-    pub finished_at: String,
-    pub cluster: ClusterInfo,
-    pub slice_mib: u64,
-    pub oversubscribe_mib: u64,
-    pub exercises: Vec<Exercise>,
-}
-
-impl RunReport {
-    /// 0 when every exercise passed, 1 when one failed, 3 when none failed but one could not run.
-    pub fn exit_code(&self) -> u8 {
-        if self
-            .exercises
-            .iter()
-            .any(|e| e.result == ExerciseResult::Fail)
-        {
-            1
-        } else if self
-            .exercises
-            .iter()
-            .any(|e| e.result == ExerciseResult::NotRun)
-        {
-            3
-        } else {
-            0
+            health: Some(g.health),
         }
     }
 }
@@ -206,6 +89,26 @@ impl OutDir {
         Ok(rel.to_owned())
     }
 
+    /// What is at `rel` now (`None`: missing or unreadable).
+    pub fn read(&self, rel: &str) -> Option<Vec<u8>> {
+        std::fs::read(self.root.join(rel)).ok()
+    }
+
+    /// Judges exercise `id` over its evidence files as written here: the same judgement
+    /// evidence-pack makes again over the bundle.
+    pub fn judge(&self, id: &ExerciseId, ctx: &RunContext, evidence: &[String]) -> Judgement {
+        let bytes: Vec<Option<Vec<u8>>> = evidence.iter().map(|p| self.read(p)).collect();
+        let files: Vec<EvidenceFile<'_>> = evidence
+            .iter()
+            .zip(&bytes)
+            .map(|(path, b)| EvidenceFile {
+                path,
+                bytes: b.as_deref(),
+            })
+            .collect();
+        judge_exercise(id, ctx, &files)
+    }
+
     /// Serializes, scrubs and writes a JSON value.
     pub fn write_json<T: Serialize>(&self, rel: &str, value: &T) -> std::io::Result<String> {
         let mut v = serde_json::to_value(value).map_err(std::io::Error::other)?;
@@ -213,15 +116,6 @@ impl OutDir {
         let text = serde_json::to_string_pretty(&v).map_err(std::io::Error::other)?;
         self.write(rel, format!("{text}\n").as_bytes())
     }
-}
-
-/// `verdict.outcome` of a gpu-probe JSON report (the only part cluster-ctl reads).
-pub fn probe_outcome(report: &str) -> Option<String> {
-    let v: Value = serde_json::from_str(report).ok()?;
-    v.get("verdict")?
-        .get("outcome")?
-        .as_str()
-        .map(str::to_owned)
 }
 
 #[cfg(test)]
@@ -248,45 +142,22 @@ mod tests {
     }
 
     #[test]
-    fn probe_outcome_reads_only_the_verdict() {
-        assert_eq!(
-            probe_outcome(r#"{"x":1,"verdict":{"outcome":"verified","exit_code":0}}"#).as_deref(),
-            Some("verified")
-        );
-        assert_eq!(probe_outcome("not json"), None);
-        assert_eq!(probe_outcome(r#"{"verdict":{}}"#), None);
-    }
-
-    #[test]
-    fn exit_code_from_results() {
-        let mut r = RunReport {
-            schema: SCHEMA,
-            schema_version: SCHEMA_VERSION,
-            started_at: now_rfc3339(),
-            finished_at: now_rfc3339(),
-            cluster: ClusterInfo {
-                server_version: "v1".into(),
-                node: "n".into(),
-                gpus: vec![],
-                hami_chart_version: None,
-                hami_images: vec![],
-                scheduler_image: None,
-            },
-            slice_mib: 8000,
-            oversubscribe_mib: 41000,
-            exercises: CLAIMS.iter().map(|(id, c)| Exercise::new(id, c)).collect(),
+    fn judgement_reads_back_what_was_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = OutDir::new(dir.path());
+        let rel = out.write("probe/hami-share-a.json", b"").unwrap();
+        let ctx = RunContext {
+            slice_mib: Some(8000),
+            max_overhead_pct: None,
         };
-        assert_eq!(r.exit_code(), 3);
-        for e in &mut r.exercises {
-            e.set(ExerciseResult::Pass, "ok");
-        }
-        assert_eq!(r.exit_code(), 0);
-        r.exercises[3].set(ExerciseResult::Fail, "scheduled");
-        assert_eq!(r.exit_code(), 1);
-        let v = serde_json::to_value(&r).unwrap();
-        assert_eq!(v["schema"], "hami-isolation-lab/cluster-run");
-        assert_eq!(v["exercises"][3]["result"], "fail");
-        assert_eq!(v["exercises"][0]["result"], "pass");
-        assert!(v["started_at"].as_str().unwrap().ends_with('Z'));
+        let j = out.judge(&ExerciseId::E2, &ctx, &[rel]);
+        assert!(!j.is_supported());
+        assert!(
+            j.reason.starts_with("probe/hami-share-a.json is empty"),
+            "{}",
+            j.reason
+        );
+        let gone = out.judge(&ExerciseId::E2, &ctx, &["probe/gone.json".into()]);
+        assert!(gone.reason.contains("is missing"), "{}", gone.reason);
     }
 }

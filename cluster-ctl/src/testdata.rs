@@ -42,6 +42,12 @@ pub fn register_of(node: &Node) -> String {
         .unwrap_or_default()
 }
 
+/// A share pod fixture allocated the H200 of the real reports instead of the fixture's H100.
+pub fn share_pod_on_h200(file: &str) -> Pod {
+    serde_json::from_value(share_pod_on_h200_json(file))
+        .unwrap_or_else(|e| panic!("fixture {file}: {e}"))
+}
+
 /// Two cards of `devmem_mib` with known UUIDs `GPU-a` and `GPU-b` (a multi-GPU node).
 pub fn two_cards(devmem_mib: u64) -> Vec<crate::sizing::Card> {
     ["GPU-a", "GPU-b"]

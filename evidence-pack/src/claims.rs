@@ -1,19 +1,26 @@
 //! From inputs to [`Summary`]: the environment table, one claim per exercise (cluster mode) or per
 //! probe check (local mode), the cap searches for the chart, and the scope limits.
 //!
-//! Pure functions over parsed documents; no I/O. Invariant: a verdict is copied from the tool that
-//! checked it (cluster-ctl's `result`, gpu-probe's check status), never re-judged here, and
-//! anything unrecognised counts against the bundle (an unknown result is a failure).
+//! Pure functions over parsed documents; no I/O. Invariant: a pass is never copied on trust. A
+//! claim passes only when the tool that checked it recorded a pass (cluster-ctl's `result`,
+//! gpu-probe's check status) AND lab-report's judge, run here over the evidence files, finds the
+//! evidence shows it; otherwise it fails as UNSUPPORTED, naming the file. `verify` runs the same
+//! judge again over the files inside the bundle ([`recheck`]). Measurements (overhead, compute
+//! without a band) are listed apart and never count as a pass; anything unrecognised counts
+//! against the bundle (an unknown result is a failure).
 
 use std::collections::BTreeMap;
 
-use gpu_probe::report::{self as probe, CheckStatus, Report, ViewOutcome};
+use lab_report::check::{CheckId, LocalClaimId};
+use lab_report::judge::{self, EvidenceFile, Judgement, RunContext, Support};
+use lab_report::probe::{self, CheckStatus, Report, ViewOutcome};
+use lab_report::run::ExerciseResult;
 use serde_json::{Value, json};
 
 use crate::input::{Inputs, RunDoc};
 use crate::model::{
-    CapSearch, Claim, ClaimVerdict, Environment, GpuEnv, Mode, Outcome, SCHEMA, SCHEMA_VERSION,
-    Scope, Step, Summary, Totals,
+    CapSearch, Claim, ClaimVerdict, Environment, GpuEnv, Measurement, Mode, Outcome, SCHEMA,
+    SCHEMA_VERSION, Scope, Step, Summary, Totals,
 };
 
 /// What kind of isolation HAMi gives, stated in every report.
@@ -32,9 +39,10 @@ pub fn raw_path(rel: &str) -> String {
 /// Builds the summary. `timestamp` is RFC 3339 UTC, `bundle` the bundle's name.
 pub fn summarize(inputs: &Inputs, timestamp: &str, bundle: &str) -> Summary {
     let mut warnings = inputs.warnings.clone();
+    let mut measurements = Vec::new();
     let claims = match (&inputs.mode, &inputs.run) {
         (Mode::Cluster, Some(run)) => cluster_claims(run, inputs, &mut warnings),
-        _ => local_claims(inputs),
+        _ => local_claims(inputs, &mut measurements, &mut warnings),
     };
     let environment = environment(inputs);
     let cap_searches = cap_searches(inputs, &environment);
@@ -66,21 +74,65 @@ pub fn summarize(inputs: &Inputs, timestamp: &str, bundle: &str) -> Summary {
         redactions: inputs.redactions.clone(),
         warnings,
         raw_files: inputs.files.keys().map(|k| raw_path(k)).collect(),
+        measurements,
+        conformance: crate::matrix::from_probes(&inputs.probes),
     }
 }
 
+/// A claim's evidence as the judge reads it: paths relative to the run's folder, bytes from the
+/// inputs (`None` when a named file is not there).
+fn evidence_of<'a>(
+    paths: &'a [String],
+    files: &'a BTreeMap<String, Vec<u8>>,
+) -> Vec<EvidenceFile<'a>> {
+    paths
+        .iter()
+        .map(|p| {
+            let path = p.trim_start_matches("./");
+            EvidenceFile {
+                path,
+                bytes: files.get(path).map(Vec::as_slice),
+            }
+        })
+        .collect()
+}
+
+/// The verdict of a claim the tool recorded as passed: pass only when the judge agrees.
+fn judged_pass(
+    id: &str,
+    who: &str,
+    j: &Judgement,
+    warnings: &mut Vec<String>,
+) -> (ClaimVerdict, Option<String>) {
+    if j.is_supported() {
+        return (ClaimVerdict::Pass, None);
+    }
+    let why = format!("UNSUPPORTED: {who} says pass, but {}", j.reason);
+    warnings.push(format!("{id}: {why}"));
+    (ClaimVerdict::Fail, Some(why))
+}
+
 fn cluster_claims(run: &RunDoc, inputs: &Inputs, warnings: &mut Vec<String>) -> Vec<Claim> {
+    let ctx = run.context();
     run.exercises
         .iter()
         .map(|ex| {
-            let verdict = match ex.result.as_str() {
-                "pass" => ClaimVerdict::Pass,
-                "fail" => ClaimVerdict::Fail,
-                "not-run" | "not run" | "skipped" => ClaimVerdict::NotRun,
-                other => {
+            let id = ex.id.to_string();
+            let mut reason = ex.reason.clone();
+            let verdict = match ex.result {
+                ExerciseResult::Pass => {
+                    let j = judge::judge_exercise(&ex.id, &ctx, &evidence_of(&ex.evidence, &inputs.files));
+                    let (verdict, why) = judged_pass(&id, "run.json", &j, warnings);
+                    if let Some(why) = why {
+                        reason = why;
+                    }
+                    verdict
+                }
+                ExerciseResult::Fail => ClaimVerdict::Fail,
+                ExerciseResult::NotRun => ClaimVerdict::NotRun,
+                ExerciseResult::Unknown => {
                     warnings.push(format!(
-                        "{}: unknown result `{other}` in run.json, counted as a failure",
-                        ex.id
+                        "{id}: unknown result in run.json, counted as a failure"
                     ));
                     ClaimVerdict::Fail
                 }
@@ -92,16 +144,15 @@ fn cluster_claims(run: &RunDoc, inputs: &Inputs, warnings: &mut Vec<String>) -> 
                     evidence.push(raw_path(clean));
                 } else {
                     warnings.push(format!(
-                        "{}: evidence file `{path}` named in run.json is not in the input directory",
-                        ex.id
+                        "{id}: evidence file `{path}` named in run.json is not in the input directory"
                     ));
                 }
             }
             Claim {
-                id: ex.id.clone(),
+                id,
                 claim: ex.claim.clone(),
                 verdict,
-                reason: ex.reason.clone(),
+                reason,
                 numbers: ex
                     .numbers
                     .iter()
@@ -113,43 +164,141 @@ fn cluster_claims(run: &RunDoc, inputs: &Inputs, warnings: &mut Vec<String>) -> 
         .collect()
 }
 
-fn local_claims(inputs: &Inputs) -> Vec<Claim> {
+fn local_claims(
+    inputs: &Inputs,
+    measurements: &mut Vec<Measurement>,
+    warnings: &mut Vec<String>,
+) -> Vec<Claim> {
     let many = inputs.probes.len() > 1;
     let mut claims = Vec::new();
     for (path, report) in &inputs.probes {
         let stem = path.trim_end_matches(".json");
-        let mut evidence = vec![raw_path(path)];
+        let mut evidence = vec![path.clone()];
         let stderr = format!("{stem}.stderr");
         if inputs.files.contains_key(&stderr) {
-            evidence.push(raw_path(&stderr));
+            evidence.push(stderr);
         }
+        let raw_evidence: Vec<String> = evidence.iter().map(|e| raw_path(e)).collect();
         for check in &report.checks {
-            let verdict = match check.status {
-                CheckStatus::Passed => ClaimVerdict::Pass,
-                CheckStatus::Failed if check.environment => ClaimVerdict::NotRun,
-                CheckStatus::Failed => ClaimVerdict::Fail,
-                CheckStatus::Skipped => ClaimVerdict::NotRun,
+            let id = LocalClaimId {
+                report: many.then(|| stem.to_owned()),
+                check: CheckId::parse(&check.id),
             };
-            let reason = if check.environment && check.status == CheckStatus::Failed {
+            let mut reason = if check.environment && check.status == CheckStatus::Failed {
                 format!("environment: {}", check.reason)
             } else {
                 check.reason.clone()
             };
+            let verdict = match check.status {
+                CheckStatus::Passed => {
+                    let j = judge::judge_local_claim(&id, &evidence_of(&evidence, &inputs.files));
+                    if j.support == Support::Measured {
+                        measurements.push(Measurement {
+                            id: id.to_string(),
+                            what: check.claim.clone(),
+                            reason: j.reason,
+                            numbers: probe_numbers(report, &check.id),
+                            evidence: raw_evidence.clone(),
+                        });
+                        continue;
+                    }
+                    let (verdict, why) = judged_pass(&id.to_string(), path, &j, warnings);
+                    if let Some(why) = why {
+                        reason = why;
+                    }
+                    verdict
+                }
+                CheckStatus::Failed if check.environment => ClaimVerdict::NotRun,
+                CheckStatus::Failed => ClaimVerdict::Fail,
+                CheckStatus::Skipped => ClaimVerdict::NotRun,
+            };
             claims.push(Claim {
-                id: if many {
-                    format!("{stem}:{}", check.id)
-                } else {
-                    check.id.clone()
-                },
+                id: id.to_string(),
                 claim: check.claim.clone(),
                 verdict,
                 reason,
                 numbers: probe_numbers(report, &check.id),
-                evidence: evidence.clone(),
+                evidence: raw_evidence.clone(),
             });
         }
     }
     claims
+}
+
+/// A passing claim of a bundle whose evidence does not show it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Unsupported {
+    pub claim: String,
+    /// The evidence file at fault (archive path), when one is.
+    pub file: Option<String>,
+    pub why: String,
+}
+
+/// `verify`'s half of the judgement: every claim the summary lists as passed is judged again by
+/// lab-report's judge over the evidence files inside the bundle (`files`: archive path → bytes).
+pub fn recheck(summary: &Summary, files: &BTreeMap<String, Vec<u8>>) -> Vec<Unsupported> {
+    let raw: BTreeMap<String, Vec<u8>> = files
+        .iter()
+        .filter_map(|(k, v)| Some((k.strip_prefix("raw/")?.to_owned(), v.clone())))
+        .collect();
+    let run: Result<RunContext, String> = match raw.get("run.json") {
+        None => Err("raw/run.json is missing".into()),
+        Some(bytes) => serde_json::from_slice::<RunDoc>(bytes)
+            .map(|r| r.context())
+            .map_err(|e| format!("raw/run.json does not parse: {e}")),
+    };
+    let mut out = Vec::new();
+    for c in summary
+        .claims
+        .iter()
+        .filter(|c| c.verdict == ClaimVerdict::Pass)
+    {
+        let paths: Vec<String> = c
+            .evidence
+            .iter()
+            .map(|e| e.strip_prefix("raw/").unwrap_or(e).to_owned())
+            .collect();
+        let evidence = evidence_of(&paths, &raw);
+        let j = match summary.mode {
+            Mode::Local => judge::judge_local_claim(&LocalClaimId::parse(&c.id), &evidence),
+            Mode::Cluster => match &run {
+                Ok(ctx) => judge::judge_exercise(
+                    &lab_report::run::ExerciseId::parse(&c.id),
+                    ctx,
+                    &evidence,
+                ),
+                Err(why) => {
+                    out.push(Unsupported {
+                        claim: c.id.clone(),
+                        file: Some(raw_path("run.json")),
+                        why: why.clone(),
+                    });
+                    continue;
+                }
+            },
+        };
+        if !j.is_supported() {
+            out.push(Unsupported {
+                claim: c.id.clone(),
+                file: j
+                    .file
+                    .as_deref()
+                    .map(raw_path)
+                    .or_else(|| c.evidence.first().cloned()),
+                why: j.reason,
+            });
+        }
+    }
+    out
+}
+
+/// The measurements, one line each, for the terminal (empty when there are none).
+pub fn measurements_text(s: &Summary) -> String {
+    let mut out = String::new();
+    for m in &s.measurements {
+        out.push_str(&format!("measured {}: {}\n", m.id, m.reason));
+    }
+    out
 }
 
 /// MiB with two decimals, as a JSON number.
@@ -226,7 +375,7 @@ fn probe_numbers(report: &Report, id: &str) -> BTreeMap<String, Value> {
         && let Some(p) = a
             .paths
             .iter()
-            .find(|p| gpu_probe::audit::path_matches_check(&p.path, &format!("audit.{word}")))
+            .find(|p| lab_report::check::audit_path_matches(&p.path, &format!("audit.{word}")))
     {
         n.insert("path".into(), json!(p.path));
         n.insert("outcome".into(), kebab(&p.outcome));
@@ -329,8 +478,9 @@ fn environment(inputs: &Inputs) -> Environment {
     let mut env = Environment::default();
     if let Some(run) = &inputs.run {
         let c = &run.cluster;
-        env.kubernetes = c.server_version.clone();
-        env.node = c.node.clone();
+        let given = |s: &String| (!s.is_empty()).then(|| s.clone());
+        env.kubernetes = given(&c.server_version);
+        env.node = given(&c.node);
         env.hami_chart = c.hami_chart_version.clone();
         env.hami_images = c.hami_images.clone();
         env.scheduler_image = c.scheduler_image.clone();
@@ -340,8 +490,8 @@ fn environment(inputs: &Inputs) -> Environment {
             .gpus
             .iter()
             .map(|g| GpuEnv {
-                model: g.model.clone(),
-                uuid: g.uuid.clone(),
+                model: given(&g.gpu_type),
+                uuid: given(&g.uuid),
                 memory_mib: g.devmem_mib,
                 memory_source: if g.devmem_mib.is_some() {
                     "HAMi node registration, devmem".into()
@@ -547,7 +697,7 @@ mod tests {
     use std::collections::BTreeMap;
 
     use super::*;
-    use crate::input::{Exercise, RunCluster, RunGpu};
+    use lab_report::run::{ClusterInfo as RunCluster, Exercise, ExerciseId, GpuEntry as RunGpu};
 
     const H100_BARE: &str = include_str!("../tests/data/local-h100-bare/gpu-probe.json");
 
@@ -582,10 +732,10 @@ mod tests {
             started_at: None,
             finished_at: Some("2026-11-25T10:16:40Z".into()),
             cluster: RunCluster {
-                server_version: Some("v1.31.4+k3s1".into()),
+                server_version: "v1.31.4+k3s1".into(),
                 gpus: vec![RunGpu {
-                    uuid: Some("GPU-x".into()),
-                    model: Some("NVIDIA H100 80GB HBM3".into()),
+                    uuid: "GPU-x".into(),
+                    gpu_type: "NVIDIA H100 80GB HBM3".into(),
                     devmem_mib: Some(81559),
                     ..RunGpu::default()
                 }],
@@ -593,15 +743,16 @@ mod tests {
             },
             slice_mib: Some(8000),
             oversubscribe_mib: None,
+            max_overhead_pct: None,
             exercises,
         }
     }
 
     fn ex(id: &str, result: &str, evidence: &[&str]) -> Exercise {
         Exercise {
-            id: id.into(),
+            id: ExerciseId::parse(id),
             claim: format!("claim {id}"),
-            result: result.into(),
+            result: serde_json::from_value(json!(result)).unwrap(),
             reason: String::new(),
             numbers: serde_json::Map::new(),
             evidence: evidence.iter().map(|e| (*e).to_owned()).collect(),
@@ -609,7 +760,7 @@ mod tests {
     }
 
     #[test]
-    fn unknown_result_counts_as_failure_and_missing_evidence_is_warned() {
+    fn unknown_result_fails_and_a_pass_without_its_evidence_is_unsupported() {
         let run = run_with(vec![
             ex("E1", "pass", &["probe/a.json", "probe/gone.json"]),
             ex("E2", "passed-ish", &[]),
@@ -625,7 +776,15 @@ mod tests {
         let verdicts: Vec<ClaimVerdict> = s.claims.iter().map(|c| c.verdict).collect();
         assert_eq!(
             verdicts,
-            [ClaimVerdict::Pass, ClaimVerdict::Fail, ClaimVerdict::NotRun]
+            [ClaimVerdict::Fail, ClaimVerdict::Fail, ClaimVerdict::NotRun]
+        );
+        // probe/a.json is there but empty: E1's pass is not supported, and the reason names it.
+        assert!(
+            s.claims[0]
+                .reason
+                .starts_with("UNSUPPORTED: run.json says pass, but probe/a.json is empty"),
+            "{}",
+            s.claims[0].reason
         );
         assert_eq!(s.claims[0].evidence, ["raw/probe/a.json"]);
         assert!(
@@ -634,7 +793,9 @@ mod tests {
             s.warnings
         );
         assert!(
-            s.warnings.iter().any(|w| w.contains("passed-ish")),
+            s.warnings
+                .iter()
+                .any(|w| w.starts_with("E2: unknown result")),
             "{:?}",
             s.warnings
         );
@@ -763,7 +924,7 @@ mod tests {
     #[test]
     fn helm_chart_version_from_status_or_list() {
         let list: Value = serde_json::from_str(include_str!(
-            "../../../shared/fixtures/hami/k8s/helm-list-deployed.json"
+            "../../cluster-ctl/tests/data/k8s/helm-list-deployed.json"
         ))
         .unwrap();
         assert_eq!(helm_chart_version(&list).as_deref(), Some("2.10.0"));

@@ -2,98 +2,22 @@
 //! understands parsed out of the *redacted* bytes (so no secret can reach a rendered report).
 //!
 //! Two layouts are accepted: what `cluster-ctl run --out DIR` writes (`run.json` at the top), and
-//! a directory of gpu-probe JSON reports (local mode). The `run.json` types here are tolerant:
-//! unknown fields are ignored and optional ones may be missing, because cluster-ctl is written at
-//! the same time as this crate.
+//! a directory of gpu-probe JSON reports (local mode). `run.json` and the probe reports are read
+//! with lab-report's types, the same ones cluster-ctl and gpu-probe write: unknown fields are
+//! ignored and missing ones read as their defaults.
 
 use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use serde::Deserialize;
-
-use crate::Error;
 use crate::model::{Mode, Redaction};
 use crate::redact;
+use crate::{Error, Limits};
 
-pub const RUN_SCHEMA: &str = "hami-isolation-lab/cluster-run";
-pub const RUN_SCHEMA_VERSION: u32 = 1;
+pub use lab_report::run::{SCHEMA as RUN_SCHEMA, SCHEMA_VERSION as RUN_SCHEMA_VERSION};
 
-/// `DIR/run.json` as cluster-ctl writes it.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
-pub struct RunDoc {
-    pub schema: String,
-    pub schema_version: u32,
-    #[serde(default)]
-    pub started_at: Option<String>,
-    #[serde(default)]
-    pub finished_at: Option<String>,
-    #[serde(default, deserialize_with = "null_as_default")]
-    pub cluster: RunCluster,
-    #[serde(default)]
-    pub slice_mib: Option<u64>,
-    #[serde(default)]
-    pub oversubscribe_mib: Option<u64>,
-    #[serde(default, deserialize_with = "null_as_default")]
-    pub exercises: Vec<Exercise>,
-}
-
-#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
-pub struct RunCluster {
-    #[serde(default)]
-    pub server_version: Option<String>,
-    #[serde(default)]
-    pub node: Option<String>,
-    #[serde(default, deserialize_with = "null_as_default")]
-    pub gpus: Vec<RunGpu>,
-    #[serde(default)]
-    pub hami_chart_version: Option<String>,
-    #[serde(default, deserialize_with = "null_as_default")]
-    pub hami_images: Vec<String>,
-    #[serde(default)]
-    pub scheduler_image: Option<String>,
-}
-
-#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
-pub struct RunGpu {
-    #[serde(default)]
-    pub uuid: Option<String>,
-    #[serde(default, rename = "type")]
-    pub model: Option<String>,
-    #[serde(default)]
-    pub devmem_mib: Option<u64>,
-    #[serde(default)]
-    pub devcore: Option<u64>,
-    #[serde(default)]
-    pub mode: Option<String>,
-    #[serde(default)]
-    pub health: Option<bool>,
-}
-
-#[derive(Debug, Clone, Deserialize, PartialEq)]
-pub struct Exercise {
-    pub id: String,
-    #[serde(default, deserialize_with = "null_as_default")]
-    pub claim: String,
-    /// `pass`, `fail` or `not-run`.
-    pub result: String,
-    #[serde(default, deserialize_with = "null_as_default")]
-    pub reason: String,
-    #[serde(default, deserialize_with = "null_as_default")]
-    pub numbers: serde_json::Map<String, serde_json::Value>,
-    /// Paths relative to DIR.
-    #[serde(default, deserialize_with = "null_as_default")]
-    pub evidence: Vec<String>,
-}
-
-/// `null` reads as the default (empty list, empty map, empty string), as a missing field does.
-fn null_as_default<'de, D, T>(d: D) -> Result<T, D::Error>
-where
-    D: serde::Deserializer<'de>,
-    T: Default + Deserialize<'de>,
-{
-    Ok(Option::<T>::deserialize(d)?.unwrap_or_default())
-}
+/// `DIR/run.json` as cluster-ctl writes it (the one definition, in lab-report).
+pub type RunDoc = lab_report::run::RunReport;
 
 /// Everything read from DIR, redacted.
 #[derive(Debug)]
@@ -104,15 +28,21 @@ pub struct Inputs {
     pub redactions: Vec<Redaction>,
     pub run: Option<RunDoc>,
     /// Relative path → parsed gpu-probe report, in path order.
-    pub probes: Vec<(String, gpu_probe::report::Report)>,
+    pub probes: Vec<(String, lab_report::probe::Report)>,
     pub warnings: Vec<String>,
     /// Earlier bundles found in DIR and left out: told to the user, not recorded in the bundle
     /// (so packing into DIR twice gives the same bytes).
     pub skipped_bundles: Vec<String>,
 }
 
-/// Reads, redacts and parses DIR.
+/// Reads, redacts and parses DIR within [`Limits::DEFAULT`].
 pub fn read_dir(dir: &Path) -> Result<Inputs, Error> {
+    read_dir_limited(dir, &Limits::DEFAULT)
+}
+
+/// Reads, redacts and parses DIR; a file larger than `limits` allows is refused before it is
+/// read, and gzip files are decompressed (within the same limit) so they are scanned too.
+pub fn read_dir_limited(dir: &Path, limits: &Limits) -> Result<Inputs, Error> {
     let meta = fs::metadata(dir).map_err(|e| Error::Input {
         what: format!("cannot read input directory {}: {e}", dir.display()),
         fix: "pass the directory that `cluster-ctl run --out DIR` wrote, or one holding gpu-probe JSON reports".into(),
@@ -126,15 +56,16 @@ pub fn read_dir(dir: &Path) -> Result<Inputs, Error> {
     let mut warnings = Vec::new();
     let mut files = BTreeMap::new();
     let mut skipped_bundles = Vec::new();
-    walk(dir, dir, &mut files, &mut warnings, &mut skipped_bundles)?;
-    let redactions = redact::redact_all(&mut files);
-    for (name, bytes) in &files {
-        if bytes.starts_with(&[0x1f, 0x8b]) {
-            warnings.push(format!(
-                "{name} is gzip-compressed: its content was packed but not scanned for secrets"
-            ));
-        }
-    }
+    let mut read = (limits, 0u64); // the limits, and the bytes read so far
+    walk(
+        dir,
+        dir,
+        &mut files,
+        &mut warnings,
+        &mut skipped_bundles,
+        &mut read,
+    )?;
+    let redactions = redact::redact_inputs(&mut files, limits)?;
     let run = match files.get("run.json") {
         Some(bytes) => Some(parse_run(bytes)?),
         None => None,
@@ -150,19 +81,19 @@ pub fn read_dir(dir: &Path) -> Result<Inputs, Error> {
             }
             continue;
         };
-        if value.get("schema").and_then(|s| s.as_str()) != Some(gpu_probe::report::SCHEMA) {
+        if value.get("schema").and_then(|s| s.as_str()) != Some(lab_report::probe::SCHEMA) {
             if run.is_none() || name.starts_with("probe/") {
                 warnings.push(format!("{name} is not a gpu-probe report; packed as it is"));
             }
             continue;
         }
-        match serde_json::from_value::<gpu_probe::report::Report>(value) {
+        match serde_json::from_value::<lab_report::probe::Report>(value) {
             Ok(report) => {
-                if report.schema_version != gpu_probe::report::SCHEMA_VERSION {
+                if report.schema_version != lab_report::probe::SCHEMA_VERSION {
                     warnings.push(format!(
                         "{name}: gpu-probe schema_version {} (this evidence-pack reads {}); read anyway",
                         report.schema_version,
-                        gpu_probe::report::SCHEMA_VERSION
+                        lab_report::probe::SCHEMA_VERSION
                     ));
                 }
                 probes.push((name.clone(), report));
@@ -222,12 +153,15 @@ fn parse_run(bytes: &[u8]) -> Result<RunDoc, Error> {
 
 /// Collects regular files under `dir`, sorted by their `/`-separated relative path. Symbolic links
 /// are not followed (they could point anywhere, e.g. at a kubeconfig): each one is a warning.
+/// `read` is the limits and the bytes read so far: a file over the limits is refused before it
+/// is read.
 fn walk(
     root: &Path,
     dir: &Path,
     files: &mut BTreeMap<String, Vec<u8>>,
     warnings: &mut Vec<String>,
     skipped_bundles: &mut Vec<String>,
+    read: &mut (&Limits, u64),
 ) -> Result<(), Error> {
     let io = |p: &Path, e: std::io::Error| Error::Io {
         what: format!("cannot read {}", p.display()),
@@ -247,10 +181,12 @@ fn walk(
                 "{rel} is a symbolic link; not followed, not packed"
             ));
         } else if meta.is_dir() {
-            walk(root, &path, files, warnings, skipped_bundles)?;
+            walk(root, &path, files, warnings, skipped_bundles, read)?;
         } else if meta.is_file() && is_bundle(&rel) {
             skipped_bundles.push(rel);
         } else if meta.is_file() {
+            read.0
+                .admit_input(&rel, meta.len(), files.len(), &mut read.1)?;
             let bytes = fs::read(&path).map_err(|e| io(&path, e))?;
             files.insert(rel, bytes);
         } else {
@@ -286,13 +222,14 @@ mod tests {
     fn run_json_is_read_tolerantly() {
         let run = parse_run(
             br#"{"schema":"hami-isolation-lab/cluster-run","schema_version":1,"future_field":{"x":1},
-                "cluster":{"gpus":null,"hami_images":null,"node":"n"},
-                "exercises":[{"id":"E1","result":"pass","claim":null,"numbers":null,"evidence":null,"extra":true}]}"#,
+                "cluster":{"node":"n"},
+                "exercises":[{"id":"E1","result":"pass","extra":true}]}"#,
         )
         .unwrap();
-        assert_eq!(run.cluster.node.as_deref(), Some("n"));
+        assert_eq!(run.cluster.node, "n");
         assert!(run.cluster.gpus.is_empty() && run.finished_at.is_none());
         assert_eq!(run.exercises[0].claim, "");
+        assert_eq!(run.exercises[0].id, lab_report::run::ExerciseId::E1);
         assert!(run.exercises[0].numbers.is_empty() && run.exercises[0].evidence.is_empty());
     }
 

@@ -47,23 +47,9 @@ impl PathRun {
     }
 }
 
-/// The check id of an audit path: `audit.` and the path's name before any ` (`, spaces as dashes
-/// (`audit.cuMemAlloc_v2`, `audit.child-with-a-cleared-environment`). Reports made before this
-/// rule used the path's first word; [`path_matches_check`] accepts both.
-pub fn check_id(path: &str) -> String {
-    format!(
-        "audit.{}",
-        path.split(" (").next().unwrap_or(path).replace(' ', "-")
-    )
-}
-
-/// Whether the audit path `path` is the one check `id` is about (current or first-word ids).
-pub fn path_matches_check(path: &str, id: &str) -> bool {
-    check_id(path) == id
-        || id
-            .strip_prefix("audit.")
-            .is_some_and(|w| path.split_whitespace().next() == Some(w))
-}
+/// Audit check ids (`audit.cuMemAlloc_v2`) are built and matched in lab-report, with the other
+/// check ids.
+pub use lab_report::check::{audit_check_id as check_id, audit_path_matches as path_matches_check};
 
 /// Capped / escaped / not applicable, from what a path did.
 pub fn decide(run: &PathRun, slice: Option<u64>) -> AuditPath {

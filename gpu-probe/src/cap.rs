@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use crate::report::{
     CapDevice, CapOutcome, CapStep, CudaErrorInfo, MIB, MemInfo, OomLine, StopReason, mib,
 };
+use crate::report_conformance::SiblingUsage;
 
 /// Device memory as the search sees it.
 pub trait DeviceMemory {
@@ -138,6 +139,11 @@ pub struct CapEvidence<'a> {
     /// NVML's view of the device at the first refusal, if it was sampled.
     pub nvml_at_refusal: Option<MemInfo>,
     pub device: u32,
+    /// What the context itself costs (the start's used memory less the siblings'); `None` where
+    /// the start's total is not this process's own (an MPS server's view).
+    pub context: Option<u64>,
+    /// Other processes of the container holding part of the slice at the start.
+    pub siblings: &'a [SiblingUsage],
 }
 
 fn m(bytes: u64) -> String {
@@ -155,12 +161,31 @@ pub fn decide(ev: &CapEvidence<'_>) -> (CapOutcome, Vec<String>) {
         m(ev.resolution)
     )];
     if let Some(start) = ev.start {
-        reasons.push(format!(
-            "before the search cuMemGetInfo_v2 said total {}, free {} (the context costs {})",
+        let mut line = format!(
+            "before the search cuMemGetInfo_v2 said total {}, free {}",
             m(start.total),
-            m(start.free),
-            m(start.used)
-        ));
+            m(start.free)
+        );
+        if !ev.siblings.is_empty() {
+            let held: u64 = ev.siblings.iter().map(|s| s.bytes).sum();
+            let who = ev
+                .siblings
+                .iter()
+                .map(|s| format!("pid {}: {}", s.pid, m(s.bytes)))
+                .collect::<Vec<_>>()
+                .join(", ");
+            line.push_str(&format!(
+                "; other processes of this container already held {} of the slice ({who}, from HAMi-core's shared region)",
+                m(held)
+            ));
+        }
+        match ev.context {
+            Some(c) => line.push_str(&format!(" (the context costs {})", m(c))),
+            None => line.push_str(
+                " (that total is the whole card's, not this process's slice, so no context cost is computed from it)",
+            ),
+        }
+        reasons.push(line);
     }
     let ooms: Vec<&OomLine> = ev
         .oom_lines
@@ -312,6 +337,8 @@ pub fn redecide(c: &CapDevice) -> (CapOutcome, Vec<String>) {
         oom_lines: &c.hami_oom_lines,
         nvml_at_refusal: c.nvml_at_first_refusal,
         device: c.index,
+        context: c.context_overhead_bytes,
+        siblings: &c.sibling_usage,
     })
 }
 
@@ -402,7 +429,55 @@ mod tests {
             oom_lines,
             nvml_at_refusal,
             device: 0,
+            context: None,
+            siblings: &[],
         }
+    }
+
+    /// A sibling holding 3 GiB is named as such, and the context's cost is what is left.
+    #[test]
+    fn siblings_usage_is_not_the_contexts_cost() {
+        let result = SearchResult {
+            held: 3976 * MIB,
+            steps: vec![],
+            stopped_because: StopReason::ResolutionReached,
+            first_refusal: None,
+            unexpected: None,
+            handles: vec![],
+        };
+        let siblings = [SiblingUsage {
+            pid: 77,
+            hostpid: 9077,
+            bytes: 3072 * MIB,
+        }];
+        let mut ev = evidence(Some(8000 * MIB), &result, 10_000 * MIB, &[], None);
+        ev.start = Some(MemInfo {
+            total: 8000 * MIB,
+            free: 3892 * MIB,
+            used: 4108 * MIB,
+        });
+        ev.siblings = &siblings;
+        ev.context = Some(1036 * MIB);
+        let (_, reasons) = decide(&ev);
+        let line = reasons
+            .iter()
+            .find(|r| r.starts_with("before the search"))
+            .expect("start line");
+        assert!(
+            line.contains("already held 3072 MiB of the slice (pid 77: 3072 MiB"),
+            "{line}"
+        );
+        assert!(line.contains("the context costs 1036 MiB"), "{line}");
+        assert!(!line.contains("4108 MiB)"), "{line}");
+        ev.context = None;
+        ev.siblings = &[];
+        let (_, reasons) = decide(&ev);
+        assert!(
+            reasons
+                .iter()
+                .any(|r| r.contains("no context cost is computed")),
+            "{reasons:?}"
+        );
     }
 
     fn oom(limit: u64) -> OomLine {

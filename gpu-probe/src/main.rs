@@ -48,6 +48,10 @@ struct Cli {
     /// Also write the JSON report to this file.
     #[arg(long, global = true)]
     report_file: Option<PathBuf>,
+    /// Bound every child this probe starts to this many seconds (conformance gives its cells'
+    /// children their deadline this way).
+    #[arg(long, global = true, hide = true, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    deadline_secs: Option<u64>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -65,6 +69,10 @@ enum Cmd {
         /// Which device to audit.
         #[arg(long, default_value_t = 0)]
         device: u32,
+        /// The card's physical free memory in MiB, when known outside this (virtualized)
+        /// process: lets the managed-memory path be tried safely.
+        #[arg(long, hide = true)]
+        physical_free_mib: Option<u64>,
     },
     /// Latency percentiles of cuMemAlloc/cuMemFree and kernel launches; copy bandwidth.
     Overhead,
@@ -73,6 +81,38 @@ enum Cmd {
         /// How long to run, in seconds.
         #[arg(long, default_value_t = 5.0)]
         seconds: f64,
+        /// The band around the expected throughput, in percentage points of the baseline.
+        #[arg(long, default_value_t = gpu_probe::probe::DEFAULT_SM_BAND_PCT)]
+        sm_band_pct: f64,
+        /// A baseline (busy kernels/s) measured by the caller in the same run, instead of a
+        /// baseline child.
+        #[arg(long, hide = true)]
+        baseline_kps: Option<f64>,
+    },
+    /// Measure a HAMi-core library against this driver and card: a matrix of limits, spellings,
+    /// allocation paths, processes, devices and the SM limit, each in its own bounded child.
+    Conformance {
+        /// The library (e.g. /usr/local/vgpu/libvgpu.so, or one `cargo xtask hami-core` built).
+        #[arg(long)]
+        lib: String,
+        /// The upstream revision it was built from, recorded in the report.
+        #[arg(long)]
+        revision: Option<String>,
+        /// Each cell's bound in seconds; past it the cell is `hung`.
+        #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u64).range(10..=600))]
+        cell_timeout_secs: u64,
+        /// Seconds of busy kernels per SM-limit measurement.
+        #[arg(long, default_value_t = 2.0)]
+        compute_seconds: f64,
+        /// The band around each SM limit, in percentage points of the baseline.
+        #[arg(long, default_value_t = gpu_probe::probe::DEFAULT_SM_BAND_PCT)]
+        sm_band_pct: f64,
+        /// The SM limits to measure (percent), comma-separated.
+        #[arg(long, value_delimiter = ',', default_values_t = [25u64, 50, 100])]
+        sm_limits: Vec<u64>,
+        /// The whole matrix's bound in seconds: cells that would start later are not run.
+        #[arg(long, default_value_t = 300, value_parser = clap::value_parser!(u64).range(30..=3600))]
+        budget_secs: u64,
     },
     /// Check a HAMi-core library against this driver without Kubernetes.
     Selftest {
@@ -108,9 +148,17 @@ enum Output {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Some(secs) = cli.deadline_secs {
+        // The backstop: a probe given a deadline ends itself shortly after it, whatever its
+        // children (or the library) are doing.
+        worker::end_after(secs + 3);
+    }
     let mut compute_seconds = 5.0;
     let mut audit_device = 0;
     let mut selftest = None;
+    let mut physical_free = None;
+    let mut band = gpu_probe::probe::DEFAULT_SM_BAND_PCT;
+    let mut baseline = None;
     let command = match cli.command {
         Some(Cmd::Worker { spec }) => return run_worker(&spec),
         Some(Cmd::InitOnly) => return init_only(),
@@ -121,6 +169,7 @@ fn main() -> ExitCode {
             release,
             timeout_ms,
         }) => {
+            worker::end_after(timeout_ms / 1000 + 5);
             return match worker::hold(
                 device,
                 bytes,
@@ -139,18 +188,63 @@ fn main() -> ExitCode {
         Some(Cmd::View) => Command::View,
         Some(Cmd::Cap) => Command::Cap,
         Some(Cmd::Mechanism) => Command::Mechanism,
-        Some(Cmd::Audit { device }) => {
+        Some(Cmd::Audit {
+            device,
+            physical_free_mib,
+        }) => {
             audit_device = device;
+            physical_free = physical_free_mib;
             Command::Audit
         }
         Some(Cmd::Overhead) => Command::Overhead,
-        Some(Cmd::Compute { seconds }) => {
+        Some(Cmd::Compute {
+            seconds,
+            sm_band_pct,
+            baseline_kps,
+        }) => {
             if !(seconds.is_finite() && seconds > 0.0 && seconds <= 3600.0) {
                 eprintln!("gpu-probe: --seconds must be between 0 and 3600");
                 return ExitCode::from(2);
             }
+            if !(sm_band_pct.is_finite() && (0.0..=100.0).contains(&sm_band_pct)) {
+                eprintln!("gpu-probe: --sm-band-pct must be between 0 and 100");
+                return ExitCode::from(2);
+            }
             compute_seconds = seconds;
+            band = sm_band_pct;
+            baseline = baseline_kps.filter(|k| k.is_finite() && *k > 0.0);
             Command::Compute
+        }
+        Some(Cmd::Conformance {
+            lib,
+            revision,
+            cell_timeout_secs,
+            compute_seconds,
+            sm_band_pct,
+            sm_limits,
+            budget_secs,
+        }) => {
+            let seconds_ok =
+                compute_seconds.is_finite() && compute_seconds > 0.0 && compute_seconds <= 60.0;
+            let band_ok = sm_band_pct.is_finite() && (0.0..=100.0).contains(&sm_band_pct);
+            if !(seconds_ok && band_ok) || sm_limits.iter().any(|&l| l == 0 || l > 100) {
+                eprintln!(
+                    "gpu-probe conformance: --compute-seconds must be in (0, 60], --sm-band-pct in [0, 100], --sm-limits in 1..=100"
+                );
+                return ExitCode::from(2);
+            }
+            let Ok(exe) = std::env::current_exe() else {
+                eprintln!("gpu-probe: cannot find its own executable to start the cells");
+                return ExitCode::from(3);
+            };
+            let mut o = gpu_probe::conformance::ConformanceOptions::new(&lib, exe);
+            o.revision = revision;
+            o.cell_timeout = Duration::from_secs(cell_timeout_secs);
+            o.compute_seconds = compute_seconds;
+            o.sm_band_pct = sm_band_pct;
+            o.sm_limits = sm_limits;
+            o.budget = Duration::from_secs(budget_secs);
+            return conformance(&o, cli.output, cli.report_file.as_deref());
         }
         Some(Cmd::Selftest { lib, limit_mib }) => {
             selftest = Some((lib, limit_mib));
@@ -177,6 +271,12 @@ fn main() -> ExitCode {
         worker_exe,
         compute_seconds,
         audit_device,
+        deadline: cli
+            .deadline_secs
+            .map(|s| std::time::Instant::now() + Duration::from_secs(s)),
+        sm_band_pct: band,
+        baseline_kps: baseline,
+        physical_free_mib: physical_free,
     };
     let env: BTreeMap<String, String> = std::env::vars_os()
         .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
@@ -186,26 +286,53 @@ fn main() -> ExitCode {
         Some((lib, limit_mib)) => selftest_report(&opts, &lib, limit_mib, &runner),
         None => probe::run(&opts, &env, &runner),
     };
-    let json = match serde_json::to_string_pretty(&report) {
+    emit(
+        &report,
+        cli.output,
+        cli.report_file.as_deref(),
+        human::render,
+    )
+}
+
+/// Writes the report (JSON to `--report-file`, then JSON or text to stdout); the exit code.
+fn emit(
+    report: &gpu_probe::report::Report,
+    output: Output,
+    report_file: Option<&std::path::Path>,
+    text: fn(&gpu_probe::report::Report) -> String,
+) -> ExitCode {
+    let json = match serde_json::to_string_pretty(report) {
         Ok(j) => j,
         Err(e) => {
             eprintln!("gpu-probe: cannot serialise the report: {e}");
             return ExitCode::from(3);
         }
     };
-    if let Some(path) = &cli.report_file
+    if let Some(path) = report_file
         && let Err(e) = std::fs::write(path, format!("{json}\n"))
     {
         eprintln!("gpu-probe: cannot write {}: {e}", path.display());
         return ExitCode::from(3);
     }
-    let text = match cli.output {
+    let out = match output {
         Output::Json => format!("{json}\n"),
-        Output::Human => human::render(&report),
+        Output::Human => text(report),
     };
     // A closed stdout (e.g. `| head`) must not turn into a panic.
-    let _ = std::io::stdout().write_all(text.as_bytes());
+    let _ = std::io::stdout().write_all(out.as_bytes());
     ExitCode::from(report.verdict.exit_code)
+}
+
+fn conformance(
+    o: &gpu_probe::conformance::ConformanceOptions,
+    output: Output,
+    report_file: Option<&std::path::Path>,
+) -> ExitCode {
+    let env: BTreeMap<String, String> = std::env::vars_os()
+        .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
+        .collect();
+    let report = gpu_probe::conformance::run(o, &env, &SystemRunner::new(false));
+    emit(&report, output, report_file, gpu_probe::conformance::human)
 }
 
 fn run_worker(spec: &str) -> ExitCode {

@@ -158,6 +158,12 @@ pub fn measure_compute(
     let iters: u32 = 1 << 14;
     let window = 0.5f64;
     let mut windows = Vec::new();
+    // Warm-up: clocks ramp and the limiter's token pool settles before anything is counted.
+    let warm = Instant::now();
+    while warm.elapsed() < Duration::from_millis(500) {
+        k.launch_busy(grid, 256, iters).map_err(|e| e.to_string())?;
+        k.synchronize().map_err(|e| e.to_string())?;
+    }
     let started = Instant::now();
     let mut window_start = Instant::now();
     let mut count = 0u64;
@@ -204,6 +210,7 @@ pub fn measure_compute(
         policy,
         throttling_expected,
         statement,
+        comparison: None,
     })
 }
 

@@ -160,7 +160,7 @@ pub fn run(opts: &Options, lib: &str, limit_mib: u64, runner: &dyn Runner) -> Se
             "--output",
             "json",
         ])
-        .timeout(opts.time_bound + Duration::from_secs(180));
+        .timeout(opts.bound(opts.time_bound + Duration::from_secs(180)));
     for (k, v) in &env {
         child = child.env(k, v);
     }
@@ -296,6 +296,10 @@ mod tests {
             worker_exe: "gpu-probe".into(),
             compute_seconds: 1.0,
             audit_device: 0,
+            deadline: None,
+            sm_band_pct: crate::probe::DEFAULT_SM_BAND_PCT,
+            baseline_kps: None,
+            physical_free_mib: None,
         };
         let fake = lab_runner::RecordingRunner::new(&[]);
         let t = run(&opts, "/nonexistent/libvgpu.so", 8000, &fake);

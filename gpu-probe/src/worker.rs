@@ -45,6 +45,27 @@ pub struct WorkerSpec {
     /// `compute`: the busy kernel on device 0 for this long.
     #[serde(default)]
     pub compute: Option<ComputeSpec>,
+    /// The cap search's ceiling on a device without an expected slice (default: the device's
+    /// memory). Keeps the search from taking a whole unlimited card beside limited ones.
+    #[serde(default)]
+    pub unlimited_ceiling_bytes: Option<u64>,
+    /// `conformance`: one call the tracker reports trouble with ([`crate::robustness::PROBES`]).
+    #[serde(default)]
+    pub robustness: Option<String>,
+    /// The worker ends itself (SIGALRM) after this many seconds: a worker stuck inside the
+    /// library (a semaphore, a lock) must not outlive a parent that was killed.
+    #[serde(default)]
+    pub alarm_secs: Option<u64>,
+}
+
+/// Ends this process after `secs` seconds, whatever it is doing (the default action of
+/// SIGALRM); the backstop for children that outlive their parent's bound.
+pub fn end_after(secs: u64) {
+    let secs = u32::try_from(secs).unwrap_or(u32::MAX);
+    // SAFETY: alarm(2) only schedules a signal; no memory is touched.
+    unsafe {
+        libc::alarm(secs);
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -53,6 +74,10 @@ pub struct AuditSpec {
     pub slice_bytes: Option<u64>,
     pub target_bytes: u64,
     pub time_bound_ms: u64,
+    /// The card's physical free memory, when the caller knows it and NVML here is virtualized
+    /// (lets the managed-memory path be tried safely).
+    #[serde(default)]
+    pub physical_free_bytes: Option<u64>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -83,6 +108,22 @@ pub struct WorkerOutput {
     pub overhead: Option<crate::report::OverheadSection>,
     #[serde(default)]
     pub compute: Option<Result<crate::report::ComputeSection, String>>,
+    /// The worker's own pid (HAMi-core's region slots name processes by it).
+    #[serde(default)]
+    pub pid: u32,
+    /// NVML's process lists per device, taken while the worker's contexts exist.
+    #[serde(default)]
+    pub processes: Vec<DeviceProcesses>,
+    #[serde(default)]
+    pub robustness: Option<crate::robustness::RobustnessRun>,
+}
+
+/// Which processes NVML lists on one device (compute contexts, and CUDA MPS clients).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct DeviceProcesses {
+    pub ordinal: u32,
+    pub compute_pids: Result<Vec<u32>, String>,
+    pub mps_pids: Result<Vec<u32>, String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
@@ -93,6 +134,9 @@ pub struct WorkerDevice {
     pub total_mem: Option<u64>,
     pub mem_info: Option<MemInfo>,
     pub errors: Vec<String>,
+    /// Its primary context was created and made current.
+    #[serde(default)]
+    pub context: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -112,6 +156,9 @@ pub struct WorkerCap {
     pub region_charged_at_peak: Option<u64>,
     pub nvml_at_first_refusal: Option<MemInfo>,
     pub search_seconds: f64,
+    /// Other processes in the shared region holding memory on this device when the search began.
+    #[serde(default)]
+    pub siblings_at_start: Vec<crate::report_conformance::SiblingUsage>,
 }
 
 impl WorkerCap {
@@ -168,6 +215,9 @@ pub fn ceiling_for(
 
 /// Runs the worker and returns its output (never panics on driver errors: they are reported).
 pub fn run(spec: &WorkerSpec) -> WorkerOutput {
+    if let Some(secs) = spec.alarm_secs {
+        end_after(secs);
+    }
     let started = Instant::now();
     let mut out = WorkerOutput::default();
     let cuda = match Cuda::load() {
@@ -196,6 +246,8 @@ pub fn run(spec: &WorkerSpec) -> WorkerOutput {
         out.devices.push(open_device(&cuda, ordinal));
     }
     out.init_seconds = started.elapsed().as_secs_f64();
+    out.pid = std::process::id();
+    out.processes = device_processes(&out.devices);
 
     let mapped = std::fs::read_to_string("/proc/self/maps")
         .map(|m| maps::mapped_paths(&m))
@@ -219,7 +271,7 @@ pub fn run(spec: &WorkerSpec) -> WorkerOutput {
     if spec.run_cap {
         let nvml = Nvml::init().ok();
         for dev in &out.devices {
-            if dev.mem_info.is_none() {
+            if !dev.context {
                 continue; // its context could not be created; the device's errors say why
             }
             let expected = spec.expected.get(dev.ordinal as usize).copied().flatten();
@@ -236,13 +288,20 @@ pub fn run(spec: &WorkerSpec) -> WorkerOutput {
         if let Ok(h) = cuda.device(dev.ordinal) {
             let _ = cuda.enter_primary_context(h);
         }
-        // Physical free memory, only when NVML is not virtualized to the slice.
-        let physical = Nvml::init().ok().and_then(|n| {
-            let m = n
-                .memory(n.handle_by_uuid(dev.uuid.as_deref()?).ok()?)
-                .ok()?;
-            let virtualized = a.slice_bytes.is_some_and(|s| m.total.abs_diff(s) <= MIB);
-            (!virtualized).then_some(m)
+        // Physical free memory: from the caller, else NVML when it is not virtualized.
+        let given = a.physical_free_bytes.map(|free| MemInfo {
+            total: 0,
+            free,
+            used: 0,
+        });
+        let physical = given.or_else(|| {
+            Nvml::init().ok().and_then(|n| {
+                let m = n
+                    .memory(n.handle_by_uuid(dev.uuid.as_deref()?).ok()?)
+                    .ok()?;
+                let virtualized = a.slice_bytes.is_some_and(|s| m.total.abs_diff(s) <= MIB);
+                (!virtualized).then_some(m)
+            })
         });
         out.audit_runs = crate::audit::run_paths(
             &cuda,
@@ -273,12 +332,42 @@ pub fn run(spec: &WorkerSpec) -> WorkerOutput {
             c.hami_injected,
         ));
     }
+    if let Some(probe) = &spec.robustness
+        && out.devices.first().is_some_and(|d| d.context)
+    {
+        if let Ok(h) = cuda.device(0) {
+            let _ = cuda.enter_primary_context(h);
+        }
+        out.robustness = Some(crate::robustness::run(&cuda, 0, probe, &spec.region_path));
+    }
     for dev in &out.devices {
         if let Ok(d) = cuda.device(dev.ordinal) {
             let _ = cuda.release_primary_context(d);
         }
     }
     out
+}
+
+/// NVML's compute and MPS process lists for each opened device.
+fn device_processes(devices: &[WorkerDevice]) -> Vec<DeviceProcesses> {
+    let Ok(nvml) = Nvml::init() else {
+        return Vec::new();
+    };
+    devices
+        .iter()
+        .filter_map(|d| {
+            let h = nvml.handle_by_uuid(d.uuid.as_deref()?).ok()?;
+            let pids = |r: Result<Vec<(u32, u64)>, crate::ffi::nvml::NvmlError>| {
+                r.map(|v| v.into_iter().map(|(pid, _)| pid).collect())
+                    .map_err(|e| e.to_string())
+            };
+            Some(DeviceProcesses {
+                ordinal: d.ordinal,
+                compute_pids: pids(nvml.compute_processes(h)),
+                mps_pids: pids(nvml.mps_processes(h)),
+            })
+        })
+        .collect()
 }
 
 /// `gpu-probe __hold`: holds `bytes` on `device` until `release` exists (or `timeout` passes),
@@ -343,6 +432,7 @@ fn open_device(cuda: &Cuda, ordinal: u32) -> WorkerDevice {
         .ok();
     match cuda.enter_primary_context(handle) {
         Ok(()) => {
+            dev.context = true;
             dev.mem_info = cuda
                 .mem_info()
                 .map_err(|e| dev.errors.push(e.to_string()))
@@ -360,11 +450,40 @@ fn cap_device(
     dev: &WorkerDevice,
     expected: Option<u64>,
 ) -> WorkerCap {
-    let (ceiling, ceiling_source) = ceiling_for(spec.ceiling_bytes, expected, dev);
+    let (ceiling, ceiling_source) =
+        match (expected, spec.ceiling_bytes, spec.unlimited_ceiling_bytes) {
+            (None, None, Some(c)) => {
+                let card = ceiling_for(None, None, dev).0;
+                let c = if card > 0 { c.min(card) } else { c };
+                (
+                    c,
+                    "no slice on this device: the largest slice here × 1.25".to_owned(),
+                )
+            }
+            _ => ceiling_for(spec.ceiling_bytes, expected, dev),
+        };
     if let Ok(h) = cuda.device(dev.ordinal) {
         let _ = cuda.enter_primary_context(h);
     }
     let start_mem_info = cuda.mem_info().ok();
+    // Who else in the container already holds memory here (their usage is not our context's).
+    let own_pid = i32::try_from(std::process::id()).unwrap_or(-1);
+    let siblings_at_start = region::read_region(Path::new(&spec.region_path))
+        .map(|r| {
+            r.procs
+                .iter()
+                .filter(|p| p.pid != 0 && p.pid != own_pid)
+                .filter_map(|p| {
+                    let bytes = p.used.get(dev.ordinal as usize)?.total;
+                    (bytes > 0).then_some(crate::report_conformance::SiblingUsage {
+                        pid: p.pid,
+                        hostpid: p.hostpid,
+                        bytes,
+                    })
+                })
+                .collect()
+        })
+        .unwrap_or_default();
     let params = SearchParams {
         ceiling,
         resolution: spec.resolution_bytes.max(MIB / 2),
@@ -404,6 +523,7 @@ fn cap_device(
         region_charged_at_peak,
         nvml_at_first_refusal,
         search_seconds,
+        siblings_at_start,
     }
 }
 
@@ -499,6 +619,9 @@ mod tests {
             audit: None,
             overhead: false,
             compute: None,
+            unlimited_ceiling_bytes: None,
+            robustness: None,
+            alarm_secs: None,
         };
         let out = run(&spec);
         if out.error.is_none() {

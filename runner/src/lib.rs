@@ -10,9 +10,11 @@
 use std::collections::VecDeque;
 use std::fmt;
 use std::io;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
+
+pub mod tier;
 
 /// A command to run: program, arguments, extra environment and optional stdin.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -248,13 +250,7 @@ impl Runner for SystemRunner {
         if let Some(dir) = &cmd.dir {
             expr = expr.dir(dir);
         }
-        if cmd.clear_env {
-            expr = expr.full_env(cmd.env.iter().cloned());
-        } else {
-            for (key, value) in &cmd.env {
-                expr = expr.env(key, value);
-            }
-        }
+        expr = with_env(expr, cmd);
         expr = match &cmd.stdin {
             Some(bytes) => expr.stdin_bytes(bytes.clone()),
             None => expr.stdin_null(),
@@ -283,6 +279,13 @@ impl Runner for SystemRunner {
                 }
             }
         };
+        if let Some(path) = which(&cmd.program) {
+            let status = out
+                .status
+                .code()
+                .map_or_else(|| "exit=signal".to_owned(), |c| format!("exit={c}"));
+            tier::exec(&path, cmd.args.first().map(String::as_str), &status);
+        }
         Ok(Output {
             code: out.status.code(),
             stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -293,6 +296,21 @@ impl Runner for SystemRunner {
     fn exists(&self, program: &str) -> bool {
         which(program).is_some()
     }
+}
+
+/// The command's environment, plus the test-tier origin when a tier log is being written (so a
+/// CLI started by a test attributes its own program runs to that test; see [`tier`]).
+fn with_env(mut expr: duct::Expression, cmd: &Cmd) -> duct::Expression {
+    if cmd.clear_env {
+        return expr.full_env(cmd.env.iter().cloned());
+    }
+    for (key, value) in &cmd.env {
+        expr = expr.env(key, value);
+    }
+    if let Some((key, value)) = tier::child_env() {
+        expr = expr.env(key, value);
+    }
+    expr
 }
 
 /// A process left running in the background; killed on drop.
@@ -345,13 +363,7 @@ impl SystemRunner {
             .stdout_capture()
             .stderr_capture()
             .stdin_null();
-        if cmd.clear_env {
-            expr = expr.full_env(cmd.env.iter().cloned());
-        } else {
-            for (key, value) in &cmd.env {
-                expr = expr.env(key, value);
-            }
-        }
+        expr = with_env(expr, cmd);
         if let Some(dir) = &cmd.dir {
             expr = expr.dir(dir);
         }
@@ -359,6 +371,9 @@ impl SystemRunner {
             cmd: cmd.to_string(),
             source,
         })?;
+        if let Some(path) = which(&cmd.program) {
+            tier::exec(&path, cmd.args.first().map(String::as_str), "started");
+        }
         Ok(Background {
             handle,
             cmd: cmd.to_string(),
@@ -366,22 +381,10 @@ impl SystemRunner {
     }
 }
 
-/// Finds `program` the way a shell would: as a path when it contains `/`, else on `PATH`.
+/// Finds `program` the way a shell would: as a path when it contains `/`, else on `PATH`
+/// (the `which` crate: executable regular files only, as `command -v` finds them).
 pub fn which(program: &str) -> Option<PathBuf> {
-    if program.contains('/') {
-        let path = Path::new(program);
-        return is_executable(path).then(|| path.to_path_buf());
-    }
-    let path_var = std::env::var_os("PATH")?;
-    std::env::split_paths(&path_var)
-        .map(|dir| dir.join(program))
-        .find(|p| is_executable(p))
-}
-
-fn is_executable(path: &Path) -> bool {
-    use std::os::unix::fs::PermissionsExt;
-    path.metadata()
-        .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+    which::which(program).ok()
 }
 
 /// A scripted answer of the [`RecordingRunner`].

@@ -247,8 +247,7 @@ mod tests {
         // parser must find a version, whatever it is.
         let runner = SystemRunner::new(false);
         if !runner.exists("objdump") {
-            use std::io::Write as _;
-            let _ = writeln!(std::io::stderr(), "SKIPPED: objdump not installed");
+            lab_runner::tier::skipped("objdump", "objdump is not installed (Debian: binutils)");
             return;
         }
         let exe = std::env::current_exe().expect("exe");

@@ -2,6 +2,8 @@
 //! run (cargo-dist style). `--dry-run` prints the plan and touches nothing; otherwise preflight
 //! runs first (exit 3 with the reason and the fix where the lab cannot run), then each phase in
 //! order, recording finished phases in a state file so a re-run continues where it stopped.
+//! When an exercise fails, `cluster-ctl doctor --explain` names the failure from what the run
+//! captured: printed before the summary, kept as `run/diagnosis.json` (so the bundle carries it).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -84,6 +86,15 @@ pub struct LabArgs {
     pub out: PathBuf,
 }
 
+/// When a step runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum When {
+    Always,
+    /// Only after a step of this run exited 1 (a claim failed).
+    ClaimFailed,
+}
+
 /// One command of a phase, with why it runs.
 #[derive(Debug, Clone, Serialize)]
 pub struct Step {
@@ -91,6 +102,7 @@ pub struct Step {
     pub why: String,
     #[serde(serialize_with = "cmd_line")]
     pub cmd: Cmd,
+    pub when: When,
 }
 
 fn cmd_line<S: serde::Serializer>(cmd: &Cmd, s: S) -> Result<S::Ok, S::Error> {
@@ -137,6 +149,7 @@ pub fn plan(args: &LabArgs, layout: &Layout) -> Vec<Step> {
         phase,
         why: why.to_owned(),
         cmd,
+        when: When::Always,
     };
     let mut steps = vec![step(
         Phase::Preflight,
@@ -233,6 +246,14 @@ pub fn plan(args: &LabArgs, layout: &Layout) -> Vec<Step> {
         "the five exercises: co-residency, the view and the cap in each pod, the Pending pod, the mechanism",
         run,
     ));
+    steps.push(Step {
+        when: When::ClaimFailed,
+        ..step(
+            Phase::Exercises,
+            "only when an exercise failed: name the failure from what the run captured (objects, events, HAMi's logs, probe reports); kept as run/diagnosis.json, so the bundle carries it",
+            diagnose_cmd(layout),
+        )
+    });
     steps.push(step(
         Phase::Pack,
         "bundle the results with summary.json, report.md/html, junit.xml and SHA256SUMS (secrets redacted)",
@@ -249,6 +270,22 @@ pub fn plan(args: &LabArgs, layout: &Layout) -> Vec<Step> {
             .arg(NEWEST_BUNDLE),
     ));
     steps
+}
+
+/// `cluster-ctl doctor --explain` over the run's output folder (offline: no kubeconfig needed).
+fn diagnose_cmd(layout: &Layout) -> Cmd {
+    let run = layout.run_dir().display().to_string();
+    Cmd::new(layout.tool("cluster-ctl"))
+        .args(["doctor", "--explain", &run])
+        .args([
+            "--save",
+            &layout
+                .run_dir()
+                .join("diagnosis.json")
+                .display()
+                .to_string(),
+        ])
+        .timeout(std::time::Duration::from_secs(120))
 }
 
 /// Stands for the bundle `pack` just wrote; replaced at run time by [`newest_bundle`].
@@ -414,7 +451,11 @@ pub fn render_plan(steps: &[Step]) -> String {
             out.push_str(&format!("\n[{}]\n", s.phase.name()));
             last = Some(s.phase);
         }
-        out.push_str(&format!("  - {}\n    why: {}\n", s.cmd, s.why));
+        let when = match s.when {
+            When::Always => "",
+            When::ClaimFailed => " (only when an exercise failed)",
+        };
+        out.push_str(&format!("  - {}{when}\n    why: {}\n", s.cmd, s.why));
     }
     out
 }
@@ -454,6 +495,8 @@ pub fn execute(args: &LabArgs, layout: &Layout, runner: &dyn Runner, facts: &Fac
     }
     let mut code = 0u8;
     let mut times: Vec<(Phase, f64)> = Vec::new();
+    // The diagnosis of failed exercises, printed before the summary.
+    let mut diagnosis: Option<String> = None;
     // Preflight ran above, every time: it is never "done" for good.
     for phase in Phase::ALL.into_iter().filter(|p| *p != Phase::Preflight) {
         if state.finished.contains_key(phase.name()) {
@@ -473,6 +516,23 @@ pub fn execute(args: &LabArgs, layout: &Layout, runner: &dyn Runner, facts: &Fac
                         .map(|p| p.display().to_string())
                         .unwrap_or_default();
                 }
+            }
+            if step.when == When::ClaimFailed {
+                if code != 1 {
+                    continue;
+                }
+                eprintln!("  - {cmd}\n    why: {}", step.why);
+                // 0: nothing known matched; 1: a failure named. Either way the lab goes on.
+                match runner.run(&cmd.dir(&layout.root)) {
+                    Ok(out) if matches!(out.code, Some(0 | 1)) => diagnosis = Some(out.stdout),
+                    Ok(out) => eprintln!(
+                        "    warning: the diagnosis did not run (exit {:?}): {}",
+                        out.code,
+                        out.stderr.trim()
+                    ),
+                    Err(e) => eprintln!("    warning: the diagnosis did not run: {e}"),
+                }
+                continue;
             }
             eprintln!("  - {cmd}\n    why: {}", step.why);
             let out = runner.run(&cmd.dir(&layout.root).streamed())?;
@@ -495,6 +555,12 @@ pub fn execute(args: &LabArgs, layout: &Layout, runner: &dyn Runner, facts: &Fac
         times.push((phase, secs));
         state.finished.insert(phase.name().to_owned(), secs);
         state.save(&layout.state_file())?;
+    }
+    if let Some(text) = &diagnosis {
+        eprintln!(
+            "\ndiagnosis of the failed exercises (also {}):\n{text}",
+            layout.run_dir().join("diagnosis.json").display()
+        );
     }
     eprintln!("\ntime per phase:");
     for (p, s) in &times {
@@ -652,14 +718,58 @@ mod tests {
             &present.iter().map(String::as_str).collect::<Vec<_>>(),
         );
         fake.reply("cluster-ctl run", 1, "", "E2 failed");
+        fake.reply(
+            "cluster-ctl doctor",
+            1,
+            "doctor: 1 known failure named, most likely first\n",
+            "",
+        );
         assert_eq!(
             execute(&args(&["--skip-host"]), &layout, &fake, &ready_gpu_host()).expect("runs"),
             1
         );
+        let lines = fake.lines();
+        let doctor = lines
+            .iter()
+            .position(|l| l.contains("cluster-ctl doctor --explain"))
+            .expect("the failed run is diagnosed");
+        let pack = lines
+            .iter()
+            .position(|l| l.contains("evidence-pack pack"))
+            .expect("and still packed");
         assert!(
-            fake.lines()
+            doctor < pack,
+            "the diagnosis is in the run folder before it is packed: {lines:?}"
+        );
+        assert!(
+            lines[doctor].ends_with("lab-out/run/diagnosis.json"),
+            "{}",
+            lines[doctor]
+        );
+    }
+
+    #[test]
+    fn a_passing_run_is_not_diagnosed() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let layout = Layout::new(dir.path(), Path::new("lab-out"));
+        let present = tools(&layout);
+        let fake = lab_runner::RecordingRunner::new(
+            &present.iter().map(String::as_str).collect::<Vec<_>>(),
+        );
+        assert_eq!(
+            execute(&args(&["--skip-host"]), &layout, &fake, &ready_gpu_host()).expect("runs"),
+            0
+        );
+        assert!(
+            !fake
+                .lines()
                 .iter()
-                .any(|l| l.contains("evidence-pack pack"))
+                .any(|l| l.contains("cluster-ctl doctor"))
+        );
+        let plan = render_plan(&plan(&args(&[]), &layout));
+        assert!(
+            plan.contains("doctor --explain") && plan.contains("(only when an exercise failed)"),
+            "{plan}"
         );
     }
 

@@ -1,13 +1,17 @@
 //! `cargo xtask`: one binary, one module per task (rust-analyzer style).
 //!
 //! - `lab`: the whole lab, resumable (see `lab.rs`);
-//! - `ci`: what `.ci/run` runs — fmt check, clippy, tests, installing what the tests need;
+//! - `ci`: what `.ci/run` runs — fmt check, clippy, tests, installing what the tests need, and
+//!   the tier table of what the tests exercised (`tiers.rs`);
 //! - `dist`: portable release binaries (glibc ≤ 2.28) and SHA256SUMS;
-//! - `gpu-bundle`: the binaries the developers carry to the GPU machine.
+//! - `gpu-bundle`: the binaries the developers carry to the GPU machine;
+//! - `hami-core`: `libvgpu.so` from a HAMi-core source folder, for `gpu-probe conformance`.
 
 mod ci;
 mod dist;
+mod hami_core;
 mod lab;
+mod tiers;
 
 use std::process::ExitCode;
 
@@ -30,6 +34,8 @@ enum Task {
     Dist(dist::DistArgs),
     /// Build gpu-probe (portable), its GPU test and its benchmark into .carry/ for the GPU machine.
     GpuBundle,
+    /// Build libvgpu.so from a HAMi-core source folder (build.sh's options, the vgpu target only).
+    HamiCore(hami_core::HamiCoreArgs),
 }
 
 fn main() -> ExitCode {
@@ -39,6 +45,7 @@ fn main() -> ExitCode {
         Task::Ci(args) => ci::run(&args).map(|()| 0),
         Task::Dist(args) => dist::run(&args).map(|_| 0),
         Task::GpuBundle => dist::gpu_bundle().map(|()| 0),
+        Task::HamiCore(args) => hami_core::run(&args),
     };
     match result {
         Ok(code) => ExitCode::from(code),

@@ -1,5 +1,6 @@
 //! Reads, creates and deletes: the snapshot the decisions work on, the lab pods' create (idempotent,
-//! waiting out a Terminating namesake) and delete (waiting until gone), and the capture for
+//! waiting out a Terminating namesake) and delete (waiting until gone), a pod with its events (the
+//! evidence of E4), container log tails (`doctor`, `run`'s capture), and the capture for
 //! `run.json`. Every request goes through [`Cluster::call`].
 
 use std::fmt::Debug;
@@ -9,7 +10,7 @@ use k8s_openapi::NamespaceResourceScope;
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment};
 use k8s_openapi::api::core::v1::{Endpoints, Event, Node, Pod};
 use k8s_openapi::apimachinery::pkg::version::Info;
-use kube::api::{Api, DeleteParams, ListParams, PostParams};
+use kube::api::{Api, DeleteParams, ListParams, LogParams, PostParams};
 use kube::{Resource, ResourceExt};
 use serde::de::DeserializeOwned;
 
@@ -275,10 +276,43 @@ impl Cluster {
         Ok(deleted)
     }
 
-    /// The pod's phase now.
-    pub async fn pod_phase_now(&self, namespace: &str, name: &str) -> Result<String, ApiError> {
-        let p = self.get_pod(namespace, name).await?;
-        Ok(crate::decide::pod_phase(&p).to_owned())
+    /// Pod `name` (`None` when it is gone) and the events about it, as they are now.
+    pub async fn pod_and_events(
+        &self,
+        namespace: &str,
+        name: &str,
+    ) -> Result<(Option<Pod>, Vec<Event>), ApiError> {
+        let pod = self.get_namespaced::<Pod>(namespace, name).await?;
+        let events = self
+            .list(
+                &self.namespaced::<Event>(namespace),
+                Op::of::<Event>("list", Some(namespace), None),
+                &ListParams::default().fields(&format!("involvedObject.name={name}")),
+            )
+            .await?;
+        Ok((pod, events))
+    }
+
+    /// The last `lines` lines (at most 1 MiB) of one container's log, of its previous run when
+    /// `previous` (a crash-looping container's reason is there).
+    pub async fn container_log_tail(
+        &self,
+        namespace: &str,
+        pod: &str,
+        container: &str,
+        lines: i64,
+        previous: bool,
+    ) -> Result<String, ApiError> {
+        let api = self.namespaced::<Pod>(namespace);
+        let op = Op::of::<Pod>("get", Some(namespace), Some(pod)).subresource("log");
+        let lp = LogParams {
+            container: Some(container.to_owned()),
+            tail_lines: Some(lines),
+            limit_bytes: Some(1 << 20),
+            previous,
+            ..LogParams::default()
+        };
+        self.call(&op, || api.logs(pod, &lp)).await
     }
 
     /// What `run` keeps of the cluster (best effort: a failing list is logged and left empty).

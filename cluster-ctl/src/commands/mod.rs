@@ -25,7 +25,7 @@ use crate::helm::{self, HelmTarget, ReleaseState};
 use crate::report::OutDir;
 
 pub use cleanup::cleanup;
-pub use doctor::{doctor, probe_verdicts_from, shows_full_card};
+pub use doctor::doctor;
 pub use install::{Check, install_checks, install_hami, install_plan};
 pub use preflight::{PreflightReport, preflight, preflight_report};
 pub use probe::{container_gpumem, probe};

@@ -1,8 +1,9 @@
-//! `cluster-ctl run`: the five exercises (and A1 with `--audit`). Sizes the lab for the
+//! `cluster-ctl run`: the five exercises (and A1, A2 with `--audit`). Sizes the lab for the
 //! registered card, renders and validates every pod first, refuses to start where HAMi could not
-//! place or mutate the pods, then creates the pods, waits, probes over exec and hands the
-//! observations to the pure judgements of `crate::exercises`. An API failure after the start
-//! stops the run with every remaining exercise `not-run` (and why) in `run.json`.
+//! place or mutate the pods, then creates the pods, waits, probes over exec, writes what it saw
+//! (`pods/`, `events/`, `probe/`) and has lab-report's judge decide each exercise over those files
+//! as written (`crate::exercises`). An API failure after the start stops the run with every
+//! remaining exercise `not-run` (and why) in `run.json`.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -16,17 +17,19 @@ use crate::api::{ApiError, Cluster};
 use crate::decide::{self, NodeRegistration, container_image, node_registration};
 use crate::doctor::{self, Finding, Severity};
 use crate::exercises::{
-    ExerciseId, Exercises, audit_exercise, audit_runs, co_residency_exercise, mechanism_exercise,
-    overhead_difference, oversubscribe_exercise, probe_exercise,
+    Exercises, audit_runs, judge, mechanism_exercise, overhead_difference, overhead_exercise,
+    probe_exercise, run_context,
 };
 use crate::helm;
 use crate::manifests::{self, BASELINE, BASELINE_MIB, OVERSUBSCRIBE, SHARE_A, SHARE_B};
 use crate::plan::{Plan, Step};
 use crate::report::{
-    ClusterInfo, Exercise, ExerciseResult, GpuEntry, OutDir, RunReport, SCHEMA, SCHEMA_VERSION,
-    now_rfc3339,
+    ClusterInfo, Exercise, ExerciseId, ExerciseResult, GpuEntry, OutDir, RunReport, SCHEMA,
+    SCHEMA_VERSION, now_rfc3339,
 };
 use crate::sizing::{self, Card, Sizing};
+use lab_report::judge::RunContext;
+use lab_report::run::{events_file, pod_file, probe_file, probe_stderr};
 
 /// Options of `run`.
 #[derive(Debug, Clone)]
@@ -43,6 +46,9 @@ pub struct RunArgs {
     pub probe_timeout: Duration,
     /// Also run `gpu-probe audit`, `overhead` and `compute` in share pod A (exercise A1).
     pub audit: bool,
+    /// With `audit`: hold HAMi-core's median latency overhead to this many percent of the
+    /// baseline pod's (exercise A2); without it the overhead is a measurement.
+    pub max_overhead_pct: Option<f64>,
 }
 
 /// The run plan for a sizing (pure).
@@ -249,7 +255,7 @@ pub async fn run(
             r.yaml.as_bytes(),
         );
     }
-    let mut ex = Exercises::new(args.audit);
+    let mut ex = Exercises::new(args.audit, args.max_overhead_pct);
     // Refuse to start when HAMi cannot mutate or place the pods: they would silently bypass it.
     let blockers: Vec<Finding> = doctor::diagnose(&s)
         .into_iter()
@@ -294,6 +300,9 @@ pub async fn run(
     write_json_or_warn(&out, "cluster/version.json", &captured.version);
     write_json_or_warn(&out, "cluster/nodes.json", &captured.nodes);
     write_json_or_warn(&out, "cluster/hami-pods.json", &captured.hami_pods);
+    // For `doctor --explain DIR`: the last lines of HAMi's container logs.
+    crate::diagnose::live::capture_logs(cluster, &captured.hami_pods, &ctx.hami_namespace, &out)
+        .await;
     write_json_or_warn(&out, "cluster/events.json", &captured.events);
     write_json_or_warn(&out, "cluster/daemonsets.json", &captured.daemonsets);
     let releases = if runner.exists("helm") {
@@ -338,10 +347,10 @@ pub async fn run(
     hami_images.sort();
     hami_images.dedup();
     let report = RunReport {
-        schema: SCHEMA,
+        schema: SCHEMA.to_owned(),
         schema_version: SCHEMA_VERSION,
-        started_at,
-        finished_at: now_rfc3339(),
+        started_at: Some(started_at),
+        finished_at: Some(now_rfc3339()),
         cluster: ClusterInfo {
             server_version: s.server_git_version.clone(),
             node: node.name.clone(),
@@ -353,8 +362,9 @@ pub async fn run(
                 .as_ref()
                 .and_then(|d| container_image(d, "kube-scheduler")),
         },
-        slice_mib: sizing.slice_mib,
-        oversubscribe_mib: sizing.oversubscribe_mib,
+        slice_mib: Some(sizing.slice_mib),
+        oversubscribe_mib: Some(sizing.oversubscribe_mib),
+        max_overhead_pct: args.max_overhead_pct,
         exercises: ex.into_vec(),
     };
     out.write_json("run.json", &report).map_err(|e| {
@@ -369,6 +379,7 @@ pub async fn run(
             ExerciseResult::Pass => "pass",
             ExerciseResult::Fail => "FAIL",
             ExerciseResult::NotRun => "not-run",
+            ExerciseResult::Unknown => "FAIL?",
         };
         human.push_str(&format!("{} {r:<7} {}\n    {}\n", e.id, e.claim, e.reason));
     }
@@ -394,6 +405,11 @@ impl RunEnv<'_> {
     fn pod(&self, name: &str) -> Option<&manifests::RenderedPod> {
         self.rendered.iter().find(|r| r.name == name)
     }
+
+    /// What the judge needs from the run besides the evidence files.
+    fn judge_ctx(&self) -> RunContext {
+        run_context(self.sizing.slice_mib, self.args.max_overhead_pct)
+    }
 }
 
 async fn run_exercises(env: &RunEnv<'_>, ex: &mut Exercises) -> Result<(), ApiError> {
@@ -407,8 +423,7 @@ async fn run_exercises(env: &RunEnv<'_>, ex: &mut Exercises) -> Result<(), ApiEr
         ..
     } = *env;
     let ns = ctx.namespace.as_str();
-    // The probe reports of share pods A and B, for E5's look at the mechanism.
-    let mut probe_reports: [Option<String>; 2] = [None, None];
+    let judge_ctx = env.judge_ctx();
     // E1
     for name in [SHARE_A, SHARE_B] {
         if let Some(r) = env.pod(name) {
@@ -459,8 +474,16 @@ async fn run_exercises(env: &RunEnv<'_>, ex: &mut Exercises) -> Result<(), ApiEr
         }
         Err(e) => return Err(e),
     };
-    if let [a, b] = pods.as_slice() {
-        co_residency_exercise(&mut ex[E1], a, b);
+    if let [_, _] = pods.as_slice() {
+        // E1 from the two Pod objects as the watch returned them Ready, written first.
+        ex[E1].evidence = pods
+            .iter()
+            .filter_map(|p| {
+                let name = p.metadata.name.as_deref().unwrap_or("pod");
+                write_json_or_warn(out, &pod_file(name), p)
+            })
+            .collect();
+        judge(&mut ex[E1], &judge_ctx, out);
         // E2, E3
         let probe_path = probe_binary(args);
         match std::fs::read(&probe_path) {
@@ -476,7 +499,7 @@ async fn run_exercises(env: &RunEnv<'_>, ex: &mut Exercises) -> Result<(), ApiEr
                 }
             }
             Ok(bytes) => {
-                for (i, (id, pod)) in [(E2, SHARE_A), (E3, SHARE_B)].into_iter().enumerate() {
+                for (id, pod) in [(E2, SHARE_A), (E3, SHARE_B)] {
                     progress(&format!("running gpu-probe in {pod}"));
                     match cluster
                         .copy_and_run_probe(
@@ -493,23 +516,24 @@ async fn run_exercises(env: &RunEnv<'_>, ex: &mut Exercises) -> Result<(), ApiEr
                             let mut evidence = Vec::new();
                             evidence.extend(write_or_warn(
                                 out,
-                                &format!("probe/{pod}.json"),
+                                &probe_file(pod, None),
                                 run.stdout.as_bytes(),
                             ));
                             evidence.extend(write_or_warn(
                                 out,
-                                &format!("probe/{pod}.stderr"),
+                                &probe_stderr(pod, None),
                                 run.stderr.as_bytes(),
                             ));
-                            probe_exercise(&mut ex[id], pod, &run, sizing.slice_mib);
-                            probe_reports[i] = Some(run.stdout.clone());
-                            ex[id].evidence = evidence;
+                            ex[id.clone()].evidence = evidence;
+                            probe_exercise(&mut ex[id], pod, &run, &judge_ctx, out);
                         }
                         Err(e) => ex[id].set(ExerciseResult::NotRun, e.to_string()),
                     }
                 }
                 if args.audit && ex[E2].result != ExerciseResult::NotRun {
                     audit_share_a(env, &bytes, &mut ex[A1]).await;
+                    let a1 = ex[A1].clone();
+                    overhead_exercise(&mut ex[A2], &judge_ctx, out, &a1);
                 }
             }
         }
@@ -521,21 +545,27 @@ async fn run_exercises(env: &RunEnv<'_>, ex: &mut Exercises) -> Result<(), ApiEr
         if let Some(r) = env.pod(OVERSUBSCRIBE) {
             progress(&format!("creating pod {OVERSUBSCRIBE}"));
             cluster.create_pod(ns, &r.pod, args.pod_timeout).await?;
-            let evidence = cluster
+            let seen = cluster
                 .watch_oversubscribe(ns, OVERSUBSCRIBE, args.event_timeout)
                 .await?;
-            let phase = cluster.pod_phase_now(ns, OVERSUBSCRIBE).await?;
+            // E4 from the pod and its events as they are once the watch ended, written first.
+            let (pod, events) = cluster.pod_and_events(ns, OVERSUBSCRIBE).await?;
             ex[E4].number("oversubscribe_mib", sizing.oversubscribe_mib);
             ex[E4].number("card_mib", sizing.card.devmem_mib);
             ex[E4].number(
                 "free_beside_slices_mib",
                 sizing.card.devmem_mib - 2 * sizing.slice_mib,
             );
-            oversubscribe_exercise(&mut ex[E4], &evidence, &phase);
-            ex[E4].evidence = vec![
-                "cluster/events.json".into(),
-                format!("manifests/{OVERSUBSCRIBE}.yaml"),
-            ];
+            ex[E4].number("watch_saw", json!(seen));
+            ex[E4].evidence = [
+                pod.and_then(|p| write_json_or_warn(out, &pod_file(OVERSUBSCRIBE), &p)),
+                write_json_or_warn(out, &events_file(OVERSUBSCRIBE), &events),
+                Some(format!("manifests/{OVERSUBSCRIBE}.yaml")),
+            ]
+            .into_iter()
+            .flatten()
+            .collect();
+            judge(&mut ex[E4], &judge_ctx, out);
         }
     } else {
         ex[E4].set(
@@ -544,16 +574,8 @@ async fn run_exercises(env: &RunEnv<'_>, ex: &mut Exercises) -> Result<(), ApiEr
         );
     }
     let (e1, e2, e3) = (ex[E1].clone(), ex[E2].clone(), ex[E3].clone());
-    let reports: Vec<(&str, Option<&str>)> = [SHARE_A, SHARE_B]
-        .iter()
-        .zip(&probe_reports)
-        .map(|(pod, r)| (*pod, r.as_deref()))
-        .collect();
-    mechanism_exercise(&mut ex[E5], &e1, &e2, &e3, &reports);
+    mechanism_exercise(&mut ex[E5], [&e1, &e2, &e3], &judge_ctx, out);
     ex[E5].number("slice_mib", sizing.slice_mib);
-    if let Some(uuids) = e1.numbers.get("gpu_uuids") {
-        ex[E5].numbers.insert("gpu_uuids".into(), uuids.clone());
-    }
     Ok(())
 }
 
@@ -570,6 +592,7 @@ async fn audit_share_a(env: &RunEnv<'_>, probe: &[u8], ex: &mut Exercise) {
     } = *env;
     let mut evidence = Vec::new();
     let mut with_hami = None;
+    let mut audited = false;
     for (stem, argv) in audit_runs(sizing.slice_mib) {
         progress(&format!("running gpu-probe {stem} in {SHARE_A}"));
         match cluster
@@ -579,16 +602,16 @@ async fn audit_share_a(env: &RunEnv<'_>, probe: &[u8], ex: &mut Exercise) {
             Ok(run) => {
                 evidence.extend(write_or_warn(
                     out,
-                    &format!("probe/{SHARE_A}-{stem}.json"),
+                    &probe_file(SHARE_A, Some(stem)),
                     run.stdout.as_bytes(),
                 ));
                 evidence.extend(write_or_warn(
                     out,
-                    &format!("probe/{SHARE_A}-{stem}.stderr"),
+                    &probe_stderr(SHARE_A, Some(stem)),
                     run.stderr.as_bytes(),
                 ));
                 match stem {
-                    "audit" => audit_exercise(ex, &run.stdout, sizing.slice_mib),
+                    "audit" => audited = true,
                     "overhead" => with_hami = Some(run.stdout),
                     _ => {}
                 }
@@ -612,6 +635,10 @@ async fn audit_share_a(env: &RunEnv<'_>, probe: &[u8], ex: &mut Exercise) {
         }
     }
     ex.evidence = evidence;
+    ex.number("slice_mib", sizing.slice_mib);
+    if audited {
+        judge(ex, &env.judge_ctx(), out);
+    }
 }
 
 /// `gpu-probe overhead` in the baseline pod (CUDA_DISABLE_CONTROL=true), which is deleted after,
@@ -669,12 +696,12 @@ async fn baseline_overhead(
             .map_err(|e| e.to_string())?;
         evidence.extend(write_or_warn(
             out,
-            &format!("probe/{BASELINE}-overhead.json"),
+            &probe_file(BASELINE, Some("overhead")),
             run.stdout.as_bytes(),
         ));
         evidence.extend(write_or_warn(
             out,
-            &format!("probe/{BASELINE}-overhead.stderr"),
+            &probe_stderr(BASELINE, Some("overhead")),
             run.stderr.as_bytes(),
         ));
         Ok(run.stdout)

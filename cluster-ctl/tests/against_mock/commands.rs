@@ -9,7 +9,7 @@ use lab_runner::RecordingRunner;
 use serde_json::Value;
 
 use crate::mockapi::MockApi;
-use crate::mockapi::fixtures::{h100_bare, h200};
+use crate::mockapi::fixtures::{H200_UUID, h100_bare, h200};
 use crate::support::*;
 
 fn report(dir: &std::path::Path) -> Value {
@@ -369,13 +369,43 @@ async fn a_full_run_passes_all_five_on_the_real_h200_reports_and_packs() {
     assert_eq!(report["cluster"]["hami_chart_version"], "2.10.0");
     assert_eq!(
         report["exercises"][0]["numbers"]["gpu_uuids"][0][0],
-        H100_UUID
+        H200_UUID
+    );
+    assert_eq!(
+        report["exercises"][4]["numbers"]["gpu_uuids"][0][0],
+        H200_UUID
     );
     assert!(
         report["exercises"][3]["reason"]
             .as_str()
             .unwrap()
             .contains("CardInsufficientMemory(gpu-vm-1)")
+    );
+    // Each exercise was judged over the files written for it.
+    assert_eq!(
+        report["exercises"][0]["evidence"],
+        serde_json::json!(["pods/hami-share-a.json", "pods/hami-share-b.json"])
+    );
+    assert_eq!(
+        report["exercises"][1]["evidence"],
+        serde_json::json!(["probe/hami-share-a.json", "probe/hami-share-a.stderr"])
+    );
+    assert_eq!(
+        report["exercises"][3]["evidence"],
+        serde_json::json!([
+            "pods/hami-oversubscribe.json",
+            "events/hami-oversubscribe.json",
+            "manifests/hami-oversubscribe.yaml"
+        ])
+    );
+    assert_eq!(
+        report["exercises"][4]["evidence"],
+        serde_json::json!([
+            "pods/hami-share-a.json",
+            "pods/hami-share-b.json",
+            "probe/hami-share-a.json",
+            "probe/hami-share-b.json"
+        ])
     );
     assert_eq!(
         std::fs::read_to_string(dir.path().join("out/probe/hami-share-b.json")).unwrap(),
@@ -445,6 +475,89 @@ async fn a_full_run_passes_all_five_on_the_real_h200_reports_and_packs() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_full_run_on_the_real_bare_report_fails_e2_e3_and_e5() {
+    use crate::mockapi::exec::Reply;
+    let m = healthy_with_probes();
+    m.probe_reply("*", "all", Reply::new(&h200("h2-bare.json"), "", 1));
+    let dir = tempfile::tempdir().unwrap();
+    let out = commands::run(
+        &m.cluster(API_TIMEOUT),
+        &helm("helm-list-deployed.json"),
+        &ctx(false),
+        &run_args(dir.path(), false),
+    )
+    .await
+    .unwrap();
+    assert_eq!(out.exit, exit::CLAIM_FAILED, "{}", out.human);
+    let r: Vec<String> = results(dir.path()).into_iter().map(|(_, r)| r).collect();
+    assert_eq!(r, ["pass", "fail", "fail", "pass", "fail"]);
+    let report = report(dir.path());
+    let e2 = report["exercises"][1]["reason"].as_str().unwrap();
+    assert!(e2.contains("more than the 8000 MiB slice"), "{e2}");
+    assert!(e2.contains("exited Some(1)"), "{e2}");
+    assert!(
+        report["exercises"][4]["reason"]
+            .as_str()
+            .unwrap()
+            .starts_with("E2 failed"),
+        "{}",
+        report["exercises"][4]["reason"]
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn run_audit_with_an_overhead_bound_judges_a2_from_both_overhead_reports() {
+    use crate::mockapi::exec::Reply;
+    let m = healthy_with_probes();
+    // Both pods answer with the same real overhead report: 0 % overhead, within the bound.
+    m.probe_reply(
+        "hami-baseline",
+        "overhead",
+        Reply::new(&h200("p1-overhead-hami.json"), "", 0),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let mut args = run_args(dir.path(), true);
+    args.max_overhead_pct = Some(1000.0);
+    commands::run(
+        &m.cluster(API_TIMEOUT),
+        &helm("helm-list-deployed.json"),
+        &ctx(false),
+        &args,
+    )
+    .await
+    .unwrap();
+    let ids: Vec<String> = results(dir.path()).into_iter().map(|(i, _)| i).collect();
+    assert_eq!(ids, ["E1", "E2", "E3", "E4", "E5", "A1", "A2"]);
+    let first = report(dir.path());
+    assert_eq!(first["max_overhead_pct"], 1000.0);
+    let a2 = &first["exercises"][6];
+    assert_eq!(a2["result"], "pass", "{}", a2["reason"]);
+    assert_eq!(
+        a2["evidence"],
+        serde_json::json!([
+            "probe/hami-share-a-overhead.json",
+            "probe/hami-baseline-overhead.json"
+        ])
+    );
+    // With the real pair (bare vs HAMi-core) and a bound of 0 %, HAMi-core's cost fails A2.
+    let m = healthy_with_probes();
+    let dir = tempfile::tempdir().unwrap();
+    let mut args = run_args(dir.path(), true);
+    args.max_overhead_pct = Some(0.0);
+    commands::run(
+        &m.cluster(API_TIMEOUT),
+        &helm("helm-list-deployed.json"),
+        &ctx(false),
+        &args,
+    )
+    .await
+    .unwrap();
+    let a2 = &report(dir.path())["exercises"][6];
+    assert_eq!(a2["id"], "A2");
+    assert_eq!(a2["result"], "fail", "{}", a2["reason"]);
+}
+
+#[tokio::test(start_paused = true)]
 async fn run_audit_runs_the_three_probes_in_pod_a_and_the_baseline_pod_is_gone_after() {
     let m = healthy_with_probes();
     let dir = tempfile::tempdir().unwrap();
@@ -462,7 +575,10 @@ async fn run_audit_runs_the_three_probes_in_pod_a_and_the_baseline_pod_is_gone_a
     let a1 = &report(dir.path())["exercises"][5];
     assert_eq!(a1["result"], "fail");
     assert!(
-        a1["reason"].as_str().unwrap().contains("3 path(s) escaped"),
+        a1["reason"]
+            .as_str()
+            .unwrap()
+            .contains("3 path(s) holding more than the 8000 MiB slice"),
         "{a1}"
     );
     assert!(

@@ -11,6 +11,7 @@ mod mockapi;
 
 mod api;
 mod commands;
+mod doctor_logs;
 mod fault_matrix;
 mod mock_semantics;
 mod rbac;

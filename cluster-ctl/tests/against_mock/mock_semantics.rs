@@ -510,6 +510,27 @@ async fn pod_logs_are_served_per_container() {
         matches!(err, kube::Error::Api(ref s) if s.code == 400),
         "{err}"
     );
+    // tailLines keeps the last lines; a container that never restarted has no previous log.
+    m.set_log("default", "hami-share-a", "cuda", "one\ntwo\nthree\n");
+    let tail = |previous| kube::api::LogParams {
+        tail_lines: Some(2),
+        previous,
+        ..Default::default()
+    };
+    assert_eq!(
+        pods.logs("hami-share-a", &tail(false)).await.unwrap(),
+        "two\nthree\n"
+    );
+    let err = pods.logs("hami-share-a", &tail(true)).await.unwrap_err();
+    assert!(
+        matches!(err, kube::Error::Api(ref s) if s.code == 400 && s.message.contains("previous terminated container")),
+        "{err}"
+    );
+    m.set_previous_log("default", "hami-share-a", "cuda", "crashed\n");
+    assert_eq!(
+        pods.logs("hami-share-a", &tail(true)).await.unwrap(),
+        "crashed\n"
+    );
 }
 
 #[tokio::test(start_paused = true)]

@@ -9,11 +9,11 @@ use lab_runner::RecordingRunner;
 
 use crate::mockapi::MockApi;
 use crate::mockapi::exec::Reply;
-use crate::mockapi::fixtures::{fixture_text, h200};
+use crate::mockapi::fixtures::{FIXTURE_H100_UUID, H200_UUID, fixture_text, h200};
 use crate::mockapi::lifecycle::{Card, Placement};
 
 pub const API_TIMEOUT: Duration = Duration::from_secs(30);
-pub const H100_UUID: &str = "GPU-4f7efa07-0f69-f62e-5958-365ed3785eb2";
+pub const H100_UUID: &str = FIXTURE_H100_UUID;
 
 pub fn ctx(dry_run: bool) -> Ctx {
     Ctx {
@@ -28,10 +28,73 @@ pub fn ctx(dry_run: bool) -> Ctx {
     }
 }
 
+/// HAMi 2.10's two pods in kube-system as its chart names and labels them (constructed: names,
+/// labels and containers from the chart; see the project's HAMi facts), Running and Ready, with
+/// a few log lines each.
+pub fn hami_pods(m: &MockApi) {
+    use serde_json::json;
+    let pod = |name: &str, component: &str, containers: &[&str], extra: serde_json::Value| {
+        let mut labels = json!({"app.kubernetes.io/component": component, "app.kubernetes.io/name": "hami",
+                                "app.kubernetes.io/instance": "hami", "hami.io/webhook": "ignore"});
+        if let (Some(l), Some(e)) = (labels.as_object_mut(), extra.as_object()) {
+            l.extend(e.clone());
+        }
+        json!({
+            "apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": name, "namespace": "kube-system", "labels": labels},
+            "spec": {"nodeName": "gpu-vm-1", "containers": containers.iter().map(|c| json!({
+                "name": c, "image": if *c == "kube-scheduler" { "registry.k8s.io/kube-scheduler:v1.31.4" } else { "docker.io/projecthami/hami:v2.10.0" }})).collect::<Vec<_>>()},
+            "status": {"phase": "Running",
+                "conditions": [{"type": "Ready", "status": "True"}],
+                "containerStatuses": containers.iter().map(|c| json!({
+                    "name": c, "ready": true, "restartCount": 0, "image": "x", "imageID": "",
+                    "started": true, "state": {"running": {"startedAt": "2026-11-25T09:58:00Z"}}})).collect::<Vec<_>>()}
+        })
+    };
+    m.add(pod(
+        "hami-scheduler-7d9c8b6f5-x2k4q",
+        "hami-scheduler",
+        &["kube-scheduler", "vgpu-scheduler-extender"],
+        json!({"hami.io/scheduler-role": "leader"}),
+    ))
+    .add(pod(
+        "hami-device-plugin-8kq2n",
+        "hami-device-plugin",
+        &["device-plugin", "vgpu-monitor"],
+        json!({}),
+    ));
+    for (pod, container, log) in [
+        (
+            "hami-scheduler-7d9c8b6f5-x2k4q",
+            "kube-scheduler",
+            "I1125 09:58:02.112233       1 leaderelection.go:257] successfully acquired lease kube-system/hami-scheduler\n",
+        ),
+        (
+            "hami-scheduler-7d9c8b6f5-x2k4q",
+            "vgpu-scheduler-extender",
+            "I1125 09:58:03.000001       1 scheduler.go:120] node gpu-vm-1 registered 1 device(s)\n",
+        ),
+        (
+            "hami-device-plugin-8kq2n",
+            "device-plugin",
+            "I1125 09:58:01.500000       1 register.go:180] Reporting devices GPU in node gpu-vm-1\n",
+        ),
+        (
+            "hami-device-plugin-8kq2n",
+            "vgpu-monitor",
+            "I1125 09:58:01.600000       1 main.go:45] monitor started\n",
+        ),
+    ] {
+        m.set_log("kube-system", pod, container, log);
+    }
+}
+
 /// A k3s node with HAMi 2.10 ready on one H100: node registered, scheduler and webhook ready,
-/// device plugin ready; pods are placed by the HAMi model with a 30 s image pull.
+/// device plugin ready, HAMi's pods running; pods are placed by the HAMi model with a 30 s
+/// image pull.
 pub fn healthy() -> MockApi {
     let m = MockApi::new();
+    hami_pods(&m);
     m.add_fixture("node-hami-v2.10-h100.json")
         .add_fixture("daemonsets-hami-only.json")
         .add_fixture("deploy-hami-scheduler-tag-match.json")
@@ -99,9 +162,31 @@ pub fn hami_coming_up() -> MockApi {
 }
 
 /// `healthy()` whose pods answer gpu-probe with the reports captured under real HAMi-core on
-/// an H200 (`all`: verified; `audit`: three paths escaped; `overhead` with and without).
+/// an H200 (`all`: verified; `audit`: three paths escaped; `overhead` with and without). The
+/// node's card carries that H200's UUID (in its registration and where the scheduler places
+/// slices), so what the probes saw is the GPU the pods were given, as on the real machine; its
+/// memory stays the fixture's.
 pub fn healthy_with_probes() -> MockApi {
     let m = healthy();
+    let node: serde_json::Value = crate::mockapi::fixtures::fixture("node-hami-v2.10-h100.json");
+    let register = node["metadata"]["annotations"]["hami.io/node-nvidia-register"]
+        .as_str()
+        .unwrap()
+        .replace(FIXTURE_H100_UUID, H200_UUID);
+    m.patch(
+        "nodes",
+        "",
+        "gpu-vm-1",
+        serde_json::json!({"metadata": {"annotations": {"hami.io/node-nvidia-register": register}}}),
+    );
+    m.place_on(Placement {
+        node: "gpu-vm-1".into(),
+        cards: vec![Card {
+            uuid: H200_UUID.into(),
+            devmem_mib: 81559,
+        }],
+        pull: Duration::from_secs(30),
+    });
     m.probe_reply(
         "*",
         "all",
@@ -154,6 +239,7 @@ pub fn run_args(dir: &std::path::Path, audit: bool) -> RunArgs {
         event_timeout: Duration::from_secs(120),
         probe_timeout: Duration::from_secs(300),
         audit,
+        max_overhead_pct: None,
     }
 }
 

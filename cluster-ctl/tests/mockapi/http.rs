@@ -1000,14 +1000,54 @@ fn logs(
             &format!("container {container} is not valid for pod {name}"),
         );
     }
-    let text = mock
+    // `previous=true`: the last terminated run's log, which only a restarted container has.
+    let previous = q.get("previous").is_some_and(|p| p == "true");
+    let stored = mock
         .lock()
         .logs
-        .get(&(ns.unwrap_or("").into(), name.into(), container))
-        .cloned()
-        .unwrap_or_default();
+        .get(&(
+            ns.unwrap_or("").into(),
+            name.into(),
+            if previous {
+                format!("{container}{PREVIOUS}")
+            } else {
+                container.clone()
+            },
+        ))
+        .cloned();
+    let mut text = match stored {
+        Some(t) => t,
+        None if previous => {
+            return status(
+                400,
+                "BadRequest",
+                &format!(
+                    "previous terminated container \"{container}\" in pod \"{name}\" not found"
+                ),
+            );
+        }
+        None => String::new(),
+    };
+    // `tailLines`, then `limitBytes`, as the kubelet applies them.
+    if let Some(n) = q.get("tailLines").and_then(|t| t.parse::<usize>().ok()) {
+        let lines: Vec<&str> = text.lines().collect();
+        let kept = lines[lines.len().saturating_sub(n)..].join("\n");
+        text = if kept.is_empty() { kept } else { kept + "\n" };
+    }
+    if let Some(limit) = q.get("limitBytes").and_then(|b| b.parse::<usize>().ok())
+        && text.len() > limit
+    {
+        let mut cut = limit;
+        while !text.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        text.truncate(cut);
+    }
     full_text(200, text)
 }
+
+/// The key suffix of a container's previous run's log in [`super::State::logs`].
+pub const PREVIOUS: &str = "#previous";
 
 fn exec_upgrade(
     mock: &MockApi,

@@ -159,6 +159,8 @@ impl MockApi {
     /// An empty cluster (namespaces `default`, `kube-system` and the ServiceAccount's), k3s'
     /// `/version`, the lab token accepted, no RBAC policy (every authenticated request allowed).
     pub fn new() -> Self {
+        // For `cargo xtask ci`'s tier table: this test exercises the mock API server.
+        lab_runner::tier::ran("mock API");
         let mut tokens = BTreeMap::new();
         tokens.insert(
             TOKEN.to_owned(),
@@ -541,11 +543,26 @@ impl MockApi {
         self.seen().into_iter().filter_map(|s| s.fault).collect()
     }
 
-    /// Sets the log of a container.
+    /// Sets the log of a container (served on `GET …/pods/NAME/log?container=…`, with
+    /// `tailLines` and `limitBytes` applied).
     pub fn set_log(&self, ns: &str, pod: &str, container: &str, text: &str) -> &Self {
         self.lock()
             .logs
             .insert((ns.into(), pod.into(), container.into()), text.into());
+        self
+    }
+
+    /// Sets the log of a container's previous run (`previous=true`; without one the server
+    /// answers 400, as for a container that never restarted).
+    pub fn set_previous_log(&self, ns: &str, pod: &str, container: &str, text: &str) -> &Self {
+        self.lock().logs.insert(
+            (
+                ns.into(),
+                pod.into(),
+                format!("{container}{}", http::PREVIOUS),
+            ),
+            text.into(),
+        );
         self
     }
 

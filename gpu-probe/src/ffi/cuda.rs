@@ -254,6 +254,13 @@ impl Cuda {
         Ok(ptr)
     }
 
+    /// `cuMemAlloc_v2` returning the raw result code (for probes that expect odd answers).
+    pub fn mem_alloc_raw(&self, bytes: u64, ptr: &mut u64) -> i32 {
+        let size = usize::try_from(bytes).unwrap_or(usize::MAX);
+        // SAFETY: valid out-pointer; plain device memory.
+        unsafe { (self.mem_alloc)(ptr, size) }
+    }
+
     pub fn mem_free(&self, ptr: u64) -> Result<(), CuError> {
         // SAFETY: `ptr` came from mem_alloc and is freed once (the caller owns it).
         self.check("cuMemFree_v2", unsafe { (self.mem_free)(ptr) })

@@ -33,10 +33,16 @@ impl PropsBuf {
     /// Pinned device memory on device `ordinal`: `type`/`allocType` = 1 (PINNED),
     /// handle types = 0, `location` = { DEVICE (1), ordinal }.
     pub fn pinned_on_device(ordinal: i32) -> Self {
+        Self::located(1, ordinal)
+    }
+
+    /// Pinned memory at location `kind` (`CUmemLocationType`: 1 device, 2 host, 3 host NUMA
+    /// node) with id `id`.
+    pub fn located(kind: i32, id: i32) -> Self {
         let mut b = [0u8; 128];
         b[0..4].copy_from_slice(&1i32.to_le_bytes());
-        b[8..12].copy_from_slice(&1i32.to_le_bytes());
-        b[12..16].copy_from_slice(&ordinal.to_le_bytes());
+        b[8..12].copy_from_slice(&kind.to_le_bytes());
+        b[12..16].copy_from_slice(&id.to_le_bytes());
         Self(b)
     }
 }

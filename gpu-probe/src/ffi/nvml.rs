@@ -18,6 +18,19 @@ struct NvmlMemory {
     used: u64,
 }
 
+/// `nvmlProcessInfo_t` (the layout the `_v3` process queries fill).
+#[repr(C)]
+#[derive(Debug, Default, Clone, Copy)]
+struct NvmlProcessInfo {
+    pid: c_uint,
+    used_gpu_memory: u64,
+    gpu_instance_id: c_uint,
+    compute_instance_id: c_uint,
+}
+
+type ProcessQuery =
+    unsafe extern "C" fn(NvmlDevice, *mut c_uint, *mut NvmlProcessInfo) -> NvmlReturn;
+
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{call} failed: {message} ({code})")]
 pub struct NvmlError {
@@ -38,6 +51,10 @@ pub struct Nvml {
     device_name: unsafe extern "C" fn(NvmlDevice, *mut c_char, c_uint) -> NvmlReturn,
     device_uuid: unsafe extern "C" fn(NvmlDevice, *mut c_char, c_uint) -> NvmlReturn,
     memory_info: unsafe extern "C" fn(NvmlDevice, *mut NvmlMemory) -> NvmlReturn,
+    /// Optional: older drivers lack them, and a missing one only hides a fact.
+    compute_processes: Option<ProcessQuery>,
+    mps_processes: Option<ProcessQuery>,
+    mig_mode: Option<unsafe extern "C" fn(NvmlDevice, *mut c_uint, *mut c_uint) -> NvmlReturn>,
     _lib: Library,
 }
 
@@ -91,6 +108,19 @@ impl Nvml {
             device_name: sym!(lib, "nvmlDeviceGetName"),
             device_uuid: sym!(lib, "nvmlDeviceGetUUID"),
             memory_info: sym!(lib, "nvmlDeviceGetMemoryInfo"),
+            // SAFETY: NVML entry points whose C signatures match the field types; the library
+            // lives in the same struct as the pointers.
+            compute_processes: unsafe { lib.get(b"nvmlDeviceGetComputeRunningProcesses_v3\0") }
+                .ok()
+                .map(|s| *s),
+            // SAFETY: as above.
+            mps_processes: unsafe { lib.get(b"nvmlDeviceGetMPSComputeRunningProcesses_v3\0") }
+                .ok()
+                .map(|s| *s),
+            // SAFETY: as above.
+            mig_mode: unsafe { lib.get(b"nvmlDeviceGetMigMode\0") }
+                .ok()
+                .map(|s| *s),
             _lib: lib,
         };
         // SAFETY: no arguments.
@@ -203,6 +233,59 @@ impl Nvml {
             free: m.free,
             used: m.used,
         })
+    }
+}
+
+impl Nvml {
+    fn processes(
+        &self,
+        call: &'static str,
+        f: Option<ProcessQuery>,
+        d: NvmlDeviceHandle,
+    ) -> Result<Vec<(u32, u64)>, NvmlError> {
+        let f = f.ok_or(NvmlError {
+            call,
+            code: -2,
+            message: "not in this driver's NVML".into(),
+        })?;
+        let mut infos = [NvmlProcessInfo::default(); 256];
+        let mut count: c_uint = 256;
+        // SAFETY: `count` is the capacity of `infos`; NVML writes at most that many entries and
+        // sets `count` to how many it wrote.
+        self.check(call, unsafe { f(d.0, &raw mut count, infos.as_mut_ptr()) })?;
+        Ok(infos
+            .iter()
+            .take(count.min(256) as usize)
+            .map(|p| (p.pid, p.used_gpu_memory))
+            .collect())
+    }
+
+    /// Processes with a compute context on the device: (pid, used bytes).
+    pub fn compute_processes(&self, d: NvmlDeviceHandle) -> Result<Vec<(u32, u64)>, NvmlError> {
+        self.processes(
+            "nvmlDeviceGetComputeRunningProcesses_v3",
+            self.compute_processes,
+            d,
+        )
+    }
+
+    /// CUDA MPS clients on the device: (pid, used bytes).
+    pub fn mps_processes(&self, d: NvmlDeviceHandle) -> Result<Vec<(u32, u64)>, NvmlError> {
+        self.processes(
+            "nvmlDeviceGetMPSComputeRunningProcesses_v3",
+            self.mps_processes,
+            d,
+        )
+    }
+
+    /// The current MIG mode (read only): `Some(true)` enabled, `Some(false)` disabled, `None`
+    /// when the device or driver cannot say (no MIG support).
+    pub fn mig_enabled(&self, d: NvmlDeviceHandle) -> Option<bool> {
+        let f = self.mig_mode?;
+        let (mut current, mut pending) = (0 as c_uint, 0 as c_uint);
+        // SAFETY: two valid out-pointers; handle from NVML. This only reads the mode.
+        let rc = unsafe { f(d.0, &raw mut current, &raw mut pending) };
+        (rc == 0).then_some(current == 1)
     }
 }
 

@@ -1,10 +1,12 @@
-//! The versioned JSON report: the contract between gpu-probe and its consumers (cluster-ctl,
-//! evidence-pack). Field meanings are documented in `gpu-probe/README.md`; any change that removes
-//! or renames a field bumps [`SCHEMA_VERSION`].
+//! The versioned JSON report of gpu-probe (`gpu_probe::report` re-exports this module): the
+//! contract between gpu-probe and its consumers (cluster-ctl, evidence-pack). Field meanings are
+//! documented in `gpu-probe/README.md`; any change that removes or renames a field bumps
+//! [`SCHEMA_VERSION`], and `schemas/gpu-probe-report.schema.json` is generated from these types.
 //!
 //! Every check is reported youki-style as passed / failed (why) / skipped (why), and the summary
 //! verdict is derived from the checks by [`Verdict::from_checks`], never set by hand.
 
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 /// Identifies the document type, so a consumer can refuse a file that is not a probe report.
@@ -19,7 +21,7 @@ pub fn mib(bytes: u64) -> f64 {
     bytes as f64 / MIB as f64
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, JsonSchema)]
 pub struct Report {
     pub schema: String,
     pub schema_version: u32,
@@ -49,6 +51,12 @@ pub struct Report {
     /// `gpu-probe selftest`: a HAMi-core library checked against this driver without Kubernetes.
     #[serde(default)]
     pub selftest: Option<SelftestSection>,
+    /// The sharing method the probe found (HAMi-core, CUDA MPS, MIG, none) and why.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub method: Option<crate::report_conformance::MethodSection>,
+    /// `gpu-probe conformance`: the matrix of what one HAMi-core library caps here.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub conformance: Option<crate::report_conformance::ConformanceSection>,
     /// Every check, flat, in the order they ran.
     pub checks: Vec<Check>,
     pub verdict: Verdict,
@@ -79,6 +87,8 @@ impl Report {
             overhead: None,
             compute: None,
             selftest: None,
+            method: None,
+            conformance: None,
             verdict: Verdict::from_checks(&checks),
             checks,
             scope_note: SCOPE_NOTE.into(),
@@ -94,7 +104,7 @@ pub fn now_unix() -> u64 {
         .unwrap_or(0)
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, Default, JsonSchema)]
 pub struct HostInfo {
     pub hostname: Option<String>,
     pub pid: u32,
@@ -104,7 +114,7 @@ pub struct HostInfo {
     pub in_container: bool,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, Default, JsonSchema)]
 pub struct DriverInfo {
     /// From NVML, e.g. `580.159.04`.
     pub driver_version: Option<String>,
@@ -117,7 +127,7 @@ pub struct DriverInfo {
 }
 
 /// The slice expected on one device.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, JsonSchema)]
 pub struct ExpectedSlice {
     /// CUDA ordinal, as HAMi-core indexes `CUDA_DEVICE_MEMORY_LIMIT_<i>`.
     pub device: u32,
@@ -129,21 +139,21 @@ pub struct ExpectedSlice {
 }
 
 /// Memory numbers reported by one source, in bytes.
-#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default, JsonSchema)]
 pub struct MemInfo {
     pub total: u64,
     pub free: u64,
     pub used: u64,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, JsonSchema)]
 pub struct ViewSection {
     pub devices: Vec<ViewDevice>,
     /// `nvidia-smi --query-gpu=...` with its raw output, when nvidia-smi exists.
     pub nvidia_smi: Option<NvidiaSmi>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, JsonSchema)]
 pub struct ViewDevice {
     /// CUDA ordinal (NVML index when CUDA is unavailable).
     pub index: u32,
@@ -164,7 +174,7 @@ pub struct ViewDevice {
     pub reasons: Vec<String>,
 }
 
-#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum ViewOutcome {
     /// Every source reports the slice as the device's total.
@@ -179,7 +189,7 @@ pub enum ViewOutcome {
     NoData,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, JsonSchema)]
 pub struct NvidiaSmi {
     pub command: String,
     pub exit_code: Option<i32>,
@@ -190,7 +200,7 @@ pub struct NvidiaSmi {
     pub hami_core_lines: Vec<String>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, JsonSchema)]
 pub struct SmiRow {
     pub name: String,
     pub uuid: String,
@@ -199,12 +209,12 @@ pub struct SmiRow {
     pub free_mib: u64,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, JsonSchema)]
 pub struct CapSection {
     pub devices: Vec<CapDevice>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, JsonSchema)]
 pub struct CapDevice {
     pub index: u32,
     pub expected_bytes: Option<u64>,
@@ -216,7 +226,13 @@ pub struct CapDevice {
     pub held_bytes: u64,
     /// `cuMemGetInfo_v2` before the search: total − free is what the context costs the slice.
     pub start_mem_info: Option<MemInfo>,
+    /// What the context itself costs: the start's used memory less what other processes of the
+    /// container held (`sibling_usage`); absent where the total is not this process's own (MPS).
     pub context_overhead_bytes: Option<u64>,
+    /// Other processes of this container holding part of the slice at the start (HAMi-core's
+    /// shared region lists them).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sibling_usage: Vec<crate::report_conformance::SiblingUsage>,
     /// Every allocation call of the search, in order (for the chart in the evidence report).
     pub steps: Vec<CapStep>,
     pub alloc_calls: u32,
@@ -241,7 +257,7 @@ pub struct CapDevice {
     pub reasons: Vec<String>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, JsonSchema)]
 pub struct CapStep {
     pub request_bytes: u64,
     pub ok: bool,
@@ -250,7 +266,7 @@ pub struct CapStep {
     pub held_after_bytes: u64,
 }
 
-#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum StopReason {
     /// Held exactly the ceiling.
@@ -265,13 +281,13 @@ pub enum StopReason {
     NotRun,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, JsonSchema)]
 pub struct CudaErrorInfo {
     pub code: i64,
     pub name: String,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, JsonSchema)]
 pub struct OomLine {
     pub pid: Option<u32>,
     pub device: u32,
@@ -280,7 +296,7 @@ pub struct OomLine {
     pub raw: String,
 }
 
-#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum CapOutcome {
     /// Refused at or below the slice while the card itself had memory.
@@ -291,7 +307,7 @@ pub enum CapOutcome {
     Inconclusive,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, JsonSchema)]
 pub struct MechanismSection {
     /// The HAMi-related variables, as set in this process (unset ones omitted).
     pub env: Vec<EnvVar>,
@@ -305,7 +321,7 @@ pub struct MechanismSection {
     pub reasons: Vec<String>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, JsonSchema)]
 pub struct EnvVar {
     pub name: String,
     pub value: String,
@@ -313,7 +329,7 @@ pub struct EnvVar {
     pub interpretation: Option<String>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, Default, JsonSchema)]
 pub struct PreloadFile {
     pub path: String,
     pub exists: bool,
@@ -321,7 +337,7 @@ pub struct PreloadFile {
     pub error: Option<String>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, JsonSchema)]
 pub struct LibraryCheck {
     pub path: String,
     /// `/etc/ld.so.preload` or `LD_PRELOAD`.
@@ -334,7 +350,7 @@ pub struct LibraryCheck {
     pub error: Option<String>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, JsonSchema)]
 pub struct SymbolCheck {
     pub name: String,
     pub exported: bool,
@@ -342,7 +358,7 @@ pub struct SymbolCheck {
     pub resolved_in: Option<String>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, Default, JsonSchema)]
 pub struct SharedRegionCheck {
     pub path: String,
     /// `CUDA_DEVICE_MEMORY_SHARED_CACHE` or `default`.
@@ -355,7 +371,7 @@ pub struct SharedRegionCheck {
 }
 
 /// The parsed HAMi-core shared region (layout: shared/facts/hami.md §11).
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, Default, JsonSchema)]
 pub struct SharedRegion {
     pub initialized: bool,
     pub major_version: u32,
@@ -375,7 +391,7 @@ pub struct SharedRegion {
     pub torn_slots: u32,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, JsonSchema)]
 pub struct RegionProc {
     pub slot: u32,
     pub pid: i32,
@@ -385,7 +401,7 @@ pub struct RegionProc {
     pub used: Vec<RegionUsage>,
 }
 
-#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default, JsonSchema)]
 pub struct RegionUsage {
     pub context: u64,
     pub module: u64,
@@ -393,7 +409,7 @@ pub struct RegionUsage {
     pub total: u64,
 }
 
-#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum MechanismOutcome {
     /// A preloaded library that exports the CUDA/NVML hooks is mapped, and a limit is configured.
@@ -404,7 +420,7 @@ pub enum MechanismOutcome {
     Absent,
 }
 
-#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum CheckStatus {
     Passed,
@@ -413,7 +429,7 @@ pub enum CheckStatus {
 }
 
 /// One youki-style check line.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, JsonSchema)]
 pub struct Check {
     /// Stable id, e.g. `view.device0`, `cap.device0`, `mechanism`.
     pub id: String,
@@ -427,7 +443,7 @@ pub struct Check {
     pub environment: bool,
 }
 
-#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum Outcome {
     /// Every check passed (exit 0).
@@ -440,7 +456,7 @@ pub enum Outcome {
     Environment,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, JsonSchema)]
 pub struct Verdict {
     pub outcome: Outcome,
     pub exit_code: u8,
@@ -504,7 +520,7 @@ impl Verdict {
     }
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, JsonSchema)]
 pub struct AuditSection {
     pub device: u32,
     pub slice_bytes: Option<u64>,
@@ -516,7 +532,7 @@ pub struct AuditSection {
     pub time_bound_hit: bool,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, JsonSchema)]
 pub struct AuditPath {
     /// The API or scenario, e.g. `cuMemAllocPitch_v2`, `child with a cleared environment`.
     pub path: String,
@@ -531,7 +547,7 @@ pub struct AuditPath {
     pub note: String,
 }
 
-#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum AuditOutcome {
     /// Refused at or below the slice.
@@ -546,7 +562,7 @@ pub enum AuditOutcome {
     Error,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, JsonSchema)]
 pub struct OverheadSection {
     pub device: u32,
     pub alloc: Vec<LatencyStats>,
@@ -562,7 +578,7 @@ pub struct OverheadSection {
 }
 
 /// Latency percentiles in microseconds.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, JsonSchema)]
 pub struct LatencyStats {
     pub what: String,
     pub bytes: u64,
@@ -573,7 +589,7 @@ pub struct LatencyStats {
     pub max_us: f64,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, JsonSchema)]
 pub struct ComputeSection {
     pub device: u32,
     pub seconds: f64,
@@ -588,9 +604,12 @@ pub struct ComputeSection {
     /// Whether throttling is expected here at all, and why.
     pub throttling_expected: bool,
     pub statement: String,
+    /// Against an unlimited baseline measured in the same run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub comparison: Option<crate::report_conformance::ComputeComparison>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, JsonSchema)]
 pub struct SelftestSection {
     pub library: String,
     pub limit_mib: u64,
