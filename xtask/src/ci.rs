@@ -32,6 +32,7 @@ pub struct CiArgs {
 }
 
 pub fn run(args: &CiArgs) -> Result<()> {
+    let started = std::time::Instant::now();
     let runner = SystemRunner::new(true);
     let root = crate::workspace_root();
     if !args.no_install {
@@ -85,7 +86,34 @@ pub fn run(args: &CiArgs) -> Result<()> {
             bail!("{name} failed (exit {:?}); its output is above", out.code);
         }
     }
+    fresh_vm_step(started.elapsed())?;
     eprintln!("==> ci: format, clippy and tests passed");
+    Ok(())
+}
+
+/// README's VM commands on a fresh Debian root (`cargo xtask fresh-vm-test`), when root and when
+/// it fits the CI budget (`HAMI_CI_BUDGET_MIN`, default 90 minutes).
+fn fresh_vm_step(elapsed: std::time::Duration) -> Result<()> {
+    let budget_min = std::env::var("HAMI_CI_BUDGET_MIN")
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok())
+        .unwrap_or(90);
+    // SAFETY: geteuid has no preconditions.
+    let root = unsafe { libc::geteuid() } == 0;
+    match crate::fresh_vm::ci_decision(
+        root,
+        elapsed,
+        std::time::Duration::from_secs(budget_min * 60),
+    ) {
+        Err(why) => eprintln!("==> fresh machine: SKIPPED ({why})"),
+        Ok(()) => {
+            eprintln!("==> fresh machine: README's VM commands in a debootstrap Debian root");
+            match crate::fresh_vm::run(&crate::fresh_vm::FreshVmArgs::default())? {
+                0 => {}
+                code => bail!("the fresh-machine test failed (exit {code}); its output is above"),
+            }
+        }
+    }
     Ok(())
 }
 

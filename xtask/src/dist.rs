@@ -11,6 +11,8 @@ use anyhow::{Context, Result, bail};
 use lab_runner::{Cmd, Runner, SystemRunner};
 use sha2::{Digest, Sha256};
 
+pub mod zigbuild;
+
 pub const TOOLS: &[&str] = &["gpu-probe", "host-setup", "cluster-ctl", "evidence-pack"];
 pub const GLIBC_BASELINE: (u32, u32) = (2, 28);
 const X86: &str = "x86_64-unknown-linux-gnu";
@@ -28,13 +30,10 @@ pub struct DistArgs {
 
 /// Builds, checks and collects the binaries; returns their paths.
 pub fn run(args: &DistArgs) -> Result<Vec<PathBuf>> {
-    let runner = SystemRunner::new(true)
-        .with_hint(
-            "cargo-zigbuild",
-            "run `pip install ziglang cargo-zigbuild` (needed for the glibc 2.28 baseline)",
-        )
-        .with_hint("objdump", "install binutils");
+    let runner = SystemRunner::new(true).with_hint("objdump", "install binutils");
     let root = crate::workspace_root();
+    let family = crate::lab::preflight::Distro::read().family();
+    let zigbuild = zigbuild::ensure(&runner, &root, family)?;
     let tools: Vec<&str> = if args.tools.is_empty() {
         TOOLS.to_vec()
     } else {
@@ -55,7 +54,8 @@ pub fn run(args: &DistArgs) -> Result<Vec<PathBuf>> {
     }
     let mut built = Vec::new();
     for target in targets {
-        let mut cmd = Cmd::new("cargo-zigbuild")
+        let mut cmd = zigbuild
+            .cmd()
             .args(["zigbuild", "--release", "--target"])
             .arg(format!("{target}.2.28"));
         for tool in &tools {
