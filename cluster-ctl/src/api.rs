@@ -509,6 +509,250 @@ pub async fn run_copied_probe(
         })?
 }
 
+// ---------------------------------------------------------------------------------------------
+// k3s's HelmChart (helm.cattle.io/v1) and its helm-install Job, for the HelmChart path of
+// install-hami and cleanup (decisions in `helmchart`). Every call has a deadline.
+
+/// The HelmChart resource (not in k8s-openapi: a CRD, so a `DynamicObject`).
+fn helmchart_api(client: &Client, namespace: &str) -> Api<kube::api::DynamicObject> {
+    use crate::helmchart::{GROUP, KIND, PLURAL, VERSION};
+    let gvk = kube::api::GroupVersionKind::gvk(GROUP, VERSION, KIND);
+    let resource = kube::api::ApiResource::from_gvk_with_plural(&gvk, PLURAL);
+    Api::namespaced_with(client.clone(), namespace, &resource)
+}
+
+async fn within<T>(
+    timeout: Duration,
+    what: &str,
+    fut: impl std::future::Future<Output = Result<T, kube::Error>>,
+) -> Result<T, ApiError> {
+    match tokio::time::timeout(timeout, fut).await {
+        Ok(r) => r.map_err(call(what)),
+        Err(_) => Err(ApiError::Timeout {
+            what: what.to_owned(),
+            secs: timeout.as_secs(),
+        }),
+    }
+}
+
+/// Whether the cluster has the CRD `name`. Not allowed to read CRDs counts as not served.
+pub async fn crd_served(client: &Client, name: &str, timeout: Duration) -> Result<bool, ApiError> {
+    use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+    let api = Api::<CustomResourceDefinition>::all(client.clone());
+    match within(timeout, &format!("get crd {name}"), api.get_opt(name)).await {
+        Ok(crd) => Ok(crd.is_some()),
+        Err(ApiError::Call {
+            source: kube::Error::Api(s),
+            ..
+        }) if s.code == 403 => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+/// The HelmChart `name`, as JSON (None when absent).
+pub async fn get_helmchart(
+    client: &Client,
+    namespace: &str,
+    name: &str,
+    timeout: Duration,
+) -> Result<Option<serde_json::Value>, ApiError> {
+    let api = helmchart_api(client, namespace);
+    let got = within(timeout, &format!("get helmchart {name}"), api.get_opt(name)).await?;
+    Ok(got.and_then(|o| serde_json::to_value(o).ok()))
+}
+
+/// Creates the HelmChart from its JSON.
+pub async fn create_helmchart(
+    client: &Client,
+    object: &serde_json::Value,
+    timeout: Duration,
+) -> Result<(), ApiError> {
+    let namespace = object["metadata"]["namespace"].as_str().unwrap_or_default();
+    let name = object["metadata"]["name"].as_str().unwrap_or_default();
+    let obj: kube::api::DynamicObject =
+        serde_json::from_value(object.clone()).map_err(|e| ApiError::Exec {
+            pod: name.to_owned(),
+            what: format!("the HelmChart does not serialise: {e}"),
+        })?;
+    let api = helmchart_api(client, namespace);
+    within(
+        timeout,
+        &format!("create helmchart {name}"),
+        api.create(&PostParams::default(), &obj),
+    )
+    .await?;
+    Ok(())
+}
+
+/// Applies a JSON merge patch to the HelmChart.
+pub async fn patch_helmchart(
+    client: &Client,
+    namespace: &str,
+    name: &str,
+    patch: &serde_json::Value,
+    timeout: Duration,
+) -> Result<(), ApiError> {
+    let api = helmchart_api(client, namespace);
+    within(
+        timeout,
+        &format!("patch helmchart {name}"),
+        api.patch(
+            name,
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(patch),
+        ),
+    )
+    .await?;
+    Ok(())
+}
+
+/// Deletes the HelmChart; false when there was none. The helm controller's finalizer keeps it
+/// until its helm-delete Job has uninstalled the release: see [`wait_helmchart_gone`].
+pub async fn delete_helmchart(
+    client: &Client,
+    namespace: &str,
+    name: &str,
+    timeout: Duration,
+) -> Result<bool, ApiError> {
+    let api = helmchart_api(client, namespace);
+    match within(
+        timeout,
+        &format!("delete helmchart {name}"),
+        api.delete(name, &DeleteParams::default()),
+    )
+    .await
+    {
+        Ok(_) => Ok(true),
+        Err(ApiError::Call {
+            source: kube::Error::Api(s),
+            ..
+        }) if s.code == 404 => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+/// Watches until the HelmChart is gone.
+pub async fn wait_helmchart_gone(
+    client: &Client,
+    namespace: &str,
+    name: &str,
+    timeout: Duration,
+) -> Result<(), ApiError> {
+    wait_for(
+        helmchart_api(client, namespace),
+        name,
+        |o: Option<&kube::api::DynamicObject>| o.is_none(),
+        timeout,
+        &format!("HelmChart {name} to be deleted (its helm-delete Job uninstalls the release)"),
+    )
+    .await
+    .map(|_| ())
+}
+
+/// The Job `name` (None when absent).
+pub async fn get_job(
+    client: &Client,
+    namespace: &str,
+    name: &str,
+    timeout: Duration,
+) -> Result<Option<k8s_openapi::api::batch::v1::Job>, ApiError> {
+    let api = Api::<k8s_openapi::api::batch::v1::Job>::namespaced(client.clone(), namespace);
+    within(timeout, &format!("get job {name}"), api.get_opt(name)).await
+}
+
+/// Deletes the Job and, in the background, its pods.
+pub async fn delete_job(
+    client: &Client,
+    namespace: &str,
+    name: &str,
+    timeout: Duration,
+) -> Result<(), ApiError> {
+    let api = Api::<k8s_openapi::api::batch::v1::Job>::namespaced(client.clone(), namespace);
+    match within(
+        timeout,
+        &format!("delete job {name}"),
+        api.delete(name, &DeleteParams::background()),
+    )
+    .await
+    {
+        Ok(_) => Ok(()),
+        Err(ApiError::Call {
+            source: kube::Error::Api(s),
+            ..
+        }) if s.code == 404 => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+/// Watches the Job `name` until one other than `old_uid` has finished (Complete or Failed).
+pub async fn wait_job_finished(
+    client: &Client,
+    namespace: &str,
+    name: &str,
+    old_uid: Option<&str>,
+    timeout: Duration,
+) -> Result<Option<k8s_openapi::api::batch::v1::Job>, ApiError> {
+    let old = old_uid.map(str::to_owned);
+    wait_for(
+        Api::<k8s_openapi::api::batch::v1::Job>::namespaced(client.clone(), namespace),
+        name,
+        move |j: Option<&k8s_openapi::api::batch::v1::Job>| {
+            crate::helmchart::finished_job(j, old.as_deref())
+        },
+        timeout,
+        &format!("Job {name} to finish"),
+    )
+    .await
+}
+
+/// The log of the newest pod of the Job `job` (its `container`, the last 200 lines; the previous
+/// run's when the current one has none yet): the pod's name and the text. None when the Job has
+/// no pod.
+pub async fn job_log(
+    client: &Client,
+    namespace: &str,
+    job: &str,
+    container: &str,
+    timeout: Duration,
+) -> Result<Option<(String, String)>, ApiError> {
+    let pods = Api::<Pod>::namespaced(client.clone(), namespace);
+    let mut found = Vec::new();
+    for label in crate::helmchart::JOB_POD_LABELS {
+        let lp = ListParams::default().labels(&format!("{label}={job}"));
+        found = within(timeout, &format!("list pods of job {job}"), pods.list(&lp))
+            .await?
+            .items;
+        if !found.is_empty() {
+            break;
+        }
+    }
+    let Some(pod) = found
+        .into_iter()
+        .max_by_key(|p| p.metadata.creation_timestamp.as_ref().map(|t| t.0))
+    else {
+        return Ok(None);
+    };
+    let name = pod.metadata.name.clone().unwrap_or_default();
+    let restarted = pod
+        .status
+        .as_ref()
+        .and_then(|s| s.container_statuses.as_ref())
+        .and_then(|cs| cs.iter().find(|c| c.name == container))
+        .is_some_and(|c| c.restart_count > 0);
+    let logs = |previous: bool| kube::api::LogParams {
+        container: Some(container.to_owned()),
+        tail_lines: Some(200),
+        previous,
+        ..kube::api::LogParams::default()
+    };
+    let what = format!("log of pod {name}");
+    let mut text = within(timeout, &what, pods.logs(&name, &logs(false))).await?;
+    if text.trim().is_empty() && restarted {
+        text = within(timeout, &what, pods.logs(&name, &logs(true))).await?;
+    }
+    Ok(Some((name, text)))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -16,6 +16,7 @@ use serde::Serialize;
 use serde_json::{Value, json};
 
 use crate::api::{self, ApiError};
+use crate::chart_install::{self, Installer};
 use crate::decide::{
     self, Coexisting, NodeRegistration, OversubscribeEvidence, check_scheduler_tag, co_residency,
     container_image, daemonset_ready, deployment_ready, endpoints_ready, find_coexisting,
@@ -87,6 +88,8 @@ pub struct Ctx {
     /// Limit of single API calls (and of reaching the server).
     pub api_timeout: Duration,
     pub helm: HelmTarget,
+    /// How install-hami installs the chart: helm, k3s's HelmChart, or auto.
+    pub installer: crate::helmchart::InstallerChoice,
 }
 
 fn progress(line: &str) {
@@ -121,6 +124,8 @@ pub struct PreflightReport {
     pub release: Option<ReleaseState>,
     /// Major version of helm (3 or 4) when found and supported.
     pub helm_major: Option<u32>,
+    /// How install-hami would install the chart, and why.
+    pub installer: Option<chart_install::Choice>,
     pub hami_scheduler_present: bool,
     pub problems: Vec<String>,
 }
@@ -149,6 +154,7 @@ pub fn preflight_report(s: &Snapshot, release: Option<ReleaseState>) -> Prefligh
         coexisting,
         release,
         helm_major: None,
+        installer: None,
         hami_scheduler_present: s.scheduler.is_some(),
         problems,
     }
@@ -165,8 +171,18 @@ fn preflight_human(r: &PreflightReport) -> String {
             n.gpus.len()
         ));
     }
+    if let Some(c) = &r.installer {
+        out.push_str(&format!("installer: {}\n", c.why));
+    }
+    let chart_path = r
+        .installer
+        .as_ref()
+        .is_some_and(|c| c.installer == Installer::HelmChart);
     out.push_str(&match r.helm_major {
         Some(m) => format!("helm: {m}\n"),
+        None if chart_path => {
+            "helm: not found (not needed: install-hami uses k3s's HelmChart)\n".to_owned()
+        }
         None => format!(
             "helm: not usable (install-hami needs it): {}\n",
             helm::INSTALL_HINT
@@ -220,6 +236,10 @@ pub async fn preflight(
     if runner.exists("helm") {
         r.helm_major = helm::helm_major(runner).ok();
     }
+    r.installer = chart_install::choose(client, ctx, &s.server_git_version)
+        .await
+        .map_err(|e| progress(&format!("installer: {e}")))
+        .ok();
     Ok(Outcome {
         exit: if r.problems.is_empty() {
             exit::OK
@@ -291,6 +311,15 @@ pub fn install_plan(
         ));
         cmds.push(install);
     }
+    for step in verify_steps() {
+        plan.push(step);
+    }
+    Ok((plan, cmds))
+}
+
+/// The read-only checks after an install, on both install paths.
+pub fn verify_steps() -> Vec<Step> {
+    let mut steps = Vec::new();
     for (id, why) in [
         (
             "verify-scheduler",
@@ -309,9 +338,9 @@ pub fn install_plan(
             "watch each gpu=on node until nvidia.com/gpu is allocatable and the register annotation parses",
         ),
     ] {
-        plan.push(Step::new(id, "watch (read-only)", why));
+        steps.push(Step::new(id, "watch (read-only)", why));
     }
-    Ok((plan, cmds))
+    steps
 }
 
 /// Pure: the checks after install, from the objects the watches returned.
@@ -423,11 +452,14 @@ pub async fn install_hami(
     wait: Duration,
 ) -> Result<Outcome, Failure> {
     let s = api::snapshot(client, &ctx.namespace, &ctx.hami_namespace, ctx.api_timeout).await?;
-    if !runner.exists("helm") {
-        return Err(Failure::env(anyhow::anyhow!("{}", helm::INSTALL_HINT)));
+    let choice = chart_install::choose(client, ctx, &s.server_git_version).await?;
+    progress(&format!("installer: {}", choice.why));
+    if choice.installer == Installer::Helm && !runner.exists("helm") {
+        return Err(Failure::env(anyhow::anyhow!(
+            "{} (on k3s, `--installer helm-chart` needs no helm)",
+            helm::INSTALL_HINT
+        )));
     }
-    let major = helm::helm_major(runner).map_err(Failure::env)?;
-    progress(&format!("helm {major} found"));
     let coexisting = find_coexisting(&s.daemonsets, &s.pods);
     if !coexisting.is_empty() {
         let r = preflight_report(&s, None);
@@ -437,6 +469,32 @@ pub async fn install_hami(
             json: serde_json::to_value(&r).unwrap_or(Value::Null),
         });
     }
+    let deadline = tokio::time::Instant::now() + wait;
+    let (plan, job) = match choice.installer {
+        Installer::HelmChart => {
+            chart_install::install(client, ctx, opts, &choice, deadline).await?
+        }
+        Installer::Helm => (install_with_helm(runner, ctx, opts, &choice)?, None),
+    };
+    if ctx.dry_run {
+        return Ok(Outcome {
+            exit: exit::OK,
+            human: plan.human(),
+            json: json!({"plan": plan}),
+        });
+    }
+    verify_install(client, ctx, &s, deadline, &plan, job).await
+}
+
+/// The helm path: clear a stuck release, `helm upgrade --install` (not with `--dry-run`).
+fn install_with_helm(
+    runner: &dyn Runner,
+    ctx: &Ctx,
+    opts: &InstallOptions,
+    choice: &chart_install::Choice,
+) -> Result<Plan, Failure> {
+    let major = helm::helm_major(runner).map_err(Failure::env)?;
+    progress(&format!("helm {major} found"));
     let state = helm_release(runner, &ctx.helm)?.unwrap_or(ReleaseState::Absent);
     let already_current = match &state {
         ReleaseState::Deployed { chart, .. }
@@ -448,19 +506,34 @@ pub async fn install_hami(
         }
         _ => false,
     };
-    let (plan, cmds) = install_plan(&state, opts, &ctx.helm, already_current)?;
-    if ctx.dry_run {
-        return Ok(Outcome {
-            exit: exit::OK,
-            human: plan.human(),
-            json: json!({"plan": plan}),
-        });
+    let (mut plan, cmds) = install_plan(&state, opts, &ctx.helm, already_current)?;
+    plan.steps.insert(
+        0,
+        Step::new(
+            "installer",
+            format!("helm upgrade --install (helm {major})"),
+            choice.why.clone(),
+        ),
+    );
+    if !ctx.dry_run {
+        for cmd in &cmds {
+            progress(&format!("running {cmd}"));
+            runner.run_checked(cmd).map_err(Failure::env)?;
+        }
     }
-    for cmd in &cmds {
-        progress(&format!("running {cmd}"));
-        runner.run_checked(cmd).map_err(Failure::env)?;
-    }
-    let deadline = tokio::time::Instant::now() + wait;
+    Ok(plan)
+}
+
+/// After either install path: watch scheduler, webhook endpoints, device plugin and node
+/// registration, each reported; a failed item comes with the doctor's diagnosis.
+async fn verify_install(
+    client: &Client,
+    ctx: &Ctx,
+    s: &Snapshot,
+    deadline: tokio::time::Instant,
+    plan: &Plan,
+    job: Option<chart_install::JobReport>,
+) -> Result<Outcome, Failure> {
     let left = || deadline.saturating_duration_since(tokio::time::Instant::now());
     let ns = &ctx.hami_namespace;
     progress("waiting for hami-scheduler to be ready");
@@ -550,7 +623,10 @@ pub async fn install_hami(
         &regs,
     );
     let all_ok = checks.iter().all(|c| c.ok);
-    let mut human = String::new();
+    let mut human = job
+        .as_ref()
+        .map(chart_install::JobReport::line)
+        .unwrap_or_default();
     for c in &checks {
         human.push_str(&format!(
             "{} {}: {}\n",
@@ -569,7 +645,7 @@ pub async fn install_hami(
     Ok(Outcome {
         exit: if all_ok { exit::OK } else { exit::CLAIM_FAILED },
         human,
-        json: json!({"plan": plan, "checks": checks, "diagnosis": diagnosis}),
+        json: json!({"plan": plan, "helm_job": job, "checks": checks, "diagnosis": diagnosis}),
     })
 }
 
@@ -1772,9 +1848,24 @@ pub async fn cleanup(
         ),
         "remove the lab's pods and wait until they are gone",
     ));
-    let uninstall = if uninstall_hami {
+    // A HelmChart `hami` (k3s) is deleted, whoever installed it: helm alone would see the helm
+    // controller install it again.
+    let chart = if uninstall_hami {
+        chart_install::uninstall_step(client, ctx).await?
+    } else {
+        None
+    };
+    if let Some(step) = &chart {
+        plan.push(step.clone());
+    }
+    let uninstall = if uninstall_hami && chart.is_none() {
         match helm_release(runner, &ctx.helm)? {
-            None => return Err(Failure::env(anyhow::anyhow!("{}", helm::INSTALL_HINT))),
+            None => {
+                return Err(Failure::env(anyhow::anyhow!(
+                    "{} (no HelmChart hami either)",
+                    helm::INSTALL_HINT
+                )));
+            }
             Some(ReleaseState::Absent) => None,
             Some(_) => Some(lab_runner::Cmd::new("helm").args([
                 "uninstall",
@@ -1814,17 +1905,21 @@ pub async fn cleanup(
     if let Some(c) = &uninstall {
         runner.run_checked(c).map_err(Failure::env)?;
     }
+    if chart.is_some() {
+        chart_install::uninstall(client, timeout, ctx.api_timeout).await?;
+    }
+    let uninstalled = uninstall.is_some() || chart.is_some();
     Ok(Outcome {
         exit: exit::OK,
         human: format!(
             "deleted {} lab pod(s){}\n",
             deleted.len(),
-            if uninstall.is_some() {
+            if uninstalled {
                 "; HAMi uninstalled"
             } else {
                 ""
             }
         ),
-        json: json!({"deleted": deleted, "uninstalled_hami": uninstall.is_some()}),
+        json: json!({"deleted": deleted, "uninstalled_hami": uninstalled}),
     })
 }

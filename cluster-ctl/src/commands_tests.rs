@@ -24,6 +24,7 @@ fn ctx(dry_run: bool) -> Ctx {
             context: None,
             namespace: "kube-system".into(),
         },
+        installer: crate::helmchart::InstallerChoice::Auto,
     }
 }
 
@@ -148,6 +149,7 @@ async fn install_dry_run_plans_clearing_the_stuck_release_and_changes_nothing() 
     assert_eq!(
         ids,
         [
+            "installer",
             "clear-stuck-release",
             "upgrade-install",
             "verify-scheduler",
@@ -279,7 +281,8 @@ async fn second_install_with_the_same_values_changes_nothing() {
         "{:?}",
         r.lines()
     );
-    assert_eq!(out.json["plan"]["steps"][0]["id"], "already-installed");
+    assert_eq!(out.json["plan"]["steps"][0]["id"], "installer");
+    assert_eq!(out.json["plan"]["steps"][1]["id"], "already-installed");
     // Other values (e.g. a new --set) do upgrade.
     let opts = InstallOptions {
         extra_set: vec!["devicePlugin.runtimeClassName=nvidia".into()],

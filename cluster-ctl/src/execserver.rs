@@ -260,6 +260,7 @@ mod tests {
                 context: None,
                 namespace: "kube-system".into(),
             },
+            installer: crate::helmchart::InstallerChoice::Auto,
         }
     }
 

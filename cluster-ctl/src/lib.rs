@@ -2,16 +2,18 @@
 //! known failures, over the Kubernetes API (kube + k8s-openapi) and helm (through `lab-runner`).
 //!
 //! Layout: pure decisions (`register`, `podann`, `sizing`, `decide`, `doctor`, `helm` planning,
-//! `manifests`) are unit-tested on the shared fixtures; `api` is the only module that talks to the
+//! `helmchart` for k3s's HelmChart path, `manifests`) are unit-tested on the shared fixtures; `api` is the only module that talks to the
 //! API server and is tested against a mock API server; `commands` ties them into subcommands.
 
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
 pub mod api;
+pub mod chart_install;
 pub mod commands;
 pub mod decide;
 pub mod doctor;
 pub mod helm;
+pub mod helmchart;
 pub mod manifests;
 pub mod plan;
 pub mod podann;
@@ -19,6 +21,8 @@ pub mod register;
 pub mod report;
 pub mod sizing;
 
+#[cfg(test)]
+mod chart_install_tests;
 #[cfg(test)]
 mod commands_tests;
 #[cfg(test)]
