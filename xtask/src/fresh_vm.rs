@@ -507,8 +507,24 @@ pub fn run(args: &FreshVmArgs) -> Result<u8> {
 
     let work = repo.join("target/fresh-vm");
     let root = work.join("root");
-    remove_root(&root)?;
     std::fs::create_dir_all(&work)?;
+    // One run at a time: a second would delete the first one's root under it.
+    let lock = std::fs::File::create(work.join("lock")).context("creating the lock file")?;
+    // SAFETY: flock on a file descriptor this process holds open for the whole run.
+    if unsafe {
+        libc::flock(
+            std::os::fd::AsRawFd::as_raw_fd(&lock),
+            libc::LOCK_EX | libc::LOCK_NB,
+        )
+    } != 0
+    {
+        eprintln!(
+            "fresh-vm-test: another run holds {}; wait for it",
+            work.join("lock").display()
+        );
+        return Ok(3);
+    }
+    remove_root(&root)?;
     let started = Instant::now();
     eprintln!("==> debootstrap --variant=minbase {suite} from {mirror}");
     runner
@@ -522,13 +538,31 @@ pub fn run(args: &FreshVmArgs) -> Result<u8> {
         .context("debootstrap")?;
     let bootstrapped = started.elapsed();
     let outcome = (|| -> Result<(u8, Duration)> {
-        // The VM: resolver, a host name, a sudo user, the repository, the toolchain.
+        // The VM: this machine's network (resolver, host name — a chroot shares it — and the
+        // local CA certificates of /usr/local/share/ca-certificates, e.g. a TLS-inspecting
+        // proxy's, which Debian's ca-certificates picks up when README installs it), a sudo
+        // user, the repository, the toolchain.
         std::fs::copy("/etc/resolv.conf", root.join("etc/resolv.conf")).context("resolv.conf")?;
-        std::fs::write(root.join("etc/hostname"), "fresh-vm\n")?;
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|h| h.trim().to_owned())
+            .unwrap_or_else(|_| "localhost".into());
+        std::fs::write(root.join("etc/hostname"), format!("{host}\n"))?;
         std::fs::write(
             root.join("etc/hosts"),
-            "127.0.0.1 localhost\n127.0.1.1 fresh-vm\n",
+            format!("127.0.0.1 localhost\n127.0.1.1 {host}\n"),
         )?;
+        let local_cas = Path::new("/usr/local/share/ca-certificates");
+        if let Ok(dir) = std::fs::read_dir(local_cas) {
+            let dest = root.join("usr/local/share/ca-certificates");
+            std::fs::create_dir_all(&dest)?;
+            for e in dir.filter_map(Result::ok).filter(|e| e.path().is_file()) {
+                std::fs::copy(e.path(), dest.join(e.file_name()))?;
+                eprintln!(
+                    "==> this network's CA {} goes into the root",
+                    e.path().display()
+                );
+            }
+        }
         root_run(
             &runner,
             &root,
@@ -634,7 +668,12 @@ pub fn run(args: &FreshVmArgs) -> Result<u8> {
         match verdict {
             Ok(()) => {
                 eprintln!(
-                    "fresh-vm-test PASSED: README's commands set up a fresh Debian {suite}; the lab stopped at preflight on the missing driver only (debootstrap {:.0}s, README block {:.0}s)",
+                    "fresh-vm-test PASSED: README's commands set up a fresh Debian {suite}; the lab stopped at preflight on the missing driver only{} (debootstrap {:.0}s, README block {:.0}s)",
+                    if unreachable.is_empty() {
+                        ""
+                    } else {
+                        " and the download sources this machine cannot reach either"
+                    },
                     bootstrapped.as_secs_f64(),
                     block.as_secs_f64()
                 );

@@ -227,10 +227,13 @@ fn disk(path: &Path) -> Option<Disk> {
     if unsafe { libc::statvfs(c.as_ptr(), &raw mut st) } != 0 {
         return None;
     }
+    // fsblkcnt_t and c_ulong are 32 bits on 32-bit targets.
+    #[allow(clippy::useless_conversion)]
+    let free_bytes = u64::from(st.f_bavail).saturating_mul(u64::from(st.f_frsize));
     Some(Disk {
         path: path.to_path_buf(),
         dev: std::fs::metadata(existing).ok()?.dev(),
-        free_bytes: u64::from(st.f_bavail).saturating_mul(u64::from(st.f_frsize)),
+        free_bytes,
     })
 }
 
