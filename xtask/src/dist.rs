@@ -1,7 +1,8 @@
 //! `cargo xtask dist` and `cargo xtask gpu-bundle`: portable release binaries.
 //!
 //! The tools must run on hosts and in container images older than this build machine, so they are
-//! linked against glibc 2.28 with `cargo zigbuild` (target suffix `.2.28`), and every binary's
+//! linked against glibc 2.28 with `cargo zigbuild` (target suffix `.2.28`; zig and cargo-zigbuild
+//! from PATH or from the virtual environment [`zigbuild`] makes under `target/`), and every binary's
 //! highest `GLIBC_x.y` symbol version is checked: the build fails when one needs a newer glibc.
 //! The gpu-probe artifact is the one cluster-ctl copies into pods.
 
@@ -152,7 +153,7 @@ fn write_sums(dir: &Path, files: &[PathBuf]) -> Result<()> {
     std::fs::write(dir.join("SHA256SUMS"), lines).context("writing SHA256SUMS")
 }
 
-/// Builds what the developers run on the GPU machine into `.carry/` (ignored by git):
+/// Builds what the GPU tests need on a GPU host into `.carry/` (ignored by git):
 /// the portable gpu-probe, the GPU test binary and the benchmark.
 pub fn gpu_bundle() -> Result<()> {
     let root = crate::workspace_root();
@@ -189,7 +190,7 @@ pub fn gpu_bundle() -> Result<()> {
         std::fs::copy(&exe, &target)?;
         let _ = runner.run(&Cmd::new("strip").arg(target.display().to_string()));
     }
-    eprintln!("ready: {} (carry it to the GPU machine)", carry.display());
+    eprintln!("ready: {} (copy it to the GPU host)", carry.display());
     Ok(())
 }
 
