@@ -91,8 +91,8 @@ pub fn run(args: &CiArgs) -> Result<()> {
     Ok(())
 }
 
-/// README's VM commands on a fresh Debian root (`cargo xtask fresh-vm-test`), when root and when
-/// it fits the CI budget (`HAMI_CI_BUDGET_MIN`, default 90 minutes).
+/// README's VM commands on a fresh Debian root (`cargo xtask fresh-vm-test`), when root, when the
+/// disk has room and when it fits the CI budget (`HAMI_CI_BUDGET_MIN`, default 90 minutes).
 fn fresh_vm_step(elapsed: std::time::Duration) -> Result<()> {
     let budget_min = std::env::var("HAMI_CI_BUDGET_MIN")
         .ok()
@@ -100,10 +100,13 @@ fn fresh_vm_step(elapsed: std::time::Duration) -> Result<()> {
         .unwrap_or(90);
     // SAFETY: geteuid has no preconditions.
     let root = unsafe { libc::geteuid() } == 0;
+    let free = crate::lab::preflight::disk(&crate::workspace_root().join("target"))
+        .map_or(0, |d| d.free_bytes);
     match crate::fresh_vm::ci_decision(
         root,
         elapsed,
         std::time::Duration::from_secs(budget_min * 60),
+        free,
     ) {
         Err(why) => eprintln!("==> fresh machine: SKIPPED ({why})"),
         Ok(()) => {
