@@ -2,9 +2,10 @@
 //! known failures, over the Kubernetes API (kube + k8s-openapi) and helm (through `lab-runner`).
 //!
 //! Layout: pure decisions (`register`, `podann`, `sizing`, `decide`, `doctor`, the `diagnose`
-//! engine, `exercises`, `helm` command lines, `manifests`, `plan`, `kubeconfig`) are unit-tested
-//! on the in-repo fixtures; `api` is the only module that talks to the API server and is tested
-//! against the mock API server of `tests/mockapi`; `commands` has one module per subcommand.
+//! engine, `exercises`, `helm` command lines, `helmchart` for k3s's HelmChart path, `manifests`,
+//! `plan`, `kubeconfig`) are unit-tested on the in-repo fixtures; `api` is the only module that
+//! talks to the API server and is tested against the mock API server of `tests/mockapi`;
+//! `commands` has one module per subcommand.
 
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
@@ -15,6 +16,7 @@ pub mod diagnose;
 pub mod doctor;
 pub mod exercises;
 pub mod helm;
+pub mod helmchart;
 pub mod kubeconfig;
 pub mod manifests;
 pub mod plan;

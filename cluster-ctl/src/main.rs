@@ -13,6 +13,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use cluster_ctl::api::Cluster;
 use cluster_ctl::commands::{self, Ctx, Failure, Outcome, RunArgs, exit};
 use cluster_ctl::helm::{self, HelmTarget, InstallOptions};
+use cluster_ctl::helmchart::InstallerChoice;
 use cluster_ctl::kubeconfig::{self, Environment, K3S_KUBECONFIG, Source};
 use cluster_ctl::manifests::DEFAULT_IMAGE;
 use kube::config::{Config, KubeConfigOptions, Kubeconfig};
@@ -52,6 +53,10 @@ struct Cli {
     /// Seconds allowed to reach the API server.
     #[arg(long, global = true, default_value_t = 30)]
     api_timeout: u64,
+    /// How install-hami installs the chart: auto (k3s's HelmChart on k3s, helm elsewhere), helm,
+    /// or helm-chart (a helm.cattle.io/v1 HelmChart; no helm binary).
+    #[arg(long, global = true, value_enum, default_value_t = InstallerChoice::Auto)]
+    installer: InstallerChoice,
     /// Log every helm command line before it runs.
     #[arg(long, short = 'v', global = true)]
     verbose: bool,
@@ -64,7 +69,8 @@ enum Command {
     /// Check the cluster before installing: server version, gpu=on nodes, coexisting NVIDIA
     /// device plugin / GPU Operator / GFD (refused), existing HAMi release.
     Preflight,
-    /// helm upgrade --install HAMi (pinned chart) into the HAMi namespace, then verify it by watches.
+    /// Install HAMi (pinned chart) into the HAMi namespace — on k3s through a HelmChart that k3s's
+    /// helm controller installs, elsewhere with helm upgrade --install — then verify it by watches.
     InstallHami {
         /// Chart version.
         #[arg(long, default_value = helm::DEFAULT_CHART_VERSION)]
@@ -162,7 +168,7 @@ enum Command {
     },
     /// Delete the lab pods (and HAMi with --uninstall-hami).
     Cleanup {
-        /// Also `helm uninstall` HAMi.
+        /// Also uninstall HAMi (deletes the HelmChart on k3s, else `helm uninstall`).
         #[arg(long)]
         uninstall_hami: bool,
         /// Seconds to wait for the pods to be gone.
@@ -254,6 +260,7 @@ async fn dispatch(cli: Cli) -> Result<Outcome, Failure> {
             context: cli.context.clone(),
             namespace: cli.hami_namespace.clone(),
         },
+        installer: cli.installer,
     };
     let runner = lab_runner::SystemRunner::new(cli.verbose).with_hint("helm", helm::INSTALL_HINT);
     if let Command::Run {

@@ -39,6 +39,23 @@ impl Op {
         }
     }
 
+    /// An operation on a resource k8s-openapi has no type for (a CRD's objects).
+    pub fn dynamic(
+        verb: &'static str,
+        group: &str,
+        plural: &str,
+        namespace: Option<&str>,
+        name: Option<&str>,
+    ) -> Self {
+        Self {
+            verb,
+            group: group.to_owned(),
+            resource: plural.to_owned(),
+            namespace: namespace.map(str::to_owned),
+            name: name.map(str::to_owned),
+        }
+    }
+
     /// The same operation on a subresource (`pods` → `pods/exec`).
     pub fn subresource(mut self, sub: &str) -> Self {
         self.resource = format!("{}/{sub}", self.resource);
@@ -177,6 +194,8 @@ pub enum ApiError {
     },
     #[error("exec in pod {pod}: {what}")]
     Exec { pod: String, what: String },
+    #[error("{op}: the request could not be built: {what}")]
+    Request { op: Box<Op>, what: String },
 }
 
 impl ApiError {

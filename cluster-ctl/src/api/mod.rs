@@ -1,7 +1,7 @@
 //! The one module that talks to the Kubernetes API server (ARCHITECTURE.md; `tests/tidy.rs` fails
 //! the build's tests on any `kube::Api`, `Api::<…>` or `Client` call outside `src/api/`). Commands
-//! get a [`Cluster`] and ask it for objects, pods, waits and probe runs; the decisions stay in the
-//! pure modules.
+//! get a [`Cluster`] and ask it for objects, pods, container logs, waits, probe runs and k3s's
+//! HelmChart with its helm Jobs (`helmchart`); the decisions stay in the pure modules.
 //!
 //! How it keeps going where a real API server makes it hard:
 //! - every request has a deadline: the connect timeout and a response-header timeout (a tower
@@ -9,14 +9,16 @@
 //!   it again ([`Cluster::call`]);
 //! - rate limiting (429, honouring `Retry-After`), server errors (5xx), timeouts and dropped
 //!   connections are retried with exponential backoff, at most [`MAX_ATTEMPTS`] times. Every verb
-//!   cluster-ctl uses is safe to repeat: reads, a delete of a pod already gone counts as done, and a
-//!   create that meets its own earlier attempt goes through the 409 path of [`Cluster::create_pod`];
+//!   cluster-ctl uses is safe to repeat: reads, a merge patch, a delete of an object already gone
+//!   counts as done, and a create that meets its own earlier attempt goes through a 409 path
+//!   ([`Cluster::create_pod`]; the HelmChart's in `commands::chart_install`);
 //! - every wait is kube-runtime's `watcher` with its backoff: a 410 Gone re-lists, a closed or
 //!   broken watch is resumed, until the wait's own deadline ([`wait`]);
 //! - 401 and 403 end at once, saying which credentials or which permission ([`ApiError`]).
 
 mod error;
 pub mod exec;
+mod helmchart;
 mod objects;
 pub mod wait;
 
@@ -28,6 +30,7 @@ use kube::Client;
 
 pub use error::{ApiError, Op};
 pub use exec::{PROBE_DIR, PROBE_NAME, ProbeRun, exit_code_from_status, probe_tar, untar_command};
+pub use helmchart::JOB_LOG_LINES;
 pub use objects::Capture;
 
 use error::Attempt;

@@ -43,7 +43,7 @@ fn gpumem_of(p: &Pod) -> String {
 }
 
 impl Cluster {
-    fn namespaced<K>(&self, namespace: &str) -> Api<K>
+    pub(super) fn namespaced<K>(&self, namespace: &str) -> Api<K>
     where
         K: Resource<Scope = NamespaceResourceScope>,
         <K as Resource>::DynamicType: Default,
@@ -66,14 +66,24 @@ impl Cluster {
             .await
     }
 
-    async fn list<K>(&self, api: &Api<K>, op: Op, lp: &ListParams) -> Result<Vec<K>, ApiError>
+    pub(super) async fn list<K>(
+        &self,
+        api: &Api<K>,
+        op: Op,
+        lp: &ListParams,
+    ) -> Result<Vec<K>, ApiError>
     where
         K: Resource + Clone + DeserializeOwned + Debug,
     {
         Ok(self.call(&op, || api.list(lp)).await?.items)
     }
 
-    async fn get_opt<K>(&self, api: &Api<K>, op: Op, name: &str) -> Result<Option<K>, ApiError>
+    pub(super) async fn get_opt<K>(
+        &self,
+        api: &Api<K>,
+        op: Op,
+        name: &str,
+    ) -> Result<Option<K>, ApiError>
     where
         K: Resource + Clone + DeserializeOwned + Debug,
     {

@@ -89,7 +89,7 @@ where
 impl Cluster {
     /// Watches `name` until `cond` holds, or `deadline`. Returns the object that satisfied it
     /// (`None` when the condition holds for an absent object).
-    async fn wait_object<K>(
+    pub(super) async fn wait_object<K>(
         &self,
         api: Api<K>,
         op: Op,

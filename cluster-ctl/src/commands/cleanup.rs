@@ -1,13 +1,14 @@
 //! `cluster-ctl cleanup [--uninstall-hami]`: delete the lab pods (by label) and wait until they
-//! are gone — graceful deletion keeps them Terminating for a while — then `helm uninstall` HAMi
-//! when asked.
+//! are gone — graceful deletion keeps them Terminating for a while — then uninstall HAMi when
+//! asked: by deleting k3s's HelmChart `hami` when there is one (helm alone would see the helm
+//! controller install it again), else with `helm uninstall`.
 
 use std::time::Duration;
 
 use lab_runner::Runner;
 use serde_json::json;
 
-use super::{Ctx, Failure, Outcome, exit, helm_release};
+use super::{Ctx, Failure, Outcome, chart_install, exit, helm_release};
 use crate::api::Cluster;
 use crate::helm::{self, ReleaseState};
 use crate::manifests;
@@ -42,9 +43,23 @@ pub async fn cleanup(
         ),
         "remove the lab's pods and wait until they are gone",
     ));
-    let uninstall = if uninstall_hami {
+    // A HelmChart `hami` (k3s) is deleted, whoever installed it.
+    let chart = if uninstall_hami {
+        chart_install::uninstall_step(cluster).await?
+    } else {
+        None
+    };
+    if let Some(step) = &chart {
+        plan.push(step.clone());
+    }
+    let uninstall = if uninstall_hami && chart.is_none() {
         match helm_release(runner, &ctx.helm)? {
-            None => return Err(Failure::env(anyhow::anyhow!("{}", helm::INSTALL_HINT))),
+            None => {
+                return Err(Failure::env(anyhow::anyhow!(
+                    "{} (no HelmChart hami either)",
+                    helm::INSTALL_HINT
+                )));
+            }
             Some(ReleaseState::Absent) => None,
             Some(_) => Some(helm::uninstall_cmd(&ctx.helm)),
         }
@@ -69,17 +84,21 @@ pub async fn cleanup(
     if let Some(c) = &uninstall {
         runner.run_checked(c).map_err(Failure::env)?;
     }
+    if chart.is_some() {
+        chart_install::uninstall(cluster, timeout).await?;
+    }
+    let uninstalled = uninstall.is_some() || chart.is_some();
     Ok(Outcome {
         exit: exit::OK,
         human: format!(
             "deleted {} lab pod(s){}\n",
             deleted.len(),
-            if uninstall.is_some() {
+            if uninstalled {
                 "; HAMi uninstalled"
             } else {
                 ""
             }
         ),
-        json: json!({"deleted": deleted, "uninstalled_hami": uninstall.is_some()}),
+        json: json!({"deleted": deleted, "uninstalled_hami": uninstalled}),
     })
 }

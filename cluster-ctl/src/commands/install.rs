@@ -1,5 +1,7 @@
-//! `cluster-ctl install-hami`: clear a stuck release, `helm upgrade --install` the pinned chart
-//! (left alone when the same chart and values are deployed), then verify by watches, each item
+//! `cluster-ctl install-hami`: choose the installer (`--installer`; on k3s a `helm.cattle.io/v1`
+//! HelmChart that k3s's helm controller installs, no helm binary — [`super::chart_install`];
+//! elsewhere helm: clear a stuck release, `helm upgrade --install` the pinned chart, left alone
+//! when the same chart and values are deployed), then verify by watches on both paths, each item
 //! reported, with `doctor`'s diagnosis when one fails.
 
 use std::time::Duration;
@@ -10,6 +12,7 @@ use lab_runner::Runner;
 use serde::Serialize;
 use serde_json::{Value, json};
 
+use super::chart_install::{self, Installer, JobReport};
 use super::preflight::{preflight_human, preflight_report};
 use super::{Ctx, Failure, Outcome, exit, findings_text, helm_release, progress};
 use crate::api::{ApiError, Cluster};
@@ -17,7 +20,7 @@ use crate::decide::{
     NodeRegistration, check_scheduler_tag, daemonset_ready, deployment_ready, endpoints_ready,
     find_coexisting, node_registration,
 };
-use crate::doctor;
+use crate::doctor::{self, Snapshot};
 use crate::helm::{self, HelmTarget, InstallOptions, ReleaseState};
 use crate::plan::{Plan, Step};
 
@@ -78,6 +81,15 @@ pub fn install_plan(
         ));
         cmds.push(install);
     }
+    for step in verify_steps() {
+        plan.push(step);
+    }
+    Ok((plan, cmds))
+}
+
+/// The read-only checks after an install, on both install paths.
+pub fn verify_steps() -> Vec<Step> {
+    let mut steps = Vec::new();
     for (id, why) in [
         (
             "verify-scheduler",
@@ -96,9 +108,9 @@ pub fn install_plan(
             "watch each gpu=on node until nvidia.com/gpu is allocatable and the register annotation parses",
         ),
     ] {
-        plan.push(Step::new(id, "watch (read-only)", why));
+        steps.push(Step::new(id, "watch (read-only)", why));
     }
-    Ok((plan, cmds))
+    steps
 }
 
 /// Pure: the checks after install, from the objects the watches returned.
@@ -225,11 +237,14 @@ pub async fn install_hami(
     let s = cluster
         .snapshot(&ctx.namespace, &ctx.hami_namespace)
         .await?;
-    if !runner.exists("helm") {
-        return Err(Failure::env(anyhow::anyhow!("{}", helm::INSTALL_HINT)));
+    let choice = chart_install::choose(cluster, ctx, &s.server_git_version).await?;
+    progress(&format!("installer: {}", choice.why));
+    if choice.installer == Installer::Helm && !runner.exists("helm") {
+        return Err(Failure::env(anyhow::anyhow!(
+            "{} (on k3s, `--installer helm-chart` needs no helm)",
+            helm::INSTALL_HINT
+        )));
     }
-    let major = helm::helm_major(runner).map_err(Failure::env)?;
-    progress(&format!("helm {major} found"));
     let coexisting = find_coexisting(&s.daemonsets, &s.pods);
     if !coexisting.is_empty() {
         let r = preflight_report(&s, None);
@@ -239,6 +254,32 @@ pub async fn install_hami(
             json: serde_json::to_value(&r).unwrap_or(Value::Null),
         });
     }
+    let deadline = tokio::time::Instant::now() + wait;
+    let (plan, job) = match choice.installer {
+        Installer::HelmChart => {
+            chart_install::install(cluster, ctx, opts, &choice, deadline).await?
+        }
+        Installer::Helm => (install_with_helm(runner, ctx, opts, &choice)?, None),
+    };
+    if ctx.dry_run {
+        return Ok(Outcome {
+            exit: exit::OK,
+            human: plan.human(),
+            json: json!({"plan": plan}),
+        });
+    }
+    verify_install(cluster, ctx, &s, deadline, &plan, job).await
+}
+
+/// The helm path: clear a stuck release, `helm upgrade --install` (not with `--dry-run`).
+fn install_with_helm(
+    runner: &dyn Runner,
+    ctx: &Ctx,
+    opts: &InstallOptions,
+    choice: &chart_install::Choice,
+) -> Result<Plan, Failure> {
+    let major = helm::helm_major(runner).map_err(Failure::env)?;
+    progress(&format!("helm {major} found"));
     let state = helm_release(runner, &ctx.helm)?.unwrap_or(ReleaseState::Absent);
     let already_current = match &state {
         ReleaseState::Deployed { chart, .. }
@@ -250,19 +291,34 @@ pub async fn install_hami(
         }
         _ => false,
     };
-    let (plan, cmds) = install_plan(&state, opts, &ctx.helm, already_current)?;
-    if ctx.dry_run {
-        return Ok(Outcome {
-            exit: exit::OK,
-            human: plan.human(),
-            json: json!({"plan": plan}),
-        });
+    let (mut plan, cmds) = install_plan(&state, opts, &ctx.helm, already_current)?;
+    plan.steps.insert(
+        0,
+        Step::new(
+            "installer",
+            format!("helm upgrade --install (helm {major})"),
+            choice.why.clone(),
+        ),
+    );
+    if !ctx.dry_run {
+        for cmd in &cmds {
+            progress(&format!("running {cmd}"));
+            runner.run_checked(cmd).map_err(Failure::env)?;
+        }
     }
-    for cmd in &cmds {
-        progress(&format!("running {cmd}"));
-        runner.run_checked(cmd).map_err(Failure::env)?;
-    }
-    let deadline = tokio::time::Instant::now() + wait;
+    Ok(plan)
+}
+
+/// After either install path: watch scheduler, webhook endpoints, device plugin and node
+/// registration, each reported; a failed item comes with the doctor's diagnosis.
+async fn verify_install(
+    cluster: &Cluster,
+    ctx: &Ctx,
+    s: &Snapshot,
+    deadline: tokio::time::Instant,
+    plan: &Plan,
+    job: Option<JobReport>,
+) -> Result<Outcome, Failure> {
     let ns = ctx.hami_namespace.as_str();
     let scheduler_name = crate::decide::HAMI_SCHEDULER;
     progress("waiting for hami-scheduler to be ready");
@@ -336,7 +392,7 @@ pub async fn install_hami(
         &regs,
     );
     let all_ok = checks.iter().all(|c| c.ok);
-    let mut human = String::new();
+    let mut human = job.as_ref().map(JobReport::line).unwrap_or_default();
     for c in &checks {
         human.push_str(&format!(
             "{} {}: {}\n",
@@ -355,6 +411,6 @@ pub async fn install_hami(
     Ok(Outcome {
         exit: if all_ok { exit::OK } else { exit::CLAIM_FAILED },
         human,
-        json: json!({"plan": plan, "checks": checks, "diagnosis": diagnosis}),
+        json: json!({"plan": plan, "helm_job": job, "checks": checks, "diagnosis": diagnosis}),
     })
 }

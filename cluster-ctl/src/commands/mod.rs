@@ -1,11 +1,13 @@
 //! The subcommands, one module each: each gathers objects through [`crate::api::Cluster`], decides
-//! with the pure modules (`decide`, `doctor`, `exercises`, `sizing`), prints a plan for
-//! `--dry-run`, applies it otherwise, and returns an [`Outcome`] (what to print, exit code).
+//! with the pure modules (`decide`, `doctor`, `exercises`, `helmchart`, `sizing`), prints a plan
+//! for `--dry-run`, applies it otherwise, and returns an [`Outcome`] (what to print, exit code).
+//! `chart_install` is the HelmChart path that `install` and `cleanup` share.
 //!
 //! Exit codes: 0 ok/verified, 1 a checked claim failed, 2 usage, 3 environment (unreachable
 //! cluster, credentials or permissions refused, missing helm or probe binary, HAMi not ready for
 //! the exercises).
 
+mod chart_install;
 mod cleanup;
 mod doctor;
 mod install;
@@ -26,7 +28,7 @@ use crate::report::OutDir;
 
 pub use cleanup::cleanup;
 pub use doctor::doctor;
-pub use install::{Check, install_checks, install_hami, install_plan};
+pub use install::{Check, install_checks, install_hami, install_plan, verify_steps};
 pub use preflight::{PreflightReport, preflight, preflight_report};
 pub use probe::{container_gpumem, probe};
 pub use run::{RunArgs, pick_node, run, run_dry_offline, run_plan};
@@ -85,6 +87,8 @@ pub struct Ctx {
     pub hami_namespace: String,
     pub dry_run: bool,
     pub helm: HelmTarget,
+    /// How install-hami installs the chart: helm, k3s's HelmChart, or auto.
+    pub installer: crate::helmchart::InstallerChoice,
 }
 
 fn progress(line: &str) {

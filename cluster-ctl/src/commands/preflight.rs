@@ -1,10 +1,12 @@
 //! `cluster-ctl preflight`: the server version, the nodes and which carry `gpu=on`, a coexisting
-//! NVIDIA device plugin / GPU Operator / GFD (refused, exit 1), and the HAMi release helm knows.
+//! NVIDIA device plugin / GPU Operator / GFD (refused, exit 1), the HAMi release helm knows, and
+//! how install-hami would install the chart (helm, or k3s's HelmChart: then no helm is needed).
 
 use lab_runner::Runner;
 use serde::Serialize;
 use serde_json::Value;
 
+use super::chart_install::{self, Installer};
 use super::{Ctx, Failure, Outcome, exit, helm_release, progress};
 use crate::api::Cluster;
 use crate::decide::{Coexisting, NodeRegistration, find_coexisting, node_registration};
@@ -20,6 +22,8 @@ pub struct PreflightReport {
     pub release: Option<ReleaseState>,
     /// Major version of helm (3 or 4) when found and supported.
     pub helm_major: Option<u32>,
+    /// How install-hami would install the chart, and why.
+    pub installer: Option<chart_install::Choice>,
     pub hami_scheduler_present: bool,
     pub problems: Vec<String>,
 }
@@ -48,6 +52,7 @@ pub fn preflight_report(s: &Snapshot, release: Option<ReleaseState>) -> Prefligh
         coexisting,
         release,
         helm_major: None,
+        installer: None,
         hami_scheduler_present: s.scheduler.is_some(),
         problems,
     }
@@ -64,8 +69,18 @@ pub(super) fn preflight_human(r: &PreflightReport) -> String {
             n.gpus.len()
         ));
     }
+    if let Some(c) = &r.installer {
+        out.push_str(&format!("installer: {}\n", c.why));
+    }
+    let chart_path = r
+        .installer
+        .as_ref()
+        .is_some_and(|c| c.installer == Installer::HelmChart);
     out.push_str(&match r.helm_major {
         Some(m) => format!("helm: {m}\n"),
+        None if chart_path => {
+            "helm: not found (not needed: install-hami uses k3s's HelmChart)\n".to_owned()
+        }
         None => format!(
             "helm: not usable (install-hami needs it): {}\n",
             helm::INSTALL_HINT
@@ -110,6 +125,10 @@ pub async fn preflight(
     if runner.exists("helm") {
         r.helm_major = helm::helm_major(runner).ok();
     }
+    r.installer = chart_install::choose(cluster, ctx, &s.server_git_version)
+        .await
+        .map_err(|e| progress(&format!("installer: {e}")))
+        .ok();
     Ok(Outcome {
         exit: if r.problems.is_empty() {
             exit::OK

@@ -102,6 +102,7 @@ async fn install_dry_run_plans_clearing_the_stuck_release_and_changes_nothing() 
     assert_eq!(
         ids,
         [
+            "installer",
             "clear-stuck-release",
             "upgrade-install",
             "verify-scheduler",
@@ -286,7 +287,15 @@ async fn a_second_install_with_the_same_values_changes_nothing() {
         "{:?}",
         r.lines()
     );
-    assert_eq!(out.json["plan"]["steps"][0]["id"], "already-installed");
+    assert_eq!(out.json["plan"]["steps"][0]["id"], "installer");
+    assert!(
+        out.json["plan"]["steps"][0]["why"]
+            .as_str()
+            .unwrap()
+            .contains("serves no helmcharts.helm.cattle.io"),
+        "k3s without the HelmChart CRD: helm"
+    );
+    assert_eq!(out.json["plan"]["steps"][1]["id"], "already-installed");
     let opts = InstallOptions {
         extra_set: vec!["devicePlugin.runtimeClassName=nvidia".into()],
         ..InstallOptions::default()

@@ -10,6 +10,7 @@
 mod mockapi;
 
 mod api;
+mod chart_install;
 mod commands;
 mod doctor_logs;
 mod fault_matrix;

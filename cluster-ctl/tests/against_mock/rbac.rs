@@ -13,11 +13,7 @@ use crate::mockapi::{INSTALLER_TOKEN, MockApi, Seen, TOKEN};
 use crate::support::*;
 
 fn policy() -> String {
-    std::fs::read_to_string(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../manifests/rbac.yaml"
-    ))
-    .unwrap()
+    rbac_policy()
 }
 
 /// The documented binding for `probe` of one's own pods in namespace `ns`.
@@ -140,8 +136,44 @@ async fn every_command_needs_only_what_manifests_rbac_yaml_grants_and_uses_all_o
     assert_eq!(out.exit, 0, "{}", out.human);
     assert!(m.denied().is_empty(), "{:#?}", denied_text(&m.seen()));
     record(&m);
-    // Least privilege: no permission granted to cluster-ctl is left unused (helm's installer
-    // roles are helm's: the tests record helm, they do not run it).
+    // install-hami and cleanup --uninstall-hami through k3s's HelmChart, as hami-installer: a
+    // failed install (its Job watched, its log read), the re-run deleting the failed Job, an
+    // upgrade (merge patch), the uninstall (delete, watched until gone).
+    {
+        use crate::mockapi::lifecycle::{HelmController, HelmRun, INSTALL_LOG};
+        let m = k3s_with_helm_controller(HelmController {
+            installs: [
+                HelmRun::Failed("Error: INSTALLATION FAILED\n".into()),
+                HelmRun::Complete(INSTALL_LOG.into()),
+            ]
+            .into(),
+            ..HelmController::default()
+        });
+        let c = m.cluster_as(INSTALLER_TOKEN, API_TIMEOUT);
+        let none = lab_runner::RecordingRunner::new(&[]);
+        let wait = Duration::from_secs(300);
+        let first =
+            commands::install_hami(&c, &none, &ctx(false), &InstallOptions::default(), wait).await;
+        assert!(first.is_err(), "the scripted failure");
+        for version in ["2.10.0", "2.10.1"] {
+            let opts = InstallOptions {
+                chart_version: version.into(),
+                ..InstallOptions::default()
+            };
+            let out = commands::install_hami(&c, &none, &ctx(false), &opts, wait)
+                .await
+                .unwrap();
+            assert_eq!(out.exit, exit::OK, "{}", out.human);
+        }
+        let out = commands::cleanup(&c, &none, &ctx(false), true, wait)
+            .await
+            .unwrap();
+        assert_eq!(out.json["uninstalled_hami"], true);
+        assert!(m.denied().is_empty(), "{:#?}", denied_text(&m.seen()));
+        record(&m);
+    }
+    // Least privilege: no permission granted is left unused (helm's installer roles are helm's:
+    // the tests record helm, they do not run it; the HelmChart path's role is checked).
     let granted = Policy::from_yaml(&policy()).unwrap().all_rules();
     let unused: Vec<&Grant> = granted
         .iter()

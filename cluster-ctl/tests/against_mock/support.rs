@@ -25,6 +25,7 @@ pub fn ctx(dry_run: bool) -> Ctx {
             context: None,
             namespace: "kube-system".into(),
         },
+        installer: cluster_ctl::helmchart::InstallerChoice::Auto,
     }
 }
 
@@ -361,4 +362,22 @@ pub async fn invoke(
             commands::cleanup(cluster, &helm, &c, false, Duration::from_secs(120)).await
         }
     }
+}
+
+/// manifests/rbac.yaml, as the mock enforces it.
+pub fn rbac_policy() -> String {
+    std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../manifests/rbac.yaml"
+    ))
+    .unwrap()
+}
+
+/// `healthy()` with k3s's helm controller running (the HelmChart CRD served) and
+/// manifests/rbac.yaml enforced.
+pub fn k3s_with_helm_controller(script: crate::mockapi::lifecycle::HelmController) -> MockApi {
+    let m = healthy();
+    m.enforce_rbac(&rbac_policy());
+    m.run_helm_controller(script);
+    m
 }

@@ -804,6 +804,7 @@ fn create(mock: &MockApi, kind: &Kind, ns: Option<&str>, body: &[u8]) -> Respons
     let (stored, rv) = {
         let mut st = mock.lock();
         let stored = st.store.insert(k.clone(), obj, now);
+        st.serve_crd(kind, &stored);
         (stored, st.store.rv)
     };
     mock.notify(rv);

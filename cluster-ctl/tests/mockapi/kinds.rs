@@ -1,6 +1,7 @@
 //! The resource types the mock serves: group, version, kind, plural, scope. Built-in kinds are
-//! listed here; a test adds any other (a CRD such as k3s' `HelmChart`) with
-//! [`super::MockApi::register_kind`] and its objects are then stored and served as dynamic JSON.
+//! listed here; any other is served once its CustomResourceDefinition is stored (as a real server
+//! starts serving a CRD's resource: [`Kind::from_crd`]), or when a test adds it with
+//! [`super::MockApi::register_kind`]; its objects are then stored and served as dynamic JSON.
 
 /// One served resource type.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -34,6 +35,27 @@ impl Kind {
         }
     }
 
+    /// The kind a CustomResourceDefinition object defines (its first served version).
+    pub fn from_crd(crd: &serde_json::Value) -> Option<Self> {
+        let spec = &crd["spec"];
+        let version = spec["versions"]
+            .as_array()
+            .and_then(|v| v.iter().find(|v| v["served"] != false))
+            .and_then(|v| v["name"].as_str())
+            .or_else(|| spec["version"].as_str())?;
+        Some(Self::new(
+            spec["group"].as_str()?,
+            version,
+            spec["names"]["kind"].as_str()?,
+            spec["names"]["plural"].as_str()?,
+            spec["scope"].as_str() != Some("Cluster"),
+        ))
+    }
+
+    pub fn is_crd(&self) -> bool {
+        self.group == "apiextensions.k8s.io" && self.kind == "CustomResourceDefinition"
+    }
+
     /// The store's key for the type: `pods`, `deployments.apps`.
     pub fn resource(&self) -> String {
         if self.group.is_empty() {
@@ -60,6 +82,13 @@ pub fn builtin() -> Vec<Kind> {
         Kind::new("apps", "v1", "Deployment", "deployments", true),
         Kind::new("apps", "v1", "DaemonSet", "daemonsets", true),
         Kind::new("batch", "v1", "Job", "jobs", true),
+        Kind::new(
+            "apiextensions.k8s.io",
+            "v1",
+            "CustomResourceDefinition",
+            "customresourcedefinitions",
+            false,
+        ),
         Kind::new("rbac.authorization.k8s.io", "v1", "Role", "roles", true),
         Kind::new(
             "rbac.authorization.k8s.io",

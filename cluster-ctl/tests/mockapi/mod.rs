@@ -7,9 +7,13 @@
 //! ([`store`]); strict decoding and validation of writes ([`validate`]); list and watch with label
 //! and field selectors, bookmarks, a server-side watch lifetime, and 410 Gone below a compaction
 //! ([`http`]); graceful deletion; the HAMi webhook, scheduler and kubelet as timelines in virtual
-//! time ([`lifecycle`]); bearer-token authentication and RBAC from YAML ([`rbac`]); per-request
-//! faults ([`faults`]); exec with the channel protocol and scripted gpu-probe answers ([`exec`]);
-//! pod logs. Every request is recorded with its RBAC attributes, answer and duration.
+//! time ([`lifecycle`]), and k3s's helm controller with the Job controller's part for its helm
+//! Jobs (`lifecycle::HelmController`); CRDs served once their definition is stored ([`kinds`]);
+//! bearer-token authentication and RBAC from YAML ([`rbac`]); per-request faults ([`faults`]);
+//! exec with the channel protocol and scripted gpu-probe answers ([`exec`]); pod logs (current
+//! and previous run, `tailLines`, `limitBytes`). Every request is recorded with its RBAC
+//! attributes, answer and duration. Every mock reports the `mock API` test tier
+//! (`lab_runner::tier`), for `cargo xtask ci`'s tier table.
 
 #![allow(dead_code)]
 
@@ -131,6 +135,8 @@ pub struct State {
     pub exec: ExecState,
     /// (namespace, pod, container) → log text.
     pub logs: BTreeMap<(String, String, String), String>,
+    /// k3s's helm controller, when it runs (`MockApi::run_helm_controller`).
+    pub helm: Option<lifecycle::HelmController>,
     pub settings: Settings,
     rng: u64,
 }
@@ -147,6 +153,23 @@ pub struct Shared {
 #[derive(Debug, Clone)]
 pub struct MockApi {
     pub shared: Arc<Shared>,
+}
+
+impl State {
+    /// A stored CustomResourceDefinition makes its resource served.
+    pub fn serve_crd(&mut self, kind: &Kind, obj: &Value) {
+        if !kind.is_crd() {
+            return;
+        }
+        if let Some(k) = Kind::from_crd(obj)
+            && !self
+                .kinds
+                .iter()
+                .any(|known| known.resource() == k.resource())
+        {
+            self.kinds.push(k);
+        }
+    }
 }
 
 impl Default for MockApi {
@@ -183,6 +206,7 @@ impl MockApi {
             pod_scripts: BTreeMap::new(),
             exec: ExecState::default(),
             logs: BTreeMap::new(),
+            helm: None,
             settings: Settings {
                 watch_lifetime: Duration::from_secs(1800),
                 bookmark_every: Duration::from_secs(60),
@@ -250,7 +274,8 @@ impl MockApi {
         let now = self.now_secs();
         let rv = {
             let mut st = self.lock();
-            st.store.insert(key, obj, now);
+            let stored = st.store.insert(key, obj, now);
+            st.serve_crd(&kind, &stored);
             st.store.rv
         };
         self.notify(rv);
@@ -341,6 +366,21 @@ impl MockApi {
         let mut st = self.lock();
         let done = match step {
             Step::Schedule { .. } => false,
+            Step::Log {
+                container,
+                text,
+                previous,
+            } => {
+                let exists = st.store.get(key).is_some();
+                let c = if *previous {
+                    format!("{container}{}", http::PREVIOUS)
+                } else {
+                    container.clone()
+                };
+                st.logs
+                    .insert((key.namespace.clone(), key.name.clone(), c), text.clone());
+                exists
+            }
             Step::Patch(p) => st.store.merge(key, p).is_some(),
             Step::Remove => st.store.remove(key).is_some(),
             Step::Event {
