@@ -30,6 +30,54 @@ pub struct SearchParams {
     pub any_error_is_refusal: bool,
 }
 
+/// A [`DeviceMemory`] whose every allocation is a progress event: the task's position is the MiB
+/// held (of the search's ceiling), its message what the step asked and got.
+pub struct Watched<'a> {
+    pub inner: &'a mut dyn DeviceMemory,
+    pub task: &'a lab_runner::progress::Task,
+    held: u64,
+}
+
+impl std::fmt::Debug for Watched<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Watched")
+            .field("task", self.task)
+            .field("held", &self.held)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<'a> Watched<'a> {
+    pub fn new(inner: &'a mut dyn DeviceMemory, task: &'a lab_runner::progress::Task) -> Self {
+        Self {
+            inner,
+            task,
+            held: 0,
+        }
+    }
+}
+
+impl DeviceMemory for Watched<'_> {
+    fn alloc(&mut self, bytes: u64) -> Result<u64, (i64, String)> {
+        let result = self.inner.alloc(bytes);
+        match &result {
+            Ok(_) => {
+                self.held += bytes;
+                self.task
+                    .update(self.held / MIB, &format!("+{} MiB held", mib(bytes)));
+            }
+            Err((code, name)) => self.task.update(
+                self.held / MIB,
+                &format!("{} MiB refused: {name} ({code})", mib(bytes)),
+            ),
+        }
+        result
+    }
+    fn free(&mut self, handle: u64) -> Result<(), (i64, String)> {
+        self.inner.free(handle)
+    }
+}
+
 /// Codes that mean "no memory for you": CUDA_ERROR_OUT_OF_MEMORY, and HAMi-core's -1 on some paths.
 pub fn is_refusal(code: i64) -> bool {
     code == crate::ffi::cuda::CUDA_ERROR_OUT_OF_MEMORY
@@ -345,6 +393,38 @@ pub fn redecide(c: &CapDevice) -> (CapOutcome, Vec<String>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_watched_search_reports_every_step_as_an_event() {
+        use lab_runner::progress::{Event, Progress, Style};
+        #[derive(Clone, Default)]
+        struct Buffer(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+        impl std::io::Write for Buffer {
+            fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+                self.0.lock().unwrap().extend_from_slice(b);
+                Ok(b.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let out = Buffer::default();
+        let progress = Progress::with_writer(Style::Events, Box::new(out.clone()));
+        let task = progress.task("cap device 0", Some(10000), "MiB");
+        let mut dev = SimDevice::new(Some(8000 * MIB), 80_000 * MIB);
+        let r = search(
+            &mut Watched::new(&mut dev, &task),
+            params(10000 * MIB),
+            |_| {},
+        );
+        let text = String::from_utf8(out.0.lock().unwrap().clone()).unwrap();
+        let events: Vec<Event> = text.lines().filter_map(Event::parse).collect();
+        assert_eq!(events.len(), r.steps.len(), "{text}");
+        let last = events.last().unwrap();
+        assert_eq!(last.pos, r.held / MIB);
+        assert!(last.msg.contains("refused"), "{last:?}");
+        assert!(events.iter().any(|e| e.msg == "+1024 MiB held"), "{text}");
+    }
 
     /// A simulated device: `limit` is a HAMi-core-like cap on the sum held (plus `context`), and
     /// `physical_free` the card's real free memory.

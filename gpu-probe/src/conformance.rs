@@ -52,6 +52,8 @@ pub struct ConformanceOptions {
     pub budget: Duration,
     /// The folder HAMi mounts at `/tmp/vgpulock` in pods ([`VGPU_LOCK_DIR`]).
     pub lock_dir: PathBuf,
+    /// Where the matrix shows how far it got (one event as each cell starts and ends).
+    pub progress: lab_runner::progress::Progress,
 }
 
 impl ConformanceOptions {
@@ -68,6 +70,7 @@ impl ConformanceOptions {
             settle: Duration::from_secs(3),
             budget: Duration::from_secs(300),
             lock_dir: PathBuf::from(VGPU_LOCK_DIR),
+            progress: lab_runner::progress::Progress::hidden(),
         }
     }
 }
@@ -918,7 +921,12 @@ impl Child<'_> {
     }
 
     fn run(&self, cmd: &Cmd) -> ChildEnd {
-        match self.runner.run(cmd) {
+        // A cell's progress is the matrix's; the child's own events are not its log.
+        match crate::probe::run_relaying(
+            self.runner,
+            cmd,
+            &lab_runner::progress::Progress::hidden(),
+        ) {
             Ok(out) => ChildEnd::Exited(out),
             Err(RunError::TimedOut { after, .. }) => ChildEnd::TimedOut(after),
             Err(e) => ChildEnd::NotStarted(e.to_string()),
@@ -1107,7 +1115,11 @@ pub fn run_on(
     let plans = plan(&devices, o);
     let mut cells = Vec::new();
     let mut baseline: Option<f64> = None;
+    let task = o
+        .progress
+        .task("conformance", Some(plans.len() as u64), "cells");
     for (i, p) in plans.iter().enumerate() {
+        task.update(i as u64, &format!("{} ...", p.id));
         // Each cell gets its bound, cut to what is left of the matrix's budget.
         let left = o.budget.saturating_sub(started.elapsed());
         if left < Duration::from_secs(10) && !matches!(p.kind, CellKind::NeedsDevices(_)) {
@@ -1116,6 +1128,7 @@ pub fn run_on(
                 o.budget.as_secs()
             );
             cells.extend(not_run(p, &why));
+            task.update(i as u64 + 1, &format!("{}: not run (budget)", p.id));
             continue;
         }
         let cell_timeout = o.cell_timeout.min(left);
@@ -1143,6 +1156,7 @@ pub fn run_on(
                 deadline_secs.to_string(),
                 "--time-bound-secs".into(),
                 time_bound.to_string(),
+                "--progress-events".into(),
             ]
         };
         let t = Instant::now();
@@ -1236,11 +1250,30 @@ pub fn run_on(
                 ));
             }
         }
+        let outcomes: Vec<&str> = produced.iter().map(|c| c.outcome.word()).collect();
+        let outcome = if outcomes.is_empty() {
+            "measured".to_owned()
+        } else {
+            outcomes.join(", ")
+        };
+        task.update(
+            i as u64 + 1,
+            &format!("{}: {outcome} in {seconds:.1} s", p.id),
+        );
         cells.extend(produced);
         let _ = std::fs::remove_dir_all(&dir);
     }
     let _ = std::fs::remove_dir_all(&root);
     let checks: Vec<Check> = cells.iter().filter_map(cell_check).collect();
+    let failed = checks
+        .iter()
+        .filter(|c| c.status == CheckStatus::Failed)
+        .count();
+    task.finish(&format!(
+        "{} cells, {failed} failed, {:.1} s",
+        cells.len(),
+        started.elapsed().as_secs_f64()
+    ));
     let all_freed = cells.iter().all(|c| c.freed != Some(false));
     let mut report = Report::new("conformance", checks);
     report.verdict.summary = format!(

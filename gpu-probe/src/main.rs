@@ -12,6 +12,7 @@ use gpu_probe::limits::SliceRequest;
 use gpu_probe::probe::{self, Command, Options};
 use gpu_probe::{human, worker};
 use lab_runner::SystemRunner;
+use lab_runner::progress::{Progress, Style};
 
 /// Proves this process's GPU memory slice from the inside: the virtualized view, the memory cap,
 /// the HAMi-core mechanism, and one verdict. Runs in any x86_64 image with glibc ≥ 2.28; needs only
@@ -25,8 +26,15 @@ struct Cli {
     #[command(subcommand)]
     command: Option<Cmd>,
     /// Output format.
-    #[arg(long, value_enum, default_value_t = Output::Human, global = true)]
+    #[arg(short = 'o', long, value_enum, default_value_t = Output::Human, global = true)]
     output: Output,
+    /// No progress bars: the long work (cap search, audit, conformance) is logged as plain lines
+    /// on stderr instead (as with `--output json`, or when stderr is not a terminal).
+    #[arg(short = 'q', long, global = true)]
+    quiet: bool,
+    /// Progress as event lines on stderr, for the gpu-probe that started this one (it shows them).
+    #[arg(long, global = true, hide = true)]
+    progress_events: bool,
     /// The slice each device should show, in MiB (default: from CUDA_DEVICE_MEMORY_LIMIT_<i> / CUDA_DEVICE_MEMORY_LIMIT).
     #[arg(long, global = true, value_parser = clap::value_parser!(u64).range(1..))]
     expect_mib: Option<u64>,
@@ -148,6 +156,12 @@ enum Output {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // Progress goes to stderr only: stdout carries the report (JSON with `--output json`).
+    let progress = Progress::new(if cli.progress_events {
+        Style::Events
+    } else {
+        Style::for_stderr(cli.output == Output::Json || cli.quiet)
+    });
     if let Some(secs) = cli.deadline_secs {
         // The backstop: a probe given a deadline ends itself shortly after it, whatever its
         // children (or the library) are doing.
@@ -160,7 +174,8 @@ fn main() -> ExitCode {
     let mut band = gpu_probe::probe::DEFAULT_SM_BAND_PCT;
     let mut baseline = None;
     let command = match cli.command {
-        Some(Cmd::Worker { spec }) => return run_worker(&spec),
+        // The worker's stderr always goes to the gpu-probe that started it.
+        Some(Cmd::Worker { spec }) => return run_worker(&spec, &Progress::new(Style::Events)),
         Some(Cmd::InitOnly) => return init_only(),
         Some(Cmd::Hold {
             device,
@@ -244,6 +259,7 @@ fn main() -> ExitCode {
             o.sm_band_pct = sm_band_pct;
             o.sm_limits = sm_limits;
             o.budget = Duration::from_secs(budget_secs);
+            o.progress = progress;
             return conformance(&o, cli.output, cli.report_file.as_deref());
         }
         Some(Cmd::Selftest { lib, limit_mib }) => {
@@ -277,6 +293,7 @@ fn main() -> ExitCode {
         sm_band_pct: band,
         baseline_kps: baseline,
         physical_free_mib: physical_free,
+        progress,
     };
     let env: BTreeMap<String, String> = std::env::vars_os()
         .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
@@ -335,7 +352,7 @@ fn conformance(
     emit(&report, output, report_file, gpu_probe::conformance::human)
 }
 
-fn run_worker(spec: &str) -> ExitCode {
+fn run_worker(spec: &str, progress: &Progress) -> ExitCode {
     let spec: worker::WorkerSpec = match serde_json::from_str(spec) {
         Ok(s) => s,
         Err(e) => {
@@ -343,7 +360,7 @@ fn run_worker(spec: &str) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let out = worker::run(&spec);
+    let out = worker::run(&spec, progress);
     let _ = std::io::stdout().write_all(worker::render(&out).as_bytes());
     ExitCode::SUCCESS
 }

@@ -217,8 +217,10 @@ pub fn measure_compute(
 fn sm_count(cuda: &Cuda, device: u32) -> Option<u32> {
     let f = cuda.ext.device_get_attribute?;
     let mut n = 0;
-    // SAFETY: CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT = 16; valid out-pointer.
-    let rc = unsafe { f(&raw mut n, 16, i32::try_from(device).ok()?) };
+    let attribute =
+        cudarc::driver::sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT;
+    // SAFETY: valid out-pointer; an attribute of this driver's enum.
+    let rc = unsafe { f(&raw mut n, attribute, i32::try_from(device).ok()?) };
     (rc == 0 && n > 0).then(|| u32::try_from(n).ok()).flatten()
 }
 

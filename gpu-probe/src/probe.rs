@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use lab_runner::progress::{self, Progress, Task};
 use lab_runner::{Cmd, Runner};
 
 use crate::ffi::nvml::Nvml;
@@ -88,6 +89,8 @@ pub struct Options {
     /// `audit`: the card's physical free memory in MiB, when the caller knows it and NVML here
     /// is virtualized (lets the managed-memory path be tried safely).
     pub physical_free_mib: Option<u64>,
+    /// Where the long work shows how far it got (the cap search's steps, the audit's paths).
+    pub progress: Progress,
 }
 
 impl Options {
@@ -108,6 +111,7 @@ impl Options {
             sm_band_pct: DEFAULT_SM_BAND_PCT,
             baseline_kps: None,
             physical_free_mib: None,
+            progress: Progress::hidden(),
         }
     }
 
@@ -247,6 +251,7 @@ pub fn run(opts: &Options, env: &BTreeMap<String, String>, runner: &dyn Runner) 
                 target_bytes: audit_target(opts, slice),
                 time_bound_ms: u64::try_from(opts.time_bound.as_millis()).unwrap_or(u64::MAX),
                 physical_free_bytes: opts.physical_free_mib.map(|m| m * MIB),
+                later_paths: LATER_AUDIT_PATHS,
             }
         }),
         overhead: opts.command == Command::Overhead,
@@ -260,6 +265,11 @@ pub fn run(opts: &Options, env: &BTreeMap<String, String>, runner: &dyn Runner) 
         robustness: None,
         alarm_secs: opts.worker_alarm(),
     };
+    // The worker's audit events continue this task; the parent adds its own two paths.
+    let audit_task = spec
+        .audit
+        .as_ref()
+        .map(|_| opts.progress.task("audit", None, "paths"));
     let wrun = run_worker(opts, &spec, runner);
     let wout = wrun.output.clone().unwrap_or_default();
     driver.cuda_driver_version = wout.cuda_driver_version;
@@ -391,8 +401,10 @@ pub fn run(opts: &Options, env: &BTreeMap<String, String>, runner: &dyn Runner) 
             target_bytes: 0,
             time_bound_ms: 0,
             physical_free_bytes: None,
+            later_paths: 0,
         });
-        let section = audit_section(opts, &a, &wout, env, runner);
+        let task = audit_task.clone().unwrap_or_else(Task::hidden);
+        let section = audit_section(opts, &a, &wout, env, runner, &task);
         for p in &section.paths {
             checks.push(audit_check(p));
         }
@@ -477,6 +489,10 @@ pub fn run(opts: &Options, env: &BTreeMap<String, String>, runner: &dyn Runner) 
     report
 }
 
+/// The audit's paths the parent runs after the worker: a child with a cleared environment, and
+/// two processes sharing the slice.
+const LATER_AUDIT_PATHS: u64 = 2;
+
 /// What each audit path tries to hold: the ceiling if given, else slice × 1.25, else 4 GiB.
 fn audit_target(opts: &Options, slice: Option<u64>) -> u64 {
     worker::slice_ceiling(opts.ceiling_mib.map(|c| c * MIB), slice).map_or(4096 * MIB, |(c, _)| c)
@@ -488,27 +504,46 @@ fn audit_section(
     wout: &WorkerOutput,
     env: &BTreeMap<String, String>,
     runner: &dyn Runner,
+    task: &Task,
 ) -> crate::report::AuditSection {
     let started = std::time::Instant::now();
     let mut runs = wout.audit_runs.clone();
-    runs.push(cleared_env_child(opts, a, env, runner));
+    let held = |r: &crate::audit::PathRun| {
+        if r.not_applicable.is_some() {
+            format!("{}: not applicable", r.path)
+        } else {
+            format!("{}: held {} MiB", r.path, r.held_bytes / MIB)
+        }
+    };
+    let cleared = cleared_env_child(opts, a, env, runner);
+    task.inc(&held(&cleared));
+    runs.push(cleared);
     let holder = a.slice_bytes.map_or(2048 * MIB, |s| s / 2);
-    runs.push(
-        two_processes(
-            opts,
-            a.device,
-            holder,
-            a.slice_bytes,
-            a.target_bytes,
-            runner,
-            &[],
-        )
-        .0,
-    );
+    let shared = two_processes(
+        opts,
+        a.device,
+        holder,
+        a.slice_bytes,
+        a.target_bytes,
+        runner,
+        &[],
+    )
+    .0;
+    task.inc(&held(&shared));
+    runs.push(shared);
     let paths: Vec<_> = runs
         .iter()
         .map(|r| crate::audit::decide(r, a.slice_bytes))
         .collect();
+    let escaped = paths
+        .iter()
+        .filter(|p| p.outcome == crate::report::AuditOutcome::Escaped)
+        .count();
+    let capped = paths
+        .iter()
+        .filter(|p| p.outcome == crate::report::AuditOutcome::Capped)
+        .count();
+    task.finish(&format!("{capped} capped, {escaped} escaped"));
     crate::report::AuditSection {
         device: a.device,
         slice_bytes: a.slice_bytes,
@@ -689,6 +724,20 @@ fn audit_check(p: &crate::report::AuditPath) -> Check {
     }
 }
 
+/// Runs a gpu-probe child (a worker, or a probe given `--progress-events`): its progress events
+/// are shown as `progress`'s own while it runs, and its stderr comes back without them.
+pub fn run_relaying(
+    runner: &dyn Runner,
+    cmd: &Cmd,
+    progress: &Progress,
+) -> Result<lab_runner::Output, lab_runner::RunError> {
+    let mut out = runner.run_streaming(cmd, &mut |line| {
+        progress.relay(line);
+    })?;
+    out.stderr = progress::strip_events(&out.stderr);
+    Ok(out)
+}
+
 fn run_worker(opts: &Options, spec: &WorkerSpec, runner: &dyn Runner) -> WorkerRun {
     let spec_json = match serde_json::to_string(spec) {
         Ok(s) => s,
@@ -704,7 +753,7 @@ fn run_worker(opts: &Options, spec: &WorkerSpec, runner: &dyn Runner) -> WorkerR
         .arg(spec_json)
         // The search has its own bound; this one only guards against a hung driver.
         .timeout(opts.bound(opts.time_bound + Duration::from_secs(120)));
-    let out = match runner.run(&cmd) {
+    let out = match run_relaying(runner, &cmd, &opts.progress) {
         Ok(o) => o,
         Err(e) => {
             return WorkerRun {
@@ -1284,6 +1333,7 @@ mod tests {
             sm_band_pct: DEFAULT_SM_BAND_PCT,
             baseline_kps: None,
             physical_free_mib: None,
+            progress: Progress::hidden(),
         }
     }
 
@@ -1354,6 +1404,47 @@ mod tests {
         let spec: WorkerSpec = serde_json::from_str(&calls[0].args[1]).expect("spec json");
         assert_eq!(spec.expected[0], Some(8000 * MIB));
         assert!(spec.run_cap);
+    }
+
+    #[test]
+    fn the_workers_progress_events_are_shown_and_kept_out_of_the_report() {
+        let event = progress::Event {
+            task: "cap device 0".into(),
+            pos: 1024,
+            len: Some(10000),
+            unit: "MiB".into(),
+            msg: "+1024 MiB held".into(),
+            done: false,
+        };
+        let fake = RecordingRunner::new(&["gpu-probe-worker"]);
+        fake.reply(
+            "__worker",
+            0,
+            &bare_h100_worker(),
+            &format!("{}\nsomething the library said\n", event.to_line()),
+        );
+        #[derive(Clone, Default)]
+        struct Shown(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+        impl std::io::Write for Shown {
+            fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+                self.0.lock().unwrap().extend_from_slice(b);
+                Ok(b.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let shown = Shown::default();
+        let mut o = opts(Command::Cap, SliceRequest::Mib(8000));
+        o.progress = Progress::with_writer(progress::Style::Lines, Box::new(shown.clone()));
+        let r = run(&o, &BTreeMap::new(), &fake);
+        let text = String::from_utf8(shown.0.lock().unwrap().clone()).unwrap();
+        assert!(
+            text.starts_with("cap device 0: 1024/10000 MiB after "),
+            "{text}"
+        );
+        let cap = &r.cap.as_ref().expect("cap ran").devices[0];
+        assert_eq!(cap.other_stderr, ["something the library said"]);
     }
 
     #[test]

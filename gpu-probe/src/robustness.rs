@@ -14,17 +14,17 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 use crate::ffi::cuda::Cuda;
-use crate::ffi::cuda_ext::PropsBuf;
+use crate::ffi::cuda_ext::{GRANULARITY_MINIMUM, Location, allocation_prop};
 use crate::report::{CudaErrorInfo, MIB};
 use crate::report_conformance::CellOutcome;
+use cudarc::driver::sys;
 
 pub const VMM_HOST: &str = "vmm-host-location";
 pub const NO_CONTEXT: &str = "alloc-without-context";
 /// Every probe this module knows.
 pub const PROBES: &[&str] = &[VMM_HOST, NO_CONTEXT];
 
-/// CUDA_ERROR_INVALID_CONTEXT.
-const INVALID_CONTEXT: i64 = 201;
+const INVALID_CONTEXT: i64 = sys::CUresult::CUDA_ERROR_INVALID_CONTEXT as i64;
 const PROBE_BYTES: u64 = 64 * MIB;
 
 /// What the shared region said at one moment, for the device the probe ran on.
@@ -113,20 +113,23 @@ fn vmm_host(cuda: &Cuda, run: &mut RobustnessRun, region_path: &str) {
         return;
     };
     let mut tried = Vec::new();
-    // CU_MEM_LOCATION_TYPE_HOST_NUMA = 3 (id 0: the first node, or the only one), HOST = 2.
-    for (kind, label) in [(3i32, "host NUMA node 0"), (2, "host")] {
-        let props = PropsBuf::located(kind, 0);
+    // A host NUMA node (id 0: the first node, or the only one), then plain host memory.
+    for (kind, label) in [
+        (Location::CU_MEM_LOCATION_TYPE_HOST_NUMA, "host NUMA node 0"),
+        (Location::CU_MEM_LOCATION_TYPE_HOST, "host"),
+    ] {
+        let props = allocation_prop(kind, 0);
         let mut granularity = 2 * MIB as usize;
         if let Some(g) = cuda.ext.mem_get_allocation_granularity {
             let mut v = 0usize;
-            // SAFETY: valid out-pointer and props; CU_MEM_ALLOC_GRANULARITY_MINIMUM = 0.
-            if unsafe { g(&raw mut v, &raw const props, 0) } == 0 && v > 0 {
+            // SAFETY: valid out-pointer and props.
+            if unsafe { g(&raw mut v, &raw const props, GRANULARITY_MINIMUM) } == 0 && v > 0 {
                 granularity = v;
             }
         }
         let size = PROBE_BYTES.div_ceil(granularity as u64) * granularity as u64;
         let mut handle = 0u64;
-        // SAFETY: valid out-pointer and a zero-padded props buffer; flags 0.
+        // SAFETY: valid out-pointer and props; flags 0.
         let rc = unsafe {
             create(
                 &raw mut handle,

@@ -12,6 +12,8 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
+use lab_runner::progress::Progress;
+
 use crate::cap::{self, DeviceMemory, SearchParams, SearchResult};
 use crate::ffi::cuda::Cuda;
 use crate::ffi::nvml::Nvml;
@@ -78,6 +80,9 @@ pub struct AuditSpec {
     /// (lets the managed-memory path be tried safely).
     #[serde(default)]
     pub physical_free_bytes: Option<u64>,
+    /// Paths the parent runs after the worker (counted in the audit's progress).
+    #[serde(default)]
+    pub later_paths: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -214,7 +219,8 @@ pub fn ceiling_for(
 }
 
 /// Runs the worker and returns its output (never panics on driver errors: they are reported).
-pub fn run(spec: &WorkerSpec) -> WorkerOutput {
+/// The cap search's steps and the audit's paths are events of `progress` (the parent shows them).
+pub fn run(spec: &WorkerSpec, progress: &Progress) -> WorkerOutput {
     if let Some(secs) = spec.alarm_secs {
         end_after(secs);
     }
@@ -275,8 +281,14 @@ pub fn run(spec: &WorkerSpec) -> WorkerOutput {
                 continue; // its context could not be created; the device's errors say why
             }
             let expected = spec.expected.get(dev.ordinal as usize).copied().flatten();
-            out.caps
-                .push(cap_device(&cuda, nvml.as_ref(), spec, dev, expected));
+            out.caps.push(cap_device(
+                &cuda,
+                nvml.as_ref(),
+                spec,
+                dev,
+                expected,
+                progress,
+            ));
         }
     }
     if let Some(a) = &spec.audit
@@ -303,12 +315,15 @@ pub fn run(spec: &WorkerSpec) -> WorkerOutput {
                 (!virtualized).then_some(m)
             })
         });
+        let task = progress.task("audit", None, "paths");
         out.audit_runs = crate::audit::run_paths(
             &cuda,
             a.device,
             a.target_bytes,
             physical,
             Duration::from_millis(a.time_bound_ms),
+            &task,
+            a.later_paths,
         );
     }
     if spec.overhead && out.devices.first().is_some_and(|d| d.mem_info.is_some()) {
@@ -449,6 +464,7 @@ fn cap_device(
     spec: &WorkerSpec,
     dev: &WorkerDevice,
     expected: Option<u64>,
+    progress: &Progress,
 ) -> WorkerCap {
     let (ceiling, ceiling_source) =
         match (expected, spec.ceiling_bytes, spec.unlimited_ceiling_bytes) {
@@ -493,13 +509,34 @@ fn cap_device(
     };
     let mut memory = CudaMemory(cuda);
     let mut nvml_at_first_refusal = None;
+    let task = progress.task(
+        &format!("cap device {}", dev.ordinal),
+        Some(ceiling / MIB),
+        "MiB",
+    );
     let t = Instant::now();
-    let result = cap::search(&mut memory, params, |_held| {
-        nvml_at_first_refusal = nvml.and_then(|n| {
-            let h = n.handle_by_uuid(dev.uuid.as_deref()?).ok()?;
-            n.memory(h).ok()
-        });
-    });
+    let result = cap::search(
+        &mut cap::Watched::new(&mut memory, &task),
+        params,
+        |_held| {
+            nvml_at_first_refusal = nvml.and_then(|n| {
+                let h = n.handle_by_uuid(dev.uuid.as_deref()?).ok()?;
+                n.memory(h).ok()
+            });
+        },
+    );
+    let why = serde_json::to_value(result.stopped_because)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_owned))
+        .unwrap_or_default();
+    task.finish_at(
+        result.held / MIB,
+        &format!(
+            "held {} MiB in {} calls ({why})",
+            result.held / MIB,
+            result.steps.len()
+        ),
+    );
     let search_seconds = t.elapsed().as_secs_f64();
     // At the peak, what does HAMi-core's region charge the container for this device?
     let region_charged_at_peak = region::read_region(Path::new(&spec.region_path))
@@ -623,7 +660,7 @@ mod tests {
             robustness: None,
             alarm_secs: None,
         };
-        let out = run(&spec);
+        let out = run(&spec, &Progress::hidden());
         if out.error.is_none() {
             assert!(
                 out.cuda_driver_version.is_some(),

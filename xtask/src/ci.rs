@@ -39,6 +39,11 @@ const TEST_PACKAGES: &[(&str, &str, &str)] = &[
         "minisign",
         "evidence-pack's signatures are checked by the real minisign, and it checks minisign's",
     ),
+    (
+        "tmux",
+        "tmux",
+        "gpu-probe's progress bars are shown on a real terminal (a tmux pane)",
+    ),
 ];
 
 #[derive(Debug, clap::Args)]

@@ -10,6 +10,26 @@ fn h200(name: &str) -> String {
     local(&format!("h200-hami-core/{name}"))
 }
 
+/// A writer the test reads back (the matrix's progress lines).
+#[derive(Clone, Default)]
+struct SharedBuffer(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for SharedBuffer {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(b);
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl SharedBuffer {
+    fn text(&self) -> String {
+        String::from_utf8(self.0.lock().unwrap().clone()).unwrap()
+    }
+}
+
 fn exited(code: i32, stderr: &str) -> ChildEnd {
     ChildEnd::Exited(Output {
         code: Some(code),
@@ -398,11 +418,20 @@ fn run_end_to_end_with_scripted_children() {
     std::fs::write(&lib, b"a library").expect("write");
     let fake = lab_runner::RecordingRunner::new(&["gpu-probe"]);
     // First match wins: the specific answers before the catch-all crash.
+    // A child probe runs with --progress-events: its event lines come with its stderr.
+    let event = lab_runner::progress::Event {
+        task: "cap device 0".into(),
+        pos: 1024,
+        len: Some(10000),
+        unit: "MiB".into(),
+        msg: "+1024 MiB held".into(),
+        done: false,
+    };
     fake.reply(
         "--expect-mib 8000",
         0,
         &h200("h1-8000.json"),
-        &h200("h1-8000.err"),
+        &format!("{}\n{}", event.to_line(), h200("h1-8000.err")),
     );
     fake.reply("audit --output json", 1, &h200("h4-audit.json"), "");
     fake.reply("all --output json", 139, "", "Segmentation fault");
@@ -410,6 +439,11 @@ fn run_end_to_end_with_scripted_children() {
     o.revision = Some("8f3a89c".into());
     o.settle = Duration::from_millis(20);
     o.lock_dir = dir.path().join("vgpulock");
+    let progress_out = SharedBuffer::default();
+    o.progress = lab_runner::progress::Progress::with_writer(
+        lab_runner::progress::Style::Lines,
+        Box::new(progress_out.clone()),
+    );
     let env: BTreeMap<String, String> = [
         ("PATH".to_owned(), "/usr/bin".to_owned()),
         ("CUDA_DEVICE_MEMORY_LIMIT_0".to_owned(), "1m".to_owned()),
@@ -421,6 +455,21 @@ fn run_end_to_end_with_scripted_children() {
     };
     let r = run_on(&o, &env, &fake, &card);
     let c = r.conformance.as_ref().expect("section");
+    // One line as each cell starts and one as it ends, then the summary.
+    let shown = progress_out.text();
+    let lines: Vec<&str> = shown.lines().collect();
+    let planned = plan(&c.devices, &o).len();
+    assert_eq!(lines.len(), 2 * planned + 1, "{shown}");
+    assert!(
+        lines[0].starts_with(&format!("conformance: 0/{planned} cells after ")),
+        "{shown}"
+    );
+    assert!(
+        lines[1].starts_with(&format!("conformance: 1/{planned} cells after "))
+            && lines[1].contains("limit.below-context: "),
+        "{shown}"
+    );
+    assert!(lines.last().unwrap().ends_with("(done)"), "{shown}");
     assert!(c.library_sha256.is_some());
     assert_eq!(c.revision.as_deref(), Some("8f3a89c"));
     let by = |id: &str| c.cells.iter().find(|x| x.id == id).map(|x| x.outcome);
@@ -446,6 +495,13 @@ fn run_end_to_end_with_scripted_children() {
             "cells never inherit the parent's environment wholesale"
         );
         assert!(call.timeout.is_some(), "every child is bounded");
+        if call.args[0] != "__worker" {
+            assert!(
+                call.args.iter().any(|a| a == "--progress-events"),
+                "a child probe reports progress to the matrix, never as plain lines in its log: {:?}",
+                call.args
+            );
+        }
         assert!(
             call.env
                 .iter()
