@@ -2,9 +2,10 @@
 //! up to the target (slice × 1.25) and is reported capped / escaped / not applicable, with the bytes
 //! obtained past the slice and the return code (facts §8 lists which paths HAMi-core caps).
 //!
-//! The in-process paths run in the worker (CUDA never runs in the parent); the two process
-//! scenarios — a child started with a cleared environment, and two processes sharing one slice —
-//! are orchestrated by the parent in `probe`. Decisions are pure ([`decide`]).
+//! The in-process paths run in the worker (CUDA never runs in the parent); two processes sharing
+//! one slice are orchestrated by the parent in `probe`. The ways around HAMi-core (a cleared
+//! environment, the region tamper, …) are the audit's bypass group, in `bypass`. Decisions are
+//! pure ([`decide`]).
 
 use std::time::{Duration, Instant};
 
@@ -16,7 +17,7 @@ use crate::ffi::cuda_ext::{
     ATTACH_GLOBAL, ArrayDescriptor, CuArray, CuPool, CuStream, GRANULARITY_MINIMUM,
     allocation_prop_on_device, pool_props_on_device,
 };
-use crate::report::{AuditOutcome, AuditPath, CudaErrorInfo, MIB, MemInfo, mib};
+use crate::report::{AuditGroup, AuditOutcome, AuditPath, CudaErrorInfo, MIB, MemInfo, mib};
 use cudarc::driver::sys;
 
 const NOT_SUPPORTED: i64 = sys::CUresult::CUDA_ERROR_NOT_SUPPORTED as i64;
@@ -69,6 +70,8 @@ pub fn decide(run: &PathRun, slice: Option<u64>) -> AuditPath {
         nonstandard_code,
         calls: run.calls,
         note: String::new(),
+        group: AuditGroup::Allocation,
+        bypass: None,
     };
     if let Some(why) = &run.not_applicable {
         path.note = why.clone();

@@ -54,6 +54,8 @@ pub struct ConformanceOptions {
     pub lock_dir: PathBuf,
     /// Where the matrix shows how far it got (one event as each cell starts and ends).
     pub progress: lab_runner::progress::Progress,
+    /// The static-cudart program of the bypass cells (`audit --static-cudart`).
+    pub static_cudart: Option<PathBuf>,
 }
 
 impl ConformanceOptions {
@@ -71,6 +73,7 @@ impl ConformanceOptions {
             budget: Duration::from_secs(300),
             lock_dir: PathBuf::from(VGPU_LOCK_DIR),
             progress: lab_runner::progress::Progress::hidden(),
+            static_cudart: None,
         }
     }
 }
@@ -80,8 +83,10 @@ impl ConformanceOptions {
 pub enum CellKind {
     /// `gpu-probe all`, the slice expected as `expect_mib` (what the user meant).
     All { expect_mib: Option<u64> },
-    /// `gpu-probe audit` (gives every path cell and the sharing cell).
+    /// `gpu-probe audit --rows allocation` (gives every path cell and the sharing cell).
     Audit,
+    /// `gpu-probe audit --rows bypass` (gives every bypass cell).
+    Bypass,
     /// A bare worker running one call of [`crate::robustness::PROBES`].
     Robustness(String),
     /// The unlimited compute baseline (gives no cell of its own).
@@ -121,7 +126,6 @@ pub const AUDIT_PATHS: &[&str] = &[
     "cuMemAllocFromPoolAsync (explicit pool)",
     "cuMemCreate (VMM, device location)",
     "cuArrayCreate_v2",
-    "child with a cleared environment (cuMemAlloc_v2)",
     "second process of the same container (cuMemAlloc_v2)",
 ];
 
@@ -214,6 +218,16 @@ pub fn plan(devices: &[ConformanceDevice], o: &ConformanceOptions) -> Vec<CellPl
         format!("every allocation path of `audit`, {typical}m"),
         String::new(),
         CellKind::Audit,
+        vec![limit_env(0, &format!("{typical}m"))],
+        Some(typical),
+        None,
+    );
+    cell(
+        "bypass.audit",
+        CellGroup::Bypass,
+        format!("every bypass row of `audit`, {typical}m"),
+        String::new(),
+        CellKind::Bypass,
         vec![limit_env(0, &format!("{typical}m"))],
         Some(typical),
         None,
@@ -758,6 +772,87 @@ pub fn audit_cells(
         .collect()
 }
 
+/// The bypass cells from one `audit --rows bypass` child (pure): one per [`crate::bypass::ROWS`],
+/// `bypass.<row>`, with the row's steps and HAMi-core's lines from each of its children.
+pub fn bypass_cells(
+    p: &CellPlan,
+    end: &ChildEnd,
+    report_file: Option<&str>,
+) -> Vec<ConformanceCell> {
+    let base = |row: &crate::bypass::Row| {
+        let mut c = blank(p);
+        c.id = format!("bypass.{}", row.key);
+        c.group = CellGroup::Bypass;
+        c.title = row.path.to_owned();
+        c.claim = format!("{} holds no more than the slice", row.what);
+        c
+    };
+    let rows = crate::bypass::ROWS;
+    let (out_code, lines) = match end {
+        ChildEnd::Exited(o) => (o.code, hami_lines(&o.stderr)),
+        _ => (None, Vec::new()),
+    };
+    let r = match child_report(end, report_file) {
+        Ok(r) => r,
+        Err((o, why)) => {
+            return rows
+                .iter()
+                .map(|row| {
+                    let mut c = base(row);
+                    c.outcome = o;
+                    c.note = why.clone();
+                    c.exit_code = out_code;
+                    c.log_lines.clone_from(&lines);
+                    c
+                })
+                .collect();
+        }
+    };
+    let failure = worker_failure(&r);
+    let audit = r.audit.as_ref();
+    rows.iter()
+        .map(|row| {
+            let mut c = base(row);
+            c.exit_code = out_code;
+            if let Some((o, why)) = &failure {
+                c.outcome = *o;
+                c.note.clone_from(why);
+                c.log_lines.clone_from(&lines);
+                return c;
+            }
+            let Some(ap) = audit.and_then(|a| a.paths.iter().find(|x| x.path == row.path)) else {
+                c.note = "the audit reported no such row".into();
+                return c;
+            };
+            c.held_bytes = Some(ap.held_bytes);
+            c.past_slice_bytes = (ap.past_slice_bytes > 0).then_some(ap.past_slice_bytes);
+            c.refusal = ap
+                .refusal
+                .as_ref()
+                .map(|e| format!("{} ({})", e.name, e.code));
+            c.outcome = match ap.outcome {
+                AuditOutcome::Capped => CellOutcome::Capped,
+                AuditOutcome::Escaped => CellOutcome::Escaped,
+                AuditOutcome::NoSlice | AuditOutcome::NotApplicable => CellOutcome::NotApplicable,
+                // Stopped by an error that was not a refusal, or by its bound.
+                AuditOutcome::Error if ap.refusal.is_some() => CellOutcome::Crashed,
+                AuditOutcome::Error => CellOutcome::Hung,
+            };
+            c.note.clone_from(&ap.note);
+            if let Some(d) = &ap.bypass {
+                c.log_lines.clone_from(&d.log_lines);
+                c.enforced_limit_bytes = d.region_limit_before_bytes;
+            }
+            for l in &lines {
+                if c.log_lines.len() < 12 && !c.log_lines.contains(l) {
+                    c.log_lines.push(l.clone());
+                }
+            }
+            c
+        })
+        .collect()
+}
+
 /// A robustness cell from its bare worker (pure).
 pub fn decide_robustness_cell(p: &CellPlan, end: &ChildEnd) -> ConformanceCell {
     let mut cell = blank(p);
@@ -862,6 +957,7 @@ fn not_run(p: &CellPlan, why: &str) -> Vec<ConformanceCell> {
     let mut cells = match p.kind {
         CellKind::Baseline => Vec::new(),
         CellKind::Audit => audit_cells(p, &ChildEnd::NotStarted(String::new()), None),
+        CellKind::Bypass => bypass_cells(p, &ChildEnd::NotStarted(String::new()), None),
         _ => vec![blank(p)],
     };
     for c in &mut cells {
@@ -1134,10 +1230,11 @@ pub fn run_on(
         let cell_timeout = o.cell_timeout.min(left);
         let deadline_secs = cell_timeout.as_secs().saturating_sub(5).max(5);
         // The audit runs three children one after another: its in-process paths get a third.
-        let time_bound = if p.kind == CellKind::Audit {
-            (deadline_secs / 3).max(3)
-        } else {
-            deadline_secs
+        let time_bound = match p.kind {
+            CellKind::Audit => (deadline_secs / 3).max(3),
+            // Seven children one after another, each normally done in a second or two.
+            CellKind::Bypass => (deadline_secs / 4).max(3),
+            _ => deadline_secs,
         };
         let dir = root.join(format!("cell-{i}"));
         let _ = std::fs::create_dir_all(&dir);
@@ -1180,11 +1277,21 @@ pub fn run_on(
             }
             CellKind::Audit => {
                 let mut args = common("audit");
+                args.extend(["--rows".into(), "allocation".into()]);
                 if let Some(f) = physical_free {
                     args.extend(["--physical-free-mib".into(), f.to_string()]);
                 }
                 let end = child.run(&child.cmd(&o.probe_exe, &args, &extra, cell_timeout));
                 audit_cells(p, &end, read_report().as_deref())
+            }
+            CellKind::Bypass => {
+                let mut args = common("audit");
+                args.extend(["--rows".into(), "bypass".into()]);
+                if let Some(prog) = &o.static_cudart {
+                    args.extend(["--static-cudart".into(), prog.display().to_string()]);
+                }
+                let end = child.run(&child.cmd(&o.probe_exe, &args, &extra, cell_timeout));
+                bypass_cells(p, &end, read_report().as_deref())
             }
             CellKind::Robustness(probe) => {
                 let spec = crate::worker::WorkerSpec {
@@ -1394,17 +1501,20 @@ pub fn markdown_matrix(reports: &[(String, &ConformanceSection)]) -> String {
                 || "—".to_owned(),
                 |x| {
                     let numbers = match (&x.compute, x.held_bytes, x.slice_bytes) {
+                        _ if x.outcome == CellOutcome::NotApplicable => String::new(),
                         (Some(cmp), _, _) => format!(" {:.0}%", cmp.ratio * 100.0),
                         (None, Some(h), Some(sl)) => format!(" {:.0}/{:.0}", mib(h), mib(sl)),
                         (None, Some(h), None) => format!(" {:.0} MiB", mib(h)),
                         _ => String::new(),
                     };
-                    let word = if x.outcome == CellOutcome::NotApplicable
-                        && x.note.starts_with("not run")
-                    {
-                        "not run"
-                    } else {
-                        x.outcome.word()
+                    let word = match x.outcome {
+                        CellOutcome::NotApplicable if x.note.starts_with("not run") => "not run",
+                        // Reports made before a killed bypass child counted as hung say so only
+                        // in the note.
+                        CellOutcome::NotApplicable if x.note.contains("did not finish within") => {
+                            "n/a (its child was killed at its bound)"
+                        }
+                        o => o.word(),
                     };
                     format!("{word}{numbers}")
                 },

@@ -72,7 +72,8 @@ enum Cmd {
     Cap,
     /// The HAMi-core mechanism: environment, /etc/ld.so.preload, the library's hooks, the shared region.
     Mechanism,
-    /// Every allocation path against the slice: capped / escaped / not applicable.
+    /// Every allocation path, and every way around HAMi-core, against the slice: capped /
+    /// escaped / not applicable.
     Audit {
         /// Which device to audit.
         #[arg(long, default_value_t = 0)]
@@ -81,6 +82,13 @@ enum Cmd {
         /// process: lets the managed-memory path be tried safely.
         #[arg(long, hide = true)]
         physical_free_mib: Option<u64>,
+        /// Which rows: the allocation paths, the bypasses, or both.
+        #[arg(long, value_enum, default_value_t = Rows::All)]
+        rows: Rows,
+        /// A program built from gpu-probe/tests/bypass/static_cudart.cu with `nvcc -cudart
+        /// static`, for the static-cudart bypass row.
+        #[arg(long)]
+        static_cudart: Option<PathBuf>,
     },
     /// Latency percentiles of cuMemAlloc/cuMemFree and kernel launches; copy bandwidth.
     Overhead,
@@ -121,6 +129,9 @@ enum Cmd {
         /// The whole matrix's bound in seconds: cells that would start later are not run.
         #[arg(long, default_value_t = 300, value_parser = clap::value_parser!(u64).range(30..=3600))]
         budget_secs: u64,
+        /// A program built with `nvcc -cudart static` for the static-cudart bypass cell.
+        #[arg(long)]
+        static_cudart: Option<PathBuf>,
     },
     /// Check a HAMi-core library against this driver without Kubernetes.
     Selftest {
@@ -146,6 +157,27 @@ enum Cmd {
     /// Internal: the CUDA worker (run by gpu-probe itself).
     #[command(name = "__worker", hide = true)]
     Worker { spec: String },
+    /// Internal: one bypass row of the audit (run by gpu-probe itself).
+    #[command(name = "__bypass", hide = true)]
+    Bypass { spec: String },
+}
+
+/// `audit --rows`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Rows {
+    All,
+    Allocation,
+    Bypass,
+}
+
+impl From<Rows> for gpu_probe::bypass::AuditRows {
+    fn from(r: Rows) -> Self {
+        match r {
+            Rows::All => Self::All,
+            Rows::Allocation => Self::Allocation,
+            Rows::Bypass => Self::Bypass,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -173,9 +205,11 @@ fn main() -> ExitCode {
     let mut physical_free = None;
     let mut band = gpu_probe::probe::DEFAULT_SM_BAND_PCT;
     let mut baseline = None;
+    let mut bypass = gpu_probe::bypass::BypassOptions::default();
     let command = match cli.command {
         // The worker's stderr always goes to the gpu-probe that started it.
         Some(Cmd::Worker { spec }) => return run_worker(&spec, &Progress::new(Style::Events)),
+        Some(Cmd::Bypass { spec }) => return run_bypass(&spec),
         Some(Cmd::InitOnly) => return init_only(),
         Some(Cmd::Hold {
             device,
@@ -206,9 +240,13 @@ fn main() -> ExitCode {
         Some(Cmd::Audit {
             device,
             physical_free_mib,
+            rows,
+            static_cudart,
         }) => {
             audit_device = device;
             physical_free = physical_free_mib;
+            bypass.rows = rows.into();
+            bypass.static_cudart = static_cudart;
             Command::Audit
         }
         Some(Cmd::Overhead) => Command::Overhead,
@@ -238,6 +276,7 @@ fn main() -> ExitCode {
             sm_band_pct,
             sm_limits,
             budget_secs,
+            static_cudart,
         }) => {
             let seconds_ok =
                 compute_seconds.is_finite() && compute_seconds > 0.0 && compute_seconds <= 60.0;
@@ -260,6 +299,7 @@ fn main() -> ExitCode {
             o.sm_limits = sm_limits;
             o.budget = Duration::from_secs(budget_secs);
             o.progress = progress;
+            o.static_cudart = static_cudart;
             return conformance(&o, cli.output, cli.report_file.as_deref());
         }
         Some(Cmd::Selftest { lib, limit_mib }) => {
@@ -294,6 +334,7 @@ fn main() -> ExitCode {
         baseline_kps: baseline,
         physical_free_mib: physical_free,
         progress,
+        bypass,
     };
     let env: BTreeMap<String, String> = std::env::vars_os()
         .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
@@ -362,6 +403,27 @@ fn run_worker(spec: &str, progress: &Progress) -> ExitCode {
     };
     let out = worker::run(&spec, progress);
     let _ = std::io::stdout().write_all(worker::render(&out).as_bytes());
+    ExitCode::SUCCESS
+}
+
+fn run_bypass(spec: &str) -> ExitCode {
+    let spec: gpu_probe::bypass::ChildSpec = match serde_json::from_str(spec) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("gpu-probe __bypass: bad spec: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let run = gpu_probe::bypass::run_child(&spec);
+    let mut stdout = std::io::stdout();
+    let _ = stdout.write_all(gpu_probe::bypass::render(&run).as_bytes());
+    let _ = stdout.flush();
+    if spec.row == gpu_probe::bypass::DLMOPEN {
+        // Two copies of the driver live in this process: its report is out, so it ends without
+        // running either copy's exit handlers, which may wait on each other.
+        // SAFETY: _exit ends the process at once; nothing after it runs.
+        unsafe { libc::_exit(0) };
+    }
     ExitCode::SUCCESS
 }
 

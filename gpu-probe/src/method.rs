@@ -98,7 +98,63 @@ pub fn mig_devices_in_listing(listing: &str) -> Vec<String> {
 /// daemon that quit leaves the socket file behind (seen with driver 580), so existing is not
 /// enough; the connection is closed at once without a word (the daemon logs it and goes on).
 pub fn control_daemon_running(pipe: &std::path::Path) -> bool {
-    std::os::unix::net::UnixStream::connect(pipe.join("control")).is_ok()
+    control_daemon_probe(pipe).0
+}
+
+/// [`control_daemon_running`], with what the socket answered (for the report). A stream
+/// connection is tried first; a socket bound with another type answers `EPROTOTYPE`, which only a
+/// live socket can (a file left behind answers `ECONNREFUSED`), and is then tried as
+/// `SOCK_SEQPACKET`.
+pub fn control_daemon_probe(pipe: &std::path::Path) -> (bool, String) {
+    let path = pipe.join("control");
+    let shown = path.display();
+    match std::os::unix::net::UnixStream::connect(&path) {
+        Ok(_) => (true, format!("{shown}: a stream connection was accepted")),
+        Err(e) if e.raw_os_error() == Some(libc::EPROTOTYPE) => match seqpacket_connect(&path) {
+            Ok(()) => (
+                true,
+                format!(
+                    "{shown}: not a stream socket ({e}); a SOCK_SEQPACKET connection was accepted"
+                ),
+            ),
+            Err(e2) => (
+                true,
+                format!("{shown}: a live socket of another type (stream: {e}; seqpacket: {e2})"),
+            ),
+        },
+        Err(e) => (false, format!("{shown}: no daemon answers ({e})")),
+    }
+}
+
+/// Connects a `SOCK_SEQPACKET` Unix socket to `path` and closes it.
+fn seqpacket_connect(path: &std::path::Path) -> std::io::Result<()> {
+    use std::os::unix::ffi::OsStrExt as _;
+    let bytes = path.as_os_str().as_bytes();
+    // SAFETY: sockaddr_un is plain data; zeroed is a valid value.
+    let mut addr: libc::sockaddr_un = unsafe { std::mem::zeroed() };
+    if bytes.len() >= addr.sun_path.len() {
+        return Err(std::io::Error::from_raw_os_error(libc::ENAMETOOLONG));
+    }
+    addr.sun_family = libc::AF_UNIX as libc::sa_family_t;
+    for (d, s) in addr.sun_path.iter_mut().zip(bytes) {
+        *d = *s as libc::c_char;
+    }
+    // SAFETY: creates a socket; the descriptor is closed below on every path.
+    let fd = unsafe { libc::socket(libc::AF_UNIX, libc::SOCK_SEQPACKET | libc::SOCK_CLOEXEC, 0) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    let len = std::mem::size_of::<libc::sockaddr_un>() as libc::socklen_t;
+    // SAFETY: a valid descriptor and a filled sockaddr_un of `len` bytes.
+    let rc = unsafe { libc::connect(fd, (&raw const addr).cast::<libc::sockaddr>(), len) };
+    let result = if rc == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    };
+    // SAFETY: closes the descriptor opened above, once.
+    unsafe { libc::close(fd) };
+    result
 }
 
 /// The facts the decision is made from.
@@ -282,6 +338,44 @@ mod tests {
         drop(listener);
         assert!(path.exists(), "the socket file stays behind");
         assert!(!control_daemon_running(dir.path()), "but nobody answers");
+        assert!(
+            control_daemon_probe(dir.path())
+                .1
+                .contains("no daemon answers")
+        );
+    }
+
+    /// A daemon whose socket is not a stream socket is still a daemon: connecting with the wrong
+    /// type answers EPROTOTYPE, which a file left behind never does.
+    #[test]
+    fn a_live_seqpacket_socket_is_a_daemon() {
+        use std::os::unix::ffi::OsStrExt as _;
+        let dir = tempfile::tempdir().expect("tmp");
+        let path = dir.path().join("control");
+        // SAFETY: a plain socket, bound and listening, closed at the end of the test.
+        let fd = unsafe { libc::socket(libc::AF_UNIX, libc::SOCK_SEQPACKET, 0) };
+        assert!(fd >= 0);
+        // SAFETY: plain data.
+        let mut addr: libc::sockaddr_un = unsafe { std::mem::zeroed() };
+        addr.sun_family = libc::AF_UNIX as libc::sa_family_t;
+        for (d, s) in addr.sun_path.iter_mut().zip(path.as_os_str().as_bytes()) {
+            *d = *s as libc::c_char;
+        }
+        let len = std::mem::size_of::<libc::sockaddr_un>() as libc::socklen_t;
+        // SAFETY: a valid descriptor and address.
+        assert_eq!(unsafe { libc::bind(fd, (&raw const addr).cast(), len) }, 0);
+        // SAFETY: a bound descriptor.
+        assert_eq!(unsafe { libc::listen(fd, 4) }, 0);
+        let (running, how) = control_daemon_probe(dir.path());
+        assert!(running, "{how}");
+        assert!(
+            how.contains("SOCK_SEQPACKET connection was accepted"),
+            "{how}"
+        );
+        // SAFETY: closes the socket opened above.
+        unsafe { libc::close(fd) };
+        let (running, how) = control_daemon_probe(dir.path());
+        assert!(!running, "{how}");
     }
 
     #[test]

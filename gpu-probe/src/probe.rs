@@ -91,6 +91,8 @@ pub struct Options {
     pub physical_free_mib: Option<u64>,
     /// Where the long work shows how far it got (the cap search's steps, the audit's paths).
     pub progress: Progress,
+    /// `audit`: which rows run, and the static-cudart program of its bypass row.
+    pub bypass: crate::bypass::BypassOptions,
 }
 
 impl Options {
@@ -112,6 +114,7 @@ impl Options {
             baseline_kps: None,
             physical_free_mib: None,
             progress: Progress::hidden(),
+            bypass: crate::bypass::BypassOptions::default(),
         }
     }
 
@@ -186,8 +189,12 @@ pub fn run(opts: &Options, env: &BTreeMap<String, String>, runner: &dyn Runner) 
 
     // CUDA MPS: a pinned device memory limit is the slice when no HAMi-core limit is set.
     let (mut mps, mps_errors) = crate::method::mps_env(env);
-    mps.control_socket =
-        crate::method::control_daemon_running(std::path::Path::new(&mps.pipe_directory));
+    let pipe = std::path::Path::new(&mps.pipe_directory);
+    let (running, answered) = crate::method::control_daemon_probe(pipe);
+    mps.control_socket = running;
+    if pipe.join("control").exists() {
+        mps.control_answers.push(answered);
+    }
     if !mps_errors.is_empty() {
         checks.push(Check {
             id: "limits".into(),
@@ -251,7 +258,8 @@ pub fn run(opts: &Options, env: &BTreeMap<String, String>, runner: &dyn Runner) 
                 target_bytes: audit_target(opts, slice),
                 time_bound_ms: u64::try_from(opts.time_bound.as_millis()).unwrap_or(u64::MAX),
                 physical_free_bytes: opts.physical_free_mib.map(|m| m * MIB),
-                later_paths: LATER_AUDIT_PATHS,
+                later_paths: later_audit_paths(opts),
+                skip_paths: !opts.bypass.rows.allocation(),
             }
         }),
         overhead: opts.command == Command::Overhead,
@@ -402,6 +410,7 @@ pub fn run(opts: &Options, env: &BTreeMap<String, String>, runner: &dyn Runner) 
             time_bound_ms: 0,
             physical_free_bytes: None,
             later_paths: 0,
+            skip_paths: false,
         });
         let task = audit_task.clone().unwrap_or_else(Task::hidden);
         let section = audit_section(opts, &a, &wout, env, runner, &task);
@@ -489,9 +498,17 @@ pub fn run(opts: &Options, env: &BTreeMap<String, String>, runner: &dyn Runner) 
     report
 }
 
-/// The audit's paths the parent runs after the worker: a child with a cleared environment, and
-/// two processes sharing the slice.
-const LATER_AUDIT_PATHS: u64 = 2;
+/// How many audit rows the parent runs after the worker: two processes sharing the slice (with the
+/// allocation rows), and each bypass row (each in its own child).
+fn later_audit_paths(opts: &Options) -> u64 {
+    let shared = u64::from(opts.bypass.rows.allocation());
+    let bypass = if opts.bypass.rows.bypass() {
+        crate::bypass::ROWS.len() as u64
+    } else {
+        0
+    };
+    shared + bypass
+}
 
 /// What each audit path tries to hold: the ceiling if given, else slice × 1.25, else 4 GiB.
 fn audit_target(opts: &Options, slice: Option<u64>) -> u64 {
@@ -507,7 +524,7 @@ fn audit_section(
     task: &Task,
 ) -> crate::report::AuditSection {
     let started = std::time::Instant::now();
-    let mut runs = wout.audit_runs.clone();
+    let mut runs = Vec::new();
     let held = |r: &crate::audit::PathRun| {
         if r.not_applicable.is_some() {
             format!("{}: not applicable", r.path)
@@ -515,26 +532,43 @@ fn audit_section(
             format!("{}: held {} MiB", r.path, r.held_bytes / MIB)
         }
     };
-    let cleared = cleared_env_child(opts, a, env, runner);
-    task.inc(&held(&cleared));
-    runs.push(cleared);
-    let holder = a.slice_bytes.map_or(2048 * MIB, |s| s / 2);
-    let shared = two_processes(
-        opts,
-        a.device,
-        holder,
-        a.slice_bytes,
-        a.target_bytes,
-        runner,
-        &[],
-    )
-    .0;
-    task.inc(&held(&shared));
-    runs.push(shared);
-    let paths: Vec<_> = runs
+    if opts.bypass.rows.allocation() {
+        runs.clone_from(&wout.audit_runs);
+        let holder = a.slice_bytes.map_or(2048 * MIB, |s| s / 2);
+        let shared = two_processes(
+            opts,
+            a.device,
+            holder,
+            a.slice_bytes,
+            a.target_bytes,
+            runner,
+            &[],
+        )
+        .0;
+        task.inc(&held(&shared));
+        runs.push(shared);
+    }
+    let mut paths: Vec<_> = runs
         .iter()
         .map(|r| crate::audit::decide(r, a.slice_bytes))
         .collect();
+    // The ways around HAMi-core, each in its own bounded child (the cleared-environment child
+    // among them).
+    if opts.bypass.rows.bypass() {
+        for p in crate::bypass::run_rows(opts, a, env, runner) {
+            let outcome = match p.outcome {
+                crate::report::AuditOutcome::Capped => "capped".to_owned(),
+                crate::report::AuditOutcome::Escaped => {
+                    format!("ESCAPED, held {} MiB", p.held_bytes / MIB)
+                }
+                crate::report::AuditOutcome::NoSlice => "no slice".to_owned(),
+                crate::report::AuditOutcome::NotApplicable => "not applicable".to_owned(),
+                crate::report::AuditOutcome::Error => "error".to_owned(),
+            };
+            task.inc(&format!("{}: {outcome}", p.path));
+            paths.push(p);
+        }
+    }
     let escaped = paths
         .iter()
         .filter(|p| p.outcome == crate::report::AuditOutcome::Escaped)
@@ -548,17 +582,18 @@ fn audit_section(
         device: a.device,
         slice_bytes: a.slice_bytes,
         target_bytes: a.target_bytes,
-        time_bound_hit: runs.iter().any(|r| {
-            r.not_applicable
-                .as_deref()
-                .is_some_and(|w| w.contains("time bound"))
-        }),
+        time_bound_hit: paths.iter().any(|p| p.note.contains("time bound ran out")),
         paths,
         seconds: started.elapsed().as_secs_f64(),
     }
 }
 
-fn cap_only_spec(device: u32, slice: Option<u64>, target: u64, opts: &Options) -> WorkerSpec {
+pub(crate) fn cap_only_spec(
+    device: u32,
+    slice: Option<u64>,
+    target: u64,
+    opts: &Options,
+) -> WorkerSpec {
     let mut expected = vec![None; device as usize + 1];
     expected[device as usize] = slice;
     WorkerSpec {
@@ -577,31 +612,6 @@ fn cap_only_spec(device: u32, slice: Option<u64>, target: u64, opts: &Options) -
         robustness: None,
         alarm_secs: opts.worker_alarm(),
     }
-}
-
-/// A child started with a cleared environment (only PATH and LD_LIBRARY_PATH kept, so it can
-/// still find the driver): HAMi-core's limit and region path come from env (HAMi#1607).
-fn cleared_env_child(
-    opts: &Options,
-    a: &worker::AuditSpec,
-    env: &BTreeMap<String, String>,
-    runner: &dyn Runner,
-) -> crate::audit::PathRun {
-    let name = "child with a cleared environment (cuMemAlloc_v2)";
-    let spec = cap_only_spec(a.device, a.slice_bytes, a.target_bytes, opts);
-    let mut cmd = Cmd::new(opts.worker_exe.display().to_string())
-        .arg("__worker")
-        .arg(serde_json::to_string(&spec).unwrap_or_default())
-        .timeout(opts.bound(opts.time_bound + Duration::from_secs(60)))
-        .clear_env();
-    // LD_PRELOAD and CUDA_REDIRECT stand for the /etc/ld.so.preload mount of a pod, which no
-    // change of environment removes; everything else HAMi-core reads is gone.
-    for key in ["PATH", "LD_LIBRARY_PATH", "LD_PRELOAD", "CUDA_REDIRECT"] {
-        if let Some(v) = env.get(key) {
-            cmd = cmd.env(key, v);
-        }
-    }
-    worker_cap_run(name, &cmd, a.device, runner)
 }
 
 fn worker_cap_run(
@@ -1334,6 +1344,7 @@ mod tests {
             baseline_kps: None,
             physical_free_mib: None,
             progress: Progress::hidden(),
+            bypass: crate::bypass::BypassOptions::default(),
         }
     }
 

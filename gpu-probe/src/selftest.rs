@@ -303,6 +303,7 @@ mod tests {
             baseline_kps: None,
             physical_free_mib: None,
             progress: lab_runner::progress::Progress::hidden(),
+            bypass: crate::bypass::BypassOptions::default(),
         };
         let fake = lab_runner::RecordingRunner::new(&[]);
         let t = run(&opts, "/nonexistent/libvgpu.so", 8000, &fake);

@@ -83,6 +83,9 @@ pub struct AuditSpec {
     /// Paths the parent runs after the worker (counted in the audit's progress).
     #[serde(default)]
     pub later_paths: u64,
+    /// Skip the in-process paths (`audit --rows bypass`).
+    #[serde(default)]
+    pub skip_paths: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -291,7 +294,7 @@ pub fn run(spec: &WorkerSpec, progress: &Progress) -> WorkerOutput {
             ));
         }
     }
-    if let Some(a) = &spec.audit
+    if let Some(a) = spec.audit.as_ref().filter(|a| !a.skip_paths)
         && let Some(dev) = out
             .devices
             .iter()

@@ -120,9 +120,28 @@ fn real_mps_reports_redecide_as_mps() {
         assert_eq!(c.context_overhead_bytes, None);
         assert!(c.held_bytes <= r.expected[0].bytes);
     }
+    // Re-run with the check that connects to the socket: the daemon that quit left its socket
+    // behind (pipe-directory-after-quit.txt), and it is no longer taken for a running one.
     let bare = load("mps/bare-after-mps-expect-8000.json");
     assert_eq!(bare.verdict.outcome, Outcome::NotVerified);
-    assert_eq!(bare.method.map(|m| m.method), Some(SharingMethod::None));
+    let m = bare.method.as_ref().expect("method");
+    assert_eq!(m.method, SharingMethod::None);
+    assert!(
+        m.evidence
+            .iter()
+            .all(|e| !e.contains("control daemon is running")),
+        "{:?}",
+        m.evidence
+    );
+    // The same re-run's client with its own limit: MPS, named from NVML's client list.
+    let client = load("mps/rerun-mps-env-limit-8000.json");
+    assert_eq!(client.verdict.outcome, Outcome::Verified);
+    let mps = client
+        .method
+        .as_ref()
+        .and_then(|m| m.mps.clone())
+        .expect("mps facts");
+    assert_eq!(mps.client_connected, Some(true));
 }
 
 /// The conformance reports: every cell that failed its claim is a failed check, every check is

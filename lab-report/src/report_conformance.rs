@@ -163,6 +163,7 @@ pub enum CellGroup {
     Devices,
     Robustness,
     Compute,
+    Bypass,
 }
 
 impl CellGroup {
@@ -175,6 +176,7 @@ impl CellGroup {
             Self::Devices => "devices",
             Self::Robustness => "calls the tracker reports trouble with",
             Self::Compute => "SM limit",
+            Self::Bypass => "bypasses (around HAMi-core, no Kubernetes)",
         }
     }
 }
