@@ -67,6 +67,7 @@ fn strict() -> bool {
 }
 
 pub fn run(args: &CiArgs) -> Result<()> {
+    let started = std::time::Instant::now();
     let runner = SystemRunner::new(true);
     let root = crate::workspace_root();
     if args.tiers_only {
@@ -150,6 +151,7 @@ pub fn run(args: &CiArgs) -> Result<()> {
             eprintln!("note: {p}");
         }
     }
+    fresh_vm_step(started.elapsed())?;
     eprintln!("==> ci: format, clippy and tests passed");
     Ok(())
 }
@@ -249,6 +251,35 @@ fn containerd_major(runner: &dyn Runner, bin: &str) -> Option<u32> {
         .next()?
         .parse()
         .ok()
+}
+
+/// README's VM commands on a fresh Debian root (`cargo xtask fresh-vm-test`), when root, when the
+/// disk has room and when it fits the CI budget (`HAMI_CI_BUDGET_MIN`, default 90 minutes).
+fn fresh_vm_step(elapsed: std::time::Duration) -> Result<()> {
+    let budget_min = std::env::var("HAMI_CI_BUDGET_MIN")
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok())
+        .unwrap_or(90);
+    // SAFETY: geteuid has no preconditions.
+    let root = unsafe { libc::geteuid() } == 0;
+    let free = crate::lab::preflight::disk(&crate::workspace_root().join("target"))
+        .map_or(0, |d| d.free_bytes);
+    match crate::fresh_vm::ci_decision(
+        root,
+        elapsed,
+        std::time::Duration::from_secs(budget_min * 60),
+        free,
+    ) {
+        Err(why) => eprintln!("==> fresh machine: SKIPPED ({why})"),
+        Ok(()) => {
+            eprintln!("==> fresh machine: README's VM commands in a debootstrap Debian root");
+            match crate::fresh_vm::run(&crate::fresh_vm::FreshVmArgs::default())? {
+                0 => {}
+                code => bail!("the fresh-machine test failed (exit {code}); its output is above"),
+            }
+        }
+    }
+    Ok(())
 }
 
 /// A containerd ≥ 2.0 (reads config v3), unpacked beside the system's, never installed:
