@@ -1,5 +1,5 @@
 //! GPU tests: run the real gpu-probe binary on a real GPU. Skipped, with a visible message, where
-//! no GPU is present (CI never has one); run on the GPU machine by the developers (see README:
+//! no GPU is present (CI never has one); run them on a GPU host (see README:
 //! "GPU tests").
 //!
 //! The binary is `$GPU_PROBE_BIN` when set (a binary carried to the GPU machine), else the one
@@ -40,9 +40,12 @@ fn hami_core_injected() -> bool {
 
 /// Says why a test is skipped on the real stderr: libtest captures `eprintln!` of passing tests,
 /// but not direct writes, so the message stays visible in CI logs.
+/// It is also recorded in the test-tier log (`cargo xtask ci`'s table), as is every test that ran
+/// on a GPU.
 fn skip(why: &str) {
     use std::io::Write as _;
     let _ = writeln!(std::io::stderr(), "SKIPPED (GPU test): {why}");
+    lab_runner::tier::skipped("GPU", why);
 }
 
 macro_rules! require_gpu {
@@ -51,6 +54,7 @@ macro_rules! require_gpu {
             skip(&why);
             return;
         }
+        lab_runner::tier::ran("GPU");
     };
 }
 
@@ -86,7 +90,7 @@ fn run_probe(args: &[&str], env: &[(&str, &str)]) -> (i32, Report, String) {
     let json = std::fs::read_to_string(&report_path).expect("report written");
     let report: Report = serde_json::from_str(&json).expect("valid report");
     if let Some(dir) = std::env::var_os("GPU_TEST_OUT") {
-        // Keep the real reports as evidence (the developers copy them into tests/data).
+        // Keep the real reports as evidence (they are copied into tests/data as test data).
         let name = args.join("_").replace(['-', '/'], "");
         let _ = std::fs::write(PathBuf::from(dir).join(format!("{name}.json")), &json);
     }

@@ -17,6 +17,7 @@ use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use gpu_probe::report::{MIB, Report};
+use lab_runner::{Cmd, Runner, SystemRunner};
 
 fn probe_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_gpu-probe"))
@@ -309,8 +310,9 @@ fn bar_position(frame: &str) -> Option<u64> {
 #[test]
 fn on_a_terminal_the_cap_search_draws_a_bar_that_moves() {
     if Command::new("tmux").arg("-V").output().is_err() {
-        eprintln!(
-            "SKIPPED: tmux is not installed (Debian: apt-get install -y tmux); no terminal was driven"
+        lab_runner::tier::skipped(
+            "tmux",
+            "tmux is not installed (Debian: apt-get install -y tmux); no terminal was driven",
         );
         return;
     }
@@ -326,13 +328,17 @@ fn on_a_terminal_the_cap_search_draws_a_bar_that_moves() {
         " '{}' cap --expect-mib 8000 --no-nvidia-smi; echo PROBE-EXITED; sleep 60",
         probe_bin().display()
     ));
-    let started = tmux
-        .cmd()
-        .args(["new-session", "-d", "-s", "probe", "-x", "150", "-y", "40"])
-        .arg(&line)
-        .status()
+    // Through the one runner, so the tier log records that the real tmux ran this test's pane.
+    let started = SystemRunner::new(false)
+        .run(
+            &Cmd::new("tmux")
+                .args(["-L", &tmux.socket, "-f", "/dev/null"])
+                .args(["new-session", "-d", "-s", "probe", "-x", "150", "-y", "40"])
+                .arg(&line)
+                .timeout(Duration::from_secs(30)),
+        )
         .expect("tmux new-session");
-    assert!(started.success());
+    assert!(started.success(), "{started:?}");
     let begin = Instant::now();
     let mut positions = Vec::new();
     let mut last = String::new();
