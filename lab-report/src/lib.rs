@@ -5,6 +5,8 @@
 //! - [`report_conformance`]: the probe report's sharing method, conformance matrix and compute
 //!   comparison;
 //! - [`run`]: `run.json`, what `cluster-ctl run --out DIR` writes (typed exercise ids and results);
+//! - [`fleet`]: `fleet.json`, what `cluster-ctl fleet --out DIR` writes (every card, its slice,
+//!   its probe report and the judgement of it);
 //! - [`summary`]: evidence-pack's `summary.json`;
 //! - [`check`]: the ids of gpu-probe's checks (`view.device0`, `audit.<path>`) and of local claims;
 //! - [`k8s`]: the few facts the judge reads from Kubernetes Pod and Event objects (serde only);
@@ -18,6 +20,7 @@
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
 pub mod check;
+pub mod fleet;
 pub mod judge;
 pub mod k8s;
 pub mod probe;

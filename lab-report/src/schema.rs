@@ -16,6 +16,10 @@ pub fn documents() -> Vec<(&'static str, Schema)> {
             titled::<crate::run::RunReport>(crate::run::SCHEMA, crate::run::SCHEMA_VERSION),
         ),
         (
+            "fleet.schema.json",
+            titled::<crate::fleet::FleetReport>(crate::fleet::SCHEMA, crate::fleet::SCHEMA_VERSION),
+        ),
+        (
             "evidence-summary.schema.json",
             titled::<crate::summary::Summary>(
                 crate::summary::SCHEMA,
