@@ -852,3 +852,96 @@ mod mock_tests {
         assert!(delete_lab_pods(&api, T).await.unwrap().is_empty());
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// harden: the GPU tenant policy (ValidatingAdmissionPolicy + binding). Kept as one block so it
+// moves as a unit; the decisions are `crate::harden`'s.
+
+/// One call under `timeout`, named `what` in its error.
+async fn within<T>(
+    timeout: Duration,
+    what: &str,
+    call_fut: impl std::future::Future<Output = Result<T, kube::Error>>,
+) -> Result<T, ApiError> {
+    match tokio::time::timeout(timeout, call_fut).await {
+        Ok(r) => r.map_err(call(what)),
+        Err(_) => Err(ApiError::Timeout {
+            what: what.to_owned(),
+            secs: timeout.as_secs(),
+        }),
+    }
+}
+
+/// The policy and the binding named `name`, as the server holds them (`None`: absent).
+pub async fn get_admission_policy(
+    client: &Client,
+    name: &str,
+    timeout: Duration,
+) -> Result<
+    (
+        Option<k8s_openapi::api::admissionregistration::v1::ValidatingAdmissionPolicy>,
+        Option<k8s_openapi::api::admissionregistration::v1::ValidatingAdmissionPolicyBinding>,
+    ),
+    ApiError,
+> {
+    use k8s_openapi::api::admissionregistration::v1::{
+        ValidatingAdmissionPolicy, ValidatingAdmissionPolicyBinding,
+    };
+    let policies = Api::<ValidatingAdmissionPolicy>::all(client.clone());
+    let bindings = Api::<ValidatingAdmissionPolicyBinding>::all(client.clone());
+    let policy = within(
+        timeout,
+        &format!("get validatingadmissionpolicy {name}"),
+        policies.get_opt(name),
+    )
+    .await?;
+    let binding = within(
+        timeout,
+        &format!("get validatingadmissionpolicybinding {name}"),
+        bindings.get_opt(name),
+    )
+    .await?;
+    Ok((policy, binding))
+}
+
+/// Creates `want` when the server has none (`live` is `None`), else replaces it, keeping the live
+/// resourceVersion so that a concurrent change is refused rather than overwritten.
+pub async fn create_or_replace<K>(
+    client: &Client,
+    want: &K,
+    live: Option<&K>,
+    timeout: Duration,
+) -> Result<(), ApiError>
+where
+    K: Resource<Scope = k8s_openapi::ClusterResourceScope>
+        + Clone
+        + DeserializeOwned
+        + serde::Serialize
+        + std::fmt::Debug,
+    K::DynamicType: Default,
+{
+    let api = Api::<K>::all(client.clone());
+    let name = want.meta().name.clone().unwrap_or_default();
+    let kind = K::kind(&K::DynamicType::default()).into_owned();
+    match live {
+        None => {
+            within(
+                timeout,
+                &format!("create {kind} {name}"),
+                api.create(&PostParams::default(), want),
+            )
+            .await?;
+        }
+        Some(l) => {
+            let mut obj = want.clone();
+            obj.meta_mut().resource_version = l.meta().resource_version.clone();
+            within(
+                timeout,
+                &format!("replace {kind} {name}"),
+                api.replace(&name, &PostParams::default(), &obj),
+            )
+            .await?;
+        }
+    }
+    Ok(())
+}

@@ -12,6 +12,7 @@ pub mod commands;
 pub mod decide;
 pub mod diagnose;
 pub mod doctor;
+pub mod harden;
 pub mod helm;
 pub mod manifests;
 pub mod plan;

@@ -159,6 +159,14 @@ enum Command {
         #[arg(long, default_value_t = 300)]
         timeout: u64,
     },
+    /// Apply the GPU tenant policy (manifests/policy.yaml: a ValidatingAdmissionPolicy and its
+    /// binding), which refuses pods that step around HAMi; needs Kubernetes >= 1.30.
+    Harden {
+        /// Another namespace whose pods the policy does not check (repeatable); kube-system,
+        /// hami-isolation-lab-baseline and --hami-namespace always are.
+        #[arg(long, value_name = "NS")]
+        exempt_namespace: Vec<String>,
+    },
     /// Delete the lab pods (and HAMi with --uninstall-hami).
     Cleanup {
         /// Also `helm uninstall` HAMi.
@@ -309,6 +317,9 @@ async fn dispatch(cli: Cli) -> Result<Outcome, Failure> {
                 Duration::from_secs(*timeout),
             )
             .await
+        }
+        Command::Harden { exempt_namespace } => {
+            cluster_ctl::harden::harden(&client, &ctx, exempt_namespace).await
         }
         Command::Cleanup {
             uninstall_hami,

@@ -3,7 +3,8 @@
 //!
 //! Supported: `GET /version`; list (with `fieldSelector` `metadata.name=`/`involvedObject.name=` and
 //! a single `labelSelector` `k=v`), get, create (409 when present; optional replacement object to
-//! simulate the scheduler and kubelet), delete. Watch requests never answer (the caller's timeout or
+//! simulate the scheduler and kubelet), replace (PUT: 404 when absent, 409 when the body's
+//! resourceVersion is not the stored one; the stored resourceVersion is counted up), delete. Watch requests never answer (the caller's timeout or
 //! the condition met on the initial list ends them). Exec (WebSocket) is not supported.
 
 use std::collections::BTreeMap;
@@ -103,6 +104,11 @@ impl MockApi {
             .on_create
             .insert((plural.to_owned(), name.to_owned()), obj);
         self
+    }
+
+    /// Answer `GET /version` with `v` instead of the k3s fixture.
+    pub fn set_version(&self, v: Value) {
+        self.lock().version = v;
     }
 
     /// Make every request fail as if the server were down.
@@ -247,8 +253,44 @@ impl MockApi {
                 if obj["metadata"]["uid"].is_null() {
                     obj["metadata"]["uid"] = json!(format!("uid-{name}"));
                 }
+                if obj["metadata"]["resourceVersion"].is_null() {
+                    obj["metadata"]["resourceVersion"] = json!("1");
+                }
                 st.objects.insert(key, obj.clone());
                 respond(StatusCode::CREATED, &obj)
+            }
+            (Method::PUT, Some(name)) => {
+                let Ok(mut obj) = serde_json::from_slice::<Value>(body) else {
+                    return status(StatusCode::BAD_REQUEST, "BadRequest", "body is not JSON");
+                };
+                let ns = ns.unwrap_or_default();
+                let key = (plural.clone(), ns.clone(), name.clone());
+                let Some(stored) = st.objects.get(&key) else {
+                    return not_found(&name);
+                };
+                let stored_rv = stored["metadata"]["resourceVersion"].clone();
+                let sent_rv = &obj["metadata"]["resourceVersion"];
+                if !sent_rv.is_null() && *sent_rv != stored_rv {
+                    return status(
+                        StatusCode::CONFLICT,
+                        "Conflict",
+                        &format!(
+                            "the object has been modified; resourceVersion {sent_rv} is not {stored_rv}"
+                        ),
+                    );
+                }
+                let next = stored_rv
+                    .as_str()
+                    .and_then(|v| v.parse::<u64>().ok())
+                    .unwrap_or(0)
+                    + 1;
+                obj["metadata"]["uid"] = stored["metadata"]["uid"].clone();
+                obj["metadata"]["resourceVersion"] = json!(next.to_string());
+                if !ns.is_empty() {
+                    obj["metadata"]["namespace"] = json!(ns);
+                }
+                st.objects.insert(key, obj.clone());
+                respond(StatusCode::OK, &obj)
             }
             (Method::DELETE, Some(name)) => {
                 match st
