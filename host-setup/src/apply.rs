@@ -547,6 +547,7 @@ fn validate<R: Runner + ?Sized>(
         Check::ContainerdDropIn => {
             containerd::file_version(&f.after, &f.path).map_err(|e| invalid(e.to_string()))?;
         }
+        Check::ToolkitConfig => crate::toolkit::check(&f.after).map_err(invalid)?,
         Check::ContainerdRoot => {
             match containerd::default_runtime(&f.after, &f.path)
                 .map_err(|e| invalid(e.to_string()))?

@@ -5,7 +5,8 @@
 //! [`plan`] (pure) → [`render`] (dry-run output) or [`apply`] (validate all, back up, write
 //! atomically, restart, roll back on failure) → [`checks`] (verify). The binary (`main.rs`) is a
 //! thin CLI over these modules; tests drive them with a `RecordingRunner` and a `--root` tree so
-//! no test touches the real host.
+//! no test touches the real host. [`toolkit`] is the opt-in `harden`: the NVIDIA Container
+//! Toolkit settings that stop device requests by environment variable from unprivileged containers.
 
 pub mod apply;
 pub mod checks;
@@ -16,3 +17,4 @@ pub mod observe;
 pub mod plan;
 pub mod render;
 pub mod root;
+pub mod toolkit;

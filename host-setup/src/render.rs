@@ -150,6 +150,7 @@ fn check_text(check: &Check) -> &'static str {
             "parses, nvidia default in the right table, loaded by the real `containerd config dump` (with drop-ins) when installed"
         }
         Check::ContainerdDropIn => "parses; loaded with its root config",
+        Check::ToolkitConfig => "parses as TOML, both settings in effect",
     }
 }
 
