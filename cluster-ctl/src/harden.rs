@@ -236,13 +236,19 @@ impl HardenPlan {
 }
 
 /// The paths where `want` sets something `have` does not hold equally. Objects compare key by
-/// key (keys only `have` has are the server's: defaults, status, metadata it adds); lists and
-/// scalars compare whole. An empty object or list in `want` matches an absent field.
+/// key (keys only `have` has are the server's: defaults, status, metadata it adds); lists of the
+/// same length item by item (so a default inside an item is the server's too), other lists and
+/// scalars whole. An empty object or list in `want` matches an absent field.
 pub fn differences(want: &Value, have: Option<&Value>, path: &str, out: &mut Vec<String>) {
     match (want, have) {
         (Value::Object(w), Some(Value::Object(h))) => {
             for (k, wv) in w {
                 differences(wv, h.get(k), &format!("{path}.{k}"), out);
+            }
+        }
+        (Value::Array(w), Some(Value::Array(h))) if w.len() == h.len() => {
+            for (i, (wv, hv)) in w.iter().zip(h).enumerate() {
+                differences(wv, Some(hv), &format!("{path}[{i}]"), out);
             }
         }
         (Value::Object(w), None) if w.is_empty() => {}
@@ -539,10 +545,23 @@ mod tests {
         assert_eq!(
             p.objects[1].action,
             Action::Replace {
-                changed: vec!["spec.validationActions".into()]
+                changed: vec!["spec.validationActions[0]".into()]
             }
         );
         assert!(plan_human(&p).contains("replace ValidatingAdmissionPolicyBinding"));
+    }
+
+    #[test]
+    fn differences_ignore_what_the_server_adds_and_name_what_differs() {
+        let want =
+            json!({"spec": {"rules": [{"scope": "Namespaced"}], "sel": {}, "names": ["a", "b"]}});
+        let have = json!({"spec": {"rules": [{"scope": "Namespaced", "extra": 1}], "names": ["a", "b"], "more": true}});
+        let mut out = Vec::new();
+        differences(&want, Some(&have), "", &mut out);
+        assert!(out.is_empty(), "{out:?}");
+        let have = json!({"spec": {"rules": [{"scope": "*"}], "names": ["a"]}});
+        differences(&want, Some(&have), "", &mut out);
+        assert_eq!(out, ["spec.names", "spec.rules[0].scope"]);
     }
 
     #[test]
