@@ -8,6 +8,7 @@
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
 pub mod api;
+pub mod bypass;
 pub mod commands;
 pub mod decide;
 pub mod diagnose;
@@ -22,10 +23,14 @@ pub mod report;
 pub mod sizing;
 
 #[cfg(test)]
+mod admission;
+#[cfg(test)]
 mod commands_tests;
 #[cfg(test)]
 mod execserver;
 #[cfg(test)]
 mod mockapi;
+#[cfg(test)]
+mod policy_tests;
 #[cfg(test)]
 mod testdata;

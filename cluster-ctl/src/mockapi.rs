@@ -3,7 +3,8 @@
 //!
 //! Supported: `GET /version`; list (with `fieldSelector` `metadata.name=`/`involvedObject.name=` and
 //! a single `labelSelector` `k=v`), get, create (409 when present; optional replacement object to
-//! simulate the scheduler and kubelet), replace (PUT: 404 when absent, 409 when the body's
+//! simulate the scheduler and kubelet; a pod is refused with 403 and kube-apiserver's denial wording
+//! when a stored ValidatingAdmissionPolicy and its binding deny it, evaluated by `admission`), replace (PUT: 404 when absent, 409 when the body's
 //! resourceVersion is not the stored one; the stored resourceVersion is counted up), delete. Watch requests never answer (the caller's timeout or
 //! the condition met on the initial list ends them). Exec (WebSocket) is not supported.
 
@@ -246,6 +247,11 @@ impl MockApi {
                         &format!("{plural} \"{name}\" already exists"),
                     );
                 }
+                if plural == "pods"
+                    && let Some(message) = admission_refusal(&st.objects, &ns, &obj)
+                {
+                    return status(StatusCode::FORBIDDEN, "Forbidden", &message);
+                }
                 if let Some(replacement) = st.on_create.get(&(plural.clone(), name.clone())) {
                     obj = replacement.clone();
                 }
@@ -308,6 +314,29 @@ impl MockApi {
             ),
         }
     }
+}
+
+/// The refusal of `pod` by a stored policy whose binding names it, as kube-apiserver words it.
+fn admission_refusal(
+    objects: &BTreeMap<(String, String, String), Value>,
+    namespace: &str,
+    pod: &Value,
+) -> Option<String> {
+    let kind = |plural: &'static str| {
+        objects
+            .iter()
+            .filter(move |((p, _, _), _)| p == plural)
+            .map(|(_, v)| v)
+    };
+    kind("validatingadmissionpolicybindings").find_map(|binding| {
+        let policy = kind("validatingadmissionpolicies")
+            .find(|p| p["metadata"]["name"] == binding["spec"]["policyName"])?;
+        let p = crate::admission::Policy {
+            policy: policy.clone(),
+            binding: binding.clone(),
+        };
+        crate::admission::refusal(&p, namespace, pod)
+    })
 }
 
 pub fn percent_decode(v: &str) -> String {

@@ -1,8 +1,5 @@
-//! The GPU tenant policy (`manifests/policy.yaml`) tested by evaluating its OWN expressions: the
-//! binding's namespace selector, the policy's match conditions, variables and validations, read
-//! from the file cluster-ctl applies and evaluated with the `cel` crate (cel-rust), the way the
-//! API server evaluates a ValidatingAdmissionPolicy (a pod is admitted when its namespace is
-//! exempt, when a match condition is false, or when every validation is true). Against: every
+//! The GPU tenant policy (`manifests/policy.yaml`) tested by evaluating its OWN expressions (read
+//! from the file cluster-ctl applies, evaluated by `admission` with the `cel` crate) against: every
 //! bypass pod (B1–B4 and B6 denied, each by the rule that names its bypass; B5 admitted: nothing
 //! in its spec gives it away), every lab pod as rendered (admitted, also after HAMi's webhook
 //! added its own env), HAMi's own device plugin and scheduler pods (admitted in HAMi's namespace
@@ -14,189 +11,16 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::collections::HashMap;
-
-use cluster_ctl::manifests::{
-    self, BASELINE_NAMESPACE, DEFAULT_IMAGE, POLICY, RenderedPod, render_bypasses,
-};
-use cluster_ctl::sizing::{Card, size};
 use k8s_openapi::api::admissionregistration::v1::{
     ValidatingAdmissionPolicy, ValidatingAdmissionPolicyBinding,
 };
-use serde::Deserialize;
 use serde_json::{Value, json};
 
-/// The two objects of the policy file, as JSON.
-struct Policy {
-    policy: Value,
-    binding: Value,
-}
-
-fn load(text: &str) -> Policy {
-    let docs: Vec<Value> = serde_yaml_ng::Deserializer::from_str(text)
-        .map(|d| Value::deserialize(d).unwrap())
-        .collect();
-    let [policy, binding] = docs.as_slice() else {
-        panic!("policy.yaml has {} documents, expected 2", docs.len());
-    };
-    assert_eq!(policy["kind"], "ValidatingAdmissionPolicy");
-    assert_eq!(binding["kind"], "ValidatingAdmissionPolicyBinding");
-    Policy {
-        policy: policy.clone(),
-        binding: binding.clone(),
-    }
-}
-
-/// What the API server would do with a pod.
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum Decision {
-    /// The binding does not select the namespace.
-    Exempt,
-    /// A match condition is false: the policy does not apply.
-    NotMatched,
-    Admitted,
-    /// The rule tags (`[hami-isolation-lab: TAG]`) of every validation that failed.
-    Denied(Vec<String>),
-}
-
-fn to_cel(v: &Value) -> cel::Value {
-    cel::to_value(v).unwrap()
-}
-
-/// Evaluates one expression; an evaluation error is a test failure (the API server would apply
-/// failurePolicy: Fail, which rejects, but a policy that errors on a lab pod is a broken policy).
-fn eval(expr: &str, vars: &[(&str, &cel::Value)], what: &str) -> cel::Value {
-    let program =
-        cel::Program::compile(expr).unwrap_or_else(|e| panic!("{what}: does not compile: {e}"));
-    let mut ctx = cel::Context::default();
-    for (name, value) in vars {
-        ctx.add_variable_from_value(*name, (*value).clone());
-    }
-    program
-        .execute(&ctx)
-        .unwrap_or_else(|e| panic!("{what}: evaluation failed: {e}\n  expression: {expr}"))
-}
-
-fn eval_bool(expr: &str, vars: &[(&str, &cel::Value)], what: &str) -> bool {
-    match eval(expr, vars, what) {
-        cel::Value::Bool(b) => b,
-        other => panic!("{what}: evaluates to {other:?}, not a bool"),
-    }
-}
-
-/// The binding's `namespaceSelector`: `matchLabels` and `matchExpressions` over the namespace's
-/// labels (the API server sets `kubernetes.io/metadata.name` on every namespace).
-fn namespace_selected(selector: &Value, labels: &HashMap<String, String>) -> bool {
-    let labels_ok = selector["matchLabels"].as_object().is_none_or(|m| {
-        m.iter()
-            .all(|(k, v)| labels.get(k).map(String::as_str) == v.as_str())
-    });
-    let exprs_ok = selector["matchExpressions"].as_array().is_none_or(|exprs| {
-        exprs.iter().all(|e| {
-            let key = e["key"].as_str().unwrap();
-            let values: Vec<&str> = e["values"]
-                .as_array()
-                .map(|v| v.iter().map(|s| s.as_str().unwrap()).collect())
-                .unwrap_or_default();
-            let value = labels.get(key).map(String::as_str);
-            match e["operator"].as_str().unwrap() {
-                "In" => value.is_some_and(|v| values.contains(&v)),
-                "NotIn" => value.is_none_or(|v| !values.contains(&v)),
-                "Exists" => value.is_some(),
-                "DoesNotExist" => value.is_none(),
-                other => panic!("operator {other} not modelled"),
-            }
-        })
-    });
-    labels_ok && exprs_ok
-}
-
-fn decide(
-    p: &Policy,
-    namespace: &str,
-    pod: &Value,
-    operation: &str,
-    sub_resource: &str,
-) -> Decision {
-    // The policy's matchConstraints and the binding's matchResources both select pods by
-    // namespace; only the binding narrows it.
-    let labels = HashMap::from([(
-        "kubernetes.io/metadata.name".to_owned(),
-        namespace.to_owned(),
-    )]);
-    for selector in [
-        &p.policy["spec"]["matchConstraints"]["namespaceSelector"],
-        &p.binding["spec"]["matchResources"]["namespaceSelector"],
-    ] {
-        if !namespace_selected(selector, &labels) {
-            return Decision::Exempt;
-        }
-    }
-    let mut pod = pod.clone();
-    pod["metadata"]["namespace"] = json!(namespace);
-    let object = to_cel(&pod);
-    let request = to_cel(&json!({
-        "operation": operation,
-        "subResource": sub_resource,
-        "namespace": namespace,
-        "name": pod["metadata"]["name"],
-    }));
-    let spec = &p.policy["spec"];
-    for mc in spec["matchConditions"].as_array().unwrap() {
-        let what = format!("matchCondition {}", mc["name"]);
-        let vars = [("object", &object), ("request", &request)];
-        if !eval_bool(mc["expression"].as_str().unwrap(), &vars, &what) {
-            return Decision::NotMatched;
-        }
-    }
-    let mut variables: HashMap<String, cel::Value> = HashMap::new();
-    for v in spec["variables"].as_array().unwrap() {
-        let name = v["name"].as_str().unwrap();
-        let so_far: cel::Value = variables.clone().into();
-        let vars = [
-            ("object", &object),
-            ("request", &request),
-            ("variables", &so_far),
-        ];
-        let value = eval(
-            v["expression"].as_str().unwrap(),
-            &vars,
-            &format!("variable {name}"),
-        );
-        variables.insert(name.to_owned(), value);
-    }
-    let variables: cel::Value = variables.into();
-    let mut denied = Vec::new();
-    for (i, val) in spec["validations"].as_array().unwrap().iter().enumerate() {
-        let vars = [
-            ("object", &object),
-            ("request", &request),
-            ("variables", &variables),
-        ];
-        if !eval_bool(
-            val["expression"].as_str().unwrap(),
-            &vars,
-            &format!("validation {i}"),
-        ) {
-            denied.push(rule_tag(val["message"].as_str().unwrap()));
-        }
-    }
-    if denied.is_empty() {
-        Decision::Admitted
-    } else {
-        Decision::Denied(denied)
-    }
-}
-
-/// `[hami-isolation-lab: TAG]` at the end of a validation's message.
-fn rule_tag(message: &str) -> String {
-    let start = message
-        .rfind("[hami-isolation-lab: ")
-        .unwrap_or_else(|| panic!("message without a rule tag: {message}"));
-    message[start + "[hami-isolation-lab: ".len()..]
-        .trim_end_matches(']')
-        .to_owned()
-}
+use crate::admission::{Decision, Policy, decide, load, rule_tag};
+use crate::manifests::{
+    self, BASELINE_NAMESPACE, DEFAULT_IMAGE, POLICY, RenderedPod, render_bypasses,
+};
+use crate::sizing::{Card, size};
 
 fn policy() -> Policy {
     load(POLICY)
@@ -214,7 +38,7 @@ fn json_of(p: &RenderedPod) -> Value {
     serde_json::to_value(&p.pod).unwrap()
 }
 
-fn sizing() -> cluster_ctl::sizing::Sizing {
+fn sizing() -> crate::sizing::Sizing {
     size(
         &[Card {
             uuid: None,
@@ -409,7 +233,7 @@ fn hamis_own_components_are_admitted_in_hamis_namespace_and_would_be_denied_else
 
 #[test]
 fn the_exempt_list_is_what_harden_renders() {
-    let rendered = cluster_ctl::harden::render_policy(
+    let rendered = crate::harden::render_policy(
         &["hami-system".to_owned(), "gpu-admin".to_owned()],
         "hami-system",
     )
