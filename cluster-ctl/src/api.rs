@@ -872,6 +872,16 @@ async fn within<T>(
     }
 }
 
+/// Every pod of the cluster, under `timeout` (what `harden` checks the exempt list against).
+pub async fn list_all_pods(client: &Client, timeout: Duration) -> Result<Vec<Pod>, ApiError> {
+    let api = Api::<Pod>::all(client.clone());
+    Ok(
+        within(timeout, "list pods", api.list(&ListParams::default()))
+            .await?
+            .items,
+    )
+}
+
 /// The policy and the binding named `name`, as the server holds them (`None`: absent).
 pub async fn get_admission_policy(
     client: &Client,

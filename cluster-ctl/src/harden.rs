@@ -364,6 +364,84 @@ pub fn plan_human(p: &HardenPlan) -> String {
     out
 }
 
+/// HAMi's components, by the `app.kubernetes.io/component` label its chart sets.
+pub const HAMI_COMPONENTS: [&str; 2] = ["hami-device-plugin", "hami-scheduler"];
+
+/// What the running pods say about the exempt list, before anything is applied.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct PodsAtRisk {
+    /// Namespaces outside the exempt list where HAMi's own components run: applying would refuse
+    /// them at their next restart, so `harden` stops.
+    pub hami_outside: Vec<String>,
+    /// Other pods outside the exempt list that are privileged, add SYS_ADMIN or mount a hostPath
+    /// (system agents, CNI, storage): they may be refused when they are created again.
+    pub warnings: Vec<String>,
+}
+
+/// Checks the running pods against the exempt list: HAMi's components must be exempt; privileged
+/// or hostPath pods elsewhere are named (the policy may refuse them when they are re-created).
+pub fn pods_at_risk(pods: &[k8s_openapi::api::core::v1::Pod], exempt: &[String]) -> PodsAtRisk {
+    let mut risk = PodsAtRisk::default();
+    let mut flagged: BTreeSet<(String, String)> = BTreeSet::new();
+    for pod in pods {
+        let ns = pod.metadata.namespace.clone().unwrap_or_default();
+        if exempt.contains(&ns) {
+            continue;
+        }
+        let labels = pod.metadata.labels.clone().unwrap_or_default();
+        if labels
+            .get("app.kubernetes.io/component")
+            .is_some_and(|c| HAMI_COMPONENTS.contains(&c.as_str()))
+        {
+            if !risk.hami_outside.contains(&ns) {
+                risk.hami_outside.push(ns);
+            }
+            continue;
+        }
+        let Some(spec) = pod.spec.as_ref() else {
+            continue;
+        };
+        let privileged = spec
+            .containers
+            .iter()
+            .chain(spec.init_containers.iter().flatten())
+            .filter_map(|c| c.security_context.as_ref())
+            .any(|sc| {
+                sc.privileged == Some(true)
+                    || sc
+                        .capabilities
+                        .as_ref()
+                        .and_then(|c| c.add.as_ref())
+                        .is_some_and(|add| {
+                            add.iter().any(|a| {
+                                let a = a.to_ascii_uppercase();
+                                let a = a.trim_start_matches("CAP_");
+                                a == "SYS_ADMIN" || a == "ALL"
+                            })
+                        })
+            });
+        let host_path = spec.volumes.iter().flatten().any(|v| v.host_path.is_some());
+        if privileged || host_path {
+            let owner = pod
+                .metadata
+                .owner_references
+                .as_ref()
+                .and_then(|o| o.first())
+                .map(|o| format!("{} {}", o.kind, o.name))
+                .unwrap_or_else(|| {
+                    format!("Pod {}", pod.metadata.name.clone().unwrap_or_default())
+                });
+            if flagged.insert((ns.clone(), owner.clone())) {
+                risk.warnings.push(format!(
+                    "{ns}/{owner} runs {}: the policy may refuse its pods when they are created again; if it is part of the platform, pass --exempt-namespace {ns}",
+                    if privileged { "privileged" } else { "with a hostPath volume" }
+                ));
+            }
+        }
+    }
+    risk
+}
+
 /// The type-checking warnings the API server wrote into the policy's status, one line each.
 pub fn type_warnings(live: &ValidatingAdmissionPolicy) -> Vec<String> {
     live.status
@@ -387,15 +465,27 @@ pub async fn harden(
     let desired = render_policy(extra_exempt, &ctx.hami_namespace).map_err(Failure::usage)?;
     let info = api::server_version(client, ctx.api_timeout).await?;
     check_server(&info).map_err(Failure::env)?;
+    let risk = pods_at_risk(
+        &api::list_all_pods(client, ctx.api_timeout).await?,
+        &desired.exempt,
+    );
+    if !risk.hami_outside.is_empty() {
+        return Err(Failure::usage(anyhow::anyhow!(
+            "HAMi's components run in {}, which the policy would not exempt: its device plugin is privileged and mounts /usr/local/vgpu, so its pods would be refused when they restart. Pass --hami-namespace {} (or --exempt-namespace); nothing was changed",
+            risk.hami_outside.join(", "),
+            risk.hami_outside[0]
+        )));
+    }
     let name = desired.policy.metadata.name.clone().unwrap_or_default();
     let (live_policy, live_binding) =
         api::get_admission_policy(client, &name, ctx.api_timeout).await?;
-    let before = plan(
+    let mut before = plan(
         &desired,
         live_policy.as_ref(),
         live_binding.as_ref(),
         &ctx.namespace,
     );
+    before.warnings.extend(risk.warnings);
     let mut human = format!(
         "cluster-ctl harden: the GPU tenant policy on {}\n{}",
         info.git_version,
@@ -562,6 +652,73 @@ mod tests {
         let have = json!({"spec": {"rules": [{"scope": "*"}], "names": ["a"]}});
         differences(&want, Some(&have), "", &mut out);
         assert_eq!(out, ["spec.names", "spec.rules[0].scope"]);
+    }
+
+    fn pod(ns: &str, v: Value) -> k8s_openapi::api::core::v1::Pod {
+        let mut v = v;
+        v["metadata"]["namespace"] = json!(ns);
+        serde_json::from_value(v).unwrap()
+    }
+
+    #[test]
+    fn hami_outside_the_exempt_list_and_privileged_system_pods_are_named() {
+        let exempt = vec!["kube-system".to_owned()];
+        let plugin = json!({"metadata": {"name": "p1", "labels": {"app.kubernetes.io/component": "hami-device-plugin"}},
+            "spec": {"containers": [{"name": "c", "securityContext": {"privileged": true}}]}});
+        let cni = json!({"metadata": {"name": "calico-node-x", "ownerReferences": [{"apiVersion": "apps/v1", "kind": "DaemonSet", "name": "calico-node", "uid": "u"}]},
+            "spec": {"containers": [{"name": "c", "securityContext": {"capabilities": {"add": ["sys_admin"]}}}]}});
+        let storage = json!({"metadata": {"name": "s1"}, "spec": {"containers": [{"name": "c"}], "volumes": [{"name": "h", "hostPath": {"path": "/var/lib/x"}}]}});
+        let plain = json!({"metadata": {"name": "web"}, "spec": {"containers": [{"name": "c"}]}});
+        let pods = vec![
+            pod("kube-system", plugin.clone()),
+            pod("hami-system", plugin),
+            pod("calico-system", cni.clone()),
+            pod("calico-system", cni),
+            pod("longhorn", storage),
+            pod("default", plain),
+        ];
+        let r = pods_at_risk(&pods, &exempt);
+        assert_eq!(r.hami_outside, ["hami-system"]);
+        assert_eq!(r.warnings.len(), 2, "{:?}", r.warnings);
+        assert!(
+            r.warnings[0].contains("calico-system/DaemonSet calico-node runs privileged"),
+            "{:?}",
+            r.warnings
+        );
+        assert!(
+            r.warnings[1].contains("longhorn/Pod s1 runs with a hostPath volume"),
+            "{:?}",
+            r.warnings
+        );
+        assert!(r.warnings[1].contains("--exempt-namespace longhorn"));
+        let all = vec![
+            "kube-system".into(),
+            "hami-system".into(),
+            "calico-system".into(),
+            "longhorn".into(),
+        ];
+        assert_eq!(pods_at_risk(&pods, &all), PodsAtRisk::default());
+    }
+
+    #[tokio::test]
+    async fn hami_in_a_namespace_that_is_not_exempt_stops_harden_before_any_write() {
+        let m = MockApi::new();
+        m.add(json!({"apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": "hami-device-plugin-abc", "namespace": "hami-system", "labels": {"app.kubernetes.io/component": "hami-device-plugin"}},
+            "spec": {"containers": [{"name": "device-plugin", "image": "x"}]}}));
+        let err = harden(&m.client(), &ctx(false), &[]).await.unwrap_err();
+        assert_eq!(err.code, exit::USAGE);
+        assert!(
+            format!("{:#}", err.error).contains("--hami-namespace hami-system"),
+            "{:#}",
+            err.error
+        );
+        assert!(writes(&m).is_empty());
+        // With the right --hami-namespace it goes ahead.
+        let mut c = ctx(false);
+        c.hami_namespace = "hami-system".into();
+        let out = harden(&m.client(), &c, &[]).await.unwrap();
+        assert_eq!(out.exit, exit::OK, "{}", out.human);
     }
 
     #[test]
