@@ -215,3 +215,51 @@ fn preflight_through_a_kubeconfig_context_against_a_local_api_server() {
     let dead = ctl(&["--kubeconfig", k, "--api-timeout", "5", "preflight"]);
     assert_eq!(dead.status.code(), Some(3));
 }
+
+#[test]
+fn harden_dry_run_through_the_binary_plans_both_objects_and_writes_nothing() {
+    let (addr, seen) = fixture_server();
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = dir.path().join("config");
+    std::fs::write(
+        &kubeconfig,
+        format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: local\n  cluster:\n    server: {addr}\ncontexts:\n- name: lab\n  context:\n    cluster: local\n    user: u\ncurrent-context: lab\nusers:\n- name: u\n  user: {{}}\n"
+        ),
+    )
+    .unwrap();
+    let k = kubeconfig.to_str().unwrap();
+    let out = ctl(&[
+        "--kubeconfig",
+        k,
+        "harden",
+        "--dry-run",
+        "--exempt-namespace",
+        "gpu-admin",
+    ]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for want in [
+        "create ValidatingAdmissionPolicy hami-isolation-lab-gpu-tenant",
+        "create ValidatingAdmissionPolicyBinding hami-isolation-lab-gpu-tenant",
+        "exempt namespaces (pods there are not checked): kube-system, hami-isolation-lab-baseline, gpu-admin",
+        "kind: ValidatingAdmissionPolicyBinding",
+    ] {
+        assert!(stdout.contains(want), "{want:?} missing:\n{stdout}");
+    }
+    let seen = seen.lock().unwrap();
+    assert!(
+        seen.iter()
+            .any(|p| p
+                .starts_with("/apis/admissionregistration.k8s.io/v1/validatingadmissionpolicies/")),
+        "{seen:?}"
+    );
+    // A bad namespace name is a usage error before any call.
+    let bad = ctl(&["--kubeconfig", k, "harden", "--exempt-namespace", "Bad_NS"]);
+    assert_eq!(bad.status.code(), Some(2));
+}
