@@ -10,11 +10,11 @@ use k8s_openapi::api::apps::v1::{DaemonSet, Deployment};
 use k8s_openapi::api::core::v1::{Endpoints, Event, Node, Pod};
 use serde::Serialize;
 
-use crate::register::{Gpu, REGISTER_ANNOTATION, RegisterError, RegisterFormat, parse_register};
+use crate::register::{Gpu, REGISTER_ANNOTATION, RegisterFormat, parse_register};
 
 /// The scheduler name HAMi's webhook sets on GPU pods, hami-scheduler's event texts and their
-/// parser, and the co-residency rule: defined in lab-report, which judges the same objects again.
-pub use lab_report::judge::CoResidency;
+/// parser: defined in lab-report, which judges the same objects again (E1's co-residency rule is
+/// lab-report's alone, applied to the pods `run` writes).
 pub use lab_report::k8s::{
     FilterMessage, HAMI_SCHEDULER, INSUFFICIENT_MEMORY, OversubscribeEvidence, parse_filter_message,
 };
@@ -311,11 +311,6 @@ pub fn node_registration(node: &Node) -> NodeRegistration {
     }
 }
 
-/// Whether a register error is only "nothing registered yet".
-pub fn is_empty_register(e: &RegisterError) -> bool {
-    matches!(e, RegisterError::Empty)
-}
-
 // ---------------------------------------------------------------------------------------------
 // Pods
 
@@ -372,35 +367,8 @@ pub fn waiting_reasons(pod: &Pod) -> Vec<(String, String)> {
         .collect()
 }
 
-/// What lab-report's judge reads of a pod: built from the pod's JSON, as evidence-pack reads it.
-pub fn pod_facts(pod: &Pod) -> lab_report::k8s::PodFacts {
-    let mut v = serde_json::to_value(pod).unwrap_or_default();
-    if let Some(map) = v.as_object_mut() {
-        map.insert("kind".into(), "Pod".into());
-    }
-    lab_report::k8s::PodFacts::from_json(&v).unwrap_or_else(|_| lab_report::k8s::PodFacts {
-        name: pod.metadata.name.clone().unwrap_or_default(),
-        uid: pod.metadata.uid.clone(),
-        scheduler_name: scheduler_name(pod).to_owned(),
-        node_name: node_name(pod).map(str::to_owned),
-        phase: pod_phase(pod).to_owned(),
-        gpu_uuids: None,
-    })
-}
-
-/// Both pods scheduled by hami-scheduler, on one node and one GPU UUID (lab-report's rule).
-pub fn co_residency(a: &Pod, b: &Pod) -> CoResidency {
-    lab_report::judge::co_residency(&pod_facts(a), &pod_facts(b))
-}
-
 // ---------------------------------------------------------------------------------------------
 // Scheduler events
-
-/// The event was emitted by hami-scheduler (source component or reporting component).
-pub fn from_hami_scheduler(ev: &Event) -> bool {
-    ev.source.as_ref().and_then(|s| s.component.as_deref()) == Some(HAMI_SCHEDULER)
-        || ev.reporting_component.as_deref() == Some(HAMI_SCHEDULER)
-}
 
 /// What lab-report's judge reads of an event.
 pub fn event_facts(ev: &Event) -> lab_report::k8s::EventFacts {
@@ -600,32 +568,11 @@ mod tests {
     }
 
     #[test]
-    fn share_pods_co_reside() {
+    fn share_pods_are_ready_and_the_unmutated_one_asks_hami() {
         let a = fixture_pod("pod-hami-share-a-running.json");
         let b = fixture_pod("pod-hami-share-b-running.json");
         assert!(pod_ready(&a) && pod_ready(&b));
-        let c = co_residency(&a, &b);
-        assert!(c.holds(), "{c:?}");
-        assert!(c.reason().contains("GPU-4f7efa07"));
-    }
-
-    #[test]
-    fn co_residency_fails_on_other_gpu_or_default_scheduler() {
-        let a = fixture_pod("pod-hami-share-a-running.json");
-        let mut b = fixture_pod("pod-hami-share-b-running.json");
-        if let Some(ann) = b.metadata.annotations.as_mut() {
-            ann.insert(
-                crate::podann::ALLOCATED_ANNOTATION.into(),
-                "GPU-other,NVIDIA,8000,0:;".into(),
-            );
-        }
-        let c = co_residency(&a, &b);
-        assert!(!c.holds());
-        assert!(c.reason().contains("different GPUs"), "{}", c.reason());
         let u = fixture_pod("pod-unmutated-default-scheduler.json");
-        let c = co_residency(&a, &u);
-        assert!(!c.holds());
-        assert!(c.reason().contains("default-scheduler"), "{}", c.reason());
         assert!(requests_hami_resource(&u));
         assert!(!pod_ready(&u));
     }

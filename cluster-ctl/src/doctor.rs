@@ -13,7 +13,7 @@ use crate::decide::{
     requests_hami_resource, scheduler_name, waiting_reasons,
 };
 
-/// What `doctor` looks at. Gathered by `api::snapshot` (or built from fixtures in tests).
+/// What `doctor` looks at. Gathered by `api::Cluster::snapshot` (or built from fixtures in tests).
 #[derive(Debug, Clone, Default)]
 pub struct Snapshot {
     pub server_git_version: String,

@@ -6,8 +6,9 @@
 //! run changes nothing: an object is replaced only when a field this file sets differs on the
 //! server (fields the server adds, such as defaults and status, are not compared).
 //!
-//! The rendering, the server-version gate and the plan are pure; the API calls are the small
-//! `harden` block of `api`.
+//! Everything here is pure: the rendering, the server-version gate, the check of the running pods
+//! against the exempt list and the plan. `commands::harden` runs it against the cluster, through
+//! `api` (`api::admission`).
 
 use std::collections::BTreeSet;
 
@@ -15,12 +16,9 @@ use k8s_openapi::api::admissionregistration::v1::{
     ValidatingAdmissionPolicy, ValidatingAdmissionPolicyBinding,
 };
 use k8s_openapi::apimachinery::pkg::version::Info;
-use kube::Client;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-use crate::api;
-use crate::commands::{Ctx, Failure, Outcome, exit};
 use crate::manifests::{BASELINE_NAMESPACE, POLICY};
 
 /// The first Kubernetes minor with `admissionregistration.k8s.io/v1` ValidatingAdmissionPolicy (GA).
@@ -456,105 +454,6 @@ pub fn type_warnings(live: &ValidatingAdmissionPolicy) -> Vec<String> {
         .unwrap_or_default()
 }
 
-/// `cluster-ctl harden`.
-pub async fn harden(
-    client: &Client,
-    ctx: &Ctx,
-    extra_exempt: &[String],
-) -> Result<Outcome, Failure> {
-    let desired = render_policy(extra_exempt, &ctx.hami_namespace).map_err(Failure::usage)?;
-    let info = api::server_version(client, ctx.api_timeout).await?;
-    check_server(&info).map_err(Failure::env)?;
-    let risk = pods_at_risk(
-        &api::list_all_pods(client, ctx.api_timeout).await?,
-        &desired.exempt,
-    );
-    if !risk.hami_outside.is_empty() {
-        return Err(Failure::usage(anyhow::anyhow!(
-            "HAMi's components run in {}, which the policy would not exempt: its device plugin is privileged and mounts /usr/local/vgpu, so its pods would be refused when they restart. Pass --hami-namespace {} (or --exempt-namespace); nothing was changed",
-            risk.hami_outside.join(", "),
-            risk.hami_outside[0]
-        )));
-    }
-    let name = desired.policy.metadata.name.clone().unwrap_or_default();
-    let (live_policy, live_binding) =
-        api::get_admission_policy(client, &name, ctx.api_timeout).await?;
-    let mut before = plan(
-        &desired,
-        live_policy.as_ref(),
-        live_binding.as_ref(),
-        &ctx.namespace,
-    );
-    before.warnings.extend(risk.warnings);
-    let mut human = format!(
-        "cluster-ctl harden: the GPU tenant policy on {}\n{}",
-        info.git_version,
-        plan_human(&before)
-    );
-    if ctx.dry_run || before.is_empty() {
-        if ctx.dry_run {
-            human.push_str("\n--dry-run: nothing changed. The objects:\n");
-            human.push_str(&desired.yaml());
-        } else {
-            human.push_str("Nothing to do: the policy and its binding are in place.\n");
-        }
-        return Ok(Outcome {
-            exit: exit::OK,
-            human,
-            json: json!({"plan": before, "applied": false, "dry_run": ctx.dry_run}),
-        });
-    }
-    // The policy first: a binding must name an existing policy. Unchanged objects are not written.
-    if before.objects[0].action != Action::Unchanged {
-        api::create_or_replace(
-            client,
-            &desired.policy,
-            live_policy.as_ref(),
-            ctx.api_timeout,
-        )
-        .await?;
-    }
-    if before.objects[1].action != Action::Unchanged {
-        api::create_or_replace(
-            client,
-            &desired.binding,
-            live_binding.as_ref(),
-            ctx.api_timeout,
-        )
-        .await?;
-    }
-    // Read back: the plan against what the server now holds must be empty.
-    let (after_policy, after_binding) =
-        api::get_admission_policy(client, &name, ctx.api_timeout).await?;
-    let after = plan(
-        &desired,
-        after_policy.as_ref(),
-        after_binding.as_ref(),
-        &ctx.namespace,
-    );
-    let warnings = after_policy.as_ref().map(type_warnings).unwrap_or_default();
-    if !after.is_empty() {
-        human.push_str(&format!(
-            "NOT APPLIED as planned: read back, the server still differs:\n{}",
-            plan_human(&after)
-        ));
-        return Ok(Outcome {
-            exit: exit::CLAIM_FAILED,
-            human,
-            json: json!({"plan": before, "applied": true, "read_back": after}),
-        });
-    }
-    human.push_str("applied; read back, the server holds both objects as rendered\n");
-    for w in &warnings {
-        human.push_str(&format!("  the API server's type check warns: {w}\n"));
-    }
-    Ok(Outcome {
-        exit: exit::OK,
-        human,
-        json: json!({"plan": before, "applied": true, "read_back": after, "type_warnings": warnings}),
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -700,168 +599,11 @@ mod tests {
         assert_eq!(pods_at_risk(&pods, &all), PodsAtRisk::default());
     }
 
-    #[tokio::test]
-    async fn hami_in_a_namespace_that_is_not_exempt_stops_harden_before_any_write() {
-        let m = MockApi::new();
-        m.add(json!({"apiVersion": "v1", "kind": "Pod",
-            "metadata": {"name": "hami-device-plugin-abc", "namespace": "hami-system", "labels": {"app.kubernetes.io/component": "hami-device-plugin"}},
-            "spec": {"containers": [{"name": "device-plugin", "image": "x"}]}}));
-        let err = harden(&m.client(), &ctx(false), &[]).await.unwrap_err();
-        assert_eq!(err.code, exit::USAGE);
-        assert!(
-            format!("{:#}", err.error).contains("--hami-namespace hami-system"),
-            "{:#}",
-            err.error
-        );
-        assert!(writes(&m).is_empty());
-        // With the right --hami-namespace it goes ahead.
-        let mut c = ctx(false);
-        c.hami_namespace = "hami-system".into();
-        let out = harden(&m.client(), &c, &[]).await.unwrap();
-        assert_eq!(out.exit, exit::OK, "{}", out.human);
-    }
-
     #[test]
     fn exempting_the_lab_namespace_is_warned_about() {
         let d = render_policy(&["default".into()], "kube-system").unwrap();
         let p = plan(&d, None, None, "default");
         assert_eq!(p.warnings.len(), 1, "{p:?}");
         assert!(p.warnings[0].contains("bypass pods"));
-    }
-
-    // --- against the mock API server ---------------------------------------------------------
-
-    use crate::helm::HelmTarget;
-    use crate::mockapi::MockApi;
-    use std::time::Duration;
-
-    fn ctx(dry_run: bool) -> Ctx {
-        Ctx {
-            namespace: "default".into(),
-            hami_namespace: "kube-system".into(),
-            dry_run,
-            api_timeout: Duration::from_secs(5),
-            helm: HelmTarget {
-                kubeconfig: None,
-                context: None,
-                namespace: "kube-system".into(),
-            },
-        }
-    }
-
-    const POLICIES: &str = "/apis/admissionregistration.k8s.io/v1/validatingadmissionpolicies";
-    const BINDINGS: &str =
-        "/apis/admissionregistration.k8s.io/v1/validatingadmissionpolicybindings";
-    const NAME: &str = "hami-isolation-lab-gpu-tenant";
-
-    fn writes(m: &MockApi) -> Vec<String> {
-        m.seen_paths()
-            .into_iter()
-            .filter(|p| p.starts_with("POST") || p.starts_with("PUT") || p.starts_with("DELETE"))
-            .collect()
-    }
-
-    #[tokio::test]
-    async fn creates_both_then_a_second_run_changes_nothing() {
-        let m = MockApi::new();
-        let client = m.client();
-        let out = harden(&client, &ctx(false), &[]).await.unwrap();
-        assert_eq!(out.exit, exit::OK, "{}", out.human);
-        assert!(
-            out.human.contains("create ValidatingAdmissionPolicy "),
-            "{}",
-            out.human
-        );
-        assert!(out.human.contains("read back"), "{}", out.human);
-        assert_eq!(
-            writes(&m),
-            [format!("POST {POLICIES}"), format!("POST {BINDINGS}")]
-        );
-        assert!(m.has("validatingadmissionpolicies", "", NAME));
-        assert!(m.has("validatingadmissionpolicybindings", "", NAME));
-
-        let before = m.seen().len();
-        let again = harden(&client, &ctx(false), &[]).await.unwrap();
-        assert_eq!(again.exit, exit::OK);
-        assert!(again.human.contains("Nothing to do"), "{}", again.human);
-        assert_eq!(
-            writes(&m).len(),
-            2,
-            "the second run wrote: {:?}",
-            &m.seen()[before..]
-        );
-    }
-
-    #[tokio::test]
-    async fn a_changed_exempt_list_replaces_only_the_binding() {
-        let m = MockApi::new();
-        let client = m.client();
-        harden(&client, &ctx(false), &["gpu-admin".into()])
-            .await
-            .unwrap();
-        let out = harden(&client, &ctx(false), &[]).await.unwrap();
-        assert_eq!(out.exit, exit::OK, "{}", out.human);
-        assert!(
-            out.human.contains("unchanged ValidatingAdmissionPolicy "),
-            "{}",
-            out.human
-        );
-        assert!(
-            out.human
-                .contains("replace ValidatingAdmissionPolicyBinding"),
-            "{}",
-            out.human
-        );
-        assert_eq!(
-            writes(&m).last().unwrap(),
-            &format!("PUT {BINDINGS}/{NAME}")
-        );
-        assert_eq!(writes(&m).len(), 3);
-    }
-
-    #[tokio::test]
-    async fn dry_run_prints_the_plan_and_the_objects_and_writes_nothing() {
-        let m = MockApi::new();
-        let out = harden(&m.client(), &ctx(true), &[]).await.unwrap();
-        assert_eq!(out.exit, exit::OK);
-        assert!(writes(&m).is_empty(), "{:?}", m.seen_paths());
-        assert!(
-            out.human
-                .contains("create ValidatingAdmissionPolicyBinding"),
-            "{}",
-            out.human
-        );
-        assert!(
-            out.human.contains("kind: ValidatingAdmissionPolicy\n"),
-            "{}",
-            out.human
-        );
-        assert!(
-            out.human.contains("hami-isolation-lab: privileged"),
-            "{}",
-            out.human
-        );
-    }
-
-    #[tokio::test]
-    async fn an_old_server_is_refused_before_anything_is_read_or_written() {
-        let m = MockApi::new();
-        m.set_version(json!({"major": "1", "minor": "29", "gitVersion": "v1.29.9+k3s1"}));
-        let err = harden(&m.client(), &ctx(false), &[]).await.unwrap_err();
-        assert_eq!(err.code, exit::ENVIRONMENT);
-        assert!(
-            format!("{:#}", err.error).contains("v1.29.9+k3s1"),
-            "{:#}",
-            err.error
-        );
-        assert_eq!(m.seen_paths(), ["GET /version"]);
-    }
-
-    #[tokio::test]
-    async fn an_unreachable_server_is_an_environment_failure() {
-        let m = MockApi::new();
-        m.set_unreachable();
-        let err = harden(&m.client(), &ctx(false), &[]).await.unwrap_err();
-        assert_eq!(err.code, exit::ENVIRONMENT);
     }
 }

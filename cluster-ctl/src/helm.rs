@@ -1,8 +1,9 @@
 //! helm, through `lab_runner::Runner`: version check (Helm 3 and 4), release state from
-//! `helm list -a -o json`, clearing a stuck release, and the `upgrade --install` command line.
-//!
-//! Everything here builds `Cmd`s or reads helm's output (pure); `commands` runs them. Tests use
-//! `RecordingRunner` and assert on the recorded command lines.
+//! `helm list -a -o json`, clearing a stuck release, and every helm command line cluster-ctl runs
+//! (list, version, get values, upgrade --install, rollback/uninstall of a stuck release,
+//! uninstall). Everything here builds `Cmd`s or reads helm's output (pure; only `helm_major` runs
+//! one, `helm version`); `commands` runs them. Tests use `RecordingRunner` and assert on the
+//! recorded command lines.
 
 use lab_runner::{Cmd, Runner};
 use serde::{Deserialize, Serialize};
@@ -168,6 +169,11 @@ pub fn clear_stuck_cmd(state: &ReleaseState, target: &HelmTarget) -> Option<Cmd>
     Some(target.apply(cmd))
 }
 
+/// `helm uninstall hami` (for `cleanup --uninstall-hami`).
+pub fn uninstall_cmd(target: &HelmTarget) -> Cmd {
+    target.apply(Cmd::new("helm").args(["uninstall", RELEASE]))
+}
+
 /// What `install-hami` asks helm for.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct InstallOptions {
@@ -326,6 +332,18 @@ mod tests {
             context: Some("lab".into()),
             namespace: "kube-system".into(),
         }
+    }
+
+    #[test]
+    fn uninstall_reaches_the_same_cluster_as_install() {
+        let t = HelmTarget {
+            kubeconfig: Some("/etc/rancher/k3s/k3s.yaml".into()),
+            ..target()
+        };
+        assert_eq!(
+            uninstall_cmd(&t).to_string(),
+            "helm uninstall hami --kubeconfig /etc/rancher/k3s/k3s.yaml --kube-context lab --namespace kube-system"
+        );
     }
 
     #[test]

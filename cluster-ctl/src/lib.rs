@@ -1,9 +1,11 @@
 //! `cluster-ctl` library: installs HAMi, runs the lab's five isolation exercises and diagnoses the
 //! known failures, over the Kubernetes API (kube + k8s-openapi) and helm (through `lab-runner`).
 //!
-//! Layout: pure decisions (`register`, `podann`, `sizing`, `decide`, `doctor`, the `diagnose` engine,
-//! `helm` planning, `manifests`) are unit-tested on the shared fixtures; `api` is the only module that talks to the
-//! API server and is tested against a mock API server; `commands` ties them into subcommands.
+//! Layout: pure decisions (`register`, `podann`, `sizing`, `decide`, `doctor`, the `diagnose`
+//! engine, `exercises`, `helm` command lines, `helmchart` for k3s's HelmChart path, `manifests`,
+//! `plan`, `kubeconfig`) are unit-tested on the in-repo fixtures; `api` is the only module that
+//! talks to the API server and is tested against the mock API server of `tests/mockapi`;
+//! `commands` has one module per subcommand.
 
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
@@ -13,8 +15,11 @@ pub mod commands;
 pub mod decide;
 pub mod diagnose;
 pub mod doctor;
+pub mod exercises;
 pub mod harden;
 pub mod helm;
+pub mod helmchart;
+pub mod kubeconfig;
 pub mod manifests;
 pub mod plan;
 pub mod podann;
@@ -23,14 +28,9 @@ pub mod report;
 pub mod sizing;
 
 #[cfg(test)]
-mod admission;
-#[cfg(test)]
-mod commands_tests;
-#[cfg(test)]
-mod execserver;
-#[cfg(test)]
-mod mockapi;
-#[cfg(test)]
-mod policy_tests;
-#[cfg(test)]
 mod testdata;
+
+/// A progress line on stderr (stdout carries the result).
+pub fn progress(line: &str) {
+    eprintln!("cluster-ctl: {line}");
+}

@@ -10,10 +10,12 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand, ValueEnum};
+use cluster_ctl::api::Cluster;
 use cluster_ctl::commands::{self, Ctx, Failure, Outcome, RunArgs, exit};
 use cluster_ctl::helm::{self, HelmTarget, InstallOptions};
+use cluster_ctl::helmchart::InstallerChoice;
+use cluster_ctl::kubeconfig::{self, Environment, K3S_KUBECONFIG, Source};
 use cluster_ctl::manifests::DEFAULT_IMAGE;
-use kube::Client;
 use kube::config::{Config, KubeConfigOptions, Kubeconfig};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -51,6 +53,10 @@ struct Cli {
     /// Seconds allowed to reach the API server.
     #[arg(long, global = true, default_value_t = 30)]
     api_timeout: u64,
+    /// How install-hami installs the chart: auto (k3s's HelmChart on k3s, helm elsewhere), helm,
+    /// or helm-chart (a helm.cattle.io/v1 HelmChart; no helm binary).
+    #[arg(long, global = true, value_enum, default_value_t = InstallerChoice::Auto)]
+    installer: InstallerChoice,
     /// Log every helm command line before it runs.
     #[arg(long, short = 'v', global = true)]
     verbose: bool,
@@ -63,7 +69,8 @@ enum Command {
     /// Check the cluster before installing: server version, gpu=on nodes, coexisting NVIDIA
     /// device plugin / GPU Operator / GFD (refused), existing HAMi release.
     Preflight,
-    /// helm upgrade --install HAMi (pinned chart) into the HAMi namespace, then verify it by watches.
+    /// Install HAMi (pinned chart) into the HAMi namespace — on k3s through a HelmChart that k3s's
+    /// helm controller installs, elsewhere with helm upgrade --install — then verify it by watches.
     InstallHami {
         /// Chart version.
         #[arg(long, default_value = helm::DEFAULT_CHART_VERSION)]
@@ -169,7 +176,7 @@ enum Command {
     },
     /// Delete the lab pods (and HAMi with --uninstall-hami).
     Cleanup {
-        /// Also `helm uninstall` HAMi.
+        /// Also uninstall HAMi (deletes the HelmChart on k3s, else `helm uninstall`).
         #[arg(long)]
         uninstall_hami: bool,
         /// Seconds to wait for the pods to be gone.
@@ -195,44 +202,60 @@ fn args_with_plugin_alias() -> Vec<std::ffi::OsString> {
     args
 }
 
-fn home_kubeconfig_exists() -> bool {
-    std::env::var_os("HOME").is_some_and(|h| PathBuf::from(h).join(".kube/config").is_file())
+/// Reading a kubeconfig can run an exec credential plugin: it gets `--api-timeout` too.
+async fn bounded<E: std::fmt::Display>(
+    timeout: Duration,
+    read: impl std::future::Future<Output = Result<Config, E>>,
+) -> Result<Config, Failure> {
+    match tokio::time::timeout(timeout, read).await {
+        Ok(Ok(config)) => Ok(config),
+        Ok(Err(e)) => Err(Failure::env(anyhow::anyhow!(
+            "no usable kubeconfig ({e}); {}",
+            Source::FIX
+        ))),
+        Err(_) => Err(Failure::env(anyhow::anyhow!(
+            "reading the kubeconfig took longer than --api-timeout ({} s)",
+            timeout.as_secs()
+        ))),
+    }
 }
 
-/// The client, found as kubectl finds its cluster.
-async fn make_client(cli: &Cli) -> Result<Client, Failure> {
+/// The cluster, found as kubectl finds it (`cluster_ctl::kubeconfig`'s rules), every call
+/// bounded by `--api-timeout`.
+async fn make_cluster(cli: &Cli) -> Result<Cluster, Failure> {
+    let timeout = Duration::from_secs(cli.api_timeout);
     let opts = KubeConfigOptions {
         context: cli.context.clone(),
         ..KubeConfigOptions::default()
     };
-    let config = if let Some(path) = &cli.kubeconfig {
-        let kc = Kubeconfig::read_from(path)
-            .map_err(|e| Failure::env(anyhow::anyhow!("reading kubeconfig {}: {e}", path.display())))?;
-        Config::from_custom_kubeconfig(kc, &opts).await
-    } else if std::env::var_os("KUBECONFIG").is_some() || home_kubeconfig_exists() {
-        Config::from_kubeconfig(&opts).await
-    } else if cli.context.is_some() {
-        return Err(Failure::env(anyhow::anyhow!(
-            "--context needs a kubeconfig: pass --kubeconfig or set KUBECONFIG (k3s: /etc/rancher/k3s/k3s.yaml)"
-        )));
-    } else {
-        return Config::incluster()
-            .map_err(|e| {
+    let source = kubeconfig::discover(cli.kubeconfig.as_deref(), &Environment::from_process());
+    let config = match &source {
+        Source::Flag(path) => {
+            let kc = Kubeconfig::read_from(path).map_err(|e| {
                 Failure::env(anyhow::anyhow!(
-                    "no kubeconfig found and not running in a cluster ({e}); pass --kubeconfig, set KUBECONFIG (k3s: /etc/rancher/k3s/k3s.yaml) or create ~/.kube/config"
+                    "reading kubeconfig {}: {e}",
+                    path.display()
                 ))
-            })
-            .and_then(|c| {
-                Client::try_from(c).map_err(|e| Failure::env(anyhow::anyhow!("building the Kubernetes client: {e}")))
-            });
-    }
-    .map_err(|e| {
-        Failure::env(anyhow::anyhow!(
-            "no usable kubeconfig ({e}); pass --kubeconfig, set KUBECONFIG (k3s: /etc/rancher/k3s/k3s.yaml) or create ~/.kube/config"
-        ))
-    })?;
-    Client::try_from(config)
-        .map_err(|e| Failure::env(anyhow::anyhow!("building the Kubernetes client: {e}")))
+            })?;
+            bounded(timeout, Config::from_custom_kubeconfig(kc, &opts)).await?
+        }
+        Source::Env(_) | Source::Home(_) => {
+            bounded(timeout, Config::from_kubeconfig(&opts)).await?
+        }
+        Source::InCluster if cli.context.is_some() => {
+            return Err(Failure::env(anyhow::anyhow!(
+                "--context needs a kubeconfig: pass --kubeconfig or set KUBECONFIG (k3s: {K3S_KUBECONFIG})"
+            )));
+        }
+        Source::InCluster => bounded(timeout, async { Config::incluster() }).await?,
+        Source::Nothing => {
+            return Err(Failure::env(anyhow::anyhow!(
+                "no kubeconfig found and not running in a cluster; {}",
+                Source::FIX
+            )));
+        }
+    };
+    Cluster::connect(config, timeout).map_err(Failure::from)
 }
 
 async fn dispatch(cli: Cli) -> Result<Outcome, Failure> {
@@ -240,12 +263,12 @@ async fn dispatch(cli: Cli) -> Result<Outcome, Failure> {
         namespace: cli.namespace.clone(),
         hami_namespace: cli.hami_namespace.clone(),
         dry_run: cli.dry_run,
-        api_timeout: Duration::from_secs(cli.api_timeout),
         helm: HelmTarget {
             kubeconfig: cli.kubeconfig.as_ref().map(|p| p.display().to_string()),
             context: cli.context.clone(),
             namespace: cli.hami_namespace.clone(),
         },
+        installer: cli.installer,
     };
     let runner = lab_runner::SystemRunner::new(cli.verbose).with_hint("helm", helm::INSTALL_HINT);
     if let Command::Run {
@@ -263,9 +286,9 @@ async fn dispatch(cli: Cli) -> Result<Outcome, Failure> {
         let outcome = cluster_ctl::diagnose::explain(explain)?;
         return saved(outcome, save.as_deref());
     }
-    let client = make_client(&cli).await?;
+    let cluster = make_cluster(&cli).await?;
     match &cli.command {
-        Command::Preflight => commands::preflight(&client, &runner, &ctx).await,
+        Command::Preflight => commands::preflight(&cluster, &runner, &ctx).await,
         Command::InstallHami {
             chart_version,
             scheduler_registry,
@@ -282,7 +305,7 @@ async fn dispatch(cli: Cli) -> Result<Outcome, Failure> {
                 extra_set: set.clone(),
             };
             commands::install_hami(
-                &client,
+                &cluster,
                 &runner,
                 &ctx,
                 &opts,
@@ -290,9 +313,11 @@ async fn dispatch(cli: Cli) -> Result<Outcome, Failure> {
             )
             .await
         }
-        Command::Run { .. } => commands::run(&client, &runner, &ctx, &run_args(&cli.command)).await,
+        Command::Run { .. } => {
+            commands::run(&cluster, &runner, &ctx, &run_args(&cli.command)).await
+        }
         Command::Doctor { from, save, .. } => saved(
-            commands::doctor(&client, &ctx, from.as_deref()).await?,
+            commands::doctor(&cluster, &ctx, from.as_deref()).await?,
             save.as_deref(),
         ),
         Command::Probe {
@@ -307,7 +332,7 @@ async fn dispatch(cli: Cli) -> Result<Outcome, Failure> {
                 .clone()
                 .unwrap_or_else(commands::default_probe_bin);
             commands::probe(
-                &client,
+                &cluster,
                 &ctx,
                 pod,
                 container.as_deref(),
@@ -319,14 +344,14 @@ async fn dispatch(cli: Cli) -> Result<Outcome, Failure> {
             .await
         }
         Command::Harden { exempt_namespace } => {
-            cluster_ctl::harden::harden(&client, &ctx, exempt_namespace).await
+            commands::harden(&cluster, &ctx, exempt_namespace).await
         }
         Command::Cleanup {
             uninstall_hami,
             timeout,
         } => {
             commands::cleanup(
-                &client,
+                &cluster,
                 &runner,
                 &ctx,
                 *uninstall_hami,

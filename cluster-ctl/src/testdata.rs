@@ -1,32 +1,12 @@
-//! Test helpers: load the shared real-format fixtures (`../shared/fixtures/hami/k8s`) as typed
-//! Kubernetes objects. Compiled only for tests.
+//! Test helpers: the in-repo test data (paths and loading live in `tests/common/fixtures.rs`,
+//! shared with the integration tests) as typed Kubernetes objects. Compiled only for tests.
 
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment};
 use k8s_openapi::api::core::v1::{Endpoints, Event, Node, Pod};
-use serde::de::DeserializeOwned;
 
-/// Folder of the Kubernetes fixtures.
-pub const FIXTURES: &str = concat!(
-    env!("CARGO_MANIFEST_DIR"),
-    "/../../shared/fixtures/hami/k8s"
-);
-
-/// The raw text of a fixture file.
-pub fn fixture_text(name: &str) -> String {
-    std::fs::read_to_string(format!("{FIXTURES}/{name}"))
-        .unwrap_or_else(|e| panic!("fixture {name}: {e}"))
-}
-
-/// A fixture parsed as `T`.
-pub fn fixture<T: DeserializeOwned>(name: &str) -> T {
-    serde_json::from_str(&fixture_text(name)).unwrap_or_else(|e| panic!("fixture {name}: {e}"))
-}
-
-/// `items` of a `*List` fixture.
-pub fn fixture_items<T: DeserializeOwned>(name: &str) -> Vec<T> {
-    let list: serde_json::Value = fixture(name);
-    serde_json::from_value(list["items"].clone()).unwrap_or_else(|e| panic!("fixture {name}: {e}"))
-}
+#[path = "../tests/common/fixtures.rs"]
+mod fixtures;
+pub use fixtures::*;
 
 pub fn fixture_node(name: &str) -> Node {
     fixture(name)
@@ -62,25 +42,10 @@ pub fn register_of(node: &Node) -> String {
         .unwrap_or_default()
 }
 
-/// A real gpu-probe report captured under real HAMi-core on an H200 (`lab-report/tests/data/h200`,
-/// see its README): `h1-8000.json` (8000 MiB slice, VERIFIED), `h2-bare.json` (no HAMi-core),
-/// `h4-audit.json` (three paths escape), `p0-overhead-bare.json`, `p1-overhead-hami.json`.
-pub fn h200_report(name: &str) -> String {
-    let path = format!(
-        "{}/../lab-report/tests/data/h200/{name}",
-        env!("CARGO_MANIFEST_DIR")
-    );
-    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
-}
-
-/// The GPU the real H200 reports were probed on.
-pub const H200_UUID: &str = "GPU-e0628ec7-253e-9593-877b-faac7911234e";
-
-/// A share pod fixture allocated the H200 of the real reports instead of the fixture's H100 (the
-/// pods are constructed objects either way).
-pub fn share_pod_on_h200(file: &str) -> k8s_openapi::api::core::v1::Pod {
-    let text = fixture_text(file).replace("GPU-4f7efa07-0f69-f62e-5958-365ed3785eb2", H200_UUID);
-    serde_json::from_str(&text).unwrap_or_else(|e| panic!("fixture {file}: {e}"))
+/// A share pod fixture allocated the H200 of the real reports instead of the fixture's H100.
+pub fn share_pod_on_h200(file: &str) -> Pod {
+    serde_json::from_value(share_pod_on_h200_json(file))
+        .unwrap_or_else(|e| panic!("fixture {file}: {e}"))
 }
 
 /// Two cards of `devmem_mib` with known UUIDs `GPU-a` and `GPU-b` (a multi-GPU node).

@@ -1,7 +1,11 @@
 //! The real `cluster-ctl` binary: offline dry run, JSON output, exit 3 on an unreachable cluster,
-//! exit 2 on bad flags, and the `kubectl-hami_probe` plugin name.
+//! exit 2 on bad flags, the `kubectl-hami_probe` plugin name, and — against the mock API server
+//! on 127.0.0.1, through a kubeconfig — preflight, a stalling server, rejected credentials.
 
-#![allow(clippy::unwrap_used)]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+#[path = "mockapi/mod.rs"]
+mod mockapi;
 
 use std::process::{Command, Output};
 
@@ -125,84 +129,57 @@ fn works_as_the_kubectl_plugin() {
     );
 }
 
-/// A minimal HTTP/1.1 API server on 127.0.0.1 (one thread, `Connection: close`) answering the
-/// read-only calls of `preflight` from the shared fixtures; records request lines.
-fn fixture_server() -> (String, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
-    use std::io::{BufRead, BufReader, Write};
-    let fixtures = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../../shared/fixtures/hami/k8s"
-    );
-    let read = |f: &str| std::fs::read_to_string(format!("{fixtures}/{f}")).unwrap();
-    let version = read("version-k3s.json");
-    let node = read("node-hami-v2.10-h100.json");
-    let daemonsets = read("daemonsets-hami-only.json");
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = format!("http://{}", listener.local_addr().unwrap());
-    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-    let log = seen.clone();
-    std::thread::spawn(move || {
-        for stream in listener.incoming().flatten() {
-            let mut reader = BufReader::new(stream.try_clone().unwrap());
-            let mut request_line = String::new();
-            if reader.read_line(&mut request_line).is_err() {
-                continue;
-            }
-            loop {
-                let mut header = String::new();
-                if reader.read_line(&mut header).unwrap_or(0) == 0 || header == "\r\n" {
-                    break;
-                }
-            }
-            let path = request_line
-                .split_whitespace()
-                .nth(1)
-                .unwrap_or("/")
-                .to_owned();
-            log.lock().unwrap().push(path.clone());
-            let path = path.split('?').next().unwrap_or_default().to_owned();
-            let empty = r#"{"apiVersion":"v1","kind":"List","metadata":{"resourceVersion":"1"},"items":[]}"#.to_owned();
-            let (code, body) = match path.as_str() {
-                "/version" => (200, version.clone()),
-                "/api/v1/nodes" => (200, format!(r#"{{"apiVersion":"v1","kind":"NodeList","metadata":{{}},"items":[{node}]}}"#)),
-                "/apis/apps/v1/daemonsets" => (200, daemonsets.clone()),
-                "/api/v1/pods" | "/api/v1/namespaces/default/events" => (200, empty),
-                _ => (404, r#"{"kind":"Status","apiVersion":"v1","metadata":{},"status":"Failure","reason":"NotFound","code":404}"#.to_owned()),
-            };
-            let mut out = stream;
-            let _ = write!(
-                out,
-                "HTTP/1.1 {code} X\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                body.len()
-            );
-        }
-    });
-    (addr, seen)
-}
-
-#[test]
-fn preflight_through_a_kubeconfig_context_against_a_local_api_server() {
-    let (addr, seen) = fixture_server();
-    let dir = tempfile::tempdir().unwrap();
-    let kubeconfig = dir.path().join("config");
-    // Two contexts: the current one is unreachable, --context picks the local server.
+/// A kubeconfig with two contexts: `dead` (current, nothing listens) and `lab` (the mock on
+/// `addr`, authenticated with `token`).
+fn kubeconfig(dir: &std::path::Path, addr: std::net::SocketAddr, token: &str) -> String {
+    let path = dir.join("config");
     std::fs::write(
-        &kubeconfig,
+        &path,
         format!(
-            "apiVersion: v1\nkind: Config\nclusters:\n- name: dead\n  cluster:\n    server: http://127.0.0.1:9\n- name: local\n  cluster:\n    server: {addr}\ncontexts:\n- name: dead\n  context:\n    cluster: dead\n    user: u\n- name: lab\n  context:\n    cluster: local\n    user: u\ncurrent-context: dead\nusers:\n- name: u\n  user: {{}}\n"
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: dead\n  cluster:\n    server: http://127.0.0.1:9\n- name: local\n  cluster:\n    server: http://{addr}\ncontexts:\n- name: dead\n  context:\n    cluster: dead\n    user: u\n- name: lab\n  context:\n    cluster: local\n    user: u\ncurrent-context: dead\nusers:\n- name: u\n  user:\n    token: {token}\n"
         ),
     )
     .unwrap();
-    let k = kubeconfig.to_str().unwrap();
-    let out = ctl(&[
-        "--kubeconfig",
-        k,
-        "--context",
-        "lab",
-        "-o",
-        "json",
-        "preflight",
-    ]);
+    path.display().to_string()
+}
+
+/// The binary, run off the async runtime that serves the mock.
+async fn ctl_async(args: Vec<String>) -> (Output, std::time::Duration) {
+    tokio::task::spawn_blocking(move || {
+        let t0 = std::time::Instant::now();
+        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+        let out = ctl(&refs);
+        (out, t0.elapsed())
+    })
+    .await
+    .unwrap()
+}
+
+fn healthy_mock() -> mockapi::MockApi {
+    let m = mockapi::MockApi::new();
+    m.add_fixture("node-hami-v2.10-h100.json")
+        .add_fixture("daemonsets-hami-only.json")
+        .add_fixture("deploy-hami-scheduler-tag-match.json")
+        .add_fixture("endpoints-hami-scheduler-ready.json");
+    m
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn preflight_through_a_kubeconfig_context_against_the_mock_api_server() {
+    let m = healthy_mock();
+    let addr = m.serve_tcp().await;
+    let dir = tempfile::tempdir().unwrap();
+    let k = kubeconfig(dir.path(), addr, mockapi::TOKEN);
+    let (out, _) = ctl_async(vec![
+        "--kubeconfig".into(),
+        k.clone(),
+        "--context".into(),
+        "lab".into(),
+        "-o".into(),
+        "json".into(),
+        "preflight".into(),
+    ])
+    .await;
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(0), "{stderr}");
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
@@ -210,33 +187,100 @@ fn preflight_through_a_kubeconfig_context_against_a_local_api_server() {
     assert_eq!(v["nodes"][0]["name"], "gpu-vm-1");
     assert_eq!(v["nodes"][0]["gpus"][0]["devmem_mib"], 81559);
     assert_eq!(v["coexisting"].as_array().unwrap().len(), 0);
-    assert!(seen.lock().unwrap().iter().any(|p| p == "/version"));
+    // The real client's requests: bearer token from the kubeconfig, the same calls.
+    assert!(
+        m.seen()
+            .iter()
+            .all(|s| s.user.as_deref()
+                == Some("system:serviceaccount:hami-isolation-lab:cluster-ctl"))
+    );
+    assert_eq!(m.seen_paths()[0], "GET /version");
     // Without --context the current (dead) context is used: exit 3.
-    let dead = ctl(&["--kubeconfig", k, "--api-timeout", "5", "preflight"]);
+    let (dead, _) = ctl_async(vec![
+        "--kubeconfig".into(),
+        k,
+        "--api-timeout".into(),
+        "2".into(),
+        "preflight".into(),
+    ])
+    .await;
     assert_eq!(dead.status.code(), Some(3));
+    assert!(
+        String::from_utf8_lossy(&dead.stderr).contains("cannot reach the Kubernetes API server")
+    );
 }
 
-#[test]
-fn harden_dry_run_through_the_binary_plans_both_objects_and_writes_nothing() {
-    let (addr, seen) = fixture_server();
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_that_answers_version_but_stalls_lists_gets_a_timeout_not_a_hang() {
+    use mockapi::faults::{Action, Fault, Match};
+    let m = healthy_mock();
+    m.fault(Fault::always(
+        Match::verb("list").resource("nodes"),
+        Action::Stall,
+    ));
+    let addr = m.serve_tcp().await;
     let dir = tempfile::tempdir().unwrap();
-    let kubeconfig = dir.path().join("config");
-    std::fs::write(
-        &kubeconfig,
-        format!(
-            "apiVersion: v1\nkind: Config\nclusters:\n- name: local\n  cluster:\n    server: {addr}\ncontexts:\n- name: lab\n  context:\n    cluster: local\n    user: u\ncurrent-context: lab\nusers:\n- name: u\n  user: {{}}\n"
-        ),
-    )
-    .unwrap();
-    let k = kubeconfig.to_str().unwrap();
-    let out = ctl(&[
-        "--kubeconfig",
+    let k = kubeconfig(dir.path(), addr, mockapi::TOKEN);
+    let (out, took) = ctl_async(vec![
+        "--kubeconfig".into(),
         k,
-        "harden",
-        "--dry-run",
-        "--exempt-namespace",
-        "gpu-admin",
-    ]);
+        "--context".into(),
+        "lab".into(),
+        "--api-timeout".into(),
+        "1".into(),
+        "preflight".into(),
+    ])
+    .await;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{stderr}");
+    assert!(stderr.contains("the API server did not answer list nodes (cluster-wide) within 1 s (--api-timeout) (after 4 attempts)"), "{stderr}");
+    // Four 1 s attempts and the backoff between them, not a hang.
+    assert!(took < std::time::Duration::from_secs(25), "{took:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rejected_credentials_are_named_as_such() {
+    let m = healthy_mock();
+    let addr = m.serve_tcp().await;
+    let dir = tempfile::tempdir().unwrap();
+    let k = kubeconfig(dir.path(), addr, "revoked-token");
+    let (out, _) = ctl_async(vec![
+        "--kubeconfig".into(),
+        k,
+        "--context".into(),
+        "lab".into(),
+        "doctor".into(),
+    ])
+    .await;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{stderr}");
+    assert!(
+        stderr.contains("the API server rejected the credentials (401 Unauthorized)"),
+        "{stderr}"
+    );
+    assert!(
+        !stderr.contains("revoked-token"),
+        "credentials must never be printed: {stderr}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn harden_dry_run_through_the_binary_plans_both_objects_and_writes_nothing() {
+    let m = healthy_mock();
+    let addr = m.serve_tcp().await;
+    let dir = tempfile::tempdir().unwrap();
+    let k = kubeconfig(dir.path(), addr, mockapi::TOKEN);
+    let (out, _) = ctl_async(vec![
+        "--kubeconfig".into(),
+        k.clone(),
+        "--context".into(),
+        "lab".into(),
+        "harden".into(),
+        "--dry-run".into(),
+        "--exempt-namespace".into(),
+        "gpu-admin".into(),
+    ])
+    .await;
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert_eq!(
         out.status.code(),
@@ -252,14 +296,26 @@ fn harden_dry_run_through_the_binary_plans_both_objects_and_writes_nothing() {
     ] {
         assert!(stdout.contains(want), "{want:?} missing:\n{stdout}");
     }
-    let seen = seen.lock().unwrap();
+    let paths = m.seen_paths();
     assert!(
-        seen.iter()
-            .any(|p| p
-                .starts_with("/apis/admissionregistration.k8s.io/v1/validatingadmissionpolicies/")),
-        "{seen:?}"
+        paths.iter().any(|p| p
+            .starts_with("GET /apis/admissionregistration.k8s.io/v1/validatingadmissionpolicies/")),
+        "{paths:?}"
+    );
+    assert!(
+        paths.iter().all(|p| p.starts_with("GET ")),
+        "--dry-run wrote: {paths:?}"
     );
     // A bad namespace name is a usage error before any call.
-    let bad = ctl(&["--kubeconfig", k, "harden", "--exempt-namespace", "Bad_NS"]);
+    let (bad, _) = ctl_async(vec![
+        "--kubeconfig".into(),
+        k,
+        "--context".into(),
+        "lab".into(),
+        "harden".into(),
+        "--exempt-namespace".into(),
+        "Bad_NS".into(),
+    ])
+    .await;
     assert_eq!(bad.status.code(), Some(2));
 }

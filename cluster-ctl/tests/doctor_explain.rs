@@ -173,7 +173,7 @@ fn the_lab_diagnosis_of_a_run_folder_travels_in_the_evidence_bundle() {
         .find(|e| e.path.ends_with("/diagnosis.json") || e.path == "diagnosis.json")
         .expect("diagnosis.json is in the bundle");
     assert_eq!(entry.bytes, std::fs::read(&saved).unwrap());
-    evidence_pack::bundle::write(&plan, &dir.path().join(plan.file_name())).unwrap();
+    evidence_pack::bundle::write(&plan, &dir.path().join(plan.file_name()), false).unwrap();
     let verified = evidence_pack::bundle::verify(&dir.path().join(plan.file_name())).unwrap();
     assert!(verified.files > 0);
     let (_, files) =

@@ -14,11 +14,12 @@ use flate2::Compression;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
-use crate::Error;
 use crate::claims;
 use crate::input::{self, Inputs};
 use crate::model::{ClaimVerdict, Outcome, SCHEMA, SCHEMA_VERSION, Summary, Totals};
 use crate::render;
+use crate::sign;
+use crate::{Error, Limits, size_text};
 
 pub const SUMS: &str = "SHA256SUMS";
 const PREFIX: &str = "hami-evidence-";
@@ -48,6 +49,9 @@ pub struct Plan {
     pub skipped_bundles: Vec<String>,
     #[serde(skip)]
     pub summary: Summary,
+    /// The input directory, so `write` can refuse to write over an input.
+    #[serde(skip)]
+    pub input_dir: PathBuf,
 }
 
 impl Plan {
@@ -103,9 +107,15 @@ pub fn input_time(inputs: &Inputs) -> Result<jiff::Timestamp, Error> {
     })
 }
 
-/// Reads DIR and computes the plan; writes nothing.
+/// Reads DIR and computes the plan within [`Limits::DEFAULT`]; writes nothing.
 pub fn plan(dir: &Path, timestamp: Option<&str>) -> Result<Plan, Error> {
-    let inputs = input::read_dir(dir)?;
+    plan_limited(dir, timestamp, &Limits::DEFAULT)
+}
+
+/// Reads DIR and computes the plan; writes nothing. Refuses inputs that would make a bundle
+/// `verify` refuses under the same `limits` (a file too large, too many files, too much in all).
+pub fn plan_limited(dir: &Path, timestamp: Option<&str>, limits: &Limits) -> Result<Plan, Error> {
+    let inputs = input::read_dir_limited(dir, limits)?;
     let ts = match timestamp {
         Some(t) => parse_time(t).map_err(|e| Error::Input {
             what: format!("--timestamp `{t}` is not RFC 3339 or Unix seconds: {e}"),
@@ -175,6 +185,7 @@ pub fn plan(dir: &Path, timestamp: Option<&str>) -> Result<Plan, Error> {
         why: "SHA-256 of every other file (sha256sum -c format)".into(),
     });
     entries.sort_by(|a, b| a.path.cmp(&b.path));
+    check_plan_limits(&entries, limits)?;
     Ok(Plan {
         name,
         timestamp: rfc,
@@ -182,7 +193,48 @@ pub fn plan(dir: &Path, timestamp: Option<&str>) -> Result<Plan, Error> {
         entries,
         skipped_bundles: inputs.skipped_bundles.clone(),
         summary,
+        input_dir: dir.to_path_buf(),
     })
+}
+
+/// The bundle `pack` would write must be one `verify` accepts under the same limits.
+fn check_plan_limits(entries: &[Entry], limits: &Limits) -> Result<(), Error> {
+    let fix = "leave large files out of DIR, or raise the limit with --max-entry-mib / --max-total-mib (verify then needs the same option)";
+    if entries.len() > limits.max_entries {
+        return Err(Error::Input {
+            what: format!(
+                "the bundle would hold {} files, more than the {} a bundle may hold",
+                entries.len(),
+                limits.max_entries
+            ),
+            fix: "pack fewer files (split DIR)".into(),
+        });
+    }
+    for e in entries {
+        if e.bytes.len() as u64 > limits.max_entry_bytes {
+            return Err(Error::Input {
+                what: format!(
+                    "{} would be {}, more than the {} allowed for one file",
+                    e.path,
+                    size_text(e.bytes.len() as u64),
+                    size_text(limits.max_entry_bytes)
+                ),
+                fix: fix.into(),
+            });
+        }
+    }
+    let total: u64 = entries.iter().map(|e| e.bytes.len() as u64).sum();
+    if total > limits.max_total_bytes {
+        return Err(Error::Input {
+            what: format!(
+                "the bundle's files would hold {}, more than the {} allowed in all",
+                size_text(total),
+                size_text(limits.max_total_bytes)
+            ),
+            fix: fix.into(),
+        });
+    }
+    Ok(())
 }
 
 fn summary_bytes(s: &Summary) -> Vec<u8> {
@@ -243,15 +295,102 @@ pub fn output_path(plan: &Plan, out: Option<&Path>) -> PathBuf {
     }
 }
 
-/// Writes the archive atomically (temporary file in the same directory, then rename).
-pub fn write(plan: &Plan, path: &Path) -> Result<Written, Error> {
-    let bytes = archive_bytes(plan)?;
-    let io = |what: String| move |e: std::io::Error| Error::Io { what, source: e };
-    let existed = match std::fs::read(path) {
-        Ok(old) if old == bytes => return Ok(Written::Unchanged),
-        Ok(_) => true,
-        Err(_) => false,
+/// What `write` will do with the output path, decided before anything is written. `pack`
+/// never writes over one of its inputs, nor over a file that is not an evidence bundle; an
+/// earlier bundle with other bytes is replaced only with `force`.
+pub fn decide_output(
+    plan: &Plan,
+    path: &Path,
+    bytes: &[u8],
+    force: bool,
+) -> Result<Written, Error> {
+    let meta = match std::fs::symlink_metadata(path) {
+        Ok(m) => m,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Written::Created),
+        Err(e) => {
+            return Err(Error::Io {
+                what: format!("cannot look at {}", path.display()),
+                source: e,
+            });
+        }
     };
+    let shown = path.display();
+    if !meta.file_type().is_file() {
+        return Err(Error::Input {
+            what: format!("{shown} exists and is not a regular file; pack does not replace it"),
+            fix: "write the bundle elsewhere (-o FILE, or -o DIR/)".into(),
+        });
+    }
+    if is_input(plan, path) {
+        return Err(Error::Input {
+            what: format!(
+                "{shown} is one of the inputs in {}; pack never writes over an input (not even with --force)",
+                plan.input_dir.display()
+            ),
+            fix: "write the bundle elsewhere (-o FILE, or -o DIR/ outside the input directory)"
+                .into(),
+        });
+    }
+    let cannot_read = |e: std::io::Error| Error::Io {
+        what: format!("cannot read {shown} (pack does not replace what it cannot read)"),
+        source: e,
+    };
+    if meta.len() == bytes.len() as u64 && std::fs::read(path).map_err(cannot_read)? == bytes {
+        return Ok(Written::Unchanged);
+    }
+    // Read as an archive, streaming and within the limits (the file may be anything, any size).
+    let is_bundle = read_archive_limited(path, &Limits::DEFAULT)
+        .is_ok_and(|(_, files)| files.contains_key(SUMS) && files.contains_key("summary.json"));
+    if !is_bundle {
+        return Err(Error::Input {
+            what: format!("{shown} exists and is not an evidence bundle; pack does not replace it"),
+            fix: "write the bundle elsewhere (-o FILE, or -o DIR/), or remove that file yourself"
+                .into(),
+        });
+    }
+    if !force {
+        return Err(Error::Input {
+            what: format!(
+                "{shown} holds an earlier evidence bundle with other bytes; not replaced"
+            ),
+            fix: "pass --force to replace it, or write the bundle elsewhere (-o FILE, or -o DIR/)"
+                .into(),
+        });
+    }
+    Ok(Written::Replaced)
+}
+
+/// Whether `path` is a file inside the input directory that `pack` read (or could have read):
+/// anything there except an earlier bundle it left out.
+pub fn is_input(plan: &Plan, path: &Path) -> bool {
+    let (Some(name), Ok(dir)) = (path.file_name(), std::fs::canonicalize(&plan.input_dir)) else {
+        return false;
+    };
+    let parent = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    let Ok(parent) = std::fs::canonicalize(parent) else {
+        return false;
+    };
+    let full = parent.join(name);
+    match full.strip_prefix(&dir) {
+        Ok(rel) => {
+            let rel = rel
+                .components()
+                .map(|c| c.as_os_str().to_string_lossy().into_owned())
+                .collect::<Vec<_>>()
+                .join("/");
+            !plan.skipped_bundles.contains(&rel)
+        }
+        Err(_) => false,
+    }
+}
+
+/// Writes `bytes` to `path` atomically (a temporary file in the same directory, then rename),
+/// mode `mode`.
+pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> Result<(), Error> {
+    let io = |what: String| move |e: std::io::Error| Error::Io { what, source: e };
     let parent = match path.parent() {
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
         _ => PathBuf::from("."),
@@ -262,23 +401,37 @@ pub fn write(plan: &Plan, path: &Path) -> Result<Written, Error> {
     )))?;
     let mut tmp = tempfile::NamedTempFile::new_in(&parent)
         .map_err(io(format!("cannot create a file in {}", parent.display())))?;
-    tmp.write_all(&bytes)
+    tmp.write_all(bytes)
         .map_err(io(format!("cannot write {}", path.display())))?;
     {
         use std::os::unix::fs::PermissionsExt;
         tmp.as_file()
-            .set_permissions(std::fs::Permissions::from_mode(0o644))
+            .set_permissions(std::fs::Permissions::from_mode(mode))
             .map_err(io(format!("cannot set the mode of {}", path.display())))?;
     }
+    tmp.as_file()
+        .sync_all()
+        .map_err(io(format!("cannot write {}", path.display())))?;
     tmp.persist(path).map_err(|e| Error::Io {
         what: format!("cannot write {}", path.display()),
         source: e.error,
     })?;
-    Ok(if existed {
-        Written::Replaced
-    } else {
-        Written::Created
-    })
+    Ok(())
+}
+
+/// Writes the archive atomically, after [`decide_output`] allowed it.
+pub fn write(plan: &Plan, path: &Path, force: bool) -> Result<Written, Error> {
+    let bytes = archive_bytes(plan)?;
+    write_bytes(plan, path, &bytes, force)
+}
+
+/// [`write`] with the archive's bytes already built.
+pub fn write_bytes(plan: &Plan, path: &Path, bytes: &[u8], force: bool) -> Result<Written, Error> {
+    let decision = decide_output(plan, path, bytes, force)?;
+    if decision != Written::Unchanged {
+        write_atomic(path, bytes, 0o644)?;
+    }
+    Ok(decision)
 }
 
 /// A bundle that was read and checked.
@@ -295,6 +448,16 @@ pub struct Verified {
     /// Passing claims whose evidence inside the bundle does not show them ([`claims::recheck`]);
     /// any makes the outcome a failure.
     pub unsupported: Vec<claims::Unsupported>,
+    /// With `--trust`: the key that signed the bundle (the trusted one, or verify failed).
+    pub signed_by: Option<sign::Signer>,
+}
+
+/// `verify --trust PUB [--signature FILE]`: the bundle must carry a signature by this key.
+#[derive(Debug, Clone)]
+pub struct Trust {
+    pub public_key: PathBuf,
+    /// Default `<bundle>.minisig`.
+    pub signature: Option<PathBuf>,
 }
 
 fn damaged(file: impl Into<String>, why: impl Into<String>) -> Error {
@@ -304,70 +467,224 @@ fn damaged(file: impl Into<String>, why: impl Into<String>) -> Error {
     }
 }
 
-/// Reads a `.tgz` into (top directory, path → bytes); any read error names the entry it hit.
+/// The longest entry name accepted (a GNU long-name record is read into memory).
+const MAX_NAME_BYTES: u64 = 4096;
+/// The most zero bytes accepted after the tar stream's end (tar pads to a record; GNU tar's
+/// record is 10 KiB).
+const MAX_TRAILING_ZEROS: u64 = 1024 * 1024;
+
+/// Why an entry name is refused, if it is: it must be `<top>/<relative path>` with no absolute
+/// part, no `..`, `.` or empty component anywhere, no backslash and no NUL.
+fn unsafe_name(name: &str) -> Option<&'static str> {
+    if name.starts_with('/') {
+        return Some("has an absolute path");
+    }
+    if name.contains('\\') || name.contains('\0') {
+        return Some("has a backslash or NUL in its path");
+    }
+    let parts: Vec<&str> = name.split('/').collect();
+    if parts.contains(&"..") {
+        return Some("has a `..` component in its path");
+    }
+    if parts.iter().any(|c| c.is_empty() || *c == ".") {
+        return Some("has an empty or `.` component in its path");
+    }
+    if parts.len() < 2 {
+        return Some("is outside the bundle's top directory");
+    }
+    None
+}
+
+/// Reads a `.tgz` into (top directory, path → bytes), within [`Limits::DEFAULT`].
 pub fn read_archive(path: &Path) -> Result<(String, BTreeMap<String, Vec<u8>>), Error> {
+    read_archive_limited(path, &Limits::DEFAULT)
+}
+
+/// Reads a `.tgz` into (top directory, path → bytes); any read error names the entry it hit.
+/// Every size is checked against `limits` from the tar header *before* the entry is read, so a
+/// small archive that inflates to gigabytes is refused without inflating it.
+pub fn read_archive_limited(
+    path: &Path,
+    limits: &Limits,
+) -> Result<(String, BTreeMap<String, Vec<u8>>), Error> {
     let display = path.display().to_string();
     let file = std::fs::File::open(path).map_err(|e| Error::Unreadable {
         what: format!("cannot open {display}: {e}"),
     })?;
-    let mut tar = tar::Archive::new(flate2::read::GzDecoder::new(std::io::BufReader::new(file)));
+    read_archive_from(std::io::BufReader::new(file), &display, limits)
+}
+
+/// [`read_archive_limited`] over any reader; `display` names the archive in messages.
+pub fn read_archive_from(
+    reader: impl Read,
+    display: &str,
+    limits: &Limits,
+) -> Result<(String, BTreeMap<String, Vec<u8>>), Error> {
+    // Every gzip member is read (as gzip and GNU tar do), so nothing can hide in a second one.
+    let mut tar = tar::Archive::new(flate2::read::MultiGzDecoder::new(reader));
     let mut files = BTreeMap::new();
     let mut top: Option<String> = None;
     let mut last = String::from("(the archive's start)");
-    let entries = tar
-        .entries()
-        .map_err(|e| damaged(&display, format!("not a readable tar.gz: {e}")))?;
-    for entry in entries {
-        let mut entry =
-            entry.map_err(|e| damaged(&display, format!("unreadable after `{last}`: {e}")))?;
-        let name = entry
-            .path()
-            .map_err(|e| damaged(&display, format!("bad entry name after `{last}`: {e}")))?
-            .to_string_lossy()
-            .into_owned();
-        last = name.clone();
-        if !entry.header().entry_type().is_file() {
-            return Err(damaged(
-                &name,
-                "is not a regular file (bundles hold only files)",
-            ));
-        }
-        let Some((dir, rel)) = name.split_once('/') else {
-            return Err(damaged(&name, "is outside the bundle's top directory"));
-        };
-        if rel.is_empty()
-            || rel
-                .split('/')
-                .any(|c| c == ".." || c == "." || c.is_empty())
-        {
-            return Err(damaged(&name, "has an unsafe path"));
-        }
-        match &top {
-            None => top = Some(dir.to_owned()),
-            Some(t) if t != dir => {
+    let mut total: u64 = 0;
+    let mut long_name: Option<Vec<u8>> = None;
+    {
+        // Raw entries: GNU long names are handled here, with a cap, instead of being read
+        // into memory whatever their size.
+        let entries = tar
+            .entries()
+            .map_err(|e| damaged(display, format!("not a readable tar.gz: {e}")))?
+            .raw(true);
+        for entry in entries {
+            let mut entry =
+                entry.map_err(|e| damaged(display, format!("unreadable after `{last}`: {e}")))?;
+            let kind = entry.header().entry_type();
+            let size = entry.size();
+            if kind.is_gnu_longname() {
+                if long_name.is_some() {
+                    return Err(damaged(
+                        display,
+                        format!("has two long-name records in a row after `{last}`"),
+                    ));
+                }
+                if size > MAX_NAME_BYTES {
+                    return Err(damaged(
+                        display,
+                        format!(
+                            "has an entry name of {size} bytes after `{last}` (at most {MAX_NAME_BYTES})"
+                        ),
+                    ));
+                }
+                let mut name = Vec::new();
+                (&mut entry)
+                    .take(size)
+                    .read_to_end(&mut name)
+                    .map_err(|e| damaged(display, format!("unreadable after `{last}`: {e}")))?;
+                while name.last() == Some(&0) {
+                    name.pop();
+                }
+                long_name = Some(name);
+                continue;
+            }
+            let raw_name = long_name
+                .take()
+                .unwrap_or_else(|| entry.path_bytes().into_owned());
+            let name = String::from_utf8(raw_name).map_err(|_| {
+                damaged(
+                    display,
+                    format!("has an entry name after `{last}` that is not UTF-8"),
+                )
+            })?;
+            last = name.clone();
+            if let Some(why) = unsafe_name(&name) {
+                return Err(damaged(&name, why));
+            }
+            if !kind.is_file() {
                 return Err(damaged(
                     &name,
-                    format!("is outside the top directory `{t}`"),
+                    "is not a regular file (bundles hold only files)",
                 ));
             }
-            Some(_) => {}
-        }
-        let mut bytes = Vec::new();
-        entry
-            .read_to_end(&mut bytes)
-            .map_err(|e| damaged(&name, format!("cannot be read: {e}")))?;
-        if files.insert(rel.to_owned(), bytes).is_some() {
-            return Err(damaged(&name, "appears twice"));
+            if size > limits.max_entry_bytes {
+                return Err(damaged(
+                    &name,
+                    format!(
+                        "is {}, more than the {} allowed for one file (--max-entry-mib raises it); not read",
+                        size_text(size),
+                        size_text(limits.max_entry_bytes)
+                    ),
+                ));
+            }
+            total = total.saturating_add(size);
+            if total > limits.max_total_bytes {
+                return Err(damaged(
+                    &name,
+                    format!(
+                        "takes the bundle past the {} allowed in all (--max-total-mib raises it); not read",
+                        size_text(limits.max_total_bytes)
+                    ),
+                ));
+            }
+            if files.len() >= limits.max_entries {
+                return Err(damaged(
+                    &name,
+                    format!("is past the {} files a bundle may hold", limits.max_entries),
+                ));
+            }
+            let Some((dir, rel)) = name.split_once('/') else {
+                return Err(damaged(&name, "is outside the bundle's top directory"));
+            };
+            match &top {
+                None => top = Some(dir.to_owned()),
+                Some(t) if t != dir => {
+                    return Err(damaged(
+                        &name,
+                        format!("is outside the top directory `{t}`"),
+                    ));
+                }
+                Some(_) => {}
+            }
+            let mut bytes = Vec::with_capacity(usize::try_from(size).unwrap_or(0));
+            (&mut entry)
+                .take(size)
+                .read_to_end(&mut bytes)
+                .map_err(|e| damaged(&name, format!("cannot be read: {e}")))?;
+            if bytes.len() as u64 != size {
+                return Err(damaged(&name, "is cut short"));
+            }
+            if files.insert(rel.to_owned(), bytes).is_some() {
+                return Err(damaged(&name, "appears twice"));
+            }
         }
     }
-    let top = top.ok_or_else(|| damaged(&display, "holds no files"))?;
+    if long_name.is_some() {
+        return Err(damaged(
+            display,
+            format!("ends in a long-name record after `{last}`"),
+        ));
+    }
+    // After the tar end: only zero padding, then the end of the last gzip member.
+    let mut rest = tar.into_inner().take(MAX_TRAILING_ZEROS + 1);
+    let mut buf = [0u8; 8192];
+    let mut seen: u64 = 0;
+    loop {
+        let n = rest
+            .read(&mut buf)
+            .map_err(|e| damaged(display, format!("unreadable after `{last}`: {e}")))?;
+        if n == 0 {
+            break;
+        }
+        seen += n as u64;
+        if buf[..n].iter().any(|b| *b != 0) || seen > MAX_TRAILING_ZEROS {
+            return Err(damaged(
+                display,
+                format!("has data after the archive's end (after `{last}`)"),
+            ));
+        }
+    }
+    let top = top.ok_or_else(|| damaged(display, "holds no files"))?;
     Ok((top, files))
 }
 
-/// Checks a bundle: every checksum, the summary's schema, the reports against the summary, the
-/// evidence files named by the claims. All damage found is reported together.
+/// [`verify_with`] within [`Limits::DEFAULT`], no signature required.
 pub fn verify(path: &Path) -> Result<Verified, Error> {
-    let (name, files) = read_archive(path)?;
+    verify_with(path, &Limits::DEFAULT, None)
+}
+
+/// Checks a bundle: with `trust`, its signature first (before a byte is unpacked); then every
+/// entry's name and size, every checksum, the summary's schema, the reports against the summary,
+/// the evidence files named by the claims. All damage found is reported together.
+pub fn verify_with(path: &Path, limits: &Limits, trust: Option<&Trust>) -> Result<Verified, Error> {
+    let signed_by = match trust {
+        Some(t) => {
+            let sig = t
+                .signature
+                .clone()
+                .unwrap_or_else(|| sign::signature_path(path));
+            Some(sign::check(path, &sig, &t.public_key)?)
+        }
+        None => None,
+    };
+    let (name, files) = read_archive_limited(path, limits)?;
     let mut problems: Vec<(String, String)> = Vec::new();
     let Some(sums) = files.get(SUMS) else {
         return Err(damaged(SUMS, "is missing"));
@@ -497,6 +814,7 @@ pub fn verify(path: &Path) -> Result<Verified, Error> {
         summary,
         reports_compared: same_version,
         unsupported,
+        signed_by,
     })
 }
 

@@ -75,6 +75,7 @@ pub fn summarize(inputs: &Inputs, timestamp: &str, bundle: &str) -> Summary {
         warnings,
         raw_files: inputs.files.keys().map(|k| raw_path(k)).collect(),
         measurements,
+        conformance: crate::matrix::from_probes(&inputs.probes),
     }
 }
 
@@ -923,7 +924,7 @@ mod tests {
     #[test]
     fn helm_chart_version_from_status_or_list() {
         let list: Value = serde_json::from_str(include_str!(
-            "../../../shared/fixtures/hami/k8s/helm-list-deployed.json"
+            "../../cluster-ctl/tests/data/k8s/helm-list-deployed.json"
         ))
         .unwrap();
         assert_eq!(helm_chart_version(&list).as_deref(), Some("2.10.0"));

@@ -10,9 +10,9 @@ use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use crate::Error;
 use crate::model::{Mode, Redaction};
 use crate::redact;
+use crate::{Error, Limits};
 
 pub use lab_report::run::{SCHEMA as RUN_SCHEMA, SCHEMA_VERSION as RUN_SCHEMA_VERSION};
 
@@ -35,8 +35,14 @@ pub struct Inputs {
     pub skipped_bundles: Vec<String>,
 }
 
-/// Reads, redacts and parses DIR.
+/// Reads, redacts and parses DIR within [`Limits::DEFAULT`].
 pub fn read_dir(dir: &Path) -> Result<Inputs, Error> {
+    read_dir_limited(dir, &Limits::DEFAULT)
+}
+
+/// Reads, redacts and parses DIR; a file larger than `limits` allows is refused before it is
+/// read, and gzip files are decompressed (within the same limit) so they are scanned too.
+pub fn read_dir_limited(dir: &Path, limits: &Limits) -> Result<Inputs, Error> {
     let meta = fs::metadata(dir).map_err(|e| Error::Input {
         what: format!("cannot read input directory {}: {e}", dir.display()),
         fix: "pass the directory that `cluster-ctl run --out DIR` wrote, or one holding gpu-probe JSON reports".into(),
@@ -50,15 +56,16 @@ pub fn read_dir(dir: &Path) -> Result<Inputs, Error> {
     let mut warnings = Vec::new();
     let mut files = BTreeMap::new();
     let mut skipped_bundles = Vec::new();
-    walk(dir, dir, &mut files, &mut warnings, &mut skipped_bundles)?;
-    let redactions = redact::redact_all(&mut files);
-    for (name, bytes) in &files {
-        if bytes.starts_with(&[0x1f, 0x8b]) {
-            warnings.push(format!(
-                "{name} is gzip-compressed: its content was packed but not scanned for secrets"
-            ));
-        }
-    }
+    let mut read = (limits, 0u64); // the limits, and the bytes read so far
+    walk(
+        dir,
+        dir,
+        &mut files,
+        &mut warnings,
+        &mut skipped_bundles,
+        &mut read,
+    )?;
+    let redactions = redact::redact_inputs(&mut files, limits)?;
     let run = match files.get("run.json") {
         Some(bytes) => Some(parse_run(bytes)?),
         None => None,
@@ -146,12 +153,15 @@ fn parse_run(bytes: &[u8]) -> Result<RunDoc, Error> {
 
 /// Collects regular files under `dir`, sorted by their `/`-separated relative path. Symbolic links
 /// are not followed (they could point anywhere, e.g. at a kubeconfig): each one is a warning.
+/// `read` is the limits and the bytes read so far: a file over the limits is refused before it
+/// is read.
 fn walk(
     root: &Path,
     dir: &Path,
     files: &mut BTreeMap<String, Vec<u8>>,
     warnings: &mut Vec<String>,
     skipped_bundles: &mut Vec<String>,
+    read: &mut (&Limits, u64),
 ) -> Result<(), Error> {
     let io = |p: &Path, e: std::io::Error| Error::Io {
         what: format!("cannot read {}", p.display()),
@@ -171,10 +181,12 @@ fn walk(
                 "{rel} is a symbolic link; not followed, not packed"
             ));
         } else if meta.is_dir() {
-            walk(root, &path, files, warnings, skipped_bundles)?;
+            walk(root, &path, files, warnings, skipped_bundles, read)?;
         } else if meta.is_file() && is_bundle(&rel) {
             skipped_bundles.push(rel);
         } else if meta.is_file() {
+            read.0
+                .admit_input(&rel, meta.len(), files.len(), &mut read.1)?;
             let bytes = fs::read(&path).map_err(|e| io(&path, e))?;
             files.insert(rel, bytes);
         } else {

@@ -21,6 +21,9 @@ pub fn renderer_id() -> String {
     let mut h = Sha256::new();
     h.update(include_str!("render.rs"));
     h.update(include_str!("model.rs"));
+    // The summary types live in lab-report: a change there changes what is rendered.
+    h.update(lab_report::summary::TYPES_SOURCE);
+    h.update(include_str!("matrix.rs"));
     h.finalize()
         .iter()
         .take(8)
@@ -107,6 +110,140 @@ pub fn numbers_text(c: &Claim) -> String {
         .join(", ")
 }
 
+/// A claim's number as a person reads it: a label and a value with its unit.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Labelled {
+    pub label: String,
+    pub value: String,
+}
+
+/// Labels for the keys the tools write; other keys read with `_` as spaces.
+const LABELS: &[(&str, &str)] = &[
+    ("held_mib", "held"),
+    ("held_a_mib", "held by pod A"),
+    ("held_b_mib", "held by pod B"),
+    ("cap_held_mib", "held"),
+    ("slice_mib", "slice"),
+    ("card_mib", "card"),
+    ("ceiling_mib", "search ceiling"),
+    ("limit_mib", "limit"),
+    ("past_slice_mib", "held past the slice"),
+    ("free_mib", "free on the card"),
+    ("requested_mib", "requested"),
+    ("context_overhead_mib", "CUDA context"),
+    ("nvml_total_mib", "NVML total"),
+    ("nvidia_smi_total_mib", "nvidia-smi total"),
+    ("cuda_total_mem_mib", "cuDeviceTotalMem_v2"),
+    ("cuda_mem_info_total_mib", "cuMemGetInfo_v2 total"),
+    ("region_limits_mib", "shared-region limits"),
+    ("alloc_calls", "allocation calls"),
+    ("hami_oom_lines", "HAMi-core OOM lines"),
+    ("first_refusal", "first refusal"),
+    ("stopped_because", "stopped because"),
+    ("all_freed", "all memory freed"),
+    ("ld_so_preload", "/etc/ld.so.preload"),
+    ("libraries_mapped", "libraries mapped"),
+    ("shared_region_exists", "shared region exists"),
+    ("sharing_capped", "sharing capped"),
+    ("throttling_expected", "throttling expected"),
+    ("htod_gbps_mean", "host→device (mean)"),
+    ("dtoh_gbps_mean", "device→host (mean)"),
+    ("kernels_per_second_mean", "kernels (mean)"),
+    ("seconds", "duration"),
+];
+
+/// Units by the key's ending: (suffix, unit).
+const UNITS: &[(&str, &str)] = &[
+    ("_mib", "MiB"),
+    ("_us", "µs"),
+    ("_ms", "ms"),
+    ("_gbps_mean", "GB/s"),
+    ("_gbps", "GB/s"),
+    ("_per_second_mean", "/s"),
+    ("_per_second", "/s"),
+    ("_pct", "%"),
+];
+
+fn number_text(n: &serde_json::Number) -> String {
+    match n.as_f64() {
+        Some(f) if n.is_f64() && f.fract() == 0.0 && f.abs() < 1e15 => format!("{f:.0}"),
+        _ => n.to_string(),
+    }
+}
+
+fn value_text(v: &Value, unit: &str) -> String {
+    let with_unit = |t: String| {
+        if unit.is_empty() {
+            t
+        } else if unit == "%" || unit == "/s" {
+            format!("{t}{unit}")
+        } else {
+            format!("{t} {unit}")
+        }
+    };
+    match v {
+        Value::Bool(true) => "yes".into(),
+        Value::Bool(false) => "no".into(),
+        Value::Number(n) => with_unit(number_text(n)),
+        Value::String(s) => s.clone(),
+        Value::Null => UNKNOWN.into(),
+        Value::Array(items) if items.is_empty() => "none".into(),
+        Value::Array(items) => items
+            .iter()
+            .map(|i| value_text(i, unit))
+            .collect::<Vec<_>>()
+            .join(", "),
+        Value::Object(_) => v.to_string(),
+    }
+}
+
+/// A claim's numbers as labelled values with units, in key order.
+pub fn labelled_numbers(c: &Claim) -> Vec<Labelled> {
+    labelled(&c.numbers)
+}
+
+/// Numbers (of a claim or a measurement) as labelled values with units, in key order.
+fn labelled(numbers: &std::collections::BTreeMap<String, Value>) -> Vec<Labelled> {
+    numbers
+        .iter()
+        .map(|(k, v)| {
+            let (stem, unit) = UNITS
+                .iter()
+                .find_map(|(suffix, unit)| k.strip_suffix(suffix).map(|stem| (stem, *unit)))
+                .unwrap_or((k.as_str(), ""));
+            let label = LABELS.iter().find(|(key, _)| key == k).map_or_else(
+                // `cuMemAlloc_v2 p50` keeps its API name; `alloc_calls` reads as words.
+                || {
+                    if stem.contains(' ') || stem.chars().any(|c| c.is_ascii_uppercase()) {
+                        stem.to_owned()
+                    } else {
+                        stem.replace('_', " ")
+                    }
+                },
+                |(_, l)| (*l).to_owned(),
+            );
+            let unit = if k == "seconds" { "s" } else { unit };
+            Labelled {
+                label,
+                value: value_text(v, unit),
+            }
+        })
+        .collect()
+}
+
+/// `label: value, …` for the Markdown report.
+pub fn labelled_text(c: &Claim) -> String {
+    labelled_line(&c.numbers)
+}
+
+fn labelled_line(numbers: &std::collections::BTreeMap<String, Value>) -> String {
+    labelled(numbers)
+        .iter()
+        .map(|l| format!("{}: {}", l.label, l.value))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 fn verdict_word(v: ClaimVerdict) -> &'static str {
     match v {
         ClaimVerdict::Pass => "PASS",
@@ -173,7 +310,7 @@ pub fn markdown(s: &Summary) -> String {
             md_cell(&c.id),
             md_cell(&c.claim),
             verdict_word(c.verdict),
-            md_cell(&numbers_text(c)),
+            md_cell(&labelled_text(c)),
             if ev.is_empty() { "none".to_owned() } else { ev }
         );
     }
@@ -190,12 +327,33 @@ pub fn markdown(s: &Summary) -> String {
             md_cell(&c.reason)
         );
     }
+    if !s.measurements.is_empty() {
+        o.push_str("\n## Measurements\n\nMeasured and reported with their numbers; not claims, so never counted as a pass.\n\n| Id | What | Numbers | Why not a claim | Evidence |\n|---|---|---|---|---|\n");
+        for m in &s.measurements {
+            let ev = m
+                .evidence
+                .iter()
+                .map(|e| format!("`{e}`"))
+                .collect::<Vec<_>>()
+                .join("<br>");
+            let _ = writeln!(
+                o,
+                "| {} | {} | {} | {} | {} |",
+                md_cell(&m.id),
+                md_cell(&m.what),
+                md_cell(&labelled_line(&m.numbers)),
+                md_cell(&m.reason),
+                if ev.is_empty() { "none".to_owned() } else { ev }
+            );
+        }
+    }
     if !s.cap_searches.is_empty() {
         o.push_str("\n## Cap search\n\nThe chart of each search is in report.html.\n\n");
         for c in &s.cap_searches {
             let _ = writeln!(o, "- {}", cap_line(c));
         }
     }
+    o.push_str(&crate::matrix::markdown(&s.conformance));
     o.push_str("\n## Environment\n\n| Item | Value |\n|---|---|\n");
     for (k, v) in environment_rows(s) {
         let _ = writeln!(o, "| {k} | {} |", md_cell(&v));
@@ -224,7 +382,7 @@ pub fn markdown(s: &Summary) -> String {
             let _ = writeln!(o, "- {}", md_cell(w));
         }
     }
-    o.push_str("\n## Checking this bundle\n\n`evidence-pack verify <bundle>.tgz` checks every file against `SHA256SUMS`, the summary's schema and that these reports match `summary.json`; `sha256sum -c SHA256SUMS` inside the unpacked folder checks the files alone.\n");
+    o.push_str("\n## Checking this bundle\n\n`evidence-pack verify <bundle>.tgz` checks each entry's path and size, every file against `SHA256SUMS`, the summary's schema, totals and outcome, that these reports match `summary.json` (when made by the same renderer) and that every evidence file is there, and it judges every passed claim again from its evidence files; with `--trust <key>.pub` it first checks `<bundle>.tgz.minisig` was made by that key (`minisign -Vm <bundle>.tgz -p <key>.pub` checks the same signature). `sha256sum -c SHA256SUMS` inside the unpacked folder checks the files alone.\n");
     o
 }
 
@@ -243,35 +401,266 @@ fn esc(s: &str) -> String {
     o
 }
 
-const CSS: &str = "body{font-family:sans-serif;margin:2em;max-width:1100px;color:#222}\
-table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #bbb;padding:4px 8px;vertical-align:top;text-align:left;overflow-wrap:break-word}\
-table.claims{table-layout:fixed;width:100%}table.claims col.id{width:14%}table.claims col.claim{width:18%}table.claims col.verdict{width:7%}\
-table.claims col.why{width:25%}table.claims col.numbers{width:21%}table.claims col.evidence{width:15%}\
-th{background:#eee}.pass{background:#d9f2d9;font-weight:bold}.fail{background:#f7d4d4;font-weight:bold}\
-.not-run{background:#f2ecd0;font-weight:bold}code{font-size:90%}.result{font-size:120%;padding:6px;border:2px solid #888;display:inline-block}\
+const CSS: &str = "body{font-family:sans-serif;margin:1.2em 2em;max-width:1100px;color:#222}\
+h1{font-size:1.4em;margin:.1em 0}h2{font-size:1.25em;margin:1.2em 0 .4em}\
+table{border-collapse:collapse;margin:.6em 0}td,th{border:1px solid #bbb;padding:4px 8px;vertical-align:top;text-align:left;overflow-wrap:break-word}\
+table.claims{table-layout:fixed;width:100%}table.claims col.id{width:11%}table.claims col.claim{width:16%}table.claims col.verdict{width:7%}\
+table.claims col.why{width:27%}table.claims col.numbers{width:25%}table.claims col.evidence{width:14%}\
+th{background:#eee}td.pass{background:#d9f2d9;font-weight:bold}td.fail{background:#f7d4d4;font-weight:bold}\
+td.not-run{background:#f2ecd0;font-weight:bold}code{font-size:90%}\
+dl.kv{display:grid;grid-template-columns:max-content auto;gap:1px 8px;margin:0}dl.kv dt{color:#555}dl.kv dd{margin:0;font-weight:bold}\
+.verdict{font-size:1.6em;font-weight:bold;padding:.35em .6em;border-radius:6px;margin:.3em 0}\
+.verdict .counts{font-size:.6em;font-weight:normal;margin-left:1em}\
+.verdict.pass{background:#2e7d32;color:#fff}.verdict.fail{background:#c62828;color:#fff}.verdict.incomplete{background:#f9a825;color:#222}\
+.meta{color:#555;margin:.2em 0 .6em;font-size:.9em}\
+.cards{display:grid;grid-template-columns:repeat(3,1fr);gap:10px}\
+.card{border:1px solid #ccc;border-radius:6px;padding:4px 10px 6px;border-top:5px solid #999}\
+.card.enforced{border-top-color:#2e7d32}.card.not-enforced{border-top-color:#c62828}.card.inconclusive{border-top-color:#f9a825}\
+.card-title{font-weight:bold;font-size:.95em}.card .src{color:#666;font-size:.8em;white-space:nowrap;overflow:hidden;text-overflow:ellipsis}\
+dl.kv4{display:grid;grid-template-columns:max-content auto max-content auto;gap:0 8px;margin:0;font-size:.9em}dl.kv4 dt{color:#555}dl.kv4 dd{margin:0;font-weight:bold;overflow-wrap:anywhere}\
+.card.enforced .card-title{color:#2e7d32}.card.not-enforced .card-title{color:#c62828}.more{color:#555;font-size:.9em;margin:.3em 0}\
+ul.failed{margin:.3em 0;padding-left:1.2em}ul.failed li{white-space:nowrap;overflow:hidden;text-overflow:ellipsis;max-width:1060px}\
 figure{margin:1em 0}figcaption{font-size:90%;color:#444}";
 
-/// `report.html`: the same content as the Markdown, plus the cap-search charts, with no script.
-pub fn html(s: &Summary) -> String {
-    let mut o = String::new();
-    let t = &s.totals;
+/// How many cards and failed claims the one-screen summary shows (the rest are counted and
+/// are in the detail below).
+const SUMMARY_CARDS: usize = 6;
+const SUMMARY_FAILED: usize = 8;
+
+/// The class and word of a cap search's outcome.
+fn cap_outcome(c: &CapSearch) -> (&'static str, &'static str) {
+    match c.outcome.as_str() {
+        "enforced" => ("enforced", "ENFORCED"),
+        "not-enforced" => ("not-enforced", "NOT ENFORCED"),
+        _ => ("inconclusive", "INCONCLUSIVE"),
+    }
+}
+
+/// The first refused call: (the total it asked for, what was held before it).
+fn first_refusal(c: &CapSearch) -> Option<(u64, u64)> {
+    let mut held = 0u64;
+    for st in &c.steps {
+        if !st.ok {
+            return Some((held.saturating_add(st.request_bytes), held));
+        }
+        held = st.held_after_bytes;
+    }
+    None
+}
+
+/// A small bar of one card: the card's size (grey), what the search held (blue), the slice
+/// (orange line) and the first refused total (red ×), to one scale.
+pub fn card_bar(c: &CapSearch) -> String {
+    const W: f64 = 320.0;
+    const X0: f64 = 4.0;
+    const X1: f64 = W - 4.0;
+    let refusal = first_refusal(c);
+    let top_bytes = [
+        c.card_bytes.unwrap_or(0),
+        c.slice_bytes.unwrap_or(0),
+        c.held_bytes,
+        refusal.map_or(0, |r| r.0),
+    ]
+    .into_iter()
+    .max()
+    .unwrap_or(0)
+    .max(1);
+    let top = if c.card_bytes.is_some() {
+        to_mib(top_bytes)
+    } else {
+        to_mib(top_bytes) * 1.15
+    };
+    let x = |b: u64| X0 + (X1 - X0) * (to_mib(b) / top).min(1.0);
+    let mut o = format!(
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{W}\" height=\"34\" viewBox=\"0 0 {W} 34\" style=\"display:block;margin:2px 0\" role=\"img\" aria-label=\"memory of device {}\" font-family=\"sans-serif\" font-size=\"10\">",
+        c.device
+    );
+    match c.card_bytes {
+        Some(card) => {
+            let _ = write!(
+                o,
+                "<rect x=\"{X0:.1}\" y=\"6\" width=\"{:.1}\" height=\"16\" fill=\"#e6e6e6\" stroke=\"#999\"/>",
+                x(card) - X0
+            );
+        }
+        None => {
+            let _ = write!(
+                o,
+                "<rect x=\"{X0:.1}\" y=\"6\" width=\"{:.1}\" height=\"16\" fill=\"none\" stroke=\"#bbb\" stroke-dasharray=\"3 3\"/>",
+                X1 - X0
+            );
+        }
+    }
     let _ = write!(
         o,
-        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>HAMi isolation evidence: {b}</title><style>{CSS}</style></head><body>\n<h1>HAMi isolation evidence: {b}</h1>\n<p>Time of the run: {ts} · mode: {mode} · made by evidence-pack {ver}</p>\n",
-        b = esc(&s.bundle),
-        ts = esc(&s.timestamp),
-        mode = s.mode.as_str(),
-        ver = esc(&s.tool_version)
+        "<rect x=\"{X0:.1}\" y=\"9\" width=\"{:.1}\" height=\"10\" fill=\"#1565c0\"/>",
+        (x(c.held_bytes) - X0).max(1.0)
     );
-    let _ = writeln!(
+    if let Some(slice) = c.slice_bytes {
+        let xs = x(slice);
+        let _ = write!(
+            o,
+            "<line x1=\"{xs:.1}\" y1=\"2\" x2=\"{xs:.1}\" y2=\"26\" stroke=\"#e07b00\" stroke-width=\"2.5\"/>"
+        );
+    }
+    if let Some((asked, _)) = refusal {
+        let xr = x(asked);
+        let _ = write!(
+            o,
+            "<path d=\"M{:.1} 24L{:.1} 32M{:.1} 32L{:.1} 24\" stroke=\"#c62828\" stroke-width=\"2\"/>",
+            xr - 4.0,
+            xr + 4.0,
+            xr - 4.0,
+            xr + 4.0
+        );
+    }
+    o.push_str("</svg>");
+    o
+}
+
+/// One card of the summary: its outcome, its chart and its numbers, labelled, with units.
+fn summary_card(o: &mut String, s: &Summary, c: &CapSearch) {
+    let (class, word) = cap_outcome(c);
+    let models: std::collections::BTreeSet<&str> = s
+        .environment
+        .gpus
+        .iter()
+        .filter_map(|g| g.model.as_deref())
+        .collect();
+    let model = match models.iter().next() {
+        Some(m) if models.len() == 1 => format!("{} · ", esc(m)),
+        _ => String::new(),
+    };
+    let _ = write!(
         o,
-        "<p class=\"result\">Result: <b>{}</b> — {} pass, {} fail, {} not run.</p>",
+        "<div class=\"card {class}\"><div class=\"card-title\">{word} · device {}</div><div class=\"src\">{model}{}</div>{}<dl class=\"kv4\">",
+        c.device,
+        esc(c.source.trim_start_matches("raw/")),
+        card_bar(c)
+    );
+    let slice = c
+        .slice_bytes
+        .map_or_else(|| "none expected".to_owned(), mib_text);
+    let refused = match first_refusal(c) {
+        Some((asked, _)) => format!("{} in all", mib_text(asked)),
+        None => "never".to_owned(),
+    };
+    let card = c.card_bytes.map_or_else(|| c.card_source.clone(), mib_text);
+    for (k, v, color) in [
+        ("slice", slice, "#e07b00"),
+        ("held", mib_text(c.held_bytes), "#1565c0"),
+        ("refused at", refused, "#c62828"),
+        ("card", card, "#555"),
+    ] {
+        let _ = write!(
+            o,
+            "<dt><span style=\"color:{color}\">■</span> {k}</dt><dd>{}</dd>",
+            esc(&v)
+        );
+    }
+    o.push_str("</dl></div>");
+}
+
+/// The first screen: the verdict, a card per cap search (failures first), and one line per
+/// failed (then not run) claim.
+fn html_summary(o: &mut String, s: &Summary) {
+    let t = &s.totals;
+    let class = match s.outcome {
+        crate::model::Outcome::AllPass => "pass",
+        crate::model::Outcome::ClaimFailed => "fail",
+        crate::model::Outcome::Incomplete => "incomplete",
+    };
+    let _ = write!(
+        o,
+        "<section id=\"summary\">\n<div id=\"verdict\" class=\"verdict {class}\">{}<span class=\"counts\">{} pass · {} fail · {} not run</span></div>\n<p class=\"meta\">{} · run at {} · {} mode · evidence-pack {} · HAMi-core isolation is enforced in software, not a security boundary</p>\n",
         esc(s.outcome.as_str()),
         t.pass,
         t.fail,
-        t.not_run
+        t.not_run,
+        esc(&s.bundle),
+        esc(&s.timestamp),
+        s.mode.as_str(),
+        esc(&s.tool_version)
     );
-    o.push_str("<h2>Claims and evidence</h2>\n<table class=\"claims\"><colgroup><col class=\"id\"><col class=\"claim\"><col class=\"verdict\"><col class=\"why\"><col class=\"numbers\"><col class=\"evidence\"></colgroup><tr><th>Id</th><th>Claim</th><th>Verdict</th><th>Why</th><th>Numbers</th><th>Evidence</th></tr>\n");
+    if !s.cap_searches.is_empty() {
+        let mut cards: Vec<&CapSearch> = s.cap_searches.iter().collect();
+        // Stable: failures first, then in the summary's order.
+        cards.sort_by_key(|c| match c.outcome.as_str() {
+            "not-enforced" => 0,
+            "enforced" => 2,
+            _ => 1,
+        });
+        o.push_str("<div class=\"cards\">");
+        for c in cards.iter().take(SUMMARY_CARDS) {
+            summary_card(o, s, c);
+        }
+        o.push_str("</div>\n");
+        if cards.len() > SUMMARY_CARDS {
+            let rest = &cards[SUMMARY_CARDS..];
+            let count = |w: &str| rest.iter().filter(|c| c.outcome == w).count();
+            let _ = writeln!(
+                o,
+                "<p class=\"more\">and {} more cap searches ({} enforced, {} not enforced, {} inconclusive): see Cap search below.</p>",
+                rest.len(),
+                count("enforced"),
+                count("not-enforced"),
+                rest.len() - count("enforced") - count("not-enforced")
+            );
+        }
+    }
+    let failed: Vec<&Claim> = s
+        .claims
+        .iter()
+        .filter(|c| c.verdict == ClaimVerdict::Fail)
+        .chain(
+            s.claims
+                .iter()
+                .filter(|c| c.verdict == ClaimVerdict::NotRun),
+        )
+        .collect();
+    if failed.is_empty() {
+        o.push_str("<p id=\"failed\">No claim failed, and every claim was run.</p>\n");
+    } else {
+        let _ = writeln!(
+            o,
+            "<h2>Failed or not run ({} of {})</h2><ul id=\"failed\" class=\"failed\">",
+            failed.len(),
+            s.claims.len()
+        );
+        for c in failed.iter().take(SUMMARY_FAILED) {
+            let _ = writeln!(
+                o,
+                "<li title=\"{}\"><b>{}</b> {}: {}</li>",
+                esc(&c.reason),
+                esc(&c.id),
+                verdict_word(c.verdict),
+                esc(&c.reason)
+            );
+        }
+        if failed.len() > SUMMARY_FAILED {
+            let _ = writeln!(
+                o,
+                "<li class=\"more\">and {} more: see the claims below</li>",
+                failed.len() - SUMMARY_FAILED
+            );
+        }
+        o.push_str("</ul>\n");
+    }
+    o.push_str("</section>\n");
+}
+
+/// `report.html`: a one-screen summary first (the verdict, each card's slice, cap and size as a
+/// small chart, the failed claims one line each), then the same detail as the Markdown with the
+/// numbers as labelled values and the cap-search charts; no script, no external resource.
+pub fn html(s: &Summary) -> String {
+    let mut o = String::new();
+    let _ = write!(
+        o,
+        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>HAMi isolation evidence: {b}</title><style>{CSS}</style></head><body>\n<h1>HAMi isolation evidence</h1>\n",
+        b = esc(&s.bundle),
+    );
+    html_summary(&mut o, s);
+    o.push_str("<h2 id=\"claims\">Claims and evidence</h2>\n<table class=\"claims\"><colgroup><col class=\"id\"><col class=\"claim\"><col class=\"verdict\"><col class=\"why\"><col class=\"numbers\"><col class=\"evidence\"></colgroup><tr><th>Id</th><th>Claim</th><th>Verdict</th><th>Why</th><th>Numbers</th><th>Evidence</th></tr>\n");
     for c in &s.claims {
         let class = match c.verdict {
             ClaimVerdict::Pass => "pass",
@@ -284,6 +673,10 @@ pub fn html(s: &Summary) -> String {
             .map(|e| format!("<code>{}</code>", esc(e)))
             .collect::<Vec<_>>()
             .join("<br>");
+        let numbers: String = labelled_numbers(c)
+            .iter()
+            .map(|l| format!("<dt>{}</dt><dd>{}</dd>", esc(&l.label), esc(&l.value)))
+            .collect();
         let _ = writeln!(
             o,
             "<tr><td>{}</td><td>{}</td><td class=\"{class}\">{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
@@ -291,11 +684,44 @@ pub fn html(s: &Summary) -> String {
             esc(&c.claim),
             verdict_word(c.verdict),
             esc(&c.reason),
-            esc(&numbers_text(c)),
+            if numbers.is_empty() {
+                "none".to_owned()
+            } else {
+                format!("<dl class=\"kv\">{numbers}</dl>")
+            },
             if ev.is_empty() { "none".to_owned() } else { ev }
         );
     }
     o.push_str("</table>\n");
+    if !s.measurements.is_empty() {
+        o.push_str("<h2 id=\"measurements\">Measurements</h2>\n<p>Measured and reported with their numbers; not claims, so never counted as a pass.</p>\n<table><tr><th>Id</th><th>What</th><th>Numbers</th><th>Why not a claim</th><th>Evidence</th></tr>\n");
+        for m in &s.measurements {
+            let numbers: String = labelled(&m.numbers)
+                .iter()
+                .map(|l| format!("<dt>{}</dt><dd>{}</dd>", esc(&l.label), esc(&l.value)))
+                .collect();
+            let ev = m
+                .evidence
+                .iter()
+                .map(|e| format!("<code>{}</code>", esc(e)))
+                .collect::<Vec<_>>()
+                .join("<br>");
+            let _ = writeln!(
+                o,
+                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                esc(&m.id),
+                esc(&m.what),
+                if numbers.is_empty() {
+                    "none".to_owned()
+                } else {
+                    format!("<dl class=\"kv\">{numbers}</dl>")
+                },
+                esc(&m.reason),
+                if ev.is_empty() { "none".to_owned() } else { ev }
+            );
+        }
+        o.push_str("</table>\n");
+    }
     if !s.cap_searches.is_empty() {
         o.push_str("<h2>Cap search</h2>\n");
         for c in &s.cap_searches {
@@ -307,6 +733,7 @@ pub fn html(s: &Summary) -> String {
             );
         }
     }
+    o.push_str(&crate::matrix::html(&s.conformance));
     o.push_str("<h2>Environment</h2>\n<table><tr><th>Item</th><th>Value</th></tr>\n");
     for (k, v) in environment_rows(s) {
         let _ = writeln!(o, "<tr><td>{}</td><td>{}</td></tr>", esc(k), esc(&v));
@@ -746,6 +1173,62 @@ mod tests {
         assert_eq!(svg.matches("<circle").count(), 2);
         let empty = svg_chart(&search(&[], None));
         assert!(empty.contains("no allocation calls"));
+    }
+
+    #[test]
+    fn numbers_read_as_labelled_values_with_units() {
+        let claim = Claim {
+            id: "x".into(),
+            claim: String::new(),
+            verdict: ClaimVerdict::Pass,
+            reason: String::new(),
+            numbers: [
+                ("held_mib", serde_json::json!(7482.0)),
+                ("alloc_calls", serde_json::json!(21)),
+                ("all_freed", serde_json::json!(true)),
+                ("cuMemAlloc_v2 p50_us", serde_json::json!(125.208)),
+                ("htod_gbps_mean", serde_json::json!(53.99)),
+                ("region_limits_mib", serde_json::json!([8000.0, 1024.0])),
+                ("stopped_because", serde_json::json!("resolution-reached")),
+            ]
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v))
+            .collect(),
+            evidence: vec![],
+        };
+        let got: Vec<(String, String)> = labelled_numbers(&claim)
+            .into_iter()
+            .map(|l| (l.label, l.value))
+            .collect();
+        let want = [
+            ("all memory freed", "yes"),
+            ("allocation calls", "21"),
+            ("cuMemAlloc_v2 p50", "125.208 µs"),
+            ("held", "7482 MiB"),
+            ("host→device (mean)", "53.99 GB/s"),
+            ("shared-region limits", "8000 MiB, 1024 MiB"),
+            ("stopped because", "resolution-reached"),
+        ];
+        let want: Vec<(String, String)> = want
+            .iter()
+            .map(|(a, b)| ((*a).to_owned(), (*b).to_owned()))
+            .collect();
+        assert_eq!(got, want);
+    }
+
+    #[test]
+    fn the_card_bar_draws_card_held_slice_and_refusal_to_one_scale() {
+        let mut c = search(&[(4096, true), (4096, false), (2048, true)], Some(81559));
+        c.held_bytes = 6144 * 1024 * 1024;
+        let bar = card_bar(&c);
+        // Card 81559 MiB spans the bar (4 → 316); held 6144 MiB is ~7.5 % of it.
+        assert!(bar.contains("width=\"312.0\" height=\"16\""), "{bar}");
+        assert!(bar.contains("width=\"23.5\" height=\"10\""), "{bar}");
+        assert_eq!(bar.matches("stroke=\"#c62828\"").count(), 1, "one refusal");
+        assert_eq!(
+            first_refusal(&c),
+            Some((8192 * 1024 * 1024, 4096 * 1024 * 1024))
+        );
     }
 
     #[test]

@@ -1,8 +1,12 @@
-//! Renders report.html in a real browser (Debian's `chromium`, headless) to a PNG and checks the
-//! PNG is a real picture of a page with content: right size, and far more detail than a blank
-//! page rendered the same way. Skips, saying so, when chromium is not installed
-//! (`apt-get install -y chromium`). The PNGs are kept under the target tmp dir for a person to
-//! look at.
+//! Renders report.html in a real browser (Debian's `chromium`, headless): a PNG that must be a
+//! real picture of a page with content (right size, far more detail than a blank page), and the
+//! layout a person sees first: in a 1280×800 window, the verdict, every summary card and every
+//! failed-claim line lie inside the first screen, each failed line is one line high, and the
+//! detail starts below the summary. The positions are measured by chromium itself (a copy of the
+//! report with a measuring script, dumped with `--dump-dom`; the report itself has no script),
+//! and a copy pushed down by a spacer must fail the same check. Skips, saying so, when chromium
+//! is not installed (`apt-get install -y chromium`). The PNGs are kept under the target tmp dir
+//! for a person to look at.
 
 #![allow(clippy::unwrap_used)]
 
@@ -27,7 +31,7 @@ fn screenshot(runner: &SystemRunner, html: &Path, png: &Path) -> Vec<u8> {
         "--disable-sync".to_owned(),
         format!("--user-data-dir={}", profile.path().display()),
         format!("--screenshot={}", png.display()),
-        "--window-size=1200,1600".to_owned(),
+        "--window-size=1280,800".to_owned(),
         format!("file://{}", html.display()),
     ]);
     let cmd = cmd.timeout(Duration::from_secs(120));
@@ -43,11 +47,135 @@ fn screenshot(runner: &SystemRunner, html: &Path, png: &Path) -> Vec<u8> {
     assert!(bytes.starts_with(b"\x89PNG\r\n\x1a\n"), "not a PNG");
     let width = u32::from_be_bytes(bytes[16..20].try_into().unwrap());
     let height = u32::from_be_bytes(bytes[20..24].try_into().unwrap());
-    assert_eq!((width, height), (1200, 1600), "unexpected PNG size");
+    assert_eq!((width, height), (1280, 800), "unexpected PNG size");
     bytes
 }
 
+/// Measures, in chromium, where the summary's parts lie in a 1280×800 window.
+const MEASURE: &str = r#"<script>
+addEventListener('load', () => {
+  const r = e => { const b = e.getBoundingClientRect(); return [b.top, b.bottom, b.height]; };
+  const q = s => Array.from(document.querySelectorAll(s)).map(r);
+  const out = {
+    viewport: innerHeight,
+    verdict: q('#verdict'), summary: q('#summary'), cards: q('#summary .card'),
+    failed: q('#failed li'), claims: q('#claims'),
+    verdict_text: (document.querySelector('#verdict') || {}).textContent || '',
+  };
+  const pre = document.createElement('pre');
+  pre.id = 'layout-result';
+  pre.textContent = JSON.stringify(out);
+  document.body.appendChild(pre);
+});
+</script>"#;
+
+/// Positions of the summary's parts, as chromium laid them out.
+fn measure(runner: &SystemRunner, html: &str, work: &Path, name: &str) -> serde_json::Value {
+    let page = work.join(format!("{name}-measure.html"));
+    std::fs::write(
+        &page,
+        html.replacen("</body>", &format!("{MEASURE}</body>"), 1),
+    )
+    .unwrap();
+    let profile = tempfile::tempdir().unwrap();
+    let cmd = Cmd::new("chromium")
+        .args([
+            "--headless".to_owned(),
+            "--no-sandbox".to_owned(),
+            "--disable-gpu".to_owned(),
+            "--no-first-run".to_owned(),
+            "--disable-background-networking".to_owned(),
+            "--disable-component-update".to_owned(),
+            format!("--user-data-dir={}", profile.path().display()),
+            "--window-size=1280,800".to_owned(),
+            "--virtual-time-budget=5000".to_owned(),
+            "--dump-dom".to_owned(),
+            format!("file://{}", page.display()),
+        ])
+        .timeout(Duration::from_secs(120));
+    let out = runner.run(&cmd).unwrap();
+    let dom = out.stdout;
+    let start = dom
+        .find("<pre id=\"layout-result\">")
+        .unwrap_or_else(|| panic!("no layout result in chromium's DOM: {}", out.stderr))
+        + "<pre id=\"layout-result\">".len();
+    let end = start + dom[start..].find("</pre>").unwrap();
+    serde_json::from_str(&dom[start..end].replace("&amp;", "&")).unwrap()
+}
+
+/// The first-screen rules; `Err` says which part is out of place.
+fn check_first_screen(m: &serde_json::Value) -> Result<(), String> {
+    let viewport = m["viewport"].as_f64().ok_or("no viewport height")?;
+    let rects = |k: &str| -> Vec<(f64, f64, f64)> {
+        m[k].as_array()
+            .map(|a| {
+                a.iter()
+                    .map(|r| {
+                        (
+                            r[0].as_f64().unwrap(),
+                            r[1].as_f64().unwrap(),
+                            r[2].as_f64().unwrap(),
+                        )
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let verdict = rects("verdict");
+    let summary = rects("summary");
+    let (Some(v), Some(s)) = (verdict.first(), summary.first()) else {
+        return Err("the report has no #verdict or #summary".into());
+    };
+    if v.0 > 150.0 {
+        return Err(format!(
+            "the verdict starts {:.0}px down, not at the top",
+            v.0
+        ));
+    }
+    if s.1 > viewport {
+        return Err(format!(
+            "the summary ends at {:.0}px, below the first screen ({viewport:.0}px)",
+            s.1
+        ));
+    }
+    for (i, c) in rects("cards").iter().enumerate() {
+        if c.1 > viewport {
+            return Err(format!(
+                "summary card {i} ends at {:.0}px, off the first screen",
+                c.1
+            ));
+        }
+    }
+    let failed = rects("failed");
+    for (i, f) in failed.iter().enumerate() {
+        if f.1 > viewport {
+            return Err(format!(
+                "failed-claim line {i} ends at {:.0}px, off the first screen",
+                f.1
+            ));
+        }
+        if f.2 > 30.0 {
+            return Err(format!(
+                "failed-claim line {i} is {:.0}px high: more than one line",
+                f.2
+            ));
+        }
+    }
+    match rects("claims").first() {
+        Some(d) if d.0 >= s.1 => Ok(()),
+        Some(d) => Err(format!(
+            "the detail starts at {:.0}px, inside the summary",
+            d.0
+        )),
+        None => Err("no claims detail (#claims)".into()),
+    }
+}
+
 fn render(fixture: &str) {
+    render_dir(fixture, &data(fixture));
+}
+
+fn render_dir(fixture: &str, dir: &Path) {
     let runner = SystemRunner::new(false);
     if !runner.exists("chromium") {
         eprintln!(
@@ -56,7 +184,7 @@ fn render(fixture: &str) {
         return;
     }
     let work = tempfile::tempdir().unwrap();
-    let tgz = pack(&data(fixture), work.path());
+    let tgz = pack(dir, work.path());
     let files = common::files(&tgz);
     let html = work.path().join("report.html");
     std::fs::write(&html, &files["report.html"]).unwrap();
@@ -74,6 +202,57 @@ fn render(fixture: &str) {
         empty.len()
     );
     eprintln!("rendered {} ({} bytes)", png.display(), report.len());
+
+    let html_text = String::from_utf8(files["report.html"].clone()).unwrap();
+    let summary: evidence_pack::model::Summary =
+        serde_json::from_slice(&files["summary.json"]).unwrap();
+    let m = measure(&runner, &html_text, work.path(), fixture);
+    eprintln!("layout of {fixture}: {m}");
+    if let Err(why) = check_first_screen(&m) {
+        panic!("{fixture}: {why}\n(look at {})", png.display());
+    }
+    assert!(
+        m["verdict_text"]
+            .as_str()
+            .unwrap()
+            .starts_with(summary.outcome.as_str()),
+        "{m}"
+    );
+    let failed_or_not_run = summary.totals.fail + summary.totals.not_run;
+    let lines = m["failed"].as_array().unwrap().len();
+    assert_eq!(
+        lines,
+        failed_or_not_run.min(9),
+        "one line per failed or not-run claim (at most 8, then an `and N more` line)"
+    );
+    assert_eq!(
+        m["cards"].as_array().unwrap().len(),
+        summary.cap_searches.len().min(6),
+        "one card per cap search (at most 6)"
+    );
+    // The check can fail: the same report pushed down by a spacer is caught.
+    let pushed = html_text.replacen(
+        "<section id=\"summary\">",
+        "<div style=\"height:900px\"></div><section id=\"summary\">",
+        1,
+    );
+    let m = measure(&runner, &pushed, work.path(), &format!("{fixture}-pushed"));
+    assert!(
+        check_first_screen(&m).is_err(),
+        "a summary pushed below the first screen passed the layout check: {m}"
+    );
+}
+
+/// A fleet's worth of real reports (40 copies of the bare H100 report): the summary still fits
+/// one screen (6 cards, 8 failed lines, then counts).
+#[test]
+fn a_fleet_report_still_opens_on_a_one_screen_summary() {
+    let dir = tempfile::tempdir().unwrap();
+    let report = std::fs::read(data("local-h100-bare").join("gpu-probe.json")).unwrap();
+    for i in 0..40 {
+        std::fs::write(dir.path().join(format!("node-{i:02}.json")), &report).unwrap();
+    }
+    render_dir("fleet-40", dir.path());
 }
 
 #[test]

@@ -252,3 +252,218 @@ fn pack_and_verify_never_print_a_secret() {
         assert!(!printed.contains(s), "secret {s} was printed");
     }
 }
+
+/// One secret of a kind, as a line (or part of a line) to plant, and the values that must not
+/// survive.
+struct Plant {
+    kind: &'static str,
+    text: String,
+    secrets: Vec<String>,
+}
+
+/// Every kind of the README's redaction table, built from random values.
+fn plants(v: &[String]) -> Vec<Plant> {
+    let upper = |s: &str| {
+        s.to_ascii_uppercase()
+            .replace(|c: char| !c.is_ascii_alphanumeric(), "Q")
+    };
+    let b64_40 = format!("{}/{}+{}", &v[0][..13], &v[1][..13], &v[2][..12]);
+    let akia = format!("AKIA{}", &upper(&v[3])[..16]);
+    let asia = format!("ASIA{}", &upper(&v[4])[..16]);
+    let csv_secret = format!("{}+{}/{}", &v[5][..13], &v[6][..13], &v[7][..12]);
+    let ghp = format!("ghp_{}{}", v[8], &v[9][..12]);
+    let pat = format!("github_pat_{}_{}{}", &v[10][..22], v[11], &v[12][..11]);
+    let repeated = format!("rep{}", v[13]);
+    let p = |kind, text: String, secrets: Vec<&String>| Plant {
+        kind,
+        text,
+        secrets: secrets.into_iter().cloned().collect(),
+    };
+    vec![
+        p(
+            "pem-private-key",
+            format!(
+                "-----BEGIN OPENSSH PRIVATE KEY-----\n{}\n{}\n-----END OPENSSH PRIVATE KEY-----",
+                v[14], v[15]
+            ),
+            vec![&v[14], &v[15]],
+        ),
+        p(
+            "pem-certificate",
+            format!(
+                "-----BEGIN CERTIFICATE-----\n{}\n-----END CERTIFICATE-----",
+                v[16]
+            ),
+            vec![&v[16]],
+        ),
+        p(
+            "kubeconfig-client-key-data",
+            format!("    client-key-data: {}", v[17]),
+            vec![&v[17]],
+        ),
+        p(
+            "kubeconfig-client-certificate-data",
+            format!("    client-certificate-data: {}", v[18]),
+            vec![&v[18]],
+        ),
+        p("token", format!("  token: {}", v[19]), vec![&v[19]]),
+        p("password", format!("password = {}", v[20]), vec![&v[20]]),
+        p(
+            "env-secret",
+            format!("export HF_TOKEN={} && run", v[21]),
+            vec![&v[21]],
+        ),
+        p(
+            "bearer-token",
+            format!("curl -H 'Authorization: Bearer {}' https://api", v[22]),
+            vec![&v[22]],
+        ),
+        p(
+            "basic-auth",
+            format!("Authorization: Basic {}=", v[23]),
+            vec![&v[23]],
+        ),
+        p(
+            "github-token",
+            format!("cloning with {ghp} now"),
+            vec![&ghp],
+        ),
+        p("github-token", format!("pat={pat};"), vec![&pat]),
+        p(
+            "aws-access-key-id",
+            format!("key id {asia} in use"),
+            vec![&asia],
+        ),
+        p(
+            "aws-secret-access-key",
+            format!("aws_secret_access_key = {b64_40}"),
+            vec![&b64_40],
+        ),
+        p(
+            "aws-secret-access-key",
+            format!("{akia},{csv_secret}"),
+            vec![&akia, &csv_secret],
+        ),
+        p(
+            "url-credentials",
+            format!("dsn postgres://lab:{}@db.internal:5432/gpu", v[24]),
+            vec![&v[24]],
+        ),
+        p("token", format!("    token: {repeated}"), vec![&repeated]),
+        p(
+            "repeated-secret",
+            format!("retry {repeated} later"),
+            vec![&repeated],
+        ),
+    ]
+}
+
+/// Files a plant may land in: ones no claim reads as evidence, and new ones.
+const TARGETS: &[&str] = &[
+    "cluster/daemonsets.json",
+    "manifests/hami-share-b.yaml",
+    "probe/hami-share-b.stderr",
+    "host/env.txt",
+    "logs/install.log",
+    "kubeconfig.yaml",
+    "notes/aws.ini",
+];
+
+fn gz_bytes(bytes: &[u8]) -> Vec<u8> {
+    use std::io::Write;
+    let mut g = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    g.write_all(bytes).unwrap();
+    g.finish().unwrap()
+}
+
+/// Every byte a reader of the bundle can reach: the tar stream, and each gzip file inside it
+/// decompressed.
+fn reachable_bytes(tgz: &Path) -> Vec<u8> {
+    use std::io::Read;
+    let mut all = gunzip(tgz);
+    for (name, bytes) in files(tgz) {
+        if bytes.starts_with(&[0x1f, 0x8b]) {
+            let mut plain = Vec::new();
+            flate2::read::MultiGzDecoder::new(bytes.as_slice())
+                .read_to_end(&mut plain)
+                .unwrap_or_else(|e| panic!("{name} in the bundle does not decompress: {e}"));
+            all.extend(plain);
+        }
+    }
+    all
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::test_runner::Config { cases: 24, ..Default::default() })]
+
+    /// Every kind planted at random lines of random files (some of them gzip-compressed
+    /// afterwards): no 8-byte run of any planted value survives anywhere in the bundle.
+    #[test]
+    fn every_kind_planted_anywhere_is_gone_from_every_decompressed_byte(
+        values in proptest::collection::vec("[A-Za-z0-9]{24}", 25),
+        places in proptest::collection::vec(
+            (proptest::sample::select(TARGETS), proptest::prelude::any::<proptest::sample::Index>()),
+            17,
+        ),
+        gzipped in proptest::collection::vec(proptest::prelude::any::<bool>(), TARGETS.len()),
+    ) {
+        let dir = tempfile::tempdir().unwrap();
+        copy_tree(&data("cluster-run"), dir.path());
+        let plants = plants(&values);
+        // PEM blocks are planted last, and never inside another, so no plant lands inside one
+        // (and is named by the block's kind instead of its own).
+        let mut order: Vec<(&Plant, &(&str, proptest::sample::Index))> = plants.iter().zip(&places).collect();
+        order.sort_by_key(|(p, _)| p.kind.starts_with("pem-"));
+        for (plant, (target, at)) in order {
+            let path = dir.path().join(target);
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            let old = std::fs::read_to_string(&path).unwrap_or_default();
+            let mut lines: Vec<&str> = old.lines().collect();
+            let mut i = at.index(lines.len() + 1);
+            // Never inside a PEM block planted before: move past its END line.
+            let open = lines[..i].iter().rposition(|l| l.starts_with("-----BEGIN"));
+            let close = lines[..i].iter().rposition(|l| l.starts_with("-----END"));
+            if open.is_some() && (close.is_none() || close < open) {
+                i += lines[i..].iter().position(|l| l.starts_with("-----END")).map_or(0, |p| p + 1);
+            }
+            lines.insert(i, &plant.text);
+            std::fs::write(&path, lines.join("\n") + "\n").unwrap();
+        }
+        for (target, gz) in TARGETS.iter().zip(&gzipped) {
+            let path = dir.path().join(target);
+            if *gz && path.exists() {
+                let bytes = std::fs::read(&path).unwrap();
+                std::fs::remove_file(&path).unwrap();
+                std::fs::write(dir.path().join(format!("{target}.gz")), gz_bytes(&bytes)).unwrap();
+            }
+        }
+        let out = tempfile::tempdir().unwrap();
+        let tgz = pack(dir.path(), out.path());
+        let reachable: std::collections::HashSet<&[u8]> = {
+            let bytes = reachable_bytes(&tgz);
+            let leaked: Vec<u8> = bytes;
+            // Leaked on purpose for the test's lifetime: the set borrows it.
+            let leaked: &'static [u8] = Box::leak(leaked.into_boxed_slice());
+            leaked.windows(8).collect()
+        };
+        for plant in &plants {
+            for secret in &plant.secrets {
+                for window in secret.as_bytes().windows(8) {
+                    proptest::prop_assert!(
+                        !reachable.contains(window),
+                        "{} value {} survived (its bytes {:?})",
+                        plant.kind,
+                        secret,
+                        String::from_utf8_lossy(window)
+                    );
+                }
+            }
+        }
+        let summary: evidence_pack::model::Summary =
+            serde_json::from_slice(&files(&tgz)["summary.json"]).unwrap();
+        let kinds: BTreeSet<&str> = summary.redactions.iter().map(|r| r.kind.as_str()).collect();
+        for plant in &plants {
+            proptest::prop_assert!(kinds.contains(plant.kind), "{} not listed: {:?}", plant.kind, kinds);
+        }
+    }
+}

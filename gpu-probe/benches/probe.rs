@@ -1,7 +1,8 @@
 //! Benchmark: wall time of `gpu-probe all` against CUDA + NVML initialisation alone, on the same
-//! GPU, and the number of allocation calls of the cap search. Run with `cargo bench -p gpu-probe`
-//! (or the compiled bench binary with `$GPU_PROBE_BIN` on the GPU machine). Prints SKIPPED
-//! without a GPU.
+//! GPU, and the number of allocation calls of the cap search; with `$HAMI_CORE_LIB`, also the
+//! wall time of `gpu-probe conformance` on that library (target: the full matrix under 60 s on
+//! one H200). Run with `cargo bench -p gpu-probe` (or the compiled bench binary with
+//! `$GPU_PROBE_BIN` on the GPU machine). Prints SKIPPED without a GPU.
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -70,6 +71,23 @@ fn main() {
                 d.outcome
             );
         }
+    }
+    if let Ok(lib) = std::env::var("HAMI_CORE_LIB") {
+        let t = Instant::now();
+        let out = Command::new(probe_bin())
+            .args(["conformance", "--lib", &lib, "--output", "json"])
+            .output()
+            .expect("gpu-probe runs");
+        let wall = t.elapsed().as_secs_f64();
+        let report: Option<Report> = serde_json::from_slice(&out.stdout).ok();
+        let cells = report
+            .as_ref()
+            .and_then(|r| r.conformance.as_ref())
+            .map_or(0, |c| c.cells.len());
+        println!(
+            "gpu-probe conformance --lib {lib}: {wall:.1}s wall, {cells} cells, {}",
+            report.map_or_else(|| "no report".to_owned(), |r| r.verdict.summary)
+        );
     }
     let size = std::fs::metadata(probe_bin()).map(|m| m.len()).unwrap_or(0);
     println!(

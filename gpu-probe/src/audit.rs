@@ -2,24 +2,28 @@
 //! up to the target (slice × 1.25) and is reported capped / escaped / not applicable, with the bytes
 //! obtained past the slice and the return code (facts §8 lists which paths HAMi-core caps).
 //!
-//! The in-process paths run in the worker (CUDA never runs in the parent); the two process
-//! scenarios — a child started with a cleared environment, and two processes sharing one slice —
-//! are orchestrated by the parent in `probe`. Decisions are pure ([`decide`]).
+//! The in-process paths run in the worker (CUDA never runs in the parent); two processes sharing
+//! one slice are orchestrated by the parent in `probe`. The ways around HAMi-core (a cleared
+//! environment, the region tamper, …) are the audit's bypass group, in `bypass`. Decisions are
+//! pure ([`decide`]).
 
-use std::ffi::c_void;
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
 use crate::cap::{self, DeviceMemory, SearchParams};
 use crate::ffi::cuda::Cuda;
-use crate::ffi::cuda_ext::{ArrayDescriptor, CuPool, CuStream, PropsBuf};
-use crate::report::{AuditOutcome, AuditPath, CudaErrorInfo, MIB, MemInfo, mib};
+use crate::ffi::cuda_ext::{
+    ATTACH_GLOBAL, ArrayDescriptor, CuArray, CuPool, CuStream, GRANULARITY_MINIMUM,
+    allocation_prop_on_device, pool_props_on_device,
+};
+use crate::report::{AuditGroup, AuditOutcome, AuditPath, CudaErrorInfo, MIB, MemInfo, mib};
+use cudarc::driver::sys;
 
-/// CUDA_ERROR_NOT_SUPPORTED.
-const NOT_SUPPORTED: i64 = 801;
-/// Highest CUDA result code in use; anything outside 0..=this (like -1) is not a CUDA error.
-const MAX_CUDA_RESULT: i64 = 999;
+const NOT_SUPPORTED: i64 = sys::CUresult::CUDA_ERROR_NOT_SUPPORTED as i64;
+/// Highest CUDA result code in use (CUDA_ERROR_UNKNOWN); anything outside 0..=this (like -1) is
+/// not a CUDA error.
+const MAX_CUDA_RESULT: i64 = sys::CUresult::CUDA_ERROR_UNKNOWN as i64;
 
 /// What one path did, before the decision.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -66,6 +70,8 @@ pub fn decide(run: &PathRun, slice: Option<u64>) -> AuditPath {
         nonstandard_code,
         calls: run.calls,
         note: String::new(),
+        group: AuditGroup::Allocation,
+        bypass: None,
     };
     if let Some(why) = &run.not_applicable {
         path.note = why.clone();
@@ -139,6 +145,8 @@ pub fn run_paths(
     target: u64,
     nvml_physical: Option<MemInfo>,
     bound: Duration,
+    task: &lab_runner::progress::Task,
+    later_paths: u64,
 ) -> Vec<PathRun> {
     let started = Instant::now();
     let params = |left: Duration| SearchParams {
@@ -164,8 +172,8 @@ pub fn run_paths(
     paths.push(("cuMemAllocAsync", Box::new(Async { cuda, stream })));
     let mut pool: CuPool = std::ptr::null_mut();
     let have_pool = ext.mem_pool_create.is_some_and(|f| {
-        let props = PropsBuf::pinned_on_device(device);
-        // SAFETY: valid out-pointer and a zero-padded props buffer larger than CUmemPoolProps.
+        let props = pool_props_on_device(device);
+        // SAFETY: valid out-pointer and pool properties.
         unsafe { f(&raw mut pool, &raw const props) == 0 }
     });
     paths.push((
@@ -178,6 +186,7 @@ pub fn run_paths(
     ));
     paths.push(("cuArrayCreate_v2", Box::new(Array(cuda))));
 
+    task.set_len(paths.len() as u64 + later_paths);
     for (name, mut mem) in paths {
         let missing = match name {
             "cuMemAllocPitch_v2" => ext.mem_alloc_pitch.is_none(),
@@ -203,11 +212,13 @@ pub fn run_paths(
             None
         };
         if let Some(why) = not_applicable {
+            task.inc(&format!("{name}: not applicable"));
             runs.push(PathRun::not_tried(name, why));
             continue;
         }
         let result = cap::search(mem.as_mut(), params(left), |_| {});
         let all_freed = cap::free_all(mem.as_mut(), &result.handles);
+        task.inc(&format!("{name}: held {} MiB", result.held / MIB));
         runs.push(PathRun {
             path: name.into(),
             not_applicable: None,
@@ -270,13 +281,13 @@ impl DeviceMemory for Managed<'_> {
     fn alloc(&mut self, bytes: u64) -> Result<u64, (i64, String)> {
         let f = self.0.ext.mem_alloc_managed.ok_or_else(missing)?;
         let mut ptr = 0u64;
-        // SAFETY: valid out-pointer; CU_MEM_ATTACH_GLOBAL = 1. Only tried when the card's physical
-        // free memory is well above the whole target.
+        // SAFETY: valid out-pointer. Only tried when the card's physical free memory is well
+        // above the whole target.
         let rc = unsafe {
             f(
                 &raw mut ptr,
                 usize::try_from(bytes).unwrap_or(usize::MAX),
-                1,
+                ATTACH_GLOBAL,
             )
         };
         if rc == 0 {
@@ -377,17 +388,17 @@ impl DeviceMemory for FromPool<'_> {
 
 struct Vmm<'a> {
     cuda: &'a Cuda,
-    props: PropsBuf,
+    props: sys::CUmemAllocationProp,
     granularity: u64,
 }
 impl<'a> Vmm<'a> {
     fn new(cuda: &'a Cuda, device: i32) -> Self {
-        let props = PropsBuf::pinned_on_device(device);
+        let props = allocation_prop_on_device(device);
         let mut granularity = 2 * MIB as usize;
         if let Some(f) = cuda.ext.mem_get_allocation_granularity {
             let mut g = 0usize;
-            // SAFETY: valid out-pointer and props; CU_MEM_ALLOC_GRANULARITY_MINIMUM = 0.
-            if unsafe { f(&raw mut g, &raw const props, 0) } == 0 && g > 0 {
+            // SAFETY: valid out-pointer and props.
+            if unsafe { f(&raw mut g, &raw const props, GRANULARITY_MINIMUM) } == 0 && g > 0 {
                 granularity = g;
             }
         }
@@ -437,12 +448,12 @@ impl DeviceMemory for Array<'_> {
     fn alloc(&mut self, bytes: u64) -> Result<u64, (i64, String)> {
         let f = self.0.ext.array_create.ok_or_else(missing)?;
         let desc = ArrayDescriptor {
-            width: 16384,
-            height: usize::try_from((bytes / ARRAY_ROW).max(1)).unwrap_or(usize::MAX),
-            format: 0x20, // CU_AD_FORMAT_FLOAT
-            num_channels: 4,
+            Width: 16384,
+            Height: usize::try_from((bytes / ARRAY_ROW).max(1)).unwrap_or(usize::MAX),
+            Format: sys::CUarray_format::CU_AD_FORMAT_FLOAT,
+            NumChannels: 4,
         };
-        let mut array: *mut c_void = std::ptr::null_mut();
+        let mut array: CuArray = std::ptr::null_mut();
         // SAFETY: valid out-pointer and descriptor.
         let rc = unsafe { f(&raw mut array, &raw const desc) };
         if rc == 0 {
@@ -454,7 +465,7 @@ impl DeviceMemory for Array<'_> {
     fn free(&mut self, h: u64) -> Result<(), (i64, String)> {
         let f = self.0.ext.array_destroy.ok_or_else(missing)?;
         // SAFETY: `h` is an array created above.
-        let rc = unsafe { f(h as *mut c_void) };
+        let rc = unsafe { f(h as CuArray) };
         if rc == 0 {
             Ok(())
         } else {

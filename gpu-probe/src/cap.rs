@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use crate::report::{
     CapDevice, CapOutcome, CapStep, CudaErrorInfo, MIB, MemInfo, OomLine, StopReason, mib,
 };
+use crate::report_conformance::SiblingUsage;
 
 /// Device memory as the search sees it.
 pub trait DeviceMemory {
@@ -27,6 +28,54 @@ pub struct SearchParams {
     pub time_bound: Duration,
     /// Treat any failure as a refusal (the audit's paths: HAMi-core's async path returns -1).
     pub any_error_is_refusal: bool,
+}
+
+/// A [`DeviceMemory`] whose every allocation is a progress event: the task's position is the MiB
+/// held (of the search's ceiling), its message what the step asked and got.
+pub struct Watched<'a> {
+    pub inner: &'a mut dyn DeviceMemory,
+    pub task: &'a lab_runner::progress::Task,
+    held: u64,
+}
+
+impl std::fmt::Debug for Watched<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Watched")
+            .field("task", self.task)
+            .field("held", &self.held)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<'a> Watched<'a> {
+    pub fn new(inner: &'a mut dyn DeviceMemory, task: &'a lab_runner::progress::Task) -> Self {
+        Self {
+            inner,
+            task,
+            held: 0,
+        }
+    }
+}
+
+impl DeviceMemory for Watched<'_> {
+    fn alloc(&mut self, bytes: u64) -> Result<u64, (i64, String)> {
+        let result = self.inner.alloc(bytes);
+        match &result {
+            Ok(_) => {
+                self.held += bytes;
+                self.task
+                    .update(self.held / MIB, &format!("+{} MiB held", mib(bytes)));
+            }
+            Err((code, name)) => self.task.update(
+                self.held / MIB,
+                &format!("{} MiB refused: {name} ({code})", mib(bytes)),
+            ),
+        }
+        result
+    }
+    fn free(&mut self, handle: u64) -> Result<(), (i64, String)> {
+        self.inner.free(handle)
+    }
 }
 
 /// Codes that mean "no memory for you": CUDA_ERROR_OUT_OF_MEMORY, and HAMi-core's -1 on some paths.
@@ -138,6 +187,11 @@ pub struct CapEvidence<'a> {
     /// NVML's view of the device at the first refusal, if it was sampled.
     pub nvml_at_refusal: Option<MemInfo>,
     pub device: u32,
+    /// What the context itself costs (the start's used memory less the siblings'); `None` where
+    /// the start's total is not this process's own (an MPS server's view).
+    pub context: Option<u64>,
+    /// Other processes of the container holding part of the slice at the start.
+    pub siblings: &'a [SiblingUsage],
 }
 
 fn m(bytes: u64) -> String {
@@ -155,12 +209,31 @@ pub fn decide(ev: &CapEvidence<'_>) -> (CapOutcome, Vec<String>) {
         m(ev.resolution)
     )];
     if let Some(start) = ev.start {
-        reasons.push(format!(
-            "before the search cuMemGetInfo_v2 said total {}, free {} (the context costs {})",
+        let mut line = format!(
+            "before the search cuMemGetInfo_v2 said total {}, free {}",
             m(start.total),
-            m(start.free),
-            m(start.used)
-        ));
+            m(start.free)
+        );
+        if !ev.siblings.is_empty() {
+            let held: u64 = ev.siblings.iter().map(|s| s.bytes).sum();
+            let who = ev
+                .siblings
+                .iter()
+                .map(|s| format!("pid {}: {}", s.pid, m(s.bytes)))
+                .collect::<Vec<_>>()
+                .join(", ");
+            line.push_str(&format!(
+                "; other processes of this container already held {} of the slice ({who}, from HAMi-core's shared region)",
+                m(held)
+            ));
+        }
+        match ev.context {
+            Some(c) => line.push_str(&format!(" (the context costs {})", m(c))),
+            None => line.push_str(
+                " (that total is the whole card's, not this process's slice, so no context cost is computed from it)",
+            ),
+        }
+        reasons.push(line);
     }
     let ooms: Vec<&OomLine> = ev
         .oom_lines
@@ -312,12 +385,46 @@ pub fn redecide(c: &CapDevice) -> (CapOutcome, Vec<String>) {
         oom_lines: &c.hami_oom_lines,
         nvml_at_refusal: c.nvml_at_first_refusal,
         device: c.index,
+        context: c.context_overhead_bytes,
+        siblings: &c.sibling_usage,
     })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_watched_search_reports_every_step_as_an_event() {
+        use lab_runner::progress::{Event, Progress, Style};
+        #[derive(Clone, Default)]
+        struct Buffer(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+        impl std::io::Write for Buffer {
+            fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+                self.0.lock().unwrap().extend_from_slice(b);
+                Ok(b.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let out = Buffer::default();
+        let progress = Progress::with_writer(Style::Events, Box::new(out.clone()));
+        let task = progress.task("cap device 0", Some(10000), "MiB");
+        let mut dev = SimDevice::new(Some(8000 * MIB), 80_000 * MIB);
+        let r = search(
+            &mut Watched::new(&mut dev, &task),
+            params(10000 * MIB),
+            |_| {},
+        );
+        let text = String::from_utf8(out.0.lock().unwrap().clone()).unwrap();
+        let events: Vec<Event> = text.lines().filter_map(Event::parse).collect();
+        assert_eq!(events.len(), r.steps.len(), "{text}");
+        let last = events.last().unwrap();
+        assert_eq!(last.pos, r.held / MIB);
+        assert!(last.msg.contains("refused"), "{last:?}");
+        assert!(events.iter().any(|e| e.msg == "+1024 MiB held"), "{text}");
+    }
 
     /// A simulated device: `limit` is a HAMi-core-like cap on the sum held (plus `context`), and
     /// `physical_free` the card's real free memory.
@@ -402,7 +509,55 @@ mod tests {
             oom_lines,
             nvml_at_refusal,
             device: 0,
+            context: None,
+            siblings: &[],
         }
+    }
+
+    /// A sibling holding 3 GiB is named as such, and the context's cost is what is left.
+    #[test]
+    fn siblings_usage_is_not_the_contexts_cost() {
+        let result = SearchResult {
+            held: 3976 * MIB,
+            steps: vec![],
+            stopped_because: StopReason::ResolutionReached,
+            first_refusal: None,
+            unexpected: None,
+            handles: vec![],
+        };
+        let siblings = [SiblingUsage {
+            pid: 77,
+            hostpid: 9077,
+            bytes: 3072 * MIB,
+        }];
+        let mut ev = evidence(Some(8000 * MIB), &result, 10_000 * MIB, &[], None);
+        ev.start = Some(MemInfo {
+            total: 8000 * MIB,
+            free: 3892 * MIB,
+            used: 4108 * MIB,
+        });
+        ev.siblings = &siblings;
+        ev.context = Some(1036 * MIB);
+        let (_, reasons) = decide(&ev);
+        let line = reasons
+            .iter()
+            .find(|r| r.starts_with("before the search"))
+            .expect("start line");
+        assert!(
+            line.contains("already held 3072 MiB of the slice (pid 77: 3072 MiB"),
+            "{line}"
+        );
+        assert!(line.contains("the context costs 1036 MiB"), "{line}");
+        assert!(!line.contains("4108 MiB)"), "{line}");
+        ev.context = None;
+        ev.siblings = &[];
+        let (_, reasons) = decide(&ev);
+        assert!(
+            reasons
+                .iter()
+                .any(|r| r.contains("no context cost is computed")),
+            "{reasons:?}"
+        );
     }
 
     fn oom(limit: u64) -> OomLine {

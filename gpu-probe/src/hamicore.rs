@@ -1,6 +1,6 @@
 //! HAMi-core's own log lines, as it writes them to the process's stderr.
 //!
-//! Formats (shared/facts/hami.md §8, real captures in shared/fixtures/hami/h100-hami-core/):
+//! Formats (shared/facts/hami.md §8, real captures in tests/data/h100-hami-core/):
 //! `[HAMI-core ERROR (pid:429 thread=140165051598656 allocator.c:52)]: Device 0 OOM 11280580608 / 8388608000`
 //! `[HAMI-core Msg(418:139924555888448:multiprocess_memory_limit.c:700)]: Cleanup on exit for PID 418`
 

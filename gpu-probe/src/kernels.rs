@@ -41,14 +41,6 @@ DONE:
 }
 ";
 
-fn missing(call: &'static str) -> CuError {
-    CuError {
-        call,
-        code: -2,
-        name: "entry point missing in this driver".into(),
-    }
-}
-
 /// A loaded module with its two kernels; unloaded on drop.
 #[derive(Debug)]
 pub struct Kernels<'a> {
@@ -63,12 +55,12 @@ impl<'a> Kernels<'a> {
         let load = cuda
             .ext
             .module_load_data
-            .ok_or_else(|| missing("cuModuleLoadData"))?;
+            .ok_or_else(|| CuError::missing("cuModuleLoadData"))?;
         let get = cuda
             .ext
             .module_get_function
-            .ok_or_else(|| missing("cuModuleGetFunction"))?;
-        let image = CString::new(PTX).map_err(|_| missing("PTX"))?;
+            .ok_or_else(|| CuError::missing("cuModuleGetFunction"))?;
+        let image = CString::new(PTX).map_err(|_| CuError::missing("PTX"))?;
         let mut module: CuModule = std::ptr::null_mut();
         // SAFETY: NUL-terminated PTX text and a valid out-pointer.
         cuda.check("cuModuleLoadData", unsafe {
@@ -113,7 +105,7 @@ impl<'a> Kernels<'a> {
             .cuda
             .ext
             .launch_kernel
-            .ok_or_else(|| missing("cuLaunchKernel"))?;
+            .ok_or_else(|| CuError::missing("cuLaunchKernel"))?;
         let params_ptr = if params.is_empty() {
             std::ptr::null_mut()
         } else {
@@ -144,7 +136,7 @@ impl<'a> Kernels<'a> {
             .cuda
             .ext
             .ctx_synchronize
-            .ok_or_else(|| missing("cuCtxSynchronize"))?;
+            .ok_or_else(|| CuError::missing("cuCtxSynchronize"))?;
         // SAFETY: no arguments.
         self.cuda.check("cuCtxSynchronize", unsafe { sync() })
     }

@@ -1,7 +1,7 @@
 //! `/proc/<pid>/maps` lines: which files a process has mapped.
 //!
 //! The mechanism check asks whether the preloaded library and the shared region file are mapped in
-//! a process that has initialised CUDA (real capture: shared/fixtures/hami/h100-hami-core/proc-maps-libvgpu.txt).
+//! a process that has initialised CUDA (real capture: tests/data/h100-hami-core/proc-maps-libvgpu.txt).
 
 use std::collections::BTreeSet;
 

@@ -158,6 +158,12 @@ pub fn measure_compute(
     let iters: u32 = 1 << 14;
     let window = 0.5f64;
     let mut windows = Vec::new();
+    // Warm-up: clocks ramp and the limiter's token pool settles before anything is counted.
+    let warm = Instant::now();
+    while warm.elapsed() < Duration::from_millis(500) {
+        k.launch_busy(grid, 256, iters).map_err(|e| e.to_string())?;
+        k.synchronize().map_err(|e| e.to_string())?;
+    }
     let started = Instant::now();
     let mut window_start = Instant::now();
     let mut count = 0u64;
@@ -204,14 +210,17 @@ pub fn measure_compute(
         policy,
         throttling_expected,
         statement,
+        comparison: None,
     })
 }
 
 fn sm_count(cuda: &Cuda, device: u32) -> Option<u32> {
     let f = cuda.ext.device_get_attribute?;
     let mut n = 0;
-    // SAFETY: CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT = 16; valid out-pointer.
-    let rc = unsafe { f(&raw mut n, 16, i32::try_from(device).ok()?) };
+    let attribute =
+        cudarc::driver::sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT;
+    // SAFETY: valid out-pointer; an attribute of this driver's enum.
+    let rc = unsafe { f(&raw mut n, attribute, i32::try_from(device).ok()?) };
     (rc == 0 && n > 0).then(|| u32::try_from(n).ok()).flatten()
 }
 

@@ -5,7 +5,8 @@
 //! per-device usage. Layout (x86_64, versions 1.1 and 1.2): shared/facts/hami.md §11. The probe
 //! reads the file with plain reads, never maps it writable and never registers itself as a slot
 //! (which HAMi's own `shrreg-tool` does). Writers bump a per-slot seqlock to odd while updating
-//! (v1.2), so a slot seen odd is re-read.
+//! (v1.2), so a slot seen odd is re-read. The one place that writes a region is the audit's
+//! region-tamper bypass row (`bypass::tamper`), confined and restored as its doc says.
 
 use std::path::Path;
 
@@ -49,6 +50,13 @@ pub enum RegionError {
     },
     #[error("{path} is corrupt: {what}")]
     Corrupt { path: String, what: String },
+}
+
+/// Where device `device`'s limit (`u64`, bytes) lies in the file. This module never writes; the
+/// region-tamper bypass row (`bypass::tamper`), the one documented writer, uses this offset.
+pub fn limit_offset(device: u32) -> Option<u64> {
+    let d = device as usize;
+    (d < MAX_DEVICES).then(|| (OFF_LIMIT + d * 8) as u64)
 }
 
 /// Reads and parses the region at `path`, re-reading while a slot is mid-update.

@@ -159,13 +159,15 @@ pub fn run(opts: &Options, lib: &str, limit_mib: u64, runner: &dyn Runner) -> Se
             &limit_mib.to_string(),
             "--output",
             "json",
+            "--progress-events",
         ])
-        .timeout(opts.time_bound + Duration::from_secs(180));
+        .timeout(opts.bound(opts.time_bound + Duration::from_secs(180)));
     for (k, v) in &env {
         child = child.env(k, v);
     }
-    let report: Result<Report, String> =
-        runner.run(&child).map_err(|e| e.to_string()).and_then(|o| {
+    let report: Result<Report, String> = probe::run_relaying(runner, &child, &opts.progress)
+        .map_err(|e| e.to_string())
+        .and_then(|o| {
             serde_json::from_str(&o.stdout).map_err(|e| format!("{e}; stderr: {}", o.stderr.trim()))
         });
     let sharing = report
@@ -296,6 +298,12 @@ mod tests {
             worker_exe: "gpu-probe".into(),
             compute_seconds: 1.0,
             audit_device: 0,
+            deadline: None,
+            sm_band_pct: crate::probe::DEFAULT_SM_BAND_PCT,
+            baseline_kps: None,
+            physical_free_mib: None,
+            progress: lab_runner::progress::Progress::hidden(),
+            bypass: crate::bypass::BypassOptions::default(),
         };
         let fake = lab_runner::RecordingRunner::new(&[]);
         let t = run(&opts, "/nonexistent/libvgpu.so", 8000, &fake);

@@ -2,7 +2,7 @@
 //! when it exists, keep its raw output, and parse the rows.
 //!
 //! Inside a HAMi pod nvidia-smi is itself intercepted, so its totals show the slice; its output can
-//! also carry HAMi-core `Msg` lines (shared/fixtures/hami/h100-hami-core/nvidia-smi-query-slice.csv),
+//! also carry HAMi-core `Msg` lines (tests/data/h100-hami-core/nvidia-smi-query-slice.csv),
 //! which are set aside rather than parsed as CSV.
 
 use lab_runner::{Cmd, Runner};
@@ -12,14 +12,15 @@ use crate::report::{NvidiaSmi, SmiRow};
 
 pub const QUERY: &str = "name,uuid,memory.total,memory.used,memory.free";
 
-/// Runs nvidia-smi through `runner`; `None` when it is not installed.
-pub fn query(runner: &dyn Runner) -> Option<NvidiaSmi> {
+/// Runs nvidia-smi through `runner`, killed past `timeout`; `None` when it is not installed.
+pub fn query(runner: &dyn Runner, timeout: std::time::Duration) -> Option<NvidiaSmi> {
     if !runner.exists("nvidia-smi") {
         return None;
     }
     let cmd = Cmd::new("nvidia-smi")
         .arg(format!("--query-gpu={QUERY}"))
-        .arg("--format=csv");
+        .arg("--format=csv")
+        .timeout(timeout);
     let command = cmd.to_string();
     match runner.run(&cmd) {
         Ok(out) => {
@@ -42,6 +43,17 @@ pub fn query(runner: &dyn Runner) -> Option<NvidiaSmi> {
             hami_core_lines: Vec::new(),
         }),
     }
+}
+
+/// `nvidia-smi -L` (GPUs and MIG devices), raw; `None` when nvidia-smi is missing or fails.
+pub fn list(runner: &dyn Runner, timeout: std::time::Duration) -> Option<String> {
+    if !runner.exists("nvidia-smi") {
+        return None;
+    }
+    let out = runner
+        .run(&Cmd::new("nvidia-smi").arg("-L").timeout(timeout))
+        .ok()?;
+    out.success().then_some(out.stdout)
 }
 
 /// Parses the CSV (with header and units, or `noheader,nounits`), returning rows and the HAMi-core
@@ -114,7 +126,13 @@ mod tests {
 
     #[test]
     fn missing_nvidia_smi_gives_none() {
-        assert!(query(&RecordingRunner::new(&[])).is_none());
+        assert!(
+            query(
+                &RecordingRunner::new(&[]),
+                std::time::Duration::from_secs(5)
+            )
+            .is_none()
+        );
     }
 
     #[test]
@@ -126,7 +144,7 @@ mod tests {
             &hami_fixture("h100-hami-core/nvidia-smi-query-slice.csv"),
             "",
         );
-        let smi = query(&fake).expect("present");
+        let smi = query(&fake, std::time::Duration::from_secs(5)).expect("present");
         assert_eq!(smi.exit_code, Some(0));
         assert!(smi.stdout.contains("8000 MiB"));
         assert_eq!(smi.rows.len(), 1);

@@ -12,6 +12,8 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
+use lab_runner::progress::Progress;
+
 use crate::cap::{self, DeviceMemory, SearchParams, SearchResult};
 use crate::ffi::cuda::Cuda;
 use crate::ffi::nvml::Nvml;
@@ -45,6 +47,27 @@ pub struct WorkerSpec {
     /// `compute`: the busy kernel on device 0 for this long.
     #[serde(default)]
     pub compute: Option<ComputeSpec>,
+    /// The cap search's ceiling on a device without an expected slice (default: the device's
+    /// memory). Keeps the search from taking a whole unlimited card beside limited ones.
+    #[serde(default)]
+    pub unlimited_ceiling_bytes: Option<u64>,
+    /// `conformance`: one call the tracker reports trouble with ([`crate::robustness::PROBES`]).
+    #[serde(default)]
+    pub robustness: Option<String>,
+    /// The worker ends itself (SIGALRM) after this many seconds: a worker stuck inside the
+    /// library (a semaphore, a lock) must not outlive a parent that was killed.
+    #[serde(default)]
+    pub alarm_secs: Option<u64>,
+}
+
+/// Ends this process after `secs` seconds, whatever it is doing (the default action of
+/// SIGALRM); the backstop for children that outlive their parent's bound.
+pub fn end_after(secs: u64) {
+    let secs = u32::try_from(secs).unwrap_or(u32::MAX);
+    // SAFETY: alarm(2) only schedules a signal; no memory is touched.
+    unsafe {
+        libc::alarm(secs);
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -53,6 +76,16 @@ pub struct AuditSpec {
     pub slice_bytes: Option<u64>,
     pub target_bytes: u64,
     pub time_bound_ms: u64,
+    /// The card's physical free memory, when the caller knows it and NVML here is virtualized
+    /// (lets the managed-memory path be tried safely).
+    #[serde(default)]
+    pub physical_free_bytes: Option<u64>,
+    /// Paths the parent runs after the worker (counted in the audit's progress).
+    #[serde(default)]
+    pub later_paths: u64,
+    /// Skip the in-process paths (`audit --rows bypass`).
+    #[serde(default)]
+    pub skip_paths: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -83,6 +116,22 @@ pub struct WorkerOutput {
     pub overhead: Option<crate::report::OverheadSection>,
     #[serde(default)]
     pub compute: Option<Result<crate::report::ComputeSection, String>>,
+    /// The worker's own pid (HAMi-core's region slots name processes by it).
+    #[serde(default)]
+    pub pid: u32,
+    /// NVML's process lists per device, taken while the worker's contexts exist.
+    #[serde(default)]
+    pub processes: Vec<DeviceProcesses>,
+    #[serde(default)]
+    pub robustness: Option<crate::robustness::RobustnessRun>,
+}
+
+/// Which processes NVML lists on one device (compute contexts, and CUDA MPS clients).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct DeviceProcesses {
+    pub ordinal: u32,
+    pub compute_pids: Result<Vec<u32>, String>,
+    pub mps_pids: Result<Vec<u32>, String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
@@ -93,6 +142,9 @@ pub struct WorkerDevice {
     pub total_mem: Option<u64>,
     pub mem_info: Option<MemInfo>,
     pub errors: Vec<String>,
+    /// Its primary context was created and made current.
+    #[serde(default)]
+    pub context: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -112,6 +164,9 @@ pub struct WorkerCap {
     pub region_charged_at_peak: Option<u64>,
     pub nvml_at_first_refusal: Option<MemInfo>,
     pub search_seconds: f64,
+    /// Other processes in the shared region holding memory on this device when the search began.
+    #[serde(default)]
+    pub siblings_at_start: Vec<crate::report_conformance::SiblingUsage>,
 }
 
 impl WorkerCap {
@@ -167,7 +222,11 @@ pub fn ceiling_for(
 }
 
 /// Runs the worker and returns its output (never panics on driver errors: they are reported).
-pub fn run(spec: &WorkerSpec) -> WorkerOutput {
+/// The cap search's steps and the audit's paths are events of `progress` (the parent shows them).
+pub fn run(spec: &WorkerSpec, progress: &Progress) -> WorkerOutput {
+    if let Some(secs) = spec.alarm_secs {
+        end_after(secs);
+    }
     let started = Instant::now();
     let mut out = WorkerOutput::default();
     let cuda = match Cuda::load() {
@@ -196,6 +255,8 @@ pub fn run(spec: &WorkerSpec) -> WorkerOutput {
         out.devices.push(open_device(&cuda, ordinal));
     }
     out.init_seconds = started.elapsed().as_secs_f64();
+    out.pid = std::process::id();
+    out.processes = device_processes(&out.devices);
 
     let mapped = std::fs::read_to_string("/proc/self/maps")
         .map(|m| maps::mapped_paths(&m))
@@ -219,15 +280,21 @@ pub fn run(spec: &WorkerSpec) -> WorkerOutput {
     if spec.run_cap {
         let nvml = Nvml::init().ok();
         for dev in &out.devices {
-            if dev.mem_info.is_none() {
+            if !dev.context {
                 continue; // its context could not be created; the device's errors say why
             }
             let expected = spec.expected.get(dev.ordinal as usize).copied().flatten();
-            out.caps
-                .push(cap_device(&cuda, nvml.as_ref(), spec, dev, expected));
+            out.caps.push(cap_device(
+                &cuda,
+                nvml.as_ref(),
+                spec,
+                dev,
+                expected,
+                progress,
+            ));
         }
     }
-    if let Some(a) = &spec.audit
+    if let Some(a) = spec.audit.as_ref().filter(|a| !a.skip_paths)
         && let Some(dev) = out
             .devices
             .iter()
@@ -236,20 +303,30 @@ pub fn run(spec: &WorkerSpec) -> WorkerOutput {
         if let Ok(h) = cuda.device(dev.ordinal) {
             let _ = cuda.enter_primary_context(h);
         }
-        // Physical free memory, only when NVML is not virtualized to the slice.
-        let physical = Nvml::init().ok().and_then(|n| {
-            let m = n
-                .memory(n.handle_by_uuid(dev.uuid.as_deref()?).ok()?)
-                .ok()?;
-            let virtualized = a.slice_bytes.is_some_and(|s| m.total.abs_diff(s) <= MIB);
-            (!virtualized).then_some(m)
+        // Physical free memory: from the caller, else NVML when it is not virtualized.
+        let given = a.physical_free_bytes.map(|free| MemInfo {
+            total: 0,
+            free,
+            used: 0,
         });
+        let physical = given.or_else(|| {
+            Nvml::init().ok().and_then(|n| {
+                let m = n
+                    .memory(n.handle_by_uuid(dev.uuid.as_deref()?).ok()?)
+                    .ok()?;
+                let virtualized = a.slice_bytes.is_some_and(|s| m.total.abs_diff(s) <= MIB);
+                (!virtualized).then_some(m)
+            })
+        });
+        let task = progress.task("audit", None, "paths");
         out.audit_runs = crate::audit::run_paths(
             &cuda,
             a.device,
             a.target_bytes,
             physical,
             Duration::from_millis(a.time_bound_ms),
+            &task,
+            a.later_paths,
         );
     }
     if spec.overhead && out.devices.first().is_some_and(|d| d.mem_info.is_some()) {
@@ -273,12 +350,42 @@ pub fn run(spec: &WorkerSpec) -> WorkerOutput {
             c.hami_injected,
         ));
     }
+    if let Some(probe) = &spec.robustness
+        && out.devices.first().is_some_and(|d| d.context)
+    {
+        if let Ok(h) = cuda.device(0) {
+            let _ = cuda.enter_primary_context(h);
+        }
+        out.robustness = Some(crate::robustness::run(&cuda, 0, probe, &spec.region_path));
+    }
     for dev in &out.devices {
         if let Ok(d) = cuda.device(dev.ordinal) {
             let _ = cuda.release_primary_context(d);
         }
     }
     out
+}
+
+/// NVML's compute and MPS process lists for each opened device.
+fn device_processes(devices: &[WorkerDevice]) -> Vec<DeviceProcesses> {
+    let Ok(nvml) = Nvml::init() else {
+        return Vec::new();
+    };
+    devices
+        .iter()
+        .filter_map(|d| {
+            let h = nvml.handle_by_uuid(d.uuid.as_deref()?).ok()?;
+            let pids = |r: Result<Vec<(u32, u64)>, crate::ffi::nvml::NvmlError>| {
+                r.map(|v| v.into_iter().map(|(pid, _)| pid).collect())
+                    .map_err(|e| e.to_string())
+            };
+            Some(DeviceProcesses {
+                ordinal: d.ordinal,
+                compute_pids: pids(nvml.compute_processes(h)),
+                mps_pids: pids(nvml.mps_processes(h)),
+            })
+        })
+        .collect()
 }
 
 /// `gpu-probe __hold`: holds `bytes` on `device` until `release` exists (or `timeout` passes),
@@ -343,6 +450,7 @@ fn open_device(cuda: &Cuda, ordinal: u32) -> WorkerDevice {
         .ok();
     match cuda.enter_primary_context(handle) {
         Ok(()) => {
+            dev.context = true;
             dev.mem_info = cuda
                 .mem_info()
                 .map_err(|e| dev.errors.push(e.to_string()))
@@ -359,12 +467,42 @@ fn cap_device(
     spec: &WorkerSpec,
     dev: &WorkerDevice,
     expected: Option<u64>,
+    progress: &Progress,
 ) -> WorkerCap {
-    let (ceiling, ceiling_source) = ceiling_for(spec.ceiling_bytes, expected, dev);
+    let (ceiling, ceiling_source) =
+        match (expected, spec.ceiling_bytes, spec.unlimited_ceiling_bytes) {
+            (None, None, Some(c)) => {
+                let card = ceiling_for(None, None, dev).0;
+                let c = if card > 0 { c.min(card) } else { c };
+                (
+                    c,
+                    "no slice on this device: the largest slice here × 1.25".to_owned(),
+                )
+            }
+            _ => ceiling_for(spec.ceiling_bytes, expected, dev),
+        };
     if let Ok(h) = cuda.device(dev.ordinal) {
         let _ = cuda.enter_primary_context(h);
     }
     let start_mem_info = cuda.mem_info().ok();
+    // Who else in the container already holds memory here (their usage is not our context's).
+    let own_pid = i32::try_from(std::process::id()).unwrap_or(-1);
+    let siblings_at_start = region::read_region(Path::new(&spec.region_path))
+        .map(|r| {
+            r.procs
+                .iter()
+                .filter(|p| p.pid != 0 && p.pid != own_pid)
+                .filter_map(|p| {
+                    let bytes = p.used.get(dev.ordinal as usize)?.total;
+                    (bytes > 0).then_some(crate::report_conformance::SiblingUsage {
+                        pid: p.pid,
+                        hostpid: p.hostpid,
+                        bytes,
+                    })
+                })
+                .collect()
+        })
+        .unwrap_or_default();
     let params = SearchParams {
         ceiling,
         resolution: spec.resolution_bytes.max(MIB / 2),
@@ -374,13 +512,34 @@ fn cap_device(
     };
     let mut memory = CudaMemory(cuda);
     let mut nvml_at_first_refusal = None;
+    let task = progress.task(
+        &format!("cap device {}", dev.ordinal),
+        Some(ceiling / MIB),
+        "MiB",
+    );
     let t = Instant::now();
-    let result = cap::search(&mut memory, params, |_held| {
-        nvml_at_first_refusal = nvml.and_then(|n| {
-            let h = n.handle_by_uuid(dev.uuid.as_deref()?).ok()?;
-            n.memory(h).ok()
-        });
-    });
+    let result = cap::search(
+        &mut cap::Watched::new(&mut memory, &task),
+        params,
+        |_held| {
+            nvml_at_first_refusal = nvml.and_then(|n| {
+                let h = n.handle_by_uuid(dev.uuid.as_deref()?).ok()?;
+                n.memory(h).ok()
+            });
+        },
+    );
+    let why = serde_json::to_value(result.stopped_because)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_owned))
+        .unwrap_or_default();
+    task.finish_at(
+        result.held / MIB,
+        &format!(
+            "held {} MiB in {} calls ({why})",
+            result.held / MIB,
+            result.steps.len()
+        ),
+    );
     let search_seconds = t.elapsed().as_secs_f64();
     // At the peak, what does HAMi-core's region charge the container for this device?
     let region_charged_at_peak = region::read_region(Path::new(&spec.region_path))
@@ -404,6 +563,7 @@ fn cap_device(
         region_charged_at_peak,
         nvml_at_first_refusal,
         search_seconds,
+        siblings_at_start,
     }
 }
 
@@ -499,8 +659,11 @@ mod tests {
             audit: None,
             overhead: false,
             compute: None,
+            unlimited_ceiling_bytes: None,
+            robustness: None,
+            alarm_secs: None,
         };
-        let out = run(&spec);
+        let out = run(&spec, &Progress::hidden());
         if out.error.is_none() {
             assert!(
                 out.cuda_driver_version.is_some(),

@@ -92,3 +92,129 @@ fn overhead_and_compute_reports_parse() {
     let c = load("h100-bare-compute-5s.json").compute.expect("compute");
     assert!(!c.windows.is_empty());
 }
+
+/// Under real CUDA MPS on the H200: the reports re-decide the same from their own numbers, the
+/// method is MPS, and no context cost is made of the card's total.
+#[test]
+fn real_mps_reports_redecide_as_mps() {
+    use gpu_probe::report_conformance::SharingMethod;
+    for name in [
+        "mps/mps-env-limit-8000.json",
+        "mps/mps-daemon-limit-6000.json",
+    ] {
+        let r = load(name);
+        assert_eq!(r.verdict.outcome, Outcome::Verified, "{name}");
+        assert_eq!(
+            r.method.as_ref().map(|m| m.method),
+            Some(SharingMethod::CudaMps),
+            "{name}"
+        );
+        let v = &r.view.as_ref().expect("view").devices[0];
+        assert_eq!(
+            gpu_probe::view::decide_mps(v).0,
+            ViewOutcome::ShowsSlice,
+            "{name}"
+        );
+        let c = &r.cap.as_ref().expect("cap").devices[0];
+        assert_eq!(redecide(c).0, CapOutcome::Enforced, "{name}");
+        assert_eq!(c.context_overhead_bytes, None);
+        assert!(c.held_bytes <= r.expected[0].bytes);
+    }
+    // Re-run with the check that connects to the socket: the daemon that quit left its socket
+    // behind (pipe-directory-after-quit.txt), and it is no longer taken for a running one.
+    let bare = load("mps/bare-after-mps-expect-8000.json");
+    assert_eq!(bare.verdict.outcome, Outcome::NotVerified);
+    let m = bare.method.as_ref().expect("method");
+    assert_eq!(m.method, SharingMethod::None);
+    assert!(
+        m.evidence
+            .iter()
+            .all(|e| !e.contains("control daemon is running")),
+        "{:?}",
+        m.evidence
+    );
+    // The client with its own limit: MPS, named from NVML's client list.
+    let client = load("mps/mps-env-limit-8000.json");
+    assert_eq!(client.verdict.outcome, Outcome::Verified);
+    let mps = client
+        .method
+        .as_ref()
+        .and_then(|m| m.mps.clone())
+        .expect("mps facts");
+    assert_eq!(mps.client_connected, Some(true));
+}
+
+/// The conformance reports: every cell that failed its claim is a failed check, every check is
+/// a cell, and the revisions measured here are the ones the README names.
+#[test]
+fn real_conformance_reports_hold_together() {
+    use gpu_probe::report::CheckStatus;
+    use gpu_probe::report_conformance::CellOutcome;
+    for rev in ["8f3a89c", "5091a2f", "ecbf908", "c0f9da6"] {
+        let r = load(&format!("conformance/{rev}-1gpu.json"));
+        let c = r.conformance.as_ref().expect("conformance");
+        assert_eq!(c.revision.as_deref(), Some(rev));
+        assert!(c.all_freed, "{rev}");
+        for cell in &c.cells {
+            let check = r
+                .checks
+                .iter()
+                .find(|k| k.id == format!("conformance.{}", cell.id));
+            match cell.outcome {
+                CellOutcome::NotApplicable => assert!(check.is_none(), "{rev} {}", cell.id),
+                o if o.is_failure() => {
+                    assert_eq!(
+                        check.map(|k| k.status),
+                        Some(CheckStatus::Failed),
+                        "{rev} {}",
+                        cell.id
+                    )
+                }
+                _ => assert!(check.is_some(), "{rev} {}", cell.id),
+            }
+        }
+        assert_eq!(
+            r.verdict.outcome,
+            Outcome::NotVerified,
+            "{rev}: escapes fail it"
+        );
+    }
+    // The newest and the v2.9 core agree cell by cell on memory.
+    let new = load("conformance/8f3a89c-1gpu.json");
+    let old = load("conformance/5091a2f-1gpu.json");
+    let outcome = |r: &Report, id: &str| {
+        r.conformance
+            .as_ref()
+            .and_then(|c| c.cells.iter().find(|x| x.id == id))
+            .map(|x| x.outcome)
+    };
+    for id in [
+        "limit.typical",
+        "path.cuMemAllocFromPoolAsync",
+        "path.cuArrayCreate_v2",
+        "spelling.08g",
+        "sharing.two-processes",
+    ] {
+        assert_eq!(outcome(&new, id), outcome(&old, id), "{id}");
+    }
+}
+
+/// `compute` under /etc/ld.so.preload with its own baseline: the check follows the band.
+#[test]
+fn real_sm_limit_reports_fail_outside_their_band() {
+    use gpu_probe::report::CheckStatus;
+    for name in [
+        "compute/preload-compute-sm50-run1.json",
+        "compute/preload-compute-sm50-run2.json",
+    ] {
+        let r = load(name);
+        let c = r.compute.as_ref().expect("compute");
+        let cmp = c.comparison.as_ref().expect("comparison");
+        assert!(!cmp.within_band, "{name}: {}", cmp.ratio);
+        let check = r.checks.iter().find(|k| k.id == "compute").expect("check");
+        assert_eq!(check.status, CheckStatus::Failed);
+        assert!(
+            (cmp.ratio - c.kernels_per_second_mean / cmp.baseline_kernels_per_second).abs() < 1e-9
+        );
+    }
+}

@@ -1,27 +1,25 @@
-//! Apply a [`Plan`]: validate every rendered file first, then run the steps in order with
-//! timestamped backups and atomic writes; if a restarted service does not come back in time,
-//! restore every backup byte for byte and restart it again.
+//! Apply a [`Plan`]: validate every rendered file and check that no file changed since it was
+//! planned, then run the steps in order with timestamped backups and atomic writes; if any step
+//! fails, restore every backup byte for byte (and restart a service restarted by this run).
 //!
-//! Every command goes through `lab_runner::Runner`; every path through [`HostRoot`]. When the
-//! root is not the running system (`--root DIR`), commands that change the running system
-//! (apt, installer, systemctl) are skipped and reported, and only the files under DIR change.
+//! Every command comes from [`crate::actions::actions`], the same function `--dry-run` prints;
+//! every path goes through [`HostRoot`] (symbolic links resolved inside the root: the target is
+//! edited, the link kept). When the root is not the running system (`--root DIR`), commands that
+//! change the running system (apt, installer, systemctl) are skipped and reported, and only the
+//! files under DIR change.
 
+use std::borrow::Cow;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use lab_runner::{Cmd, Runner};
+use lab_runner::Runner;
 
-use crate::containerd;
+use crate::actions::{self, Action};
 use crate::fsio::{self, Backup, Owner};
 use crate::k3s;
-use crate::plan::{Check, FileChange, Plan, Readiness, Step};
-use crate::root::HostRoot;
-
-/// NVIDIA's apt key and list (facts §6).
-pub const TOOLKIT_KEY_URL: &str = "https://nvidia.github.io/libnvidia-container/gpgkey";
-pub const TOOLKIT_LIST_URL: &str =
-    "https://nvidia.github.io/libnvidia-container/stable/deb/nvidia-container-toolkit.list";
-pub const K3S_INSTALLER_URL: &str = "https://get.k3s.io";
+use crate::plan::{FileChange, Plan, Readiness, Step};
+use crate::root::{HostRoot, Unreadable};
+use crate::validate::{self, Validation, Validators};
 
 /// How to apply.
 #[derive(Debug, Clone)]
@@ -31,8 +29,8 @@ pub struct ApplyOptions {
     /// How many times readiness is polled, and the pause between polls.
     pub wait_attempts: u32,
     pub poll_interval: Duration,
-    /// The containerd binary that validates containerd configs (`None`: skip, and say so).
-    pub containerd_bin: Option<String>,
+    /// What validates rendered files when the plan was not validated yet.
+    pub validators: Validators,
     /// Suffix of backup files (a UTC timestamp).
     pub stamp: String,
 }
@@ -43,6 +41,7 @@ pub struct Report {
     pub written: Vec<(String, Option<PathBuf>)>,
     pub ran: Vec<String>,
     pub skipped: Vec<String>,
+    /// How each written file was validated.
     pub notes: Vec<String>,
 }
 
@@ -53,6 +52,12 @@ pub enum ApplyError {
     Blocked(String),
     #[error("{path}: the rendered file is invalid, nothing was written: {why}")]
     Invalid { path: String, why: String },
+    #[error("{0}; nothing was written")]
+    Unreadable(Unreadable),
+    #[error(
+        "{path} changed after the plan was made ({what}); nothing was written. Fix: run host-setup again, so it plans from the file as it is now"
+    )]
+    ChangedSincePlan { path: String, what: String },
     #[error(transparent)]
     Fs(#[from] fsio::FsError),
     #[error(transparent)]
@@ -64,15 +69,21 @@ pub enum ApplyError {
          Look at `journalctl -u {unit}` for the cause"
     )]
     RolledBack { unit: String, why: String },
-    #[error(
-        "{unit} did not come back ready ({why}) and restoring failed: {restore}. Backups: {backups}"
-    )]
+    #[error("{why}; every file this run had written was restored byte for byte ({restored})")]
+    Restored { why: String, restored: String },
+    #[error("{why}, and restoring failed: {restore}. Backups: {backups}")]
     RestoreFailed {
-        unit: String,
         why: String,
         restore: String,
         backups: String,
     },
+}
+
+/// What was changed so far, so a failure can undo it.
+#[derive(Debug, Default)]
+struct Undo {
+    backups: Vec<Backup>,
+    restarted: Vec<String>,
 }
 
 /// Applies the plan. `progress` receives one line per action (shown on stderr by the CLI).
@@ -83,6 +94,8 @@ pub fn apply<R: Runner + ?Sized>(
     opts: &ApplyOptions,
     progress: &mut dyn FnMut(&str),
 ) -> Result<Report, ApplyError> {
+    // Phase 1: every rendered file validated, and no input changed since it was planned.
+    let plan = validated(plan, runner, root, &opts.validators);
     if !plan.blockers.is_empty() {
         let text = plan
             .blockers
@@ -93,162 +106,267 @@ pub fn apply<R: Runner + ?Sized>(
         return Err(ApplyError::Blocked(text));
     }
     let mut report = Report::default();
-
-    // Phase 1: render and validate every file before writing any.
-    for ps in &plan.steps {
-        if let Step::WriteFile(f) = &ps.step {
-            validate(f, plan, runner, root, opts, &mut report)?;
+    for f in write_files(&plan) {
+        match &f.validation {
+            Some(Validation::Invalid { why }) => {
+                return Err(ApplyError::Invalid {
+                    path: f.path.clone(),
+                    why: why.clone(),
+                });
+            }
+            Some(v) => report.notes.push(format!("{}: {}", f.path, v.describe())),
+            None => {}
         }
+        check_unchanged(f, root)?;
     }
 
-    // Phase 2: run the steps.
-    let mut backups: Vec<Backup> = Vec::new();
+    // Phase 2: run the steps; any failure undoes what was done.
+    let mut undo = Undo::default();
     for ps in &plan.steps {
-        match &ps.step {
-            Step::WriteFile(f) => {
-                let path = root
-                    .path(Path::new(&f.path))
-                    .map_err(|e| ApplyError::Step(e.to_string()))?;
-                let backup = fsio::backup(&path, &opts.stamp)?;
-                let owner = match &backup.old {
-                    Some((_, o)) => *o,
-                    None => Owner {
-                        mode: f.mode,
-                        ..parent_owner(&path)
-                    },
-                };
-                fsio::write_atomic(&path, f.after.as_bytes(), owner)?;
-                progress(&format!(
-                    "wrote {}{}",
-                    f.path,
-                    backup
-                        .copy
-                        .as_ref()
-                        .map(|c| format!(" (backup: {})", c.display()))
-                        .unwrap_or_default()
-                ));
-                report.written.push((f.path.clone(), backup.copy.clone()));
-                backups.push(backup);
-            }
-            Step::AddToolkitRepo { keyring, list } => {
-                if skip(opts, "add NVIDIA's apt repository", &mut report, progress) {
-                    continue;
-                }
-                add_toolkit_repo(runner, root, keyring, list, opts, &mut report, progress)?;
-            }
-            Step::InstallToolkit { packages } => {
-                if skip(opts, "apt-get install the toolkit", &mut report, progress) {
-                    continue;
-                }
-                run(
-                    runner,
-                    &Cmd::new("apt-get")
-                        .arg("update")
-                        .env("DEBIAN_FRONTEND", "noninteractive"),
-                    &mut report,
-                    progress,
-                )?;
-                run(
-                    runner,
-                    &Cmd::new("apt-get")
-                        .args(["install", "-y", "--no-install-recommends"])
-                        // A pinned version may be older than the installed one.
-                        .args(
-                            packages
-                                .iter()
-                                .any(|p| p.contains('='))
-                                .then_some("--allow-downgrades"),
-                        )
-                        .args(packages.iter().cloned())
-                        .env("DEBIAN_FRONTEND", "noninteractive"),
-                    &mut report,
-                    progress,
-                )?;
-            }
-            Step::InstallK3s { version } => {
-                if skip(opts, "run the k3s installer", &mut report, progress) {
-                    continue;
-                }
-                let mut cmd = Cmd::new("sh").args([
-                    "-c",
-                    &format!("curl -sfL {K3S_INSTALLER_URL} | sh -s - server"),
-                ]);
-                if let Some(v) = version {
-                    cmd = cmd.env("INSTALL_K3S_VERSION", v);
-                }
-                run(runner, &cmd, &mut report, progress)?;
-            }
-            Step::RestartService { unit } => {
-                if skip(
-                    opts,
-                    &format!("systemctl restart {unit}"),
-                    &mut report,
-                    progress,
-                ) {
-                    continue;
-                }
-                let restarted = run(runner, &restart_cmd(unit), &mut report, progress);
-                if let Err(e) = restarted {
-                    return Err(roll_back(unit, &e.to_string(), &backups, runner, progress));
-                }
-            }
-            Step::WaitReady { target, .. } => {
-                if skip(opts, "wait for readiness", &mut report, progress) {
-                    continue;
-                }
-                if let Err(why) = wait_ready(*target, runner, opts, progress) {
-                    let unit = match target {
-                        Readiness::K3sNode => "k3s",
-                        Readiness::Containerd => "containerd",
-                    };
-                    let restarted_here = plan
-                        .steps
-                        .iter()
-                        .any(|s| matches!(&s.step, Step::RestartService { unit: u } if u == unit));
-                    if restarted_here {
-                        return Err(roll_back(unit, &why, &backups, runner, progress));
-                    }
-                    return Err(ApplyError::Step(format!(
-                        "{unit} did not become ready: {why}; look at `journalctl -u {unit}`"
-                    )));
-                }
-            }
-            Step::CopyKubeconfig { uid, gid, dest, .. } => {
-                copy_kubeconfig(root, *uid, *gid, dest, opts, &mut report, progress)?;
-            }
+        let done = run_step(
+            &ps.step,
+            &plan,
+            runner,
+            root,
+            opts,
+            &mut report,
+            &mut undo,
+            progress,
+        );
+        if let Err(e) = done {
+            return Err(undo_all(e, &undo, runner, progress));
         }
     }
     Ok(report)
 }
 
-fn skip(
-    opts: &ApplyOptions,
-    what: &str,
-    report: &mut Report,
-    progress: &mut dyn FnMut(&str),
-) -> bool {
-    if opts.system {
-        return false;
-    }
-    let line = format!("skipped (--root is not the running system): {what}");
-    progress(&line);
-    report.skipped.push(line);
-    true
-}
-
-fn run<R: Runner + ?Sized>(
+/// The plan with every file validated (validating now what was not validated yet).
+fn validated<'p, R: Runner + ?Sized>(
+    plan: &'p Plan,
     runner: &R,
-    cmd: &Cmd,
-    report: &mut Report,
-    progress: &mut dyn FnMut(&str),
-) -> Result<lab_runner::Output, lab_runner::RunError> {
-    progress(&format!("running {cmd}"));
-    report.ran.push(cmd.to_string());
-    runner.run_checked(cmd)
+    root: &HostRoot,
+    validators: &Validators,
+) -> Cow<'p, Plan> {
+    if write_files(plan).all(|f| f.validation.is_some()) {
+        return Cow::Borrowed(plan);
+    }
+    let mut plan = plan.clone();
+    validate::validate_plan(&mut plan, runner, root, validators);
+    Cow::Owned(plan)
 }
 
-fn restart_cmd(unit: &str) -> Cmd {
-    Cmd::new("systemctl").args(["restart", unit])
+fn write_files(plan: &Plan) -> impl Iterator<Item = &FileChange> {
+    plan.steps.iter().filter_map(|s| match &s.step {
+        Step::WriteFile(f) => Some(f),
+        _ => None,
+    })
+}
+
+/// The file on disk must still be what the plan was made from: same bytes, same link target.
+fn check_unchanged(f: &FileChange, root: &HostRoot) -> Result<PathBuf, ApplyError> {
+    let changed = |what: &str| ApplyError::ChangedSincePlan {
+        path: f.path.clone(),
+        what: what.to_owned(),
+    };
+    let now = root
+        .read_text(Path::new(&f.path))
+        .map_err(ApplyError::Unreadable)?;
+    let real = root
+        .resolve(Path::new(&f.path))
+        .map_err(ApplyError::Unreadable)?;
+    match (&f.before, &now) {
+        (None, Some(_)) => return Err(changed("it did not exist then and does now")),
+        (Some(_), None) => return Err(changed("it existed then and is gone now")),
+        (Some(before), Some(now)) if *before != now.text => {
+            return Err(changed("its content is different"));
+        }
+        _ => {}
+    }
+    let target = real.via_link.map(|p| p.to_string_lossy().into_owned());
+    if f.before.is_some() && target != f.link_target {
+        return Err(changed("its symbolic link leads somewhere else now"));
+    }
+    Ok(real.real)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn run_step<R: Runner + ?Sized>(
+    step: &Step,
+    plan: &Plan,
+    runner: &R,
+    root: &HostRoot,
+    opts: &ApplyOptions,
+    report: &mut Report,
+    undo: &mut Undo,
+    progress: &mut dyn FnMut(&str),
+) -> Result<(), ApplyError> {
+    match step {
+        Step::WriteFile(f) => write_file(f, root, opts, report, undo, progress),
+        Step::CopyKubeconfig { uid, gid, dest, .. } => {
+            copy_kubeconfig(root, *uid, *gid, dest, opts, report, undo, progress)
+        }
+        _ => {
+            let keyring_path = |host: &str| {
+                root.path(Path::new(host))
+                    .map_or_else(|_| host.to_owned(), |p| p.to_string_lossy().into_owned())
+            };
+            for action in actions::actions(step, opts.poll_interval, &keyring_path) {
+                if !opts.system {
+                    let line = format!(
+                        "skipped (--root is not the running system): {}",
+                        action.describe()
+                    );
+                    progress(&line);
+                    report.skipped.push(line);
+                    continue;
+                }
+                run_action(&action, plan, runner, root, opts, report, undo, progress)?;
+            }
+            Ok(())
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn run_action<R: Runner + ?Sized>(
+    action: &Action,
+    plan: &Plan,
+    runner: &R,
+    root: &HostRoot,
+    opts: &ApplyOptions,
+    report: &mut Report,
+    undo: &mut Undo,
+    progress: &mut dyn FnMut(&str),
+) -> Result<(), ApplyError> {
+    let mut run = |cmd: &lab_runner::Cmd| {
+        progress(&format!("running {cmd}"));
+        report.ran.push(cmd.to_string());
+        runner.run_checked(cmd)
+    };
+    match action {
+        Action::Run(cmd) => {
+            let restart = (cmd.program == "systemctl"
+                && cmd.args.first().is_some_and(|a| a == "restart"))
+            .then(|| cmd.args.get(1).cloned())
+            .flatten();
+            let out = run(cmd);
+            if let Some(unit) = restart {
+                undo.restarted.push(unit.clone());
+                if let Err(e) = out {
+                    return Err(ApplyError::RolledBack {
+                        unit,
+                        why: e.to_string(),
+                    });
+                }
+            } else {
+                out?;
+            }
+            Ok(())
+        }
+        Action::Pipe { source, sink } => {
+            let out = run(source)?;
+            run(&sink.clone().stdin(out.stdout))?;
+            Ok(())
+        }
+        Action::FetchAptList {
+            fetch,
+            keyring,
+            list,
+        } => {
+            let text = run(fetch)?;
+            if !text.stdout.contains("deb https://") {
+                return Err(ApplyError::Step(format!(
+                    "{} did not return an apt list (got {} bytes); check the network and try again",
+                    actions::TOOLKIT_LIST_URL,
+                    text.stdout.len()
+                )));
+            }
+            let path = root
+                .resolve(Path::new(list))
+                .map_err(ApplyError::Unreadable)?
+                .real;
+            let backup = fsio::backup(&path, &opts.stamp)?;
+            let copy = backup.copy.clone();
+            undo.backups.push(backup);
+            fsio::write_atomic(
+                &path,
+                sign_list(&text.stdout, keyring).as_bytes(),
+                Owner {
+                    mode: 0o644,
+                    ..parent_owner(&path)
+                },
+            )?;
+            report.written.push((list.clone(), copy));
+            progress(&format!("wrote {list}"));
+            Ok(())
+        }
+        Action::Poll { probe, target, .. } => {
+            if let Err(why) = wait_ready(*target, probe, runner, opts, progress) {
+                let unit = match target {
+                    Readiness::K3sNode => "k3s",
+                    Readiness::Containerd => "containerd",
+                };
+                let restarted_here = plan
+                    .steps
+                    .iter()
+                    .any(|s| matches!(&s.step, Step::RestartService { unit: u } if u == unit));
+                if restarted_here {
+                    return Err(ApplyError::RolledBack {
+                        unit: unit.to_owned(),
+                        why,
+                    });
+                }
+                return Err(ApplyError::Step(format!(
+                    "{unit} did not become ready: {why}; look at `journalctl -u {unit}`"
+                )));
+            }
+            Ok(())
+        }
+    }
+}
+
+fn write_file(
+    f: &FileChange,
+    root: &HostRoot,
+    opts: &ApplyOptions,
+    report: &mut Report,
+    undo: &mut Undo,
+    progress: &mut dyn FnMut(&str),
+) -> Result<(), ApplyError> {
+    let path = check_unchanged(f, root)?;
+    let backup = fsio::backup(&path, &opts.stamp)?;
+    // The bytes just backed up are the bytes the plan was made from (nothing slipped in between).
+    let backed_up = backup.old.as_ref().map(|(b, _)| b.as_slice());
+    if backed_up != f.before.as_deref().map(str::as_bytes) {
+        return Err(ApplyError::ChangedSincePlan {
+            path: f.path.clone(),
+            what: "its content changed while host-setup was running".to_owned(),
+        });
+    }
+    let owner = match &backup.old {
+        Some((_, o)) => *o,
+        None => Owner {
+            mode: f.mode,
+            ..parent_owner(&path)
+        },
+    };
+    let copy = backup.copy.clone();
+    undo.backups.push(backup);
+    fsio::write_atomic(&path, f.after.as_bytes(), owner)?;
+    let via = f
+        .link_target
+        .as_ref()
+        .map(|t| format!(" (through its symbolic link: {t} edited, the link kept)"))
+        .unwrap_or_default();
+    progress(&format!(
+        "wrote {}{via}{}",
+        f.path,
+        copy.as_ref()
+            .map(|c| format!(" (backup: {})", c.display()))
+            .unwrap_or_default()
+    ));
+    report.written.push((f.path.clone(), copy));
+    Ok(())
 }
 
 fn parent_owner(path: &Path) -> Owner {
@@ -268,56 +386,70 @@ fn parent_owner(path: &Path) -> Owner {
     }
 }
 
-/// Restores every backup (newest first) and restarts the unit again.
-fn roll_back<R: Runner + ?Sized>(
-    unit: &str,
-    why: &str,
-    backups: &[Backup],
+/// Restores every backup (newest first) and restarts again what this run restarted.
+fn undo_all<R: Runner + ?Sized>(
+    err: ApplyError,
+    undo: &Undo,
     runner: &R,
     progress: &mut dyn FnMut(&str),
 ) -> ApplyError {
-    progress(&format!("{unit} is not ready ({why}): restoring backups"));
+    if undo.backups.is_empty() && undo.restarted.is_empty() {
+        return err;
+    }
+    progress(&format!("{err}: restoring backups"));
     let mut failures = Vec::new();
-    for b in backups.iter().rev() {
+    for b in undo.backups.iter().rev() {
         match fsio::restore(b) {
             Ok(()) => progress(&format!("restored {}", b.path.display())),
             Err(e) => failures.push(e.to_string()),
         }
     }
-    progress(&format!("running {}", restart_cmd(unit)));
-    let restart = runner.run_checked(&restart_cmd(unit));
-    if let Err(e) = restart {
-        failures.push(e.to_string());
-    }
-    if failures.is_empty() {
-        ApplyError::RolledBack {
-            unit: unit.to_owned(),
-            why: why.to_owned(),
+    let mut units = undo.restarted.clone();
+    units.dedup();
+    for unit in &units {
+        let cmd = actions::restart_cmd(unit);
+        progress(&format!("running {cmd}"));
+        if let Err(e) = runner.run_checked(&cmd) {
+            failures.push(e.to_string());
         }
-    } else {
-        ApplyError::RestoreFailed {
-            unit: unit.to_owned(),
-            why: why.to_owned(),
+    }
+    if !failures.is_empty() {
+        return ApplyError::RestoreFailed {
+            why: err.to_string(),
             restore: failures.join("; "),
-            backups: backups
+            backups: undo
+                .backups
                 .iter()
                 .filter_map(|b| b.copy.as_ref().map(|c| c.display().to_string()))
                 .collect::<Vec<_>>()
                 .join(", "),
-        }
+        };
+    }
+    match err {
+        e @ ApplyError::RolledBack { .. } => e,
+        other => ApplyError::Restored {
+            why: other.to_string(),
+            restored: undo
+                .backups
+                .iter()
+                .map(|b| b.path.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", "),
+        },
     }
 }
 
 /// Polls readiness; `Err` says what was last seen.
 fn wait_ready<R: Runner + ?Sized>(
     target: Readiness,
+    probe: &lab_runner::Cmd,
     runner: &R,
     opts: &ApplyOptions,
     progress: &mut dyn FnMut(&str),
 ) -> Result<(), String> {
     let mut last = String::from("not checked");
     for attempt in 1..=opts.wait_attempts.max(1) {
-        match readiness_once(target, runner) {
+        match readiness_once(target, probe, runner) {
             Ok(()) => {
                 progress(&format!("{} ready", target_name(target)));
                 return Ok(());
@@ -343,34 +475,20 @@ fn target_name(t: Readiness) -> &'static str {
     }
 }
 
-/// One readiness check (pure over the command output, see [`node_ready`]).
-pub fn readiness_once<R: Runner + ?Sized>(target: Readiness, runner: &R) -> Result<(), String> {
+/// One readiness check: runs the probe (pure over its output, see [`node_ready`]).
+pub fn readiness_once<R: Runner + ?Sized>(
+    target: Readiness,
+    probe: &lab_runner::Cmd,
+    runner: &R,
+) -> Result<(), String> {
+    let out = runner.run(probe).map_err(|e| e.to_string())?;
     match target {
-        Readiness::Containerd => {
-            let out = runner
-                .run(&Cmd::new("systemctl").args(["is-active", "containerd"]))
-                .map_err(|e| e.to_string())?;
-            if out.success() {
-                Ok(())
-            } else {
-                Err(format!("containerd is {}", out.stdout.trim()))
-            }
+        Readiness::Containerd if out.success() => Ok(()),
+        Readiness::Containerd => Err(format!("containerd is {}", out.stdout.trim())),
+        Readiness::K3sNode if !out.success() => {
+            Err(format!("API not answering: {}", out.stderr.trim()))
         }
-        Readiness::K3sNode => {
-            let out = runner
-                .run(&Cmd::new("k3s").args([
-                    "kubectl",
-                    "get",
-                    "nodes",
-                    "-o",
-                    "jsonpath={range .items[*]}{.metadata.name}={.status.conditions[?(@.type==\"Ready\")].status}{\"\\n\"}{end}",
-                ]))
-                .map_err(|e| e.to_string())?;
-            if !out.success() {
-                return Err(format!("API not answering: {}", out.stderr.trim()));
-            }
-            node_ready(&out.stdout)
-        }
+        Readiness::K3sNode => node_ready(&out.stdout),
     }
 }
 
@@ -407,61 +525,7 @@ pub fn sign_list(list: &str, keyring: &str) -> String {
         + "\n"
 }
 
-fn add_toolkit_repo<R: Runner + ?Sized>(
-    runner: &R,
-    root: &HostRoot,
-    keyring: &str,
-    list: &str,
-    opts: &ApplyOptions,
-    report: &mut Report,
-    progress: &mut dyn FnMut(&str),
-) -> Result<(), ApplyError> {
-    let key = run(
-        runner,
-        &Cmd::new("curl").args(["-fsSL", TOOLKIT_KEY_URL]),
-        report,
-        progress,
-    )?;
-    let keyring_path = root
-        .path(Path::new(keyring))
-        .map_err(|e| ApplyError::Step(e.to_string()))?;
-    run(
-        runner,
-        &Cmd::new("gpg")
-            .args(["--dearmor", "--yes", "-o", &keyring_path.to_string_lossy()])
-            .stdin(key.stdout),
-        report,
-        progress,
-    )?;
-    let text = run(
-        runner,
-        &Cmd::new("curl").args(["-fsSL", TOOLKIT_LIST_URL]),
-        report,
-        progress,
-    )?;
-    if !text.stdout.contains("deb https://") {
-        return Err(ApplyError::Step(format!(
-            "{TOOLKIT_LIST_URL} did not return an apt list (got {} bytes); check the network and try again",
-            text.stdout.len()
-        )));
-    }
-    let list_path = root
-        .path(Path::new(list))
-        .map_err(|e| ApplyError::Step(e.to_string()))?;
-    let backup = fsio::backup(&list_path, &opts.stamp)?;
-    fsio::write_atomic(
-        &list_path,
-        sign_list(&text.stdout, keyring).as_bytes(),
-        Owner {
-            mode: 0o644,
-            ..parent_owner(&list_path)
-        },
-    )?;
-    report.written.push((list.to_owned(), backup.copy));
-    progress(&format!("wrote {list}"));
-    Ok(())
-}
-
+#[allow(clippy::too_many_arguments)]
 fn copy_kubeconfig(
     root: &HostRoot,
     uid: u32,
@@ -469,11 +533,13 @@ fn copy_kubeconfig(
     dest: &str,
     opts: &ApplyOptions,
     report: &mut Report,
+    undo: &mut Undo,
     progress: &mut dyn FnMut(&str),
 ) -> Result<(), ApplyError> {
     let source = root
-        .path(Path::new(k3s::KUBECONFIG))
-        .map_err(|e| ApplyError::Step(e.to_string()))?;
+        .resolve(Path::new(k3s::KUBECONFIG))
+        .map_err(ApplyError::Unreadable)?
+        .real;
     let bytes = std::fs::read(&source).map_err(|e| {
         ApplyError::Step(format!(
             "{} cannot be read ({e}); is k3s running? `systemctl status k3s`",
@@ -481,8 +547,9 @@ fn copy_kubeconfig(
         ))
     })?;
     let dest_path = root
-        .path(Path::new(dest))
-        .map_err(|e| ApplyError::Step(e.to_string()))?;
+        .resolve(Path::new(dest))
+        .map_err(ApplyError::Unreadable)?
+        .real;
     if let Some(dir) = dest_path.parent() {
         let created = !dir.exists();
         std::fs::create_dir_all(dir)
@@ -498,6 +565,8 @@ fn copy_kubeconfig(
         }
     }
     let backup = fsio::backup(&dest_path, &opts.stamp)?;
+    let copy = backup.copy.clone();
+    undo.backups.push(backup);
     // Under --root (not the running system) ownership stays with whoever runs host-setup.
     let owner = if opts.system {
         Owner {
@@ -513,188 +582,8 @@ fn copy_kubeconfig(
     };
     fsio::write_atomic(&dest_path, &bytes, owner)?;
     progress(&format!("copied {} to {dest} (0600)", k3s::KUBECONFIG));
-    report.written.push((dest.to_owned(), backup.copy));
+    report.written.push((dest.to_owned(), copy));
     Ok(())
-}
-
-/// Checks one rendered file; containerd roots are loaded by the real containerd if available.
-fn validate<R: Runner + ?Sized>(
-    f: &FileChange,
-    plan: &Plan,
-    runner: &R,
-    root: &HostRoot,
-    opts: &ApplyOptions,
-    report: &mut Report,
-) -> Result<(), ApplyError> {
-    let invalid = |why: String| ApplyError::Invalid {
-        path: f.path.clone(),
-        why,
-    };
-    match f.check {
-        Check::K3sYaml => {
-            let v: serde_yaml_ng::Value =
-                serde_yaml_ng::from_str(&f.after).map_err(|e| invalid(e.to_string()))?;
-            if !v.is_mapping() {
-                return Err(invalid("not a mapping".to_owned()));
-            }
-        }
-        Check::K3sTemplate => {
-            let problems = k3s::template_conflicts(&f.path, &f.after, true);
-            if !problems.is_empty() {
-                return Err(invalid(problems.join("; ")));
-            }
-        }
-        Check::ContainerdDropIn => {
-            containerd::file_version(&f.after, &f.path).map_err(|e| invalid(e.to_string()))?;
-        }
-        Check::ToolkitConfig => crate::toolkit::check(&f.after).map_err(invalid)?,
-        Check::ContainerdRoot => {
-            match containerd::default_runtime(&f.after, &f.path)
-                .map_err(|e| invalid(e.to_string()))?
-            {
-                Some(rt) if rt == containerd::NVIDIA_RUNTIME => {}
-                other => {
-                    return Err(invalid(format!(
-                        "default_runtime_name is {other:?} after the edit"
-                    )));
-                }
-            }
-            let file_version = containerd::file_version(&f.after, &f.path)
-                .map_err(|e| invalid(e.to_string()))?
-                .unwrap_or(2);
-            match &opts.containerd_bin {
-                Some(bin)
-                    if runner.exists(bin)
-                        && file_version >= 3
-                        && containerd_major(runner, bin).is_some_and(|m| m < 2) =>
-                {
-                    let why = format!(
-                        "{bin} is containerd 1.x, which cannot read config version {file_version} (it would silently ignore the CRI settings)"
-                    );
-                    if opts.system {
-                        return Err(invalid(format!(
-                            "{why}; fix: upgrade containerd to 2.x, or write a version 2 config"
-                        )));
-                    }
-                    report.notes.push(format!(
-                        "{}: real-containerd check skipped: {why}; pass --containerd-bin with a containerd >= 2.0",
-                        f.path
-                    ));
-                }
-                Some(bin) if runner.exists(bin) => {
-                    let overrides: Vec<(String, String)> = plan
-                        .steps
-                        .iter()
-                        .filter_map(|s| match &s.step {
-                            Step::WriteFile(w) => Some((w.path.clone(), w.after.clone())),
-                            _ => None,
-                        })
-                        .collect();
-                    let dumped = dump_with_containerd(runner, bin, root, &f.path, &overrides)
-                        .map_err(invalid)?;
-                    report.notes.push(format!(
-                        "{bin} loaded the new {} (with its drop-ins): default runtime {dumped}",
-                        f.path
-                    ));
-                }
-                Some(bin) => report.notes.push(format!(
-                    "{bin} not found: {} checked by parsing only (install containerd to have it loaded for real)",
-                    f.path
-                )),
-                None => report
-                    .notes
-                    .push(format!("{} checked by parsing only", f.path)),
-            }
-        }
-    }
-    Ok(())
-}
-
-/// The major version of a containerd binary (`containerd --version`).
-pub fn containerd_major<R: Runner + ?Sized>(runner: &R, bin: &str) -> Option<u32> {
-    let out = runner.run(&Cmd::new(bin).arg("--version")).ok()?;
-    crate::observe::containerd_version(&out.stdout)?
-        .split('.')
-        .next()?
-        .parse()
-        .ok()
-}
-
-/// Loads a root containerd config (and its drop-ins, with planned contents substituted) with
-/// `containerd -c FILE config dump` inside a temp mirror of the tree, and returns the default
-/// runtime containerd reports. Errors when containerd refuses the file or the default is not nvidia.
-pub fn dump_with_containerd<R: Runner + ?Sized>(
-    runner: &R,
-    bin: &str,
-    root: &HostRoot,
-    root_config: &str,
-    overrides: &[(String, String)],
-) -> Result<String, String> {
-    let mirror = tempfile::tempdir().map_err(|e| format!("temp dir: {e}"))?;
-    let text_of = |host: &str| -> Result<Option<String>, String> {
-        if let Some((_, t)) = overrides.iter().find(|(p, _)| p == host) {
-            return Ok(Some(t.clone()));
-        }
-        root.read_optional(Path::new(host))
-            .map_err(|e| e.to_string())
-    };
-    let root_text = text_of(root_config)?.ok_or_else(|| format!("{root_config} does not exist"))?;
-    let put = |host: &str, text: &str| -> Result<PathBuf, String> {
-        let p = mirror.path().join(host.trim_start_matches('/'));
-        if let Some(d) = p.parent() {
-            std::fs::create_dir_all(d).map_err(|e| e.to_string())?;
-        }
-        std::fs::write(&p, text).map_err(|e| e.to_string())?;
-        Ok(p)
-    };
-    let patterns = containerd::imports(&root_text, root_config).map_err(|e| e.to_string())?;
-    for pattern in &patterns {
-        let host_pattern = containerd::import_host_pattern(Path::new(root_config), pattern);
-        let rooted = root
-            .path(&host_pattern)
-            .map_err(|e| e.to_string())?
-            .to_string_lossy()
-            .into_owned();
-        let mut hosts: Vec<String> = glob::glob(&rooted)
-            .map_err(|e| e.to_string())?
-            .filter_map(Result::ok)
-            .filter_map(|p| root.host_path(&p))
-            .map(|p| p.to_string_lossy().into_owned())
-            .collect();
-        // Planned new drop-ins that match the pattern exist only in the plan so far.
-        for (p, _) in overrides {
-            if glob::Pattern::new(&host_pattern.to_string_lossy()).is_ok_and(|g| g.matches(p))
-                && !hosts.contains(p)
-            {
-                hosts.push(p.clone());
-            }
-        }
-        for host in hosts.iter().filter(|h| h.as_str() != root_config) {
-            if let Some(text) = text_of(host)? {
-                put(host, &text)?;
-            }
-        }
-    }
-    let rewritten = containerd::rewrite_imports_into(&root_text, root_config, mirror.path())
-        .map_err(|e| e.to_string())?;
-    let file = put(root_config, &rewritten)?;
-    let out = runner
-        .run(&Cmd::new(bin).args(["-c", &file.to_string_lossy(), "config", "dump"]))
-        .map_err(|e| e.to_string())?;
-    if !out.success() {
-        return Err(format!(
-            "`{bin} config dump` refused it: {}",
-            out.stderr.lines().last().unwrap_or("").trim()
-        ));
-    }
-    match containerd::default_runtime(&out.stdout, "containerd config dump")
-        .map_err(|e| e.to_string())?
-    {
-        Some(rt) if rt == containerd::NVIDIA_RUNTIME => Ok(rt),
-        other => Err(format!(
-            "`{bin} config dump` reports default runtime {other:?} (does this containerd understand the file's config version?)"
-        )),
-    }
 }
 
 /// The default stamp for backups.

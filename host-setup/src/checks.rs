@@ -9,12 +9,12 @@ use serde::Serialize;
 
 use lab_runner::{Cmd, Runner};
 
-use crate::apply;
 use crate::containerd;
 use crate::k3s;
 use crate::observe::{self, Driver, Observation};
 use crate::plan::{self, Target};
 use crate::root::HostRoot;
+use crate::validate::{self, Containerd, Source};
 
 /// How bad a finding is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -135,10 +135,13 @@ pub fn preflight(obs: &Observation, system: bool) -> Vec<Finding> {
     if let Some(mib) = obs.free_disk_mib {
         out.push(Finding::ok(format!("{mib} MiB free under /var/lib")));
     }
+    for u in &obs.unreadable {
+        out.push(Finding::fail(u.reason(), u.fix()));
+    }
     for n in &obs.notes {
         out.push(Finding::warn(
-            format!("could not read: {n}"),
-            "check the permissions of that path",
+            format!("could not look at: {n}"),
+            "check the path and its permissions",
         ));
     }
     for w in plan::host_warnings(obs) {
@@ -153,25 +156,39 @@ pub fn preflight(obs: &Observation, system: bool) -> Vec<Finding> {
 }
 
 /// `host-setup verify`: the checks alone. Commands are read-only (`kubectl get`, `config dump`).
+/// A file that could not be read fails verify, and nothing is judged from the other files then.
 pub fn verify<R: Runner + ?Sized>(
     obs: &Observation,
     target: Target,
     runner: &R,
     root: &HostRoot,
     system: bool,
-    containerd_bin: Option<&str>,
+    containerds: &[Containerd],
     k3s_did_not_run: bool,
 ) -> Vec<Finding> {
+    if !obs.unreadable.is_empty() {
+        let mut out: Vec<Finding> = obs
+            .unreadable
+            .iter()
+            .map(|u| Finding::fail(u.reason(), u.fix()))
+            .collect();
+        out.push(Finding::skip(
+            "the other checks (a file they depend on could not be read)",
+        ));
+        return out;
+    }
     match target {
-        Target::K3s => verify_k3s(obs, runner, system, k3s_did_not_run),
-        Target::Containerd => verify_containerd(obs, runner, root, system, containerd_bin),
+        Target::K3s => verify_k3s(obs, runner, root, system, containerds, k3s_did_not_run),
+        Target::Containerd => verify_containerd(obs, runner, root, system, containerds),
     }
 }
 
 fn verify_k3s<R: Runner + ?Sized>(
     obs: &Observation,
     runner: &R,
+    root: &HostRoot,
     system: bool,
+    containerds: &[Containerd],
     k3s_did_not_run: bool,
 ) -> Vec<Finding> {
     let mut out = Vec::new();
@@ -226,6 +243,7 @@ fn verify_k3s<R: Runner + ?Sized>(
                     k3s::GENERATED_CONTAINERD,
                     containerd::default_runtime_table(version)
                 )));
+                out.push(load_generated(runner, root, containerds));
             }
             Err(e) => out.push(Finding::fail(
                 e,
@@ -271,12 +289,37 @@ fn verify_k3s<R: Runner + ?Sized>(
     out
 }
 
+/// k3s's generated config loaded by the containerd k3s ships (the one that will read it).
+fn load_generated<R: Runner + ?Sized>(
+    runner: &R,
+    root: &HostRoot,
+    containerds: &[Containerd],
+) -> Finding {
+    let Some(c) = containerds.iter().find(|c| c.source == Source::K3s) else {
+        return Finding::skip(format!(
+            "`config dump` of {} (k3s's own containerd under <data-dir>/data/current/bin was not found)",
+            k3s::GENERATED_CONTAINERD
+        ));
+    };
+    match validate::dump_with_containerd(runner, &c.path, root, k3s::GENERATED_CONTAINERD, &[]) {
+        Ok(_) => Finding::ok(format!(
+            "`config dump` loads {}: default runtime nvidia (by k3s's own containerd {})",
+            k3s::GENERATED_CONTAINERD,
+            c.label()
+        )),
+        Err(e) => Finding::fail(
+            e,
+            "run `host-setup set-default-runtime --runtime k3s`, then look at `journalctl -u k3s`",
+        ),
+    }
+}
+
 fn verify_containerd<R: Runner + ?Sized>(
     obs: &Observation,
     runner: &R,
     root: &HostRoot,
     system: bool,
-    containerd_bin: Option<&str>,
+    containerds: &[Containerd],
 ) -> Vec<Finding> {
     let mut out = Vec::new();
     let Some(cfg) = &obs.containerd_config else {
@@ -307,39 +350,61 @@ fn verify_containerd<R: Runner + ?Sized>(
             ),
             "run `host-setup set-default-runtime --runtime containerd`",
         )),
-        Err(e) => out.push(Finding::fail(e.to_string(), "fix the file")),
+        Err(e) => {
+            // A broken file is not handed to containerd as well: one finding, with its fix.
+            out.push(Finding::fail(e.problem(), e.fix()));
+            return out;
+        }
     }
-    let bin = containerd_bin.unwrap_or("containerd");
     let file_version = containerd::file_version(&cfg.text, &cfg.path)
         .ok()
         .flatten()
         .unwrap_or(2);
-    let too_old = file_version >= 3
-        && runner.exists(bin)
-        && apply::containerd_major(runner, bin).is_some_and(|m| m < 2);
-    if too_old && !system {
-        out.push(Finding::skip(format!(
-            "`{bin} config dump`: {bin} is containerd 1.x and cannot read config version {file_version}; pass --containerd-bin with a containerd >= 2.0"
-        )));
-    } else if too_old {
+    let host_own = containerds
+        .iter()
+        .find(|c| matches!(c.source, Source::Path | Source::Flag));
+    if let Some(c) = host_own.filter(|c| system && !c.reads(file_version)) {
         out.push(Finding::fail(
-            format!("{} is config version {file_version}, which this host's containerd 1.x cannot read (it ignores the CRI settings)", cfg.path),
+            format!(
+                "{} is config version {file_version}, which this host's containerd {} cannot read (it ignores the CRI settings)",
+                cfg.path, c.version
+            ),
             "upgrade containerd to 2.x, or rewrite the file as version 2",
         ));
-    } else if runner.exists(bin) {
-        match apply::dump_with_containerd(runner, bin, root, observe::CONTAINERD_CONFIG, &[]) {
+        return out;
+    }
+    match containerds.iter().find(|c| c.reads(file_version)) {
+        Some(c) => match validate::dump_with_containerd(
+            runner,
+            &c.path,
+            root,
+            observe::CONTAINERD_CONFIG,
+            &[],
+        ) {
             Ok(_) => out.push(Finding::ok(format!(
-                "`{bin} config dump` loads it: default runtime nvidia"
+                "`config dump` loads it: default runtime nvidia (by the real containerd {})",
+                c.label()
             ))),
             Err(e) => out.push(Finding::fail(
                 e,
                 "run `host-setup set-default-runtime --runtime containerd`",
             )),
-        }
-    } else {
-        out.push(Finding::skip(format!(
-            "`{bin} config dump` ({bin} not found)"
-        )));
+        },
+        None => out.push(Finding::skip(format!(
+            "`containerd config dump` (no containerd that reads config version {file_version} was found{})",
+            if containerds.is_empty() {
+                String::new()
+            } else {
+                format!(
+                    "; found only {}",
+                    containerds
+                        .iter()
+                        .map(Containerd::label)
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )
+            }
+        ))),
     }
     out
 }
@@ -350,5 +415,98 @@ pub fn exit_code(findings: &[Finding], fail_code: u8) -> u8 {
         fail_code
     } else {
         0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::observe::FileState;
+    use lab_runner::RecordingRunner;
+
+    fn verify_files(config: Option<&str>, k3s_yaml: Option<&str>, target: Target) -> Vec<Finding> {
+        let obs = Observation {
+            containerd_config: config.map(|t| FileState::new(observe::CONTAINERD_CONFIG, t)),
+            k3s_config: k3s_yaml.map(|t| FileState::new(k3s::CONFIG_YAML, t)),
+            ..Observation::default()
+        };
+        verify(
+            &obs,
+            target,
+            &RecordingRunner::new(&[]),
+            &HostRoot::new("/nonexistent"),
+            false,
+            &[],
+            true,
+        )
+    }
+
+    fn failed(findings: &[Finding]) -> Vec<(&str, &str)> {
+        findings
+            .iter()
+            .filter(|f| f.level == Level::Fail)
+            .map(|f| (f.what.as_str(), f.fix.as_deref().unwrap_or("")))
+            .collect()
+    }
+
+    // One case per verify failure message, each with its own fix.
+
+    #[test]
+    fn containerd_verify_failures_name_their_fix() {
+        let missing = verify_files(None, None, Target::Containerd);
+        assert_eq!(
+            failed(&missing),
+            [(
+                "/etc/containerd/config.toml does not exist",
+                "run `host-setup set-default-runtime --runtime containerd`"
+            )]
+        );
+        let runc = verify_files(Some("version = 2\n"), None, Target::Containerd);
+        assert!(
+            failed(&runc)[0]
+                .0
+                .contains("default runtime is runc (unset)"),
+            "{runc:?}"
+        );
+        let broken = verify_files(Some("version = \"2\"\n"), None, Target::Containerd);
+        assert_eq!(
+            failed(&broken).len(),
+            1,
+            "one finding for a broken file: {broken:?}"
+        );
+        assert_eq!(
+            failed(&broken)[0].1,
+            "write it as a bare integer: `version = 2` (no quotes)"
+        );
+        // No containerd at all: the load is skipped, and says why.
+        let ok = verify_files(
+            Some(
+                "version = 2\n[plugins.\"io.containerd.grpc.v1.cri\".containerd]\ndefault_runtime_name = \"nvidia\"\n",
+            ),
+            None,
+            Target::Containerd,
+        );
+        assert!(failed(&ok).is_empty(), "{ok:?}");
+        assert!(
+            ok.iter().any(|f| f.level == Level::Skip
+                && f.what
+                    .contains("no containerd that reads config version 2 was found")),
+            "{ok:?}"
+        );
+    }
+
+    #[test]
+    fn k3s_verify_failures_name_their_fix() {
+        let none = verify_files(None, Some("tls-san: [a]\n"), Target::K3s);
+        assert_eq!(
+            failed(&none),
+            [(
+                "/etc/rancher/k3s/config.yaml does not set default-runtime: nvidia",
+                "run `host-setup set-default-runtime --runtime k3s`"
+            )]
+        );
+        let bad = verify_files(None, Some("a: [b\n"), Target::K3s);
+        assert!(failed(&bad)[0].0.contains("is not valid YAML"), "{bad:?}");
+        assert!(failed(&bad)[0].1.contains("restore its backup"), "{bad:?}");
     }
 }

@@ -21,28 +21,164 @@ pub const NVIDIA_BINARY: &str = "/usr/bin/nvidia-container-runtime";
 /// The runtime type used when no runtime exists to copy from.
 const RUNC_V2: &str = "io.containerd.runc.v2";
 
-/// Why a containerd config could not be edited; each message says how to fix it.
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+/// Why a containerd config could not be edited. Each case has its own fix ([`ConfigError::fix`]).
+#[derive(Debug, PartialEq, Eq)]
 pub enum ConfigError {
-    #[error(
-        "{path}: not valid TOML ({message}); fix the syntax (or restore a backup) and run again"
-    )]
+    /// Not TOML at all (truncated, garbage, a typo).
     Parse { path: String, message: String },
-    #[error(
-        "{path}: no `version` key but a [plugins] table, so containerd reads it as config version 1, \
-         which host-setup does not edit; fix: regenerate it as version 2 (`containerd config default > {path}`, \
-         then re-apply your changes) and run again"
-    )]
+    /// No `version` key but a `[plugins]` table: containerd reads it as version 1.
     Version1 { path: String },
-    #[error(
-        "{path}: config `version = {version}` is not supported (host-setup edits versions 2, 3 and 4); \
-         fix: use a file with version 2 or 3"
-    )]
-    UnsupportedVersion { path: String, version: i64 },
-    #[error(
-        "{path}: `{key}` is not a table as containerd expects; fix: rewrite it as a [table] and run again"
-    )]
-    Shape { path: String, key: String },
+    /// `version = 1` written out.
+    ExplicitVersion1 { path: String },
+    /// `version` is there but not an integer (e.g. the string `"2"`).
+    VersionNotInteger {
+        path: String,
+        /// What it is, e.g. `a string`.
+        found: String,
+        /// The value as written, e.g. `"2"`.
+        written: String,
+    },
+    /// An integer version containerd does not have (0, 5, 99, …).
+    UnsupportedVersion {
+        path: String,
+        version: i64,
+        /// The version whose tables the file holds, when that can be told.
+        tables_of: Option<i64>,
+    },
+    /// A key containerd expects to be a table holds something else.
+    Shape {
+        path: String,
+        /// Dotted key, e.g. `plugins."io.containerd.grpc.v1.cri".containerd`.
+        key: String,
+        /// What it is, e.g. `an integer` or `an inline table`.
+        found: String,
+    },
+}
+
+impl ConfigError {
+    /// What is wrong, naming the file.
+    pub fn problem(&self) -> String {
+        match self {
+            Self::Parse { path, message } => format!("{path}: not valid TOML ({message})"),
+            Self::Version1 { path } => format!(
+                "{path}: no `version` key but a [plugins] table, so containerd reads it as config version 1, which host-setup does not edit"
+            ),
+            Self::ExplicitVersion1 { path } => format!(
+                "{path}: `version = 1` is containerd's legacy config schema ([plugins.cri]), which host-setup does not edit"
+            ),
+            Self::VersionNotInteger {
+                path,
+                found,
+                written,
+            } => format!(
+                "{path}: `version = {written}` is {found}, but containerd needs an integer there"
+            ),
+            Self::UnsupportedVersion { path, version, .. } => format!(
+                "{path}: `version = {version}` is not a containerd config version (there are 2 and 3, and 4 from containerd 2.3 on; 1 is the legacy schema)"
+            ),
+            Self::Shape { path, key, found } => {
+                format!("{path}: `{key}` is {found}, but containerd expects a table there")
+            }
+        }
+    }
+
+    /// How to fix this case.
+    pub fn fix(&self) -> String {
+        match self {
+            Self::Parse { path, .. } => format!(
+                "correct the TOML at the line and column shown (or restore a backup of {path}), then run again"
+            ),
+            Self::Version1 { path } | Self::ExplicitVersion1 { path } => format!(
+                "regenerate it with `containerd config default > {path}` (version 2 on containerd 1.x, 3 on 2.x), re-apply your own settings, then run again"
+            ),
+            Self::VersionNotInteger { written, .. } => {
+                let bare = written.trim_matches(['"', '\'']);
+                let number = bare.parse::<i64>().ok().or_else(|| {
+                    bare.parse::<f64>()
+                        .ok()
+                        .filter(|f| f.fract() == 0.0 && (1.0..=9.0).contains(f))
+                        .map(|f| f as i64)
+                });
+                match number {
+                    Some(n) => format!("write it as a bare integer: `version = {n}` (no quotes)"),
+                    None => "write `version = 2` for `io.containerd.grpc.v1.cri` tables or `version = 3` for `io.containerd.cri.v1.runtime` tables (a bare integer)".to_owned(),
+                }
+            }
+            Self::UnsupportedVersion { tables_of, .. } => match tables_of {
+                Some(v) => format!(
+                    "its tables are written for version {v} ({}): set `version = {v}`, then run again",
+                    cri_runtime_plugin(*v).unwrap_or("?")
+                ),
+                None => "set `version` to what `containerd config default | grep ^version` prints for your containerd, then run again".to_owned(),
+            },
+            Self::Shape { key, found, .. } if found == "an inline table" => format!(
+                "rewrite `{key} = {{ … }}` as a `[{key}]` section (host-setup edits sections, not inline tables), then run again"
+            ),
+            Self::Shape { key, .. } => format!(
+                "remove that `{key} = …` value or replace it with a `[{key}]` section, then run again"
+            ),
+        }
+    }
+}
+
+impl std::fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}; fix: {}", self.problem(), self.fix())
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// What a TOML item is, for messages (`an integer`, `an inline table`, …).
+fn kind_of(item: &Item) -> &'static str {
+    match item {
+        Item::None => "nothing",
+        Item::Table(_) => "a table",
+        Item::ArrayOfTables(_) => "an array of tables",
+        Item::Value(v) => match v {
+            Value::String(_) => "a string",
+            Value::Integer(_) => "an integer",
+            Value::Float(_) => "a float",
+            Value::Boolean(_) => "a boolean",
+            Value::Datetime(_) => "a date-time",
+            Value::Array(_) => "an array",
+            Value::InlineTable(_) => "an inline table",
+        },
+    }
+}
+
+/// The version whose CRI tables a file holds: 3 when it has `io.containerd.cri.v1.runtime`,
+/// 2 when it has `io.containerd.grpc.v1.cri` with a `containerd` table, else `None`.
+fn version_of_tables(doc: &DocumentMut) -> Option<i64> {
+    let plugins = doc.get("plugins")?.as_table_like()?;
+    if plugins.contains_key("io.containerd.cri.v1.runtime") {
+        Some(3)
+    } else if plugins
+        .get("io.containerd.grpc.v1.cri")
+        .and_then(Item::as_table_like)
+        .is_some_and(|t| t.contains_key("containerd"))
+    {
+        Some(2)
+    } else {
+        None
+    }
+}
+
+/// The CRI plugin for a file's version, or the error for that version.
+fn plugin_for(version: i64, doc: &DocumentMut, path: &str) -> Result<&'static str, ConfigError> {
+    cri_runtime_plugin(version).ok_or_else(|| {
+        if version == 1 {
+            ConfigError::ExplicitVersion1 {
+                path: path.to_owned(),
+            }
+        } else {
+            ConfigError::UnsupportedVersion {
+                path: path.to_owned(),
+                version,
+                tables_of: version_of_tables(doc),
+            }
+        }
+    })
 }
 
 /// The CRI plugin that holds `containerd.runtimes` and `default_runtime_name` for a config version.
@@ -69,9 +205,10 @@ fn version_of(doc: &DocumentMut, path: &str) -> Result<Option<i64>, ConfigError>
         Some(item) => item
             .as_integer()
             .map(Some)
-            .ok_or_else(|| ConfigError::Shape {
+            .ok_or_else(|| ConfigError::VersionNotInteger {
                 path: path.to_owned(),
-                key: "version".to_owned(),
+                found: kind_of(item).to_owned(),
+                written: item.to_string().trim().to_owned(),
             }),
     }
 }
@@ -158,18 +295,7 @@ pub fn set_nvidia_default(
             version_if_missing
         }
     };
-    let plugin = cri_runtime_plugin(version).ok_or_else(|| {
-        if version == 1 {
-            ConfigError::Version1 {
-                path: path.to_owned(),
-            }
-        } else {
-            ConfigError::UnsupportedVersion {
-                path: path.to_owned(),
-                version,
-            }
-        }
-    })?;
+    let plugin = plugin_for(version, &doc, path)?;
     if role == Role::DropIn && !declares_plugin(&doc, plugin) {
         return Ok(Edited {
             text: text.to_owned(),
@@ -180,14 +306,12 @@ pub fn set_nvidia_default(
 
     enable_cri(&mut doc, version, &mut changes);
 
-    let shape = |key: &str| ConfigError::Shape {
-        path: path.to_owned(),
-        key: key.to_owned(),
-    };
-    let plugins =
-        child_table(doc.as_table_mut(), "plugins", true).ok_or_else(|| shape("plugins"))?;
-    let cri = child_table(plugins, plugin, true).ok_or_else(|| shape(plugin))?;
-    let containerd = child_table(cri, "containerd", false).ok_or_else(|| shape("containerd"))?;
+    let cri_key = format!("plugins.\"{plugin}\"");
+    let containerd_key = format!("{cri_key}.containerd");
+    let runtimes_key = format!("{containerd_key}.runtimes");
+    let plugins = child_table(doc.as_table_mut(), "plugins", true, path, "plugins")?;
+    let cri = child_table(plugins, plugin, true, path, &cri_key)?;
+    let containerd = child_table(cri, "containerd", false, path, &containerd_key)?;
 
     let current_default = containerd
         .get("default_runtime_name")
@@ -195,8 +319,7 @@ pub fn set_nvidia_default(
         .map(str::to_owned);
 
     // Runtime whose settings the nvidia runtime copies, in nvidia-ctk's order (facts §5.2).
-    let runtimes =
-        child_table(containerd, "runtimes", true).ok_or_else(|| shape("containerd.runtimes"))?;
+    let runtimes = child_table(containerd, "runtimes", true, path, &runtimes_key)?;
     if !runtimes.contains_key(NVIDIA_RUNTIME) {
         let source_name = [current_default.as_deref(), Some("runc"), Some("crun")]
             .into_iter()
@@ -217,18 +340,21 @@ pub fn set_nvidia_default(
             ),
         });
     } else {
-        let nvidia = runtimes
-            .get_mut(NVIDIA_RUNTIME)
-            .and_then(Item::as_table_mut)
-            .ok_or_else(|| shape("runtimes.nvidia"))?;
+        let nvidia_key = format!("{runtimes_key}.{NVIDIA_RUNTIME}");
+        let nvidia = child_table(runtimes, NVIDIA_RUNTIME, false, path, &nvidia_key)?;
         if nvidia.get("runtime_type").and_then(Item::as_str).is_none() {
             set_str(nvidia, "runtime_type", RUNC_V2);
             changes.push(format!(
                 "set the missing `runtime_type = \"{RUNC_V2}\"` of runtime `nvidia` (containerd 2.3 rejects runtimes without it)"
             ));
         }
-        let options = child_table(nvidia, "options", false)
-            .ok_or_else(|| shape("runtimes.nvidia.options"))?;
+        let options = child_table(
+            nvidia,
+            "options",
+            false,
+            path,
+            &format!("{nvidia_key}.options"),
+        )?;
         let has_binary = options
             .get("BinaryName")
             .and_then(Item::as_str)
@@ -243,7 +369,11 @@ pub fn set_nvidia_default(
 
     let containerd = doc["plugins"][plugin]["containerd"]
         .as_table_mut()
-        .ok_or_else(|| shape("containerd"))?;
+        .ok_or_else(|| ConfigError::Shape {
+            path: path.to_owned(),
+            key: containerd_key.clone(),
+            found: "not a table".to_owned(),
+        })?;
     if current_default.as_deref() != Some(NVIDIA_RUNTIME) {
         set_str(containerd, "default_runtime_name", NVIDIA_RUNTIME);
         changes.push(format!(
@@ -395,14 +525,29 @@ fn enable_cri(doc: &mut DocumentMut, version: i64, changes: &mut Vec<String>) {
 }
 
 /// Gets (or creates) the sub-table `key`. New intermediate tables are implicit (no header of
-/// their own) and take their indentation from a sibling table. `None` when `key` is not a table.
-fn child_table<'a>(parent: &'a mut Table, key: &str, implicit: bool) -> Option<&'a mut Table> {
+/// their own) and take their indentation from a sibling table. An existing `key` that is not a
+/// table is a [`ConfigError::Shape`] naming `dotted` and what it is instead.
+fn child_table<'a>(
+    parent: &'a mut Table,
+    key: &str,
+    implicit: bool,
+    path: &str,
+    dotted: &str,
+) -> Result<&'a mut Table, ConfigError> {
     if !parent.contains_key(key) {
         let mut table = Table::new();
         table.set_implicit(implicit);
         parent.insert(key, Item::Table(table));
     }
-    parent.get_mut(key).and_then(Item::as_table_mut)
+    let found = parent.get(key).map_or("nothing", kind_of);
+    parent
+        .get_mut(key)
+        .and_then(Item::as_table_mut)
+        .ok_or_else(|| ConfigError::Shape {
+            path: path.to_owned(),
+            key: dotted.to_owned(),
+            found: found.to_owned(),
+        })
 }
 
 /// A copy of runtime `name` (settings, options, comments and indentation) with `BinaryName`
@@ -510,10 +655,7 @@ pub fn default_runtime(text: &str, path: &str) -> Result<Option<String>, ConfigE
     let Some(version) = effective_version(&doc, path)? else {
         return Ok(None);
     };
-    let plugin = cri_runtime_plugin(version).ok_or(ConfigError::UnsupportedVersion {
-        path: path.to_owned(),
-        version,
-    })?;
+    let plugin = plugin_for(version, &doc, path)?;
     Ok(doc
         .get("plugins")
         .and_then(|p| p.get(plugin))
@@ -693,7 +835,154 @@ mod tests {
         let err =
             set_nvidia_default("[plugins.cri]\n", "c.toml", ROOT2, NVIDIA_BINARY).unwrap_err();
         assert!(matches!(err, ConfigError::Version1 { .. }));
-        assert!(err.to_string().contains("containerd config default"));
+        assert!(err.problem().contains("no `version` key"), "{err}");
+        assert!(
+            err.fix().contains("containerd config default > c.toml"),
+            "{err}"
+        );
+    }
+
+    fn refused(text: &str) -> ConfigError {
+        set_nvidia_default(text, "c.toml", ROOT2, NVIDIA_BINARY).unwrap_err()
+    }
+
+    // One test per message: each error says what is wrong and the fix for that case.
+
+    #[test]
+    fn explicit_version_1_says_so_and_to_regenerate() {
+        let err = refused("version = 1\n[plugins.cri.containerd]\n");
+        assert_eq!(
+            err,
+            ConfigError::ExplicitVersion1 {
+                path: "c.toml".into()
+            }
+        );
+        assert!(
+            err.problem()
+                .contains("`version = 1` is containerd's legacy"),
+            "{err}"
+        );
+        assert!(!err.problem().contains("no `version` key"), "{err}");
+        assert!(
+            err.fix().contains("containerd config default > c.toml"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn version_as_a_string_is_told_to_drop_the_quotes() {
+        let err = refused("version = \"2\"\n");
+        assert_eq!(
+            err,
+            ConfigError::VersionNotInteger {
+                path: "c.toml".into(),
+                found: "a string".into(),
+                written: "\"2\"".into()
+            }
+        );
+        assert!(
+            err.problem().contains("`version = \"2\"` is a string"),
+            "{err}"
+        );
+        assert_eq!(
+            err.fix(),
+            "write it as a bare integer: `version = 2` (no quotes)"
+        );
+        assert!(!err.to_string().contains("[table]"), "{err}");
+        let err = refused("version = 'three'\n");
+        assert!(
+            err.fix()
+                .contains("`version = 3` for `io.containerd.cri.v1.runtime`"),
+            "{err}"
+        );
+        let err = refused("version = 2.0\n");
+        assert!(err.problem().contains("is a float"), "{err}");
+        assert_eq!(
+            err.fix(),
+            "write it as a bare integer: `version = 2` (no quotes)"
+        );
+    }
+
+    #[test]
+    fn unknown_version_suggests_the_version_of_the_files_tables() {
+        let err = refused("version = 99\n[plugins.\"io.containerd.cri.v1.runtime\".containerd]\n");
+        assert!(
+            matches!(
+                err,
+                ConfigError::UnsupportedVersion {
+                    version: 99,
+                    tables_of: Some(3),
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+        assert!(
+            err.problem()
+                .contains("`version = 99` is not a containerd config version"),
+            "{err}"
+        );
+        assert!(err.fix().contains("set `version = 3`"), "{err}");
+        let err = refused("version = 99\n[plugins.\"io.containerd.grpc.v1.cri\".containerd]\n");
+        assert!(err.fix().contains("set `version = 2`"), "{err}");
+        // Without CRI tables it cannot tell: it says how to find out, and never suggests a list.
+        let err = refused("version = 0\n");
+        assert!(
+            err.fix()
+                .contains("containerd config default | grep ^version"),
+            "{err}"
+        );
+        assert!(!err.fix().contains("2 or 3"), "{err}");
+    }
+
+    #[test]
+    fn a_scalar_where_a_table_belongs_names_the_key_and_what_it_is() {
+        let err = refused("version = 2\nplugins = 5\n");
+        assert_eq!(
+            err,
+            ConfigError::Shape {
+                path: "c.toml".into(),
+                key: "plugins".into(),
+                found: "an integer".into()
+            }
+        );
+        assert!(err.problem().contains("`plugins` is an integer"), "{err}");
+        assert!(
+            err.fix().contains("replace it with a `[plugins]` section"),
+            "{err}"
+        );
+        let err =
+            refused("version = 2\n[plugins.\"io.containerd.grpc.v1.cri\"]\ncontainerd = \"x\"\n");
+        assert!(
+            err.problem()
+                .contains("`plugins.\"io.containerd.grpc.v1.cri\".containerd` is a string"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn an_inline_table_is_told_to_become_a_section() {
+        let err = refused(
+            "version = 2\n[plugins.\"io.containerd.grpc.v1.cri\"]\ncontainerd = { snapshotter = \"overlayfs\" }\n",
+        );
+        assert!(err.problem().contains("is an inline table"), "{err}");
+        assert!(
+            err.fix().contains(
+                "rewrite `plugins.\"io.containerd.grpc.v1.cri\".containerd = { … }` as a `[plugins.\"io.containerd.grpc.v1.cri\".containerd]` section"
+            ),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn broken_toml_points_at_the_position() {
+        let err = refused("version = 2\n[plugins.\"io.containerd.grpc.v1.cri\"\n");
+        let ConfigError::Parse { message, .. } = &err else {
+            panic!("{err:?}")
+        };
+        assert!(message.contains("line 2"), "{message}");
+        assert!(err.fix().contains("line and column shown"), "{err}");
+        assert!(err.fix().contains("restore a backup of c.toml"), "{err}");
     }
 
     #[test]

@@ -21,6 +21,18 @@ pub const TEMPLATE_V3: &str = "/var/lib/rancher/k3s/agent/etc/containerd/config-
 pub const TEMPLATE_V2: &str = "/var/lib/rancher/k3s/agent/etc/containerd/config.toml.tmpl";
 pub const BINARY: &str = "/usr/local/bin/k3s";
 pub const SERVICE_ENV: &str = "/etc/systemd/system/k3s.service.env";
+/// k3s's default `--data-dir`; its bundled binaries (containerd among them) are unpacked under
+/// `<data-dir>/data/current/bin`.
+pub const DEFAULT_DATA_DIR: &str = "/var/lib/rancher/k3s";
+
+/// The data dir a config.yaml sets (`data-dir:`), else the default.
+pub fn data_dir(config_yaml: Option<&str>) -> String {
+    config_yaml
+        .and_then(|t| parse_mapping(t).ok())
+        .and_then(|m| m.get("data-dir").and_then(Value::as_str).map(str::to_owned))
+        .filter(|d| d.starts_with('/'))
+        .unwrap_or_else(|| DEFAULT_DATA_DIR.to_owned())
+}
 
 /// What host-setup wants in k3s's config.yaml.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -42,19 +54,64 @@ pub struct Merged {
     pub reserialised: bool,
 }
 
-/// Why config.yaml could not be merged.
-#[derive(Debug, thiserror::Error)]
+/// Why config.yaml could not be merged. Each case has its own fix ([`YamlError::fix`]).
+#[derive(Debug, PartialEq, Eq)]
 pub enum YamlError {
-    #[error(
-        "{CONFIG_YAML}: not valid YAML ({0}); fix the syntax (or restore a backup) and run again"
-    )]
+    /// Not YAML (the parser's message says where).
     Parse(String),
-    #[error(
-        "{CONFIG_YAML}: the top level must be a mapping of k3s flags (`key: value`); fix it and run again"
-    )]
-    NotMapping,
-    #[error("{CONFIG_YAML}: `{0}` must be a string or a list of strings; fix it and run again")]
-    BadList(String),
+    /// The top level is not a mapping; `found` says what it is.
+    NotMapping { found: &'static str },
+    /// A list key (`tls-san`, `node-label`, `disable`, …) holds something else.
+    BadList { key: String, found: &'static str },
+}
+
+impl YamlError {
+    pub fn problem(&self) -> String {
+        match self {
+            Self::Parse(message) => format!("{CONFIG_YAML}: not valid YAML ({message})"),
+            Self::NotMapping { found } => format!(
+                "{CONFIG_YAML}: the top level is {found}, but k3s reads a mapping of its flags (`key: value` lines)"
+            ),
+            Self::BadList { key, found } => format!(
+                "{CONFIG_YAML}: `{key}` is {found}, but k3s reads a string or a list of strings there"
+            ),
+        }
+    }
+
+    pub fn fix(&self) -> String {
+        match self {
+            Self::Parse(_) => format!(
+                "correct the YAML at the line and column shown (or restore a backup of {CONFIG_YAML}), then run again"
+            ),
+            Self::NotMapping { .. } => format!(
+                "write {CONFIG_YAML} as `flag: value` lines (e.g. `write-kubeconfig-mode: \"0600\"`), one flag per line, then run again"
+            ),
+            Self::BadList { key, .. } => format!(
+                "write it as a list of strings:\n      {key}:\n        - \"value\"\n    then run again"
+            ),
+        }
+    }
+}
+
+impl std::fmt::Display for YamlError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}; fix: {}", self.problem(), self.fix())
+    }
+}
+
+impl std::error::Error for YamlError {}
+
+/// What a YAML value is, for messages.
+fn kind_of(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "empty (null)",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Sequence(_) => "a list",
+        Value::Mapping(_) => "a mapping",
+        Value::Tagged(_) => "a tagged value",
+    }
 }
 
 fn parse_mapping(text: &str) -> Result<Mapping, YamlError> {
@@ -64,7 +121,9 @@ fn parse_mapping(text: &str) -> Result<Mapping, YamlError> {
     match serde_yaml_ng::from_str::<Value>(text).map_err(|e| YamlError::Parse(e.to_string()))? {
         Value::Mapping(m) => Ok(m),
         Value::Null => Ok(Mapping::new()),
-        _ => Err(YamlError::NotMapping),
+        other => Err(YamlError::NotMapping {
+            found: kind_of(&other),
+        }),
     }
 }
 
@@ -77,10 +136,20 @@ fn as_list(map: &Mapping, key: &str) -> Result<Vec<String>, YamlError> {
             .map(|v| match v {
                 Value::String(s) => Ok(s.clone()),
                 Value::Number(n) => Ok(n.to_string()),
-                _ => Err(YamlError::BadList(key.to_owned())),
+                other => Err(YamlError::BadList {
+                    key: key.to_owned(),
+                    found: match other {
+                        Value::Sequence(_) => "a list holding a list",
+                        Value::Mapping(_) => "a list holding a mapping",
+                        _ => "a list holding a non-string",
+                    },
+                }),
             })
             .collect(),
-        Some(_) => Err(YamlError::BadList(key.to_owned())),
+        Some(other) => Err(YamlError::BadList {
+            key: key.to_owned(),
+            found: kind_of(other),
+        }),
     }
 }
 
@@ -379,31 +448,57 @@ fn patch_text(text: &str, old: &Mapping, new: &Mapping) -> String {
     joined
 }
 
+/// A problem in a k3s file host-setup does not edit, with its fix.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Conflict {
+    pub problem: String,
+    pub fix: String,
+}
+
+fn conflict(problem: String, fix: String) -> Conflict {
+    Conflict { problem, fix }
+}
+
 /// Problems found in `config.yaml.d/*.yaml` drop-ins (read after config.yaml; the last file wins).
-pub fn dropin_conflicts(dropins: &[(String, String)], wanted: &Wanted) -> Vec<String> {
+pub fn dropin_conflicts(dropins: &[(String, String)], wanted: &Wanted) -> Vec<Conflict> {
     let mut out = Vec::new();
     for (path, text) in dropins {
-        let Ok(map) = parse_mapping(text) else {
-            out.push(format!(
-                "{path}: not valid YAML; k3s will refuse to start; fix or remove it"
-            ));
-            continue;
+        let map = match parse_mapping(text) {
+            Ok(m) => m,
+            Err(e) => {
+                out.push(conflict(
+                    format!(
+                        "{path}: {} (k3s reads it after config.yaml and will refuse to start)",
+                        e.problem().trim_start_matches(&format!("{CONFIG_YAML}: "))
+                    ),
+                    format!("correct it at the position shown, or remove {path}, then run again"),
+                ));
+                continue;
+            }
         };
         if let (Some(want), Some(have)) = (
             &wanted.default_runtime,
             map.get("default-runtime").and_then(Value::as_str),
         ) && have != want
         {
-            out.push(format!(
-                    "{path}: sets `default-runtime: {have}`, which overrides config.yaml (drop-ins are read later); remove that line"
-                ));
+            out.push(conflict(
+                format!(
+                    "{path}: sets `default-runtime: {have}`, which overrides config.yaml (drop-ins are read later)"
+                ),
+                format!("remove the `default-runtime: {have}` line from {path}, then run again"),
+            ));
         }
         if let Some(mode) = kubeconfig_mode(&map)
             && mode_is_open(&mode)
         {
-            out.push(format!(
-                    "{path}: sets `write-kubeconfig-mode: {mode}`, making the admin kubeconfig world-readable; remove that line"
-                ));
+            out.push(conflict(
+                format!(
+                    "{path}: sets `write-kubeconfig-mode: {mode}`, making the admin kubeconfig readable by other users"
+                ),
+                format!(
+                    "remove the `write-kubeconfig-mode` line from {path} (use --kubeconfig-user for a private copy), then run again"
+                ),
+            ));
         }
     }
     out
@@ -459,9 +554,12 @@ pub enum Method {
     /// `config-v3.toml.tmpl` = base + the `[…cri.v1.runtime'.containerd]` table, which the v3 base
     /// emits only when `--default-runtime` is set, so adding it does not redeclare anything.
     TemplateV3,
-    /// Cannot be done safely; the text says why and what to do.
+    /// Cannot be done safely; the text says why ([`UPGRADE_FIX`] says what to do).
     Unsupported { reason: String },
 }
+
+/// The fix for [`Method::Unsupported`].
+pub const UPGRADE_FIX: &str = "upgrade k3s (`host-setup install --k3s-version v1.33.5+k3s1`, or the k3s installer with INSTALL_K3S_VERSION), then run again";
 
 /// Picks the method from the k3s version and the schema its generated config uses.
 pub fn choose_method(version: Option<Version>, generated_version: Option<i64>) -> Method {
@@ -474,8 +572,7 @@ pub fn choose_method(version: Option<Version>, generated_version: Option<i64>) -
                 reason: format!(
                     "k3s {v} predates the default-runtime option ({DEFAULT_RUNTIME_SINCE}) and renders containerd config v2, \
                      whose base template always declares [plugins.\"io.containerd.grpc.v1.cri\".containerd]; a template that \
-                     adds default_runtime_name there would redeclare that table and containerd would not start. \
-                     Fix: upgrade k3s (`host-setup install --k3s-version v1.33.5+k3s1`, or the k3s installer with INSTALL_K3S_VERSION)"
+                     adds default_runtime_name there would redeclare that table and containerd would not start"
                 ),
             },
         },
@@ -489,16 +586,23 @@ pub fn template_v3() -> String {
 
 /// Checks a user template for tables that the base already emits when `default-runtime` is set:
 /// redeclaring them makes containerd refuse the config (facts §8.1). Lines with `{{` are skipped.
-pub fn template_conflicts(path: &str, text: &str, default_runtime_set: bool) -> Vec<String> {
+pub fn template_conflicts(path: &str, text: &str, default_runtime_set: bool) -> Vec<Conflict> {
     let body: String = text
         .lines()
         .filter(|l| !l.contains("{{"))
         .collect::<Vec<_>>()
         .join("\n");
-    let Ok(doc) = body.parse::<toml_edit::DocumentMut>() else {
-        return vec![format!(
-            "{path}: the TOML part (without {{{{ }}}} lines) does not parse, so containerd may not start; check it"
-        )];
+    let doc = match body.parse::<toml_edit::DocumentMut>() {
+        Ok(d) => d,
+        Err(e) => {
+            return vec![conflict(
+                format!(
+                    "{path}: its TOML part (without the {{{{ }}}} lines) is not valid TOML ({}), so containerd would not start",
+                    e.to_string().trim().replace('\n', " ")
+                ),
+                format!("correct {path} at the position shown (or remove it), then run again"),
+            )];
+        }
     };
     let mut out = Vec::new();
     for plugin in ["io.containerd.cri.v1.runtime", "io.containerd.grpc.v1.cri"] {
@@ -511,9 +615,14 @@ pub fn template_conflicts(path: &str, text: &str, default_runtime_set: bool) -> 
             continue;
         };
         if !containerd.is_implicit() && default_runtime_set {
-            out.push(format!(
-                "{path} declares [plugins.\"{plugin}\".containerd], which k3s's base template also emits once default-runtime is set \
-                 (containerd then fails: `table containerd already exists`); fix: remove that table from the template"
+            out.push(conflict(
+                format!(
+                    "{path} declares [plugins.\"{plugin}\".containerd], which k3s's base template also emits once default-runtime is set \
+                     (containerd then fails: `table containerd already exists`)"
+                ),
+                format!(
+                    "remove the [plugins.\"{plugin}\".containerd] table from {path} (k3s writes default_runtime_name itself), then run again"
+                ),
             ));
         }
         if let Some(runc) = containerd
@@ -522,9 +631,12 @@ pub fn template_conflicts(path: &str, text: &str, default_runtime_set: bool) -> 
             .and_then(toml_edit::Item::as_table)
             && !runc.is_implicit()
         {
-            out.push(format!(
-                    "{path} declares runtimes.runc, which the base template already emits (`table runc already exists`); fix: remove it"
-                ));
+            out.push(conflict(
+                format!(
+                    "{path} declares runtimes.runc, which the base template already emits (`table runc already exists`)"
+                ),
+                format!("remove the runtimes.runc tables from {path}, then run again"),
+            ));
         }
     }
     out
@@ -559,6 +671,50 @@ pub fn check_generated(text: &str) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    // One test per message: what is wrong, and the fix for that case.
+
+    #[test]
+    fn broken_yaml_points_at_the_position_and_says_restore() {
+        let err = merge_config_yaml(Some("tls-san: [a\n"), &wanted()).unwrap_err();
+        assert!(matches!(err, YamlError::Parse(_)), "{err:?}");
+        assert!(
+            err.problem().contains("not valid YAML") && err.problem().contains("line"),
+            "{err}"
+        );
+        assert!(err.fix().contains("line and column shown"), "{err}");
+    }
+
+    #[test]
+    fn a_top_level_that_is_not_a_mapping_says_what_it_is() {
+        let err = merge_config_yaml(Some("- a\n- b\n"), &wanted()).unwrap_err();
+        assert_eq!(err, YamlError::NotMapping { found: "a list" });
+        assert!(err.problem().contains("the top level is a list"), "{err}");
+        assert!(err.fix().contains("`flag: value` lines"), "{err}");
+    }
+
+    #[test]
+    fn a_list_key_with_the_wrong_type_shows_the_list_form() {
+        let err = merge_config_yaml(Some("tls-san:\n  a: 1\n"), &wanted()).unwrap_err();
+        assert_eq!(
+            err,
+            YamlError::BadList {
+                key: "tls-san".into(),
+                found: "a mapping"
+            }
+        );
+        assert!(err.problem().contains("`tls-san` is a mapping"), "{err}");
+        assert!(err.fix().contains("tls-san:\n        - \"value\""), "{err}");
+        let err = merge_config_yaml(Some("node-label:\n  - [x]\n"), &wanted()).unwrap_err();
+        assert!(err.problem().contains("a list holding a list"), "{err}");
+    }
+
+    #[test]
+    fn data_dir_comes_from_config_yaml_or_the_default() {
+        assert_eq!(data_dir(None), DEFAULT_DATA_DIR);
+        assert_eq!(data_dir(Some("data-dir: /srv/k3s\n")), "/srv/k3s");
+        assert_eq!(data_dir(Some("data-dir: relative\n")), DEFAULT_DATA_DIR);
+    }
 
     fn wanted() -> Wanted {
         Wanted {

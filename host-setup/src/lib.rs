@@ -2,12 +2,15 @@
 //! containerd runtime (through k3s or plain containerd), apply them safely, verify the result.
 //!
 //! Flow: [`observe`] (read-only, through `lab_runner::Runner` and [`root::HostRoot`]) →
-//! [`plan`] (pure) → [`render`] (dry-run output) or [`apply`] (validate all, back up, write
-//! atomically, restart, roll back on failure) → [`checks`] (verify). The binary (`main.rs`) is a
-//! thin CLI over these modules; tests drive them with a `RecordingRunner` and a `--root` tree so
-//! no test touches the real host. [`toolkit`] is the opt-in `harden`: the NVIDIA Container
-//! Toolkit settings that stop device requests by environment variable from unprivileged containers.
+//! [`plan`] (pure) → [`validate`] (every rendered file checked, by the real containerd where one
+//! exists) → [`render`] (dry-run output) or [`apply`] (back up, write atomically, restart, roll
+//! back on failure; the commands come from [`actions`], the same ones the dry-run prints) →
+//! [`checks`] (verify). The binary (`main.rs`) is a thin CLI over these modules; tests drive them
+//! with a `RecordingRunner` and a `--root` tree so no test touches the real host. [`toolkit`] is
+//! the opt-in `harden`: the NVIDIA Container Toolkit settings that stop device requests by
+//! environment variable from unprivileged containers.
 
+pub mod actions;
 pub mod apply;
 pub mod checks;
 pub mod containerd;
@@ -18,3 +21,4 @@ pub mod plan;
 pub mod render;
 pub mod root;
 pub mod toolkit;
+pub mod validate;

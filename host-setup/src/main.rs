@@ -14,10 +14,12 @@ use lab_runner::{Runner, SystemRunner};
 
 use host_setup::apply::{self, ApplyError, ApplyOptions};
 use host_setup::checks;
+use host_setup::k3s;
 use host_setup::observe::Observer;
 use host_setup::plan::{self, InstallOptions, Plan, Target};
 use host_setup::render;
 use host_setup::root::HostRoot;
+use host_setup::validate::{self, Validation, Validators};
 
 /// Observe → plan → apply → verify: nvidia as the default containerd runtime for HAMi.
 #[derive(Debug, Parser)]
@@ -31,10 +33,15 @@ struct Cli {
     /// Output format.
     #[arg(long, global = true, value_enum, default_value_t = Output::Human)]
     output: Output,
-    /// containerd binary used to validate containerd configs (`containerd -c FILE config dump`);
-    /// default: `containerd` (inside --root DIR first, then on PATH).
+    /// containerd binary that validates rendered configs (`containerd -c FILE config dump`);
+    /// default: the first that reads the file's config version of: the tree's own (under
+    /// --root DIR), `containerd` on PATH, k3s's (`<data-dir>/data/current/bin/containerd`).
     #[arg(long, global = true, value_name = "PATH")]
     containerd_bin: Option<String>,
+    /// Write containerd configs that no real containerd could validate (none found that reads
+    /// the file's config version). The plan then says, per file, that it was only parsed.
+    #[arg(long, global = true)]
+    no_validate: bool,
     /// Log every command before it runs.
     #[arg(long, short, global = true)]
     verbose: bool,
@@ -148,16 +155,17 @@ fn run(cli: &Cli) -> anyhow::Result<u8> {
         system,
     }
     .observe(kube_user);
-    let containerd_bin = cli.containerd_bin.clone().or_else(|| {
-        let inside = root
-            .path(std::path::Path::new("/usr/bin/containerd"))
-            .ok()?;
-        if !system && inside.exists() {
-            Some(inside.to_string_lossy().into_owned())
-        } else {
-            Some("containerd".to_owned())
-        }
-    });
+    let data_dir = k3s::data_dir(obs.k3s_config.as_ref().map(|f| f.text.as_str()));
+    let validators = Validators {
+        containerds: validate::find_containerds(
+            &runner,
+            &root,
+            cli.containerd_bin.as_deref(),
+            &data_dir,
+        ),
+        waive: cli.no_validate,
+        system,
+    };
 
     match &cli.command {
         Command::Preflight => {
@@ -173,7 +181,7 @@ fn run(cli: &Cli) -> anyhow::Result<u8> {
                 &runner,
                 &root,
                 system,
-                containerd_bin.as_deref(),
+                &validators.containerds,
                 false,
             );
             print_findings(
@@ -212,13 +220,13 @@ fn run(cli: &Cli) -> anyhow::Result<u8> {
                 Target::K3s,
                 &runner,
                 &root,
-                containerd_bin,
+                &validators,
             )
         }
         Command::Harden { dry_run } => {
             let plan = host_setup::toolkit::plan_harden(&root);
             let title = title_for("harden", &root, &plan, &obs);
-            harden(cli, &plan, &title, *dry_run, &runner, &root)
+            harden(cli, &plan, &title, *dry_run, &runner, &root, &validators)
         }
         Command::SetDefaultRuntime {
             runtime,
@@ -238,7 +246,7 @@ fn run(cli: &Cli) -> anyhow::Result<u8> {
                 target,
                 &runner,
                 &root,
-                containerd_bin,
+                &validators,
             )
         }
     }
@@ -263,7 +271,7 @@ fn title_for(
     t
 }
 
-/// Prints or applies a plan, then verifies; returns the exit code.
+/// Validates, prints or applies a plan, then verifies; returns the exit code.
 #[allow(clippy::too_many_arguments)]
 fn finish<R: Runner>(
     cli: &Cli,
@@ -274,21 +282,38 @@ fn finish<R: Runner>(
     target: Target,
     runner: &R,
     root: &HostRoot,
-    containerd_bin: Option<String>,
+    validators: &Validators,
 ) -> anyhow::Result<u8> {
+    let mut plan = plan.clone();
+    if plan.blockers.is_empty() {
+        validate::validate_plan(&mut plan, runner, root, validators);
+    }
+    let shown = render::Shown {
+        interval: POLL,
+        root: root.dir().to_path_buf(),
+    };
+    let invalid = plan.steps.iter().any(|s| {
+        matches!(&s.step, plan::Step::WriteFile(f) if matches!(f.validation, Some(Validation::Invalid { .. })))
+    });
     let blocked = !plan.blockers.is_empty();
-    if dry_run || blocked {
+    if dry_run || blocked || invalid {
         match cli.output {
-            Output::Human => print!("{}", render::plan_human(title, plan)),
+            Output::Human => print!("{}", render::plan_human(title, &plan, &shown)),
             Output::Json => println!(
                 "{}",
-                serde_json::to_string_pretty(&render::plan_json(plan))?
+                serde_json::to_string_pretty(&render::plan_json(&plan, &shown))?
             ),
         }
-        return Ok(if blocked { 3 } else { 0 });
+        return Ok(if blocked {
+            3
+        } else if invalid {
+            1
+        } else {
+            0
+        });
     }
     if cli.output == Output::Human {
-        print!("{}", render::plan_human(title, plan));
+        print!("{}", render::plan_human(title, &plan, &shown));
         println!();
     }
     let opts = ApplyOptions {
@@ -297,10 +322,10 @@ fn finish<R: Runner>(
             .unwrap_or(u32::MAX)
             .max(1),
         poll_interval: POLL,
-        containerd_bin,
+        validators: validators.clone(),
         stamp: apply::default_stamp(),
     };
-    let result = apply::apply(plan, runner, root, &opts, &mut |line| {
+    let result = apply::apply(&plan, runner, root, &opts, &mut |line| {
         eprintln!("host-setup: {line}")
     });
     let report = match result {
@@ -314,9 +339,6 @@ fn finish<R: Runner>(
             return Ok(3);
         }
     };
-    for n in &report.notes {
-        eprintln!("host-setup: {n}");
-    }
     // Verify from a fresh observation (read-only).
     let fresh = Observer {
         runner,
@@ -331,7 +353,7 @@ fn finish<R: Runner>(
         runner,
         root,
         root.is_system(),
-        opts.containerd_bin.as_deref(),
+        &validators.containerds,
         !root.is_system(),
     );
     match cli.output {
@@ -339,12 +361,12 @@ fn finish<R: Runner>(
         Output::Json => println!(
             "{}",
             serde_json::to_string_pretty(&serde_json::json!({
-                "plan": render::plan_json(plan),
+                "plan": render::plan_json(&plan, &shown),
                 "applied": {
                     "written": report.written.iter().map(|(p, b)| serde_json::json!({"path": p, "backup": b})).collect::<Vec<_>>(),
                     "ran": report.ran,
                     "skipped": report.skipped,
-                    "notes": report.notes,
+                    "validated": report.notes,
                 },
                 "verify": findings,
             }))?
@@ -361,27 +383,46 @@ fn harden<R: Runner>(
     dry_run: bool,
     runner: &R,
     root: &HostRoot,
+    validators: &Validators,
 ) -> anyhow::Result<u8> {
+    let mut plan = plan.clone();
+    if plan.blockers.is_empty() {
+        validate::validate_plan(&mut plan, runner, root, validators);
+    }
+    let plan = &plan;
+    let shown = render::Shown {
+        interval: POLL,
+        root: root.dir().to_path_buf(),
+    };
+    let invalid = plan.steps.iter().any(|s| {
+        matches!(&s.step, plan::Step::WriteFile(f) if matches!(f.validation, Some(Validation::Invalid { .. })))
+    });
     let blocked = !plan.blockers.is_empty();
-    if dry_run || blocked || plan.steps.is_empty() {
+    if dry_run || blocked || invalid || plan.steps.is_empty() {
         match cli.output {
-            Output::Human => print!("{}", render::plan_human(title, plan)),
+            Output::Human => print!("{}", render::plan_human(title, plan, &shown)),
             Output::Json => println!(
                 "{}",
-                serde_json::to_string_pretty(&render::plan_json(plan))?
+                serde_json::to_string_pretty(&render::plan_json(plan, &shown))?
             ),
         }
-        return Ok(if blocked { 3 } else { 0 });
+        return Ok(if blocked {
+            3
+        } else if invalid {
+            1
+        } else {
+            0
+        });
     }
     if cli.output == Output::Human {
-        print!("{}", render::plan_human(title, plan));
+        print!("{}", render::plan_human(title, plan, &shown));
         println!();
     }
     let opts = ApplyOptions {
         system: root.is_system(),
         wait_attempts: 1,
         poll_interval: POLL,
-        containerd_bin: None,
+        validators: validators.clone(),
         stamp: apply::default_stamp(),
     };
     let report = match apply::apply(plan, runner, root, &opts, &mut |line| {
@@ -403,7 +444,7 @@ fn harden<R: Runner>(
         Output::Json => println!(
             "{}",
             serde_json::to_string_pretty(&serde_json::json!({
-                "plan": render::plan_json(plan),
+                "plan": render::plan_json(plan, &shown),
                 "applied": {
                     "written": report.written.iter().map(|(p, b)| serde_json::json!({"path": p, "backup": b})).collect::<Vec<_>>(),
                 },

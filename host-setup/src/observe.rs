@@ -16,7 +16,7 @@ use serde::Serialize;
 
 use crate::containerd;
 use crate::k3s;
-use crate::root::HostRoot;
+use crate::root::{HostRoot, Unreadable};
 
 /// Host path of plain containerd's config.
 pub const CONTAINERD_CONFIG: &str = "/etc/containerd/config.toml";
@@ -38,6 +38,24 @@ pub struct FileState {
     pub mode: u32,
     pub uid: u32,
     pub gid: u32,
+    /// Host path of the file really read when `path` is a symbolic link (inside the root); that
+    /// target is what gets edited, and the link is kept.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub link_target: Option<String>,
+}
+
+impl FileState {
+    /// A file with default owner and mode (for tests and pure callers).
+    pub fn new(path: &str, text: &str) -> Self {
+        Self {
+            path: path.to_owned(),
+            text: text.to_owned(),
+            mode: 0o644,
+            uid: 0,
+            gid: 0,
+            link_target: None,
+        }
+    }
 }
 
 /// One GPU as `nvidia-smi` reports it.
@@ -132,8 +150,18 @@ pub struct Observation {
     /// Files matched by the root config's `imports`, in the order containerd reads them.
     pub containerd_imports: Vec<FileState>,
     pub kubeconfig_user: Option<KubeconfigUser>,
-    /// Notes about things that could not be read.
+    /// Files that exist but could not be read or decoded: each blocks every plan, preflight and
+    /// verify (a file host-setup could not read is never treated as absent).
+    pub unreadable: Vec<Unreadable>,
+    /// Notes about things that could not be looked at (bad glob patterns).
     pub notes: Vec<String>,
+}
+
+impl Observation {
+    /// Whether the host file `path` exists but could not be read.
+    pub fn is_unreadable(&self, path: &str) -> bool {
+        self.unreadable.iter().any(|u| u.path == path)
+    }
 }
 
 /// Reads the host through a runner and a root.
@@ -171,14 +199,22 @@ impl<R: Runner + ?Sized> Observer<'_, R> {
             .map(|o| o.stdout)
     }
 
-    fn file(&self, host: &str, notes: &mut Vec<String>) -> Option<FileState> {
-        let path = self.root.path(Path::new(host)).ok()?;
-        read_state(&path, host, notes)
+    fn file(&self, host: &str, unreadable: &mut Vec<Unreadable>) -> Option<FileState> {
+        match read_state(self.root, host) {
+            Ok(state) => state,
+            Err(u) => {
+                if !unreadable.contains(&u) {
+                    unreadable.push(u);
+                }
+                None
+            }
+        }
     }
 
     /// Gathers the observation. `kubeconfig_user` names the user for `--kubeconfig-user`.
     pub fn observe(&self, kubeconfig_user: Option<&str>) -> Observation {
         let mut notes = Vec::new();
+        let mut unreadable = Vec::new();
         let mut obs = Observation {
             root: self.root.dir().to_string_lossy().into_owned(),
             ..Observation::default()
@@ -189,8 +225,8 @@ impl<R: Runner + ?Sized> Observer<'_, R> {
                 .and_then(|s| s.trim().parse().ok());
         }
         obs.os_pretty_name = self
-            .file("/etc/os-release", &mut notes)
-            .or_else(|| self.file("/usr/lib/os-release", &mut notes))
+            .file("/etc/os-release", &mut unreadable)
+            .or_else(|| self.file("/usr/lib/os-release", &mut unreadable))
             .and_then(|f| {
                 f.text.lines().find_map(|l| {
                     l.strip_prefix("PRETTY_NAME=")
@@ -248,25 +284,28 @@ impl<R: Runner + ?Sized> Observer<'_, R> {
             obs.primary_address = self.primary_address();
         }
 
-        obs.k3s_config = self.file(k3s::CONFIG_YAML, &mut notes);
-        obs.k3s_config_dropins =
-            self.glob_files(&format!("{}/*.y*ml", k3s::CONFIG_YAML_D), &mut notes);
-        obs.k3s_generated = self.file(k3s::GENERATED_CONTAINERD, &mut notes);
-        obs.k3s_template_v3 = self.file(k3s::TEMPLATE_V3, &mut notes);
-        obs.k3s_template_v2 = self.file(k3s::TEMPLATE_V2, &mut notes);
-        obs.k3s_env_kubeconfig_mode = self.file(k3s::SERVICE_ENV, &mut notes).and_then(|f| {
+        obs.k3s_config = self.file(k3s::CONFIG_YAML, &mut unreadable);
+        obs.k3s_config_dropins = self.glob_files(
+            &format!("{}/*.y*ml", k3s::CONFIG_YAML_D),
+            &mut notes,
+            &mut unreadable,
+        );
+        obs.k3s_generated = self.file(k3s::GENERATED_CONTAINERD, &mut unreadable);
+        obs.k3s_template_v3 = self.file(k3s::TEMPLATE_V3, &mut unreadable);
+        obs.k3s_template_v2 = self.file(k3s::TEMPLATE_V2, &mut unreadable);
+        obs.k3s_env_kubeconfig_mode = self.file(k3s::SERVICE_ENV, &mut unreadable).and_then(|f| {
             f.text.lines().find_map(|l| {
                 l.strip_prefix("K3S_KUBECONFIG_MODE=")
                     .map(|v| v.trim_matches(['"', '\'']).to_owned())
             })
         });
 
-        obs.containerd_config = self.file(CONTAINERD_CONFIG, &mut notes);
+        obs.containerd_config = self.file(CONTAINERD_CONFIG, &mut unreadable);
         if let Some(cfg) = &obs.containerd_config {
             let patterns = containerd::imports(&cfg.text, CONTAINERD_CONFIG).unwrap_or_default();
             for pattern in patterns {
                 let host = containerd::import_host_pattern(Path::new(CONTAINERD_CONFIG), &pattern);
-                for f in self.glob_files(&host.to_string_lossy(), &mut notes) {
+                for f in self.glob_files(&host.to_string_lossy(), &mut notes, &mut unreadable) {
                     // A self-matching glob (nvidia-ctk's --drop-in-config="" bug) is skipped, as containerd does.
                     if f.path != CONTAINERD_CONFIG
                         && !obs.containerd_imports.iter().any(|i| i.path == f.path)
@@ -276,7 +315,8 @@ impl<R: Runner + ?Sized> Observer<'_, R> {
                 }
             }
         }
-        obs.kubeconfig_user = kubeconfig_user.and_then(|u| self.user(u, &mut notes));
+        obs.kubeconfig_user = kubeconfig_user.and_then(|u| self.user(u, &mut unreadable));
+        obs.unreadable = unreadable;
         obs.notes = notes;
         obs
     }
@@ -366,7 +406,12 @@ impl<R: Runner + ?Sized> Observer<'_, R> {
         out.lines().nth(1)?.split_whitespace().nth(3)?.parse().ok()
     }
 
-    fn glob_files(&self, host_pattern: &str, notes: &mut Vec<String>) -> Vec<FileState> {
+    fn glob_files(
+        &self,
+        host_pattern: &str,
+        notes: &mut Vec<String>,
+        unreadable: &mut Vec<Unreadable>,
+    ) -> Vec<FileState> {
         let Ok(rooted) = self.root.path(Path::new(host_pattern)) else {
             return Vec::new();
         };
@@ -374,22 +419,19 @@ impl<R: Runner + ?Sized> Observer<'_, R> {
             notes.push(format!("bad glob pattern {host_pattern}"));
             return Vec::new();
         };
-        let mut files: Vec<PathBuf> = paths
-            .filter_map(Result::ok)
-            .filter(|p| p.is_file())
-            .collect();
+        // Every match counts, links and odd entries included: read_state says what is wrong
+        // with one it cannot read (containerd and k3s would try to load it too).
+        let mut files: Vec<PathBuf> = paths.filter_map(Result::ok).collect();
         files.sort();
         files
             .iter()
-            .filter_map(|p| {
-                let host = self.root.host_path(p)?;
-                read_state(p, &host.to_string_lossy(), notes)
-            })
+            .filter_map(|p| self.root.host_path(p))
+            .filter_map(|host| self.file(&host.to_string_lossy(), unreadable))
             .collect()
     }
 
-    fn user(&self, name: &str, notes: &mut Vec<String>) -> Option<KubeconfigUser> {
-        let passwd = self.file("/etc/passwd", notes)?;
+    fn user(&self, name: &str, unreadable: &mut Vec<Unreadable>) -> Option<KubeconfigUser> {
+        let passwd = self.file("/etc/passwd", unreadable)?;
         let line = passwd
             .text
             .lines()
@@ -401,13 +443,12 @@ impl<R: Runner + ?Sized> Observer<'_, R> {
             (*f.get(5)?).to_owned(),
         );
         let dest = format!("{}/.kube/config", home.trim_end_matches('/'));
-        let source = self.root.path(Path::new(k3s::KUBECONFIG)).ok();
-        let dest_path = self.root.path(Path::new(&dest)).ok();
+        let source = self.root.resolve(Path::new(k3s::KUBECONFIG)).ok();
+        let dest_path = self.root.resolve(Path::new(&dest)).ok();
         let in_sync = match (source, dest_path) {
             (Some(s), Some(d)) => {
-                let same =
-                    matches!((std::fs::read(&s), std::fs::read(&d)), (Ok(a), Ok(b)) if a == b);
-                same && crate::fsio::owner_of(&d)
+                let same = matches!((std::fs::read(&s.real), std::fs::read(&d.real)), (Ok(a), Ok(b)) if a == b);
+                same && crate::fsio::owner_of(&d.real)
                     .ok()
                     .flatten()
                     .is_some_and(|o| o.mode == 0o600 && o.uid == uid && o.gid == gid)
@@ -430,28 +471,34 @@ fn is_executable(path: &Path) -> bool {
         .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
 }
 
-fn read_state(path: &Path, host: &str, notes: &mut Vec<String>) -> Option<FileState> {
-    let owner = match crate::fsio::owner_of(path) {
-        Ok(Some(o)) => o,
-        Ok(None) => return None,
-        Err(e) => {
-            notes.push(e.to_string());
-            return None;
-        }
+/// Reads a host file with its owner and mode: `Ok(None)` when absent.
+fn read_state(root: &HostRoot, host: &str) -> Result<Option<FileState>, Unreadable> {
+    let Some(file) = root.read_text(Path::new(host))? else {
+        return Ok(None);
     };
-    match std::fs::read_to_string(path) {
-        Ok(text) => Some(FileState {
+    let owner = crate::fsio::owner_of(&file.resolved.real)
+        .map_err(|e| Unreadable {
             path: host.to_owned(),
-            text,
-            mode: owner.mode,
-            uid: owner.uid,
-            gid: owner.gid,
-        }),
-        Err(e) => {
-            notes.push(format!("read {}: {e}", path.display()));
-            None
-        }
-    }
+            problem: crate::root::ReadProblem::Io {
+                message: e.to_string(),
+            },
+        })?
+        .unwrap_or(crate::fsio::Owner {
+            uid: 0,
+            gid: 0,
+            mode: 0o644,
+        });
+    Ok(Some(FileState {
+        path: host.to_owned(),
+        text: file.text,
+        mode: owner.mode,
+        uid: owner.uid,
+        gid: owner.gid,
+        link_target: file
+            .resolved
+            .via_link
+            .map(|p| p.to_string_lossy().into_owned()),
+    }))
 }
 
 /// `default via 10.0.0.1 dev eth0 proto dhcp ...` → `eth0`.

@@ -74,6 +74,37 @@ pub struct FileChange {
     pub check: Check,
     /// What changes inside the file, one line each.
     pub changes: Vec<String>,
+    /// Host path of the file really written when `path` is a symbolic link inside the root: the
+    /// target is edited in place and the link is kept.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub link_target: Option<String>,
+    /// How the rendered file was checked before anything is written (filled in by
+    /// [`crate::validate::validate_plan`]; `apply` refuses a file that was not validated).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub validation: Option<crate::validate::Validation>,
+}
+
+impl FileChange {
+    /// A change of `path` from `before` to `after` (mode for a new file, the check it needs).
+    pub fn new(
+        path: &str,
+        before: Option<&FileState>,
+        after: String,
+        mode: u32,
+        check: Check,
+        changes: Vec<String>,
+    ) -> Self {
+        Self {
+            path: path.to_owned(),
+            before: before.map(|f| f.text.clone()),
+            after,
+            mode: before.map_or(mode, |f| f.mode),
+            check,
+            changes,
+            link_target: before.and_then(|f| f.link_target.clone()),
+            validation: None,
+        }
+    }
 }
 
 /// A step with the reason it runs.
@@ -215,6 +246,17 @@ pub fn host_warnings(obs: &Observation) -> Vec<String> {
     out
 }
 
+/// Blockers for files that exist but could not be read: nothing is planned over them.
+fn unreadable_blockers(obs: &Observation) -> Vec<Blocker> {
+    obs.unreadable
+        .iter()
+        .map(|u| Blocker {
+            problem: u.reason(),
+            fix: u.fix(),
+        })
+        .collect()
+}
+
 /// Plans `host-setup install`.
 pub fn plan_install(obs: &Observation, opts: &InstallOptions) -> Plan {
     let mut plan = Plan {
@@ -222,6 +264,11 @@ pub fn plan_install(obs: &Observation, opts: &InstallOptions) -> Plan {
         warnings: host_warnings(obs),
         ..Plan::default()
     };
+    if !obs.unreadable.is_empty() {
+        // A file that could not be read is never treated as absent: plan nothing at all.
+        plan.blockers.extend(unreadable_blockers(obs));
+        return plan;
+    }
 
     // 1. The toolkit goes in BEFORE k3s: k3s detects runtimes only when it starts, and with
     //    default-runtime: nvidia it refuses to start when the runtime is missing (facts §0.2).
@@ -281,7 +328,7 @@ pub fn plan_install(obs: &Observation, opts: &InstallOptions) -> Plan {
         .and_then(|f| containerd::file_version(&f.text, &f.path).ok().flatten());
     if let k3s::Method::Unsupported { reason } = k3s::choose_method(k3s_version, generated_version)
     {
-        plan.block(reason, "upgrade k3s, then run `host-setup install` again");
+        plan.block(reason, k3s::UPGRADE_FIX);
     }
     let mut sans = opts.tls_san.clone();
     if sans.is_empty() {
@@ -394,21 +441,21 @@ fn plan_k3s_config(obs: &Observation, wanted: &k3s::Wanted, plan: &mut Plan) -> 
     let existing = obs.k3s_config.as_ref().map(|f| f.text.as_str());
     let mut changed = false;
     match k3s::merge_config_yaml(existing, wanted) {
-        Err(e) => plan.block(e.to_string(), "fix config.yaml by hand, then run again"),
+        Err(e) => plan.block(e.problem(), e.fix()),
         Ok(merged) if !merged.changes.is_empty() => {
             let mut changes = merged.changes;
             if merged.reserialised {
                 changes.push("the file could not be patched line by line, so it was re-serialised: its comments are dropped (a backup is kept)".to_owned());
             }
             plan.step(
-                Step::WriteFile(FileChange {
-                    path: k3s::CONFIG_YAML.to_owned(),
-                    before: existing.map(str::to_owned),
-                    after: merged.text,
-                    mode: 0o600,
-                    check: Check::K3sYaml,
+                Step::WriteFile(FileChange::new(
+                    k3s::CONFIG_YAML,
+                    obs.k3s_config.as_ref(),
+                    merged.text,
+                    0o600,
+                    Check::K3sYaml,
                     changes,
-                }),
+                )),
                 "k3s settings live in config.yaml (merged key by key, never appended), so a re-run of the installer keeps them",
             );
             changed = true;
@@ -420,15 +467,15 @@ fn plan_k3s_config(obs: &Observation, wanted: &k3s::Wanted, plan: &mut Plan) -> 
         .iter()
         .map(|f| (f.path.clone(), f.text.clone()))
         .collect();
-    for problem in k3s::dropin_conflicts(&dropins, wanted) {
-        plan.block(problem, "edit the drop-in as said, then run again");
+    for c in k3s::dropin_conflicts(&dropins, wanted) {
+        plan.block(c.problem, c.fix);
     }
     for t in [&obs.k3s_template_v3, &obs.k3s_template_v2]
         .into_iter()
         .flatten()
     {
-        for problem in k3s::template_conflicts(&t.path, &t.text, wanted.default_runtime.is_some()) {
-            plan.block(problem, "edit the template as said, then run again");
+        for c in k3s::template_conflicts(&t.path, &t.text, wanted.default_runtime.is_some()) {
+            plan.block(c.problem, c.fix);
         }
     }
     changed
@@ -465,6 +512,10 @@ pub fn plan_set_default_runtime(
             "run it with sudo: `sudo host-setup set-default-runtime ...`",
         );
     }
+    if !obs.unreadable.is_empty() {
+        plan.blockers.extend(unreadable_blockers(obs));
+        return plan;
+    }
     match target {
         Target::K3s => plan_k3s_default(obs, &mut plan, timeout_s),
         Target::Containerd => plan_containerd_default(obs, &mut plan, system, timeout_s),
@@ -493,7 +544,7 @@ fn plan_k3s_default(obs: &Observation, plan: &mut Plan, timeout_s: u64) {
     let mut changed = false;
     match k3s::choose_method(install.version, generated_version) {
         k3s::Method::Unsupported { reason } => {
-            plan.block(reason, "upgrade k3s, then run again");
+            plan.block(reason, k3s::UPGRADE_FIX);
             return;
         }
         k3s::Method::ConfigYaml => {
@@ -515,14 +566,14 @@ fn plan_k3s_default(obs: &Observation, plan: &mut Plan, timeout_s: u64) {
                 );
             } else if !already {
                 plan.step(
-                    Step::WriteFile(FileChange {
-                        path: k3s::TEMPLATE_V3.to_owned(),
-                        before: None,
-                        after: k3s::template_v3(),
-                        mode: 0o644,
-                        check: Check::K3sTemplate,
-                        changes: vec!["base template plus the CRI containerd table with default_runtime_name = \"nvidia\" (the v3 base emits that table only with --default-runtime, so nothing is redeclared)".to_owned()],
-                    }),
+                    Step::WriteFile(FileChange::new(
+                        k3s::TEMPLATE_V3,
+                        None,
+                        k3s::template_v3(),
+                        0o644,
+                        Check::K3sTemplate,
+                        vec!["base template plus the CRI containerd table with default_runtime_name = \"nvidia\" (the v3 base emits that table only with --default-runtime, so nothing is redeclared)".to_owned()],
+                    )),
                     "this k3s has no default-runtime option; a base-extending config-v3.toml.tmpl is the documented fallback",
                 );
                 changed = true;
@@ -583,21 +634,21 @@ fn plan_containerd_default(obs: &Observation, plan: &mut Plan, system: bool, tim
     ) {
         Ok(e) => e,
         Err(e) => {
-            plan.block(e.to_string(), "fix the file as said, then run again");
+            plan.block(e.problem(), e.fix());
             return;
         }
     };
     let mut changed = false;
     if edited.changed(root_text) || obs.containerd_config.is_none() {
         plan.step(
-            Step::WriteFile(FileChange {
-                path: observe::CONTAINERD_CONFIG.to_owned(),
-                before: obs.containerd_config.as_ref().map(|f| f.text.clone()),
-                after: edited.text,
-                mode: 0o644,
-                check: Check::ContainerdRoot,
-                changes: edited.changes,
-            }),
+            Step::WriteFile(FileChange::new(
+                observe::CONTAINERD_CONFIG,
+                obs.containerd_config.as_ref(),
+                edited.text,
+                0o644,
+                Check::ContainerdRoot,
+                edited.changes,
+            )),
             "containerd's CRI plugin uses default_runtime_name for every pod without runtimeClassName (all HAMi pods)",
         );
         changed = true;
@@ -635,19 +686,26 @@ fn plan_dropin(dropin: &FileState, plan: &mut Plan) -> bool {
         containerd::NVIDIA_BINARY,
     ) {
         Err(e) => {
-            plan.block(e.to_string(), "fix or remove the drop-in, then run again");
+            plan.block(
+                e.problem(),
+                format!(
+                    "{} (or remove the drop-in {})",
+                    e.fix().trim_end_matches(", then run again"),
+                    dropin.path
+                ) + ", then run again",
+            );
             false
         }
         Ok(e) if e.changed(&dropin.text) => {
             plan.step(
-                Step::WriteFile(FileChange {
-                    path: dropin.path.clone(),
-                    before: Some(dropin.text.clone()),
-                    after: e.text,
-                    mode: dropin.mode,
-                    check: Check::ContainerdDropIn,
-                    changes: e.changes,
-                }),
+                Step::WriteFile(FileChange::new(
+                    &dropin.path,
+                    Some(dropin),
+                    e.text,
+                    dropin.mode,
+                    Check::ContainerdDropIn,
+                    e.changes,
+                )),
                 "this imported drop-in declares the CRI plugin and is read after config.toml, so it overrides it (containerd 1.x replaces the whole section, 2.x merges and the later value wins)",
             );
             true

@@ -8,10 +8,9 @@ use std::fmt::Write as _;
 use serde::Serialize;
 use similar::TextDiff;
 
-use crate::apply::{K3S_INSTALLER_URL, TOOLKIT_KEY_URL, TOOLKIT_LIST_URL};
 use crate::checks::{Finding, Level};
 use crate::observe::{Driver, Observation};
-use crate::plan::{Check, Plan, Step};
+use crate::plan::{FileChange, Plan, Step};
 
 /// Keys whose values are secrets (k3s flags and containerd registry auth).
 const SECRET_KEYS: [&str; 12] = [
@@ -73,36 +72,18 @@ pub fn diff(path: &str, before: Option<&str>, after: &str) -> String {
         .to_string()
 }
 
-/// The commands a step runs, as shown in plans.
-pub fn step_commands(step: &Step) -> Vec<String> {
-    match step {
-        Step::AddToolkitRepo { keyring, list } => vec![
-            format!("curl -fsSL {TOOLKIT_KEY_URL} | gpg --dearmor -o {keyring}"),
-            format!("curl -fsSL {TOOLKIT_LIST_URL} (signed-by={keyring} added) > {list}"),
-        ],
-        Step::InstallToolkit { packages } => vec![
-            "apt-get update".to_owned(),
-            format!(
-                "apt-get install -y --no-install-recommends {}{}",
-                if packages.iter().any(|p| p.contains('=')) {
-                    "--allow-downgrades "
-                } else {
-                    ""
-                },
-                packages.join(" ")
-            ),
-        ],
-        Step::InstallK3s { version } => vec![format!(
-            "curl -sfL {K3S_INSTALLER_URL} | {}sh -s - server",
-            version
-                .as_ref()
-                .map(|v| format!("INSTALL_K3S_VERSION={v} "))
-                .unwrap_or_default()
-        )],
-        Step::RestartService { unit } => vec![format!("systemctl restart {unit}")],
-        Step::WaitReady { timeout_s, .. } => vec![format!("poll for up to {timeout_s}s")],
-        Step::WriteFile(_) | Step::CopyKubeconfig { .. } => Vec::new(),
-    }
+/// The commands a step runs, as shown in plans: built by [`crate::actions::actions`], the same
+/// function `apply` takes its commands from. `keyring_path` maps the keyring's host path to the
+/// path gpg writes; `interval` is the readiness poll interval.
+pub fn step_commands(
+    step: &Step,
+    interval: std::time::Duration,
+    keyring_path: &dyn Fn(&str) -> String,
+) -> Vec<String> {
+    crate::actions::actions(step, interval, keyring_path)
+        .iter()
+        .map(crate::actions::Action::describe)
+        .collect()
 }
 
 /// One-line title of a step.
@@ -139,18 +120,6 @@ pub fn step_title(step: &Step) -> String {
         Step::CopyKubeconfig { user, dest, .. } => {
             format!("copy the admin kubeconfig to {dest} (0600, owner {user})")
         }
-    }
-}
-
-fn check_text(check: &Check) -> &'static str {
-    match check {
-        Check::K3sYaml => "parses as a YAML mapping",
-        Check::K3sTemplate => "TOML part parses, no table of the base template redeclared",
-        Check::ContainerdRoot => {
-            "parses, nvidia default in the right table, loaded by the real `containerd config dump` (with drop-ins) when installed"
-        }
-        Check::ContainerdDropIn => "parses; loaded with its root config",
-        Check::ToolkitConfig => "parses as TOML, both settings in effect",
     }
 }
 
@@ -191,8 +160,36 @@ pub fn host_summary(obs: &Observation) -> String {
     format!("Host: {}", parts.join(", "))
 }
 
+/// How commands are shown: the poll interval and where the keyring goes (see [`step_commands`]).
+#[derive(Debug, Clone)]
+pub struct Shown {
+    pub interval: std::time::Duration,
+    /// The `--root` directory the keyring path is placed under (`/` on the running system).
+    pub root: std::path::PathBuf,
+}
+
+impl Shown {
+    fn commands(&self, step: &Step) -> Vec<String> {
+        let keyring = |host: &str| {
+            self.root
+                .join(host.trim_start_matches('/'))
+                .to_string_lossy()
+                .into_owned()
+        };
+        step_commands(step, self.interval, &keyring)
+    }
+}
+
+/// The line that says how a file was (or will be) checked.
+fn validation_text(f: &FileChange) -> String {
+    f.validation.as_ref().map_or_else(
+        || "not validated yet".to_owned(),
+        crate::validate::Validation::describe,
+    )
+}
+
 /// The plan for people: numbered steps with why, commands and diffs.
-pub fn plan_human(title: &str, plan: &Plan) -> String {
+pub fn plan_human(title: &str, plan: &Plan, shown: &Shown) -> String {
     let mut s = String::new();
     let _ = writeln!(s, "{title}");
     if plan.steps.is_empty() && plan.blockers.is_empty() {
@@ -204,24 +201,31 @@ pub fn plan_human(title: &str, plan: &Plan) -> String {
     for (i, ps) in plan.steps.iter().enumerate() {
         let _ = writeln!(s, "\n{}. {}", i + 1, step_title(&ps.step));
         let _ = writeln!(s, "   why: {}", ps.why);
-        for c in step_commands(&ps.step) {
+        for c in shown.commands(&ps.step) {
             let _ = writeln!(s, "   runs: {c}");
         }
         if let Step::WriteFile(f) = &ps.step {
             for c in &f.changes {
                 let _ = writeln!(s, "   - {c}");
             }
+            if let Some(target) = &f.link_target {
+                let _ = writeln!(
+                    s,
+                    "   {} is a symbolic link to {target}: the target is edited in place, the link is kept",
+                    f.path
+                );
+            }
             let _ = writeln!(
                 s,
-                "   {}; written atomically (temp file + rename); checked first: {}",
+                "   {}; written atomically (temp file + rename)",
                 if f.before.is_some() {
                     "old file backed up as <file>.host-setup-<UTC time>.bak, owner and mode kept"
                         .to_owned()
                 } else {
                     format!("new file, mode {:o}", f.mode)
                 },
-                check_text(&f.check)
             );
+            let _ = writeln!(s, "   {}", validation_text(f));
             for line in diff(&f.path, f.before.as_deref(), &f.after).lines() {
                 let _ = writeln!(s, "   | {line}");
             }
@@ -245,8 +249,8 @@ pub fn plan_human(title: &str, plan: &Plan) -> String {
     s
 }
 
-/// JSON form of a plan: steps with their diffs (redacted), warnings, blockers.
-pub fn plan_json(plan: &Plan) -> serde_json::Value {
+/// JSON form of a plan: steps with their commands and diffs (redacted), warnings, blockers.
+pub fn plan_json(plan: &Plan, shown: &Shown) -> serde_json::Value {
     #[derive(Serialize)]
     struct JsonStep<'a> {
         #[serde(flatten)]
@@ -262,7 +266,7 @@ pub fn plan_json(plan: &Plan) -> serde_json::Value {
         .map(|ps| JsonStep {
             step: ps,
             title: step_title(&ps.step),
-            commands: step_commands(&ps.step),
+            commands: shown.commands(&ps.step),
             diff: match &ps.step {
                 Step::WriteFile(f) => Some(diff(&f.path, f.before.as_deref(), &f.after)),
                 _ => None,

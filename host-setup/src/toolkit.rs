@@ -153,8 +153,8 @@ pub fn plan_harden(root: &HostRoot) -> Plan {
         });
         return plan;
     }
-    let before = match root.read_optional(Path::new(CONFIG)) {
-        Ok(text) => text,
+    let file = match root.read_text(Path::new(CONFIG)) {
+        Ok(file) => file,
         Err(e) => {
             plan.blockers.push(crate::plan::Blocker {
                 problem: format!("cannot read {CONFIG}: {e}"),
@@ -163,6 +163,11 @@ pub fn plan_harden(root: &HostRoot) -> Plan {
             return plan;
         }
     };
+    let before = file.as_ref().map(|f| f.text.clone());
+    let link_target = file
+        .as_ref()
+        .and_then(|f| f.resolved.via_link.as_ref())
+        .map(|p| p.to_string_lossy().into_owned());
     match harden(before.as_deref()) {
         Ok(None) => {}
         Ok(Some((after, changes))) => {
@@ -174,6 +179,8 @@ pub fn plan_harden(root: &HostRoot) -> Plan {
                     mode: 0o644,
                     check: Check::ToolkitConfig,
                     changes,
+                    link_target,
+                    validation: None,
                 }),
                 why: "the NVIDIA runtime (containerd's default runtime here) reads this file at every container start; no restart is needed, running containers keep their devices".into(),
             });
@@ -195,7 +202,7 @@ pub fn plan_harden(root: &HostRoot) -> Plan {
 /// Read-only check after `harden`: the file on disk has both settings in effect.
 pub fn verify(root: &HostRoot) -> Vec<Finding> {
     let finding = |level, what: String, fix: Option<String>| Finding { level, what, fix };
-    match root.read_optional(Path::new(CONFIG)) {
+    match root.read_text(Path::new(CONFIG)).map(|f| f.map(|f| f.text)) {
         Err(e) => vec![finding(
             Level::Fail,
             format!("{CONFIG} cannot be read: {e}"),

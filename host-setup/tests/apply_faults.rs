@@ -5,8 +5,6 @@
 
 mod support;
 
-use std::time::Duration;
-
 use host_setup::apply::{self, ApplyError, ApplyOptions};
 use host_setup::k3s;
 use host_setup::observe::{CONTAINERD_CONFIG, Observer};
@@ -16,13 +14,7 @@ use lab_runner::RecordingRunner;
 use support::*;
 
 fn opts() -> ApplyOptions {
-    ApplyOptions {
-        system: true,
-        wait_attempts: 3,
-        poll_interval: Duration::ZERO,
-        containerd_bin: None,
-        stamp: "20260101T000000Z".to_owned(),
-    }
+    apply_opts(true, 3, waived())
 }
 
 /// The tree observed as a root-run on a GPU host (the driver itself is covered in tests/plan.rs).
@@ -295,4 +287,70 @@ fn install_on_fresh_vm_runs_toolkit_then_k3s_and_copies_kubeconfig() {
         std::fs::read(&kube).unwrap(),
         std::fs::read(t.path().join("etc/rancher/k3s/k3s.yaml")).unwrap()
     );
+}
+
+#[test]
+fn a_failing_command_after_a_write_restores_the_written_files() {
+    // A GPU host with the toolkit and no k3s: install writes config.yaml, then the k3s installer
+    // fails. The new config.yaml must go again (restored to "absent"), and the error says so.
+    let t = tree(&["toolkit"]);
+    let root = HostRoot::new(t.path());
+    let plan = plan::plan_install(
+        &root_obs(&root),
+        &plan::InstallOptions {
+            tls_san: vec!["10.0.0.10".into()],
+            ..plan::InstallOptions::default()
+        },
+    );
+    assert!(plan.writes(k3s::CONFIG_YAML), "{:?}", plan.steps);
+    let runner = RecordingRunner::new(&["sh", "systemctl", "k3s"]);
+    runner.reply(
+        "get.k3s.io",
+        1,
+        "",
+        "curl: (6) Could not resolve host: get.k3s.io",
+    );
+    let err = apply::apply(&plan, &runner, &root, &opts(), &mut |_| {}).unwrap_err();
+    assert!(matches!(err, ApplyError::Restored { .. }), "{err}");
+    let text = err.to_string();
+    assert!(text.contains("Could not resolve host"), "{text}");
+    assert!(
+        text.contains("every file this run had written was restored byte for byte"),
+        "{text}"
+    );
+    assert!(!t.path().join("etc/rancher/k3s/config.yaml").exists());
+    assert!(
+        !runner
+            .lines()
+            .iter()
+            .any(|l| l.starts_with("systemctl restart")),
+        "nothing was restarted, so nothing is restarted again: {:?}",
+        runner.lines()
+    );
+}
+
+#[test]
+fn a_rollback_that_cannot_restart_the_service_names_the_backups() {
+    let t = tree(&["containerd", "containerd-default-v2.toml"]);
+    let root = HostRoot::new(t.path());
+    let before = read(t.path(), CONTAINERD_CONFIG);
+    let plan = plan::plan_set_default_runtime(&root_obs(&root), Target::Containerd, true, 1);
+    let runner = RecordingRunner::new(&["systemctl"]);
+    // Every restart fails, the one of the rollback too.
+    runner.reply(
+        "systemctl restart containerd",
+        1,
+        "",
+        "Job for containerd.service failed",
+    );
+    let err = apply::apply(&plan, &runner, &root, &opts(), &mut |_| {}).unwrap_err();
+    assert!(matches!(err, ApplyError::RestoreFailed { .. }), "{err}");
+    let text = err.to_string();
+    assert!(text.contains("restoring failed"), "{text}");
+    assert!(
+        text.contains("config.toml.host-setup-20260101T000000Z.bak"),
+        "the backups are named so a person can put them back: {text}"
+    );
+    // The files themselves were restored; only the restart failed.
+    assert_eq!(read(t.path(), CONTAINERD_CONFIG), before);
 }

@@ -120,8 +120,9 @@ fn set_default_runtime_containerd_on_each_fixture_is_accepted_and_idempotent() {
     let v2 = bins.iter().find(|(_, m)| *m < 2).or(bins.first());
     let v3 = bins.iter().find(|(_, m)| *m >= 2);
     if v3.is_none() {
-        println!(
-            "SKIPPED (partly): no containerd >= 2.0; version 3 fixtures are run without --containerd-bin (parse check only)"
+        lab_runner::tier::skipped(
+            "containerd 2.x",
+            "no containerd >= 2.0: version 3 fixtures are written with --no-validate (parsed only)",
         );
     }
     for name in containerd_fixtures()
@@ -142,8 +143,9 @@ fn set_default_runtime_containerd_on_each_fixture_is_accepted_and_idempotent() {
             "--root",
             root,
         ];
-        if let Some((b, _)) = bin {
-            args.extend(["--containerd-bin", b.as_str()]);
+        match bin {
+            Some((b, _)) => args.extend(["--containerd-bin", b.as_str()]),
+            None => args.push("--no-validate"),
         }
         let first = host_setup(&args);
         assert_eq!(
@@ -153,14 +155,34 @@ fn set_default_runtime_containerd_on_each_fixture_is_accepted_and_idempotent() {
             first.stdout,
             first.stderr
         );
-        if bin.is_some() {
-            assert!(
-                first
-                    .stdout
-                    .contains("config dump` loads it: default runtime nvidia"),
+        let wrote = !first.stdout.contains("Nothing to do");
+        match bin {
+            Some((_, major)) => {
+                assert!(
+                    !wrote
+                        || first.stdout.contains(&format!(
+                            "validated by the real containerd {} (containerd {major}.",
+                            lab_runner::which(&bin.unwrap().0).unwrap().display()
+                        )),
+                    "{name}: {}",
+                    first.stdout
+                );
+                assert!(
+                    first
+                        .stdout
+                        .contains("config dump` loads it: default runtime nvidia"),
+                    "{name}: {}",
+                    first.stdout
+                );
+            }
+            None => assert!(
+                !wrote
+                    || first
+                        .stdout
+                        .contains("NOT validated by a real containerd (--no-validate given)"),
                 "{name}: {}",
                 first.stdout
-            );
+            ),
         }
         let after = snapshot(t.path());
         let second = host_setup(&args);
@@ -179,6 +201,49 @@ fn set_default_runtime_containerd_on_each_fixture_is_accepted_and_idempotent() {
 }
 
 #[test]
+fn without_a_containerd_that_reads_the_file_apply_refuses_unless_no_validate() {
+    // An empty PATH: no containerd anywhere, so nothing can load the rendered config.
+    let t = tree(&["containerd", "containerd-default-v3.toml"]);
+    let root = t.path().to_str().unwrap();
+    let before = snapshot(t.path());
+    let run = |extra: &[&str]| {
+        let mut cmd = Cmd::new(BIN)
+            .args([
+                "set-default-runtime",
+                "--runtime",
+                "containerd",
+                "--root",
+                root,
+            ])
+            .args(extra.iter().copied())
+            .env("PATH", "/nonexistent");
+        cmd = cmd.timeout(std::time::Duration::from_secs(60));
+        SystemRunner::new(false).run(&cmd).expect("host-setup runs")
+    };
+    for extra in [&[][..], &["--dry-run"][..]] {
+        let out = run(extra);
+        assert_eq!(out.code, Some(3), "{extra:?}: {}{}", out.stdout, out.stderr);
+        assert!(
+            out.stdout
+                .contains("/etc/containerd/config.toml: not validated:")
+                && out.stdout.contains("no containerd binary was found")
+                && out.stdout.contains("fix: install a containerd >= 2.0"),
+            "{}",
+            out.stdout
+        );
+        assert_eq!(snapshot(t.path()), before, "a refused plan wrote something");
+    }
+    let out = run(&["--no-validate"]);
+    assert_eq!(out.code, Some(0), "{}{}", out.stdout, out.stderr);
+    assert!(
+        out.stdout
+            .contains("NOT validated by a real containerd (--no-validate given): the planned /etc/containerd/config.toml (with its drop-ins) is config version 3, and no containerd binary was found; it was only parsed"),
+        "{}",
+        out.stdout
+    );
+}
+
+#[test]
 fn version1_config_exits_3_with_a_fix() {
     let t = tree(&["containerd", "nvidia-ctk-v1.20.0-dockerio-v1-dropin.toml"]);
     let out = host_setup(&[
@@ -190,7 +255,11 @@ fn version1_config_exits_3_with_a_fix() {
     ]);
     assert_eq!(out.code, Some(3));
     assert!(
-        out.stdout.contains("version 1") && out.stdout.contains("fix:"),
+        out.stdout
+            .contains("`version = 1` is containerd's legacy config schema")
+            && out.stdout.contains(
+                "fix: regenerate it with `containerd config default > /etc/containerd/config.toml`"
+            ),
         "{}",
         out.stdout
     );

@@ -1,12 +1,10 @@
-//! Golden tests over every containerd config fixture in shared/fixtures/host: set-default-runtime
+//! Golden tests over every containerd config fixture in tests/data/host: set-default-runtime
 //! --runtime containerd on a tree holding the fixture (and its drop-in) must give the golden
 //! bytes, put `default_runtime_name = "nvidia"` in the table of the file's own version, keep every
 //! comment, and a second run must plan nothing and change no byte.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod support;
-
-use std::time::Duration;
 
 use host_setup::apply::{self, ApplyOptions};
 use host_setup::containerd;
@@ -19,13 +17,7 @@ use support::*;
 const DROPIN: &str = "/etc/containerd/conf.d/99-nvidia.toml";
 
 fn opts() -> ApplyOptions {
-    ApplyOptions {
-        system: false,
-        wait_attempts: 1,
-        poll_interval: Duration::ZERO,
-        containerd_bin: None,
-        stamp: "20260101T000000Z".to_owned(),
-    }
+    apply_opts(false, 1, waived())
 }
 
 fn apply_once(root: &HostRoot) -> host_setup::plan::Plan {
@@ -53,7 +45,7 @@ fn every_containerd_fixture_golden_idempotent_comments_kept() {
             // A `version = 1` file is refused with a fix, and nothing is written.
             assert_eq!(plan.blockers.len(), 1, "{name}");
             assert!(
-                plan.blockers[0].problem.contains("version 1"),
+                plan.blockers[0].problem.contains("`version = 1`"),
                 "{name}: {:?}",
                 plan.blockers
             );

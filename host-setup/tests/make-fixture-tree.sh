@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Builds a fake host tree for `host-setup --root DIR` from shared/fixtures/host, so the tool can be
+# Builds a fake host tree for `host-setup --root DIR` from tests/data/host, so the tool can be
 # run (dry-run or for real) without touching this machine.
 #
 # usage: make-fixture-tree.sh DIR SCENARIO [FIXTURE]
@@ -9,7 +9,7 @@
 #   k3s-no-default            toolkit + k3s v1.33.5 with the docs' config.yaml; k3s rendered its
 #                             containerd config (v3) WITHOUT default_runtime_name
 #   k3s-done                  toolkit + k3s with config.yaml already merged and nvidia default
-#   containerd FIXTURE        /etc/containerd/config.toml = FIXTURE (a file of shared/fixtures/host);
+#   containerd FIXTURE        /etc/containerd/config.toml = FIXTURE (a file of tests/data/host);
 #                             for nvidia-ctk `*-toplevel.toml` files the matching `*-dropin.toml` is
 #                             put where its `imports` points (/etc/containerd/conf.d/99-nvidia.toml)
 #
@@ -19,7 +19,7 @@ set -euo pipefail
 dir=${1:?usage: make-fixture-tree.sh DIR SCENARIO [FIXTURE]}
 scenario=${2:?usage: make-fixture-tree.sh DIR SCENARIO [FIXTURE]}
 here=$(cd "$(dirname "$0")" && pwd)
-fixtures=${HOST_FIXTURES:-$here/../../../shared/fixtures/host}
+fixtures=${HOST_FIXTURES:-$here/data/host}
 [ -d "$fixtures" ] || { echo "fixtures not found at $fixtures (set HOST_FIXTURES)" >&2; exit 2; }
 mkdir -p "$dir"
 

@@ -19,6 +19,7 @@ fn file(path: &str, text: &str) -> FileState {
         mode: 0o600,
         uid: 0,
         gid: 0,
+        link_target: None,
     }
 }
 
@@ -284,7 +285,7 @@ fn not_root_blocks_and_apply_refuses_without_writing() {
         system: true,
         wait_attempts: 1,
         poll_interval: std::time::Duration::ZERO,
-        containerd_bin: None,
+        validators: host_setup::validate::Validators::default(),
         stamp: "s".into(),
     };
     let err = host_setup::apply::apply(&plan, &runner, &root, &opts, &mut |_| {}).unwrap_err();
@@ -351,4 +352,218 @@ fn dropin_overriding_default_runtime_blocks() {
             .iter()
             .any(|b| b.problem.contains("50-x.yaml"))
     );
+}
+
+/// The only blocker of `plan`, which must exist.
+fn only_blocker(plan: &Plan) -> &plan::Blocker {
+    assert_eq!(plan.blockers.len(), 1, "{:?}", plan.blockers);
+    assert!(plan.steps.is_empty() || !plan.blockers.is_empty());
+    &plan.blockers[0]
+}
+
+/// One case per blocker message of the planner: the problem names what is wrong, the fix is the
+/// fix for that case (not a generic "fix it").
+#[test]
+fn every_blocker_message_carries_the_fix_for_its_case() {
+    let install = |obs: &Observation| plan::plan_install(obs, &InstallOptions::default());
+    let k3s_host = || {
+        with_k3s(
+            with_toolkit(fresh_vm()),
+            &fixture("k3s-config.yaml"),
+            &generated_without_default(),
+        )
+    };
+    let mut cases: Vec<(&str, Plan, &str, &str)> = Vec::new();
+
+    let mut o = fresh_vm();
+    o.apt = false;
+    cases.push((
+        "no apt",
+        install(&o),
+        "no apt-get",
+        "install nvidia-container-toolkit by hand",
+    ));
+
+    let mut o = fresh_vm();
+    o.euid = Some(1000);
+    let p = plan::plan_set_default_runtime(&o, plan::Target::Containerd, true, 60);
+    cases.push((
+        "not root (set-default-runtime)",
+        p,
+        "not running as root",
+        "sudo host-setup set-default-runtime",
+    ));
+
+    let p = plan::plan_install(
+        &fresh_vm(),
+        &InstallOptions {
+            kubeconfig_user: Some("ghost".into()),
+            ..InstallOptions::default()
+        },
+    );
+    cases.push((
+        "unknown kubeconfig user",
+        p,
+        "--kubeconfig-user ghost: no such user",
+        "adduser",
+    ));
+
+    let mut o = k3s_host();
+    o.k3s.as_mut().unwrap().version = k3s::parse_version("v1.28.4+k3s2");
+    o.k3s_generated = Some(file(
+        k3s::GENERATED_CONTAINERD,
+        &fixture("k3s-containerd-v2-nvidia.toml"),
+    ));
+    cases.push((
+        "old k3s (install)",
+        install(&o),
+        "predates the default-runtime option",
+        "host-setup install --k3s-version",
+    ));
+
+    let p = plan::plan_set_default_runtime(&with_toolkit(fresh_vm()), plan::Target::K3s, true, 60);
+    cases.push((
+        "no k3s",
+        p,
+        "k3s is not installed",
+        "run `host-setup install`",
+    ));
+
+    let mut o = k3s_host();
+    o.toolkit = None;
+    let p = plan::plan_set_default_runtime(&o, plan::Target::K3s, true, 60);
+    cases.push((
+        "no toolkit for k3s",
+        p,
+        "nvidia-container-runtime is missing",
+        "install the NVIDIA Container Toolkit first",
+    ));
+
+    let mut o = k3s_host();
+    o.k3s.as_mut().unwrap().version = k3s::parse_version("v1.28.4+k3s2");
+    o.k3s_template_v3 = Some(file(
+        k3s::TEMPLATE_V3,
+        "{{ template \"base\" . }}\n# mine\n",
+    ));
+    let p = plan::plan_set_default_runtime(&o, plan::Target::K3s, true, 60);
+    cases.push((
+        "user template (old k3s, v3)",
+        p,
+        "exists with your own content",
+        "add `[plugins.'io.containerd.cri.v1.runtime'.containerd] default_runtime_name",
+    ));
+
+    let mut o = k3s_host();
+    o.k3s_config = Some(file(k3s::CONFIG_YAML, "- a\n"));
+    cases.push((
+        "config.yaml not a mapping",
+        install(&o),
+        "the top level is a list",
+        "`flag: value` lines",
+    ));
+
+    let mut o = k3s_host();
+    o.k3s_config_dropins = vec![file("/etc/rancher/k3s/config.yaml.d/50-x.yaml", "a: [b\n")];
+    cases.push((
+        "drop-in not YAML",
+        install(&o),
+        "50-x.yaml: not valid YAML",
+        "or remove /etc/rancher/k3s/config.yaml.d/50-x.yaml",
+    ));
+
+    let mut o = k3s_host();
+    o.k3s_config_dropins = vec![file(
+        "/etc/rancher/k3s/config.yaml.d/50-x.yaml",
+        "default-runtime: runc\n",
+    )];
+    cases.push((
+        "drop-in overrides default-runtime",
+        install(&o),
+        "sets `default-runtime: runc`",
+        "remove the `default-runtime: runc` line from /etc/rancher/k3s/config.yaml.d/50-x.yaml",
+    ));
+
+    let mut o = k3s_host();
+    o.k3s_config_dropins = vec![file(
+        "/etc/rancher/k3s/config.yaml.d/50-x.yaml",
+        "write-kubeconfig-mode: \"0644\"\n",
+    )];
+    cases.push((
+        "drop-in opens the kubeconfig",
+        install(&o),
+        "making the admin kubeconfig readable",
+        "--kubeconfig-user",
+    ));
+
+    let mut o = k3s_host();
+    o.k3s_template_v3 = Some(file(
+        k3s::TEMPLATE_V3,
+        "{{ template \"base\" . }}\n[plugins.'io.containerd.cri.v1.runtime'.containerd]\n",
+    ));
+    cases.push((
+        "template redeclares containerd",
+        install(&o),
+        "table containerd already exists",
+        "remove the [plugins.\"io.containerd.cri.v1.runtime\".containerd] table",
+    ));
+
+    let mut o = k3s_host();
+    o.k3s_template_v3 = Some(file(
+        k3s::TEMPLATE_V3,
+        "{{ template \"base\" . }}\n[plugins.'io.containerd.cri.v1.runtime'.containerd.runtimes.runc]\n",
+    ));
+    cases.push((
+        "template redeclares runc",
+        install(&o),
+        "declares runtimes.runc",
+        "remove the runtimes.runc tables",
+    ));
+
+    let mut o = k3s_host();
+    o.k3s_template_v3 = Some(file(
+        k3s::TEMPLATE_V3,
+        "{{ template \"base\" . }}\n[plugins\n",
+    ));
+    cases.push(("template not TOML", install(&o), "is not valid TOML", "correct /var/lib/rancher/k3s/agent/etc/containerd/config-v3.toml.tmpl at the position shown"));
+
+    let mut o = with_toolkit(fresh_vm());
+    o.containerd_config = Some(file(
+        "/etc/containerd/config.toml",
+        "version = 2\nimports = [\"/etc/containerd/conf.d/*.toml\"]\n",
+    ));
+    o.containerd_imports = vec![file("/etc/containerd/conf.d/9.toml", "version = \"2\"\n")];
+    let p = plan::plan_set_default_runtime(&o, plan::Target::Containerd, true, 60);
+    cases.push(("drop-in with a string version", p, "9.toml: `version = \"2\"` is a string", "write it as a bare integer: `version = 2` (no quotes) (or remove the drop-in /etc/containerd/conf.d/9.toml), then run again"));
+
+    let mut o = k3s_host();
+    o.unreadable = vec![host_setup::root::Unreadable {
+        path: k3s::CONFIG_YAML.into(),
+        problem: host_setup::root::ReadProblem::NotUtf8 { valid_up_to: 3 },
+    }];
+    let p = install(&o);
+    assert!(
+        p.steps.is_empty(),
+        "nothing is planned over an unreadable file"
+    );
+    cases.push((
+        "unreadable config.yaml",
+        p,
+        "config.yaml cannot be read: it is not UTF-8 text",
+        "grep -naxv",
+    ));
+
+    for (name, plan, problem, fix) in &cases {
+        let b = only_blocker(plan);
+        assert!(
+            b.problem.contains(problem),
+            "{name}: problem {:?} lacks {problem:?}",
+            b.problem
+        );
+        assert!(b.fix.contains(fix), "{name}: fix {:?} lacks {fix:?}", b.fix);
+        assert!(
+            !b.problem.contains("fix:"),
+            "{name}: the fix belongs in `fix`: {:?}",
+            b.problem
+        );
+    }
 }

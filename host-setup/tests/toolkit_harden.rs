@@ -9,7 +9,6 @@ mod support;
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
-use std::time::Duration;
 
 use host_setup::apply::{self, ApplyOptions};
 use host_setup::checks::Level;
@@ -22,13 +21,7 @@ const DATA: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/toolkit");
 const BIN: &str = env!("CARGO_BIN_EXE_host-setup");
 
 fn opts() -> ApplyOptions {
-    ApplyOptions {
-        system: false,
-        wait_attempts: 1,
-        poll_interval: Duration::ZERO,
-        containerd_bin: None,
-        stamp: "20260101T000000Z".to_owned(),
-    }
+    support::apply_opts(false, 1, support::waived())
 }
 
 /// A tree with the toolkit's runtime binary and, when given, `config` as its config.toml.
@@ -183,7 +176,7 @@ fn the_binary_prints_the_diff_on_dry_run_then_applies_then_has_nothing_to_do() {
         "+accept-nvidia-visible-devices-envvar-when-unprivileged = false",
         "+accept-nvidia-visible-devices-as-volume-mounts = true",
         "devicePlugin.deviceListStrategy=volume-mounts",
-        "checked first: parses as TOML, both settings in effect",
+        "checked by parsing only: parses as TOML with both settings in effect",
     ] {
         assert!(
             out.stdout.contains(want),

@@ -21,6 +21,8 @@ pub enum CheckId {
     Compute,
     /// `selftest`: a HAMi-core library checked without Kubernetes.
     Selftest,
+    /// `conformance.<cell>`: one cell of `gpu-probe conformance` (e.g. `conformance.path.cuMemAlloc_v2`).
+    Conformance(String),
     /// `limits`: the memory-limit environment is well-formed (only ever failed).
     Limits,
     /// `cuda`: the CUDA driver starts and sees a GPU (only ever failed).
@@ -59,10 +61,16 @@ impl CheckId {
             "selftest" => Self::Selftest,
             "limits" => Self::Limits,
             "cuda" => Self::Cuda,
-            _ => match id.strip_prefix("audit.") {
-                Some(word) if !word.is_empty() => Self::Audit(word.to_owned()),
-                _ => Self::Other(id.to_owned()),
-            },
+            _ => {
+                if let Some(word) = id.strip_prefix("audit.").filter(|w| !w.is_empty()) {
+                    Self::Audit(word.to_owned())
+                } else if let Some(cell) = id.strip_prefix("conformance.").filter(|c| !c.is_empty())
+                {
+                    Self::Conformance(cell.to_owned())
+                } else {
+                    Self::Other(id.to_owned())
+                }
+            }
         }
     }
 }
@@ -77,6 +85,7 @@ impl fmt::Display for CheckId {
             Self::Overhead => f.write_str("overhead"),
             Self::Compute => f.write_str("compute"),
             Self::Selftest => f.write_str("selftest"),
+            Self::Conformance(cell) => write!(f, "conformance.{cell}"),
             Self::Limits => f.write_str("limits"),
             Self::Cuda => f.write_str("cuda"),
             Self::Other(id) => f.write_str(id),

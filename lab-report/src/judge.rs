@@ -1388,13 +1388,24 @@ pub fn judge_check(path: &str, report: &Report, check: &CheckId) -> Judgement {
             None => Judgement::unsupported(Some(path), "has no overhead section"),
         },
         CheckId::Compute => match &report.compute {
-            // A compute band (throughput under CUDA_DEVICE_SM_LIMIT against an unlimited baseline
-            // of the same run) would be judged here; without one the throughput claims nothing.
-            Some(_) => Judgement::measured(format!(
-                "a measurement, not a pass (no band around the SM limit was judged): {}",
-                recorded_reason(report, check)
-            )),
+            // Under CUDA_DEVICE_SM_LIMIT with an unlimited baseline of the same run, the ratio is
+            // judged against its band; without one the throughput claims nothing.
+            Some(c) => match &c.comparison {
+                Some(cmp) => from(sm_band(cmp)),
+                None => Judgement::measured(format!(
+                    "a measurement, not a pass (no band around the SM limit was judged): {}",
+                    recorded_reason(report, check)
+                )),
+            },
             None => Judgement::unsupported(Some(path), "has no compute section"),
+        },
+        CheckId::Conformance(cell) => match per_device_cell(report, cell) {
+            // Several devices' results live only in the cell's note: nothing structured to
+            // re-judge, so the cell is reported as measured, never counted as a pass.
+            Some(note) => Judgement::measured(format!(
+                "a measurement, not a pass (per-device numbers are not recorded apart): {note}"
+            )),
+            None => from(conformance_cell(report, cell)),
         },
         CheckId::Selftest => from(selftest(report)),
         CheckId::Limits | CheckId::Cuda | CheckId::Other(_) => Judgement::unsupported(
@@ -1483,4 +1494,117 @@ pub fn judge_local_claim(
         return Judgement::unsupported(Some(path), format!("holds no check `{}`", claim.check));
     }
     judge_check(path, report, &claim.check)
+}
+
+/// Throughput under an SM limit against the unlimited baseline of the same run: the ratio is
+/// recomputed from the two throughputs and must lie inside the stated band around the expected
+/// ratio.
+fn sm_band(c: &crate::report_conformance::ComputeComparison) -> Result<String, String> {
+    if c.baseline_kernels_per_second.partial_cmp(&0.0) != Some(std::cmp::Ordering::Greater) {
+        return Err(format!(
+            "has a baseline of {} kernels/s: no throughput to compare with",
+            c.baseline_kernels_per_second
+        ));
+    }
+    let ratio = c.limited_kernels_per_second / c.baseline_kernels_per_second;
+    if (ratio - c.ratio).abs() > 0.005 {
+        return Err(format!(
+            "records a ratio of {:.3}, but its throughputs ({:.0} / {:.0} kernels/s) give {ratio:.3}",
+            c.ratio, c.limited_kernels_per_second, c.baseline_kernels_per_second
+        ));
+    }
+    let off_points = (ratio - c.expected_ratio).abs() * 100.0;
+    if off_points > c.band_percentage_points {
+        return Err(format!(
+            "shows {:.0} % of the baseline's throughput, {off_points:.0} points from the expected {:.0} % (band ±{:.0})",
+            ratio * 100.0,
+            c.expected_ratio * 100.0,
+            c.band_percentage_points
+        ));
+    }
+    Ok(format!(
+        "{:.0} % of the baseline's throughput, inside ±{:.0} points of the expected {:.0} %",
+        ratio * 100.0,
+        c.band_percentage_points,
+        c.expected_ratio * 100.0
+    ))
+}
+
+/// The note of a capped multi-device cell (`devices.*` without one slice), whose per-device
+/// numbers the report does not keep apart.
+fn per_device_cell(report: &Report, cell_id: &str) -> Option<String> {
+    use crate::report_conformance::{CellGroup, CellOutcome};
+    let c = report
+        .conformance
+        .as_ref()?
+        .cells
+        .iter()
+        .find(|c| c.id == cell_id)?;
+    (c.group == CellGroup::Devices && c.slice_bytes.is_none() && c.outcome == CellOutcome::Capped)
+        .then(|| c.note.clone())
+}
+
+/// One cell of `gpu-probe conformance`, judged from its own numbers: a memory cell passes only
+/// when it held no more than its slice and a refusal was seen; a spelling cell only when the
+/// limit the library enforced is the one predicted; an SM-limit cell only inside its band;
+/// a robustness cell only when the library's accounting stayed intact.
+fn conformance_cell(report: &Report, cell_id: &str) -> Result<String, String> {
+    use crate::report_conformance::{CellGroup, CellOutcome};
+    let Some(conf) = &report.conformance else {
+        return Err("has no conformance section".to_owned());
+    };
+    let Some(c) = conf.cells.iter().find(|c| c.id == cell_id) else {
+        return Err(format!("has no conformance cell `{cell_id}`"));
+    };
+    match c.outcome {
+        CellOutcome::Capped => {}
+        CellOutcome::Intact => return Ok(format!("{}: intact ({})", c.id, c.note)),
+        other => return Err(format!("shows cell {} {}: {}", c.id, other.word(), c.note)),
+    }
+    if let Some(cmp) = &c.compute {
+        return sm_band(cmp).map(|why| format!("{}: {why}", c.id));
+    }
+    if let (CellGroup::Spellings, Some(p), Some(e)) =
+        (c.group, c.predicted_limit_bytes, c.enforced_limit_bytes)
+        && p != e
+    {
+        return Err(format!(
+            "shows cell {} enforcing {} where {} was predicted",
+            c.id,
+            m(e),
+            m(p)
+        ));
+    }
+    let Some(slice) = c.slice_bytes else {
+        return Err(format!(
+            "shows cell {} capped with no slice to hold it against",
+            c.id
+        ));
+    };
+    let Some(held) = c.held_bytes else {
+        return Err(format!(
+            "shows cell {} capped but records nothing held",
+            c.id
+        ));
+    };
+    if held > slice + crate::MIB {
+        return Err(format!(
+            "shows cell {} holding {}, more than its {} slice",
+            c.id,
+            m(held),
+            m(slice)
+        ));
+    }
+    if c.refusal.is_none() {
+        return Err(format!(
+            "shows cell {} capped but no refusal was seen",
+            c.id
+        ));
+    }
+    Ok(format!(
+        "{}: held {} ≤ the {} slice, then refused",
+        c.id,
+        m(held),
+        m(slice)
+    ))
 }

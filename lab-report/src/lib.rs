@@ -2,6 +2,8 @@
 //! evidence.
 //!
 //! - [`probe`]: gpu-probe's JSON report (re-exported by gpu-probe as `gpu_probe::report`);
+//! - [`report_conformance`]: the probe report's sharing method, conformance matrix and compute
+//!   comparison;
 //! - [`run`]: `run.json`, what `cluster-ctl run --out DIR` writes (typed exercise ids and results);
 //! - [`summary`]: evidence-pack's `summary.json`;
 //! - [`check`]: the ids of gpu-probe's checks (`view.device0`, `audit.<path>`) and of local claims;
@@ -19,6 +21,7 @@ pub mod check;
 pub mod judge;
 pub mod k8s;
 pub mod probe;
+pub mod report_conformance;
 pub mod run;
 pub mod schema;
 pub mod summary;

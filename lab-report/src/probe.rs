@@ -51,6 +51,12 @@ pub struct Report {
     /// `gpu-probe selftest`: a HAMi-core library checked against this driver without Kubernetes.
     #[serde(default)]
     pub selftest: Option<SelftestSection>,
+    /// The sharing method the probe found (HAMi-core, CUDA MPS, MIG, none) and why.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub method: Option<crate::report_conformance::MethodSection>,
+    /// `gpu-probe conformance`: the matrix of what one HAMi-core library caps here.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub conformance: Option<crate::report_conformance::ConformanceSection>,
     /// Every check, flat, in the order they ran.
     pub checks: Vec<Check>,
     pub verdict: Verdict,
@@ -81,6 +87,8 @@ impl Report {
             overhead: None,
             compute: None,
             selftest: None,
+            method: None,
+            conformance: None,
             verdict: Verdict::from_checks(&checks),
             checks,
             scope_note: SCOPE_NOTE.into(),
@@ -218,7 +226,13 @@ pub struct CapDevice {
     pub held_bytes: u64,
     /// `cuMemGetInfo_v2` before the search: total − free is what the context costs the slice.
     pub start_mem_info: Option<MemInfo>,
+    /// What the context itself costs: the start's used memory less what other processes of the
+    /// container held (`sibling_usage`); absent where the total is not this process's own (MPS).
     pub context_overhead_bytes: Option<u64>,
+    /// Other processes of this container holding part of the slice at the start (HAMi-core's
+    /// shared region lists them).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sibling_usage: Vec<crate::report_conformance::SiblingUsage>,
     /// Every allocation call of the search, in order (for the chart in the evidence report).
     pub steps: Vec<CapStep>,
     pub alloc_calls: u32,
@@ -531,6 +545,68 @@ pub struct AuditPath {
     pub nonstandard_code: bool,
     pub calls: u32,
     pub note: String,
+    /// `allocation` (an API of the driver) or `bypass` (a way around HAMi-core altogether).
+    #[serde(default, skip_serializing_if = "AuditGroup::is_allocation")]
+    pub group: AuditGroup,
+    /// What a bypass row did, step by step (bypass rows only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bypass: Option<BypassDetail>,
+}
+
+/// The two groups of `gpu-probe audit` rows.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum AuditGroup {
+    /// An allocation path of the driver API, called the ordinary way.
+    #[default]
+    Allocation,
+    /// A way around HAMi-core that needs no Kubernetes (region tamper, an env-less first writer,
+    /// a cleared environment, the driver reached past the `dlsym` interposer, a static runtime).
+    Bypass,
+}
+
+impl AuditGroup {
+    pub fn is_allocation(&self) -> bool {
+        *self == Self::Allocation
+    }
+}
+
+/// What one bypass row of `gpu-probe audit` did, with its numbers.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, JsonSchema)]
+pub struct BypassDetail {
+    /// The row's key: `region-tamper`, `env-less-first-writer`, `cleared-environment`,
+    /// `dlmopen`, `libc-dlsym`, `cuGetProcAddress`, `static-cudart`.
+    pub row: String,
+    /// What the row did, in order, with its numbers (for people).
+    pub steps: Vec<String>,
+    /// Held before the bypass was applied (region tamper: before the limit was written).
+    pub held_before_bytes: Option<u64>,
+    /// The refusal before the bypass was applied.
+    pub refused_before: Option<CudaErrorInfo>,
+    /// The device's limit in the shared region before the row (tamper), or as the env-less first
+    /// writer left it.
+    pub region_limit_before_bytes: Option<u64>,
+    /// The limit the row wrote into its own shared region (region tamper only).
+    pub region_limit_written_bytes: Option<u64>,
+    /// The original bytes were written back and read back equal (region tamper only).
+    pub region_restored: Option<bool>,
+    /// `cuMemGetInfo_v2` (or `cudaMemGetInfo`) as the process saw it once the bypass applied.
+    pub mem_info_after: Option<MemInfo>,
+    /// Which object answered each driver entry point the row used (`dladdr`).
+    pub resolved_in: Vec<ResolvedSymbol>,
+    /// HAMi-core's lines on the row's stderr (less the exit messages every process prints).
+    pub log_lines: Vec<String>,
+    /// Every allocation was freed and the process's free memory came back within 64 MiB.
+    pub freed: Option<bool>,
+    pub exit_code: Option<i32>,
+    pub seconds: f64,
+}
+
+/// One entry point and the object `dladdr` places it in.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, JsonSchema)]
+pub struct ResolvedSymbol {
+    pub name: String,
+    pub object: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, JsonSchema)]
@@ -590,6 +666,9 @@ pub struct ComputeSection {
     /// Whether throttling is expected here at all, and why.
     pub throttling_expected: bool,
     pub statement: String,
+    /// Against an unlimited baseline measured in the same run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub comparison: Option<crate::report_conformance::ComputeComparison>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, JsonSchema)]

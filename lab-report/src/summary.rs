@@ -16,6 +16,9 @@ pub const SCHEMA: &str = "hami-isolation-lab/evidence-summary";
 /// Bumped on any incompatible change to [`Summary`].
 pub const SCHEMA_VERSION: u32 = 1;
 
+/// This file's source, so a renderer can tell (by hashing it) when the summary types changed.
+pub const TYPES_SOURCE: &str = include_str!("summary.rs");
+
 /// Where the claims came from.
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "kebab-case")]
@@ -117,6 +120,9 @@ pub struct Summary {
     pub warnings: Vec<String>,
     /// The raw input files, as stored under `raw/`.
     pub raw_files: Vec<String>,
+    /// The matrices of the `gpu-probe conformance` reports among the inputs.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conformance: Vec<Matrix>,
     /// Numbers that were measured but claim nothing (overhead, compute without a band): reported,
     /// never counted as a pass. Missing in older bundles.
     #[serde(default)]
@@ -240,4 +246,38 @@ pub struct Redaction {
     pub file: String,
     pub kind: String,
     pub count: usize,
+}
+
+/// One `gpu-probe conformance` report's matrix, as kept in `summary.json` (rows built and
+/// rendered by evidence-pack's `matrix` module).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, JsonSchema)]
+pub struct Matrix {
+    /// The report's archive path (under `raw/`).
+    pub source: String,
+    pub library: String,
+    pub revision: Option<String>,
+    pub library_sha256: Option<String>,
+    /// The card(s), e.g. `NVIDIA H200 143771 MiB`.
+    pub devices: Vec<String>,
+    pub driver_version: Option<String>,
+    pub seconds: f64,
+    pub all_freed: bool,
+    pub rows: Vec<Row>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, JsonSchema)]
+pub struct Row {
+    /// The group, as people read it (`allocation paths`).
+    pub group: String,
+    pub cell: String,
+    pub title: String,
+    /// gpu-probe's outcome word (`capped`, `escaped`, `crashed`, …).
+    pub outcome: String,
+    /// The claim this row is (`<report>:conformance.<cell>`), when the cell had one.
+    pub claim: Option<String>,
+    /// The claim failed.
+    pub failed: bool,
+    /// Held / slice, or the SM-limit ratio, as text.
+    pub numbers: String,
+    pub note: String,
 }

@@ -655,3 +655,120 @@ fn bypass_evidence_that_contradicts_itself_or_is_of_another_kind_is_unsupported(
     );
     unsupported(&j, Some("probe/hami-bypass-b2.json"), "is missing");
 }
+
+/// A real `gpu-probe conformance` report (gpu-probe/tests/data/conformance, see its README).
+fn conformance_report(rev: &str) -> Report {
+    let path = format!(
+        "{}/../gpu-probe/tests/data/conformance/{rev}-1gpu.json",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap()
+}
+
+#[test]
+fn conformance_cells_are_judged_from_their_own_numbers() {
+    let r = conformance_report("8f3a89c");
+    let mut passed = 0;
+    for c in r.checks.iter().filter(|c| c.id.starts_with("conformance.")) {
+        let j = judge_check("8f3a89c-1gpu.json", &r, &CheckId::parse(&c.id));
+        if c.id.starts_with("conformance.devices.") {
+            // Per-device results are only in the cell's note: a measurement, never a pass.
+            assert_eq!(j.support, Support::Measured, "{}: {}", c.id, j.reason);
+            continue;
+        }
+        // Every cell the probe passed is supported by its numbers; every cell it failed is not.
+        assert_eq!(
+            j.is_supported(),
+            c.status == lab_report::probe::CheckStatus::Passed,
+            "{}: {}",
+            c.id,
+            j.reason
+        );
+        passed += usize::from(j.is_supported());
+    }
+    assert!(passed >= 10, "only {passed} cells passed");
+    let escaped = judge_check(
+        "8f3a89c-1gpu.json",
+        &r,
+        &CheckId::parse("conformance.path.cuArrayCreate_v2"),
+    );
+    assert!(!escaped.is_supported(), "{}", escaped.reason);
+}
+
+#[test]
+fn a_capped_cell_whose_numbers_say_otherwise_is_unsupported() {
+    let mut r = conformance_report("8f3a89c");
+    let conf = r.conformance.as_mut().unwrap();
+    let cell = conf
+        .cells
+        .iter_mut()
+        .find(|c| c.id == "path.cuMemAlloc_v2")
+        .unwrap();
+    let slice = cell.slice_bytes.unwrap();
+    cell.held_bytes = Some(slice + 2000 * 1024 * 1024);
+    let j = judge_check(
+        "x.json",
+        &r,
+        &CheckId::parse("conformance.path.cuMemAlloc_v2"),
+    );
+    assert!(!j.is_supported());
+    assert!(j.reason.contains("more than its"), "{}", j.reason);
+    let conf = r.conformance.as_mut().unwrap();
+    let cell = conf
+        .cells
+        .iter_mut()
+        .find(|c| c.id == "path.cuMemAlloc_v2")
+        .unwrap();
+    cell.held_bytes = Some(slice / 2);
+    cell.refusal = None;
+    let j = judge_check(
+        "x.json",
+        &r,
+        &CheckId::parse("conformance.path.cuMemAlloc_v2"),
+    );
+    assert!(j.reason.contains("no refusal"), "{}", j.reason);
+    let j = judge_check("x.json", &r, &CheckId::parse("conformance.no-such-cell"));
+    assert!(!j.is_supported());
+}
+
+#[test]
+fn the_sm_band_is_recomputed_from_the_throughputs() {
+    let path = format!(
+        "{}/../gpu-probe/tests/data/compute/preload-compute-sm50-run1.json",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let mut r: Report = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    let recorded = r
+        .checks
+        .iter()
+        .find(|c| c.id == "compute")
+        .map(|c| c.status)
+        .unwrap();
+    let j = judge_check("sm50.json", &r, &CheckId::Compute);
+    assert_eq!(
+        j.is_supported(),
+        recorded == lab_report::probe::CheckStatus::Passed,
+        "{}",
+        j.reason
+    );
+    // A report that claims the band with throughputs that are not inside it is unsupported.
+    let cmp = |r: &mut Report| {
+        r.compute
+            .as_mut()
+            .unwrap()
+            .comparison
+            .as_mut()
+            .unwrap()
+            .clone()
+    };
+    let mut c = cmp(&mut r);
+    c.limited_kernels_per_second = c.baseline_kernels_per_second * c.expected_ratio;
+    c.ratio = c.expected_ratio;
+    c.within_band = true;
+    r.compute.as_mut().unwrap().comparison = Some(c.clone());
+    assert!(judge_check("sm50.json", &r, &CheckId::Compute).is_supported());
+    // The recorded ratio must be the one its throughputs give.
+    c.ratio = 0.99;
+    r.compute.as_mut().unwrap().comparison = Some(c);
+    assert!(!judge_check("sm50.json", &r, &CheckId::Compute).is_supported());
+}

@@ -6,13 +6,21 @@
 //! host with a [`RecordingRunner`] that answers from a script and records every call.
 //!
 //! The real implementation, [`SystemRunner`], is a thin layer over `duct`.
+//!
+//! [`progress`] shows long work (bars on a terminal, plain lines in logs, event lines from a child
+//! to its parent); a child's events reach the parent through [`Runner::run_streaming`].
+
+pub mod progress;
 
 use std::collections::VecDeque;
 use std::fmt;
 use std::io;
 use std::path::PathBuf;
 use std::sync::Mutex;
+use std::sync::mpsc;
 use std::time::{Duration, Instant};
+
+pub mod tier;
 
 /// A command to run: program, arguments, extra environment and optional stdin.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -183,6 +191,20 @@ pub trait Runner: Send + Sync {
     /// Whether `program` can be found (on PATH, or as a path).
     fn exists(&self, program: &str) -> bool;
 
+    /// Runs `cmd` like [`Runner::run`], handing each line of its stderr (without the newline) to
+    /// `on_stderr` while it runs; the output still holds all of stderr. For a child whose
+    /// progress events the caller shows ([`progress::Progress::relay`]). This default hands the
+    /// lines over once the command has ended.
+    fn run_streaming(
+        &self,
+        cmd: &Cmd,
+        on_stderr: &mut dyn FnMut(&str),
+    ) -> Result<Output, RunError> {
+        let out = self.run(cmd)?;
+        out.stderr.lines().for_each(&mut *on_stderr);
+        Ok(out)
+    }
+
     /// Runs `cmd` and turns a non-zero exit into [`RunError::Failed`] carrying stderr.
     fn run_checked(&self, cmd: &Cmd) -> Result<Output, RunError> {
         let out = self.run(cmd)?;
@@ -248,13 +270,7 @@ impl Runner for SystemRunner {
         if let Some(dir) = &cmd.dir {
             expr = expr.dir(dir);
         }
-        if cmd.clear_env {
-            expr = expr.full_env(cmd.env.iter().cloned());
-        } else {
-            for (key, value) in &cmd.env {
-                expr = expr.env(key, value);
-            }
-        }
+        expr = with_env(expr, cmd);
         expr = match &cmd.stdin {
             Some(bytes) => expr.stdin_bytes(bytes.clone()),
             None => expr.stdin_null(),
@@ -283,6 +299,13 @@ impl Runner for SystemRunner {
                 }
             }
         };
+        if let Some(path) = which(&cmd.program) {
+            let status = out
+                .status
+                .code()
+                .map_or_else(|| "exit=signal".to_owned(), |c| format!("exit={c}"));
+            tier::exec(&path, cmd.args.first().map(String::as_str), &status);
+        }
         Ok(Output {
             code: out.status.code(),
             stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -293,6 +316,127 @@ impl Runner for SystemRunner {
     fn exists(&self, program: &str) -> bool {
         which(program).is_some()
     }
+
+    fn run_streaming(
+        &self,
+        cmd: &Cmd,
+        on_stderr: &mut dyn FnMut(&str),
+    ) -> Result<Output, RunError> {
+        if !self.exists(&cmd.program) {
+            return Err(RunError::NotFound {
+                program: cmd.program.clone(),
+                hint: self.hint_for(&cmd.program),
+            });
+        }
+        if self.verbose {
+            eprintln!("+ {cmd}");
+        }
+        let spawn_err = |source| RunError::Spawn {
+            cmd: cmd.to_string(),
+            source,
+        };
+        let (reader, writer) = std::io::pipe().map_err(spawn_err)?;
+        let handle = {
+            let mut expr = duct::cmd(&cmd.program, &cmd.args)
+                .unchecked()
+                .stdout_capture()
+                .stderr_file(writer);
+            if let Some(dir) = &cmd.dir {
+                expr = expr.dir(dir);
+            }
+            if cmd.clear_env {
+                expr = expr.full_env(cmd.env.iter().cloned());
+            } else {
+                for (key, value) in &cmd.env {
+                    expr = expr.env(key, value);
+                }
+            }
+            expr = match &cmd.stdin {
+                Some(bytes) => expr.stdin_bytes(bytes.clone()),
+                None => expr.stdin_null(),
+            };
+            expr.start().map_err(spawn_err)?
+            // `expr` ends here, and with it this process's copy of the pipe's write end.
+        };
+        let lines = stderr_lines(reader);
+        let mut stderr = String::new();
+        let mut take = |line: String, stderr: &mut String| {
+            on_stderr(line.trim_end_matches(['\n', '\r']));
+            stderr.push_str(&line);
+        };
+        let started = Instant::now();
+        let out = loop {
+            match lines.recv_timeout(Duration::from_millis(10)) {
+                Ok(line) => take(line, &mut stderr),
+                Err(mpsc::RecvTimeoutError::Timeout) => {}
+                // The child closed its stderr; it may still run.
+                Err(mpsc::RecvTimeoutError::Disconnected) => {
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+            }
+            if let Some(out) = handle.try_wait().map_err(spawn_err)? {
+                break out.clone();
+            }
+            if let Some(limit) = cmd.timeout
+                && started.elapsed() >= limit
+            {
+                let _ = handle.kill();
+                return Err(RunError::TimedOut {
+                    cmd: cmd.to_string(),
+                    after: limit,
+                });
+            }
+        };
+        drop(handle);
+        // What the child wrote just before it ended. A process it left behind may hold the pipe
+        // open: its lines are not waited for past a short grace.
+        let grace = Instant::now() + Duration::from_secs(2);
+        while let Ok(line) = lines.recv_timeout(grace.saturating_duration_since(Instant::now())) {
+            take(line, &mut stderr);
+        }
+        Ok(Output {
+            code: out.status.code(),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr,
+        })
+    }
+}
+
+/// Reads `pipe` line by line on a thread of its own; the channel closes at end of file.
+fn stderr_lines(pipe: std::io::PipeReader) -> mpsc::Receiver<String> {
+    use std::io::BufRead as _;
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let mut reader = std::io::BufReader::new(pipe);
+        let mut buf = Vec::new();
+        loop {
+            buf.clear();
+            match reader.read_until(b'\n', &mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {
+                    if tx.send(String::from_utf8_lossy(&buf).into_owned()).is_err() {
+                        break;
+                    }
+                }
+            }
+        }
+    });
+    rx
+}
+
+/// The command's environment, plus the test-tier origin when a tier log is being written (so a
+/// CLI started by a test attributes its own program runs to that test; see [`tier`]).
+fn with_env(mut expr: duct::Expression, cmd: &Cmd) -> duct::Expression {
+    if cmd.clear_env {
+        return expr.full_env(cmd.env.iter().cloned());
+    }
+    for (key, value) in &cmd.env {
+        expr = expr.env(key, value);
+    }
+    if let Some((key, value)) = tier::child_env() {
+        expr = expr.env(key, value);
+    }
+    expr
 }
 
 /// A process left running in the background; killed on drop.
@@ -345,13 +489,7 @@ impl SystemRunner {
             .stdout_capture()
             .stderr_capture()
             .stdin_null();
-        if cmd.clear_env {
-            expr = expr.full_env(cmd.env.iter().cloned());
-        } else {
-            for (key, value) in &cmd.env {
-                expr = expr.env(key, value);
-            }
-        }
+        expr = with_env(expr, cmd);
         if let Some(dir) = &cmd.dir {
             expr = expr.dir(dir);
         }
@@ -359,6 +497,9 @@ impl SystemRunner {
             cmd: cmd.to_string(),
             source,
         })?;
+        if let Some(path) = which(&cmd.program) {
+            tier::exec(&path, cmd.args.first().map(String::as_str), "started");
+        }
         Ok(Background {
             handle,
             cmd: cmd.to_string(),
@@ -536,6 +677,54 @@ mod tests {
             .run(&Cmd::new("true").timeout(Duration::from_secs(30)))
             .expect("fast");
         assert!(ok.success());
+    }
+
+    #[test]
+    fn streaming_hands_over_stderr_lines_while_the_command_runs() {
+        let runner = SystemRunner::new(false);
+        let started = Instant::now();
+        let mut seen = Vec::new();
+        let out = runner
+            .run_streaming(
+                &Cmd::new("sh")
+                    .args(["-c", "echo one >&2; sleep 1; echo two >&2; echo out"])
+                    .timeout(Duration::from_secs(30)),
+                &mut |line| seen.push((line.to_owned(), started.elapsed())),
+            )
+            .expect("sh runs");
+        let ended = started.elapsed();
+        assert_eq!(out.code, Some(0));
+        assert_eq!(out.stdout, "out\n");
+        assert_eq!(out.stderr, "one\ntwo\n");
+        let lines: Vec<&str> = seen.iter().map(|(l, _)| l.as_str()).collect();
+        assert_eq!(lines, ["one", "two"]);
+        // The first line arrived while the command was still sleeping, not at its end.
+        assert!(
+            seen[0].1 + Duration::from_millis(500) < ended,
+            "{seen:?} {ended:?}"
+        );
+    }
+
+    #[test]
+    fn streaming_keeps_the_timeout_and_the_lines_before_it() {
+        let runner = SystemRunner::new(false);
+        let mut seen = Vec::new();
+        let err = runner
+            .run_streaming(
+                &Cmd::new("sh")
+                    .args(["-c", "echo started >&2; sleep 30"])
+                    .timeout(Duration::from_millis(500)),
+                &mut |line| seen.push(line.to_owned()),
+            )
+            .expect_err("killed");
+        assert!(matches!(err, RunError::TimedOut { .. }), "{err}");
+        assert_eq!(seen, ["started"]);
+        let fake = RecordingRunner::new(&["x"]);
+        fake.reply("x", 0, "", "a\nb\n");
+        let mut replayed = Vec::new();
+        fake.run_streaming(&Cmd::new("x"), &mut |l| replayed.push(l.to_owned()))
+            .expect("scripted");
+        assert_eq!(replayed, ["a", "b"], "a runner that cannot stream replays");
     }
 
     #[test]

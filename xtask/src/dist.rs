@@ -1,7 +1,8 @@
 //! `cargo xtask dist` and `cargo xtask gpu-bundle`: portable release binaries.
 //!
 //! The tools must run on hosts and in container images older than this build machine, so they are
-//! linked against glibc 2.28 with `cargo zigbuild` (target suffix `.2.28`), and every binary's
+//! linked against glibc 2.28 with `cargo zigbuild` (target suffix `.2.28`; zig and cargo-zigbuild
+//! from PATH or from the virtual environment [`zigbuild`] makes under `target/`), and every binary's
 //! highest `GLIBC_x.y` symbol version is checked: the build fails when one needs a newer glibc.
 //! The gpu-probe artifact is the one cluster-ctl copies into pods.
 
@@ -10,6 +11,8 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 use lab_runner::{Cmd, Runner, SystemRunner};
 use sha2::{Digest, Sha256};
+
+pub mod zigbuild;
 
 pub const TOOLS: &[&str] = &["gpu-probe", "host-setup", "cluster-ctl", "evidence-pack"];
 pub const GLIBC_BASELINE: (u32, u32) = (2, 28);
@@ -28,13 +31,10 @@ pub struct DistArgs {
 
 /// Builds, checks and collects the binaries; returns their paths.
 pub fn run(args: &DistArgs) -> Result<Vec<PathBuf>> {
-    let runner = SystemRunner::new(true)
-        .with_hint(
-            "cargo-zigbuild",
-            "run `pip install ziglang cargo-zigbuild` (needed for the glibc 2.28 baseline)",
-        )
-        .with_hint("objdump", "install binutils");
+    let runner = SystemRunner::new(true).with_hint("objdump", "install binutils");
     let root = crate::workspace_root();
+    let family = crate::lab::preflight::Distro::read().family();
+    let zigbuild = zigbuild::ensure(&runner, &root, family)?;
     let tools: Vec<&str> = if args.tools.is_empty() {
         TOOLS.to_vec()
     } else {
@@ -55,7 +55,8 @@ pub fn run(args: &DistArgs) -> Result<Vec<PathBuf>> {
     }
     let mut built = Vec::new();
     for target in targets {
-        let mut cmd = Cmd::new("cargo-zigbuild")
+        let mut cmd = zigbuild
+            .cmd()
             .args(["zigbuild", "--release", "--target"])
             .arg(format!("{target}.2.28"));
         for tool in &tools {
@@ -152,7 +153,7 @@ fn write_sums(dir: &Path, files: &[PathBuf]) -> Result<()> {
     std::fs::write(dir.join("SHA256SUMS"), lines).context("writing SHA256SUMS")
 }
 
-/// Builds what the developers run on the GPU machine into `.carry/` (ignored by git):
+/// Builds what the GPU tests need on a GPU host into `.carry/` (ignored by git):
 /// the portable gpu-probe, the GPU test binary and the benchmark.
 pub fn gpu_bundle() -> Result<()> {
     let root = crate::workspace_root();
@@ -189,7 +190,7 @@ pub fn gpu_bundle() -> Result<()> {
         std::fs::copy(&exe, &target)?;
         let _ = runner.run(&Cmd::new("strip").arg(target.display().to_string()));
     }
-    eprintln!("ready: {} (carry it to the GPU machine)", carry.display());
+    eprintln!("ready: {} (copy it to the GPU host)", carry.display());
     Ok(())
 }
 
@@ -247,8 +248,7 @@ mod tests {
         // parser must find a version, whatever it is.
         let runner = SystemRunner::new(false);
         if !runner.exists("objdump") {
-            use std::io::Write as _;
-            let _ = writeln!(std::io::stderr(), "SKIPPED: objdump not installed");
+            lab_runner::tier::skipped("objdump", "objdump is not installed (Debian: binutils)");
             return;
         }
         let exe = std::env::current_exe().expect("exe");

@@ -1,19 +1,19 @@
-//! The live input: the cluster's objects (`api::snapshot`) rendered into lines, plus the last
+//! The live input: the cluster's objects (`Cluster::snapshot`) rendered into lines, plus the last
 //! [`LOG_TAIL_LINES`] lines of the HAMi scheduler's and device plugins' containers (and of a
-//! kube-apiserver pod where the control plane runs as pods), all fetched under one deadline; what
-//! could not be fetched is a note, never a failure. Also `run`'s capture of those logs.
+//! kube-apiserver pod where the control plane runs as pods), all fetched through `crate::api`
+//! (each read under `--api-timeout`, retried as every call is) and together under one deadline;
+//! what could not be fetched is a note, never a failure. Also `run`'s capture of those logs.
 
 use std::path::Path;
 use std::time::Duration;
 
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Pod;
-use kube::Client;
 
 use super::evidence::{DocKind, Document, Evidence, Line, LookedAt, VersionSeen};
 use super::objects;
 use super::version;
-use crate::api::{self, ApiError};
+use crate::api::{ApiError, Cluster};
 use crate::report::OutDir;
 
 /// Lines read from the end of each container's log.
@@ -109,12 +109,11 @@ pub fn log_targets(pods: &[Pod], hami_namespace: &str, apiserver: bool) -> Vec<L
     out
 }
 
-/// Reads the logs of `targets`, all under `deadline`; returns what was read, and notes for what
-/// was not.
+/// Reads the logs of `targets` (each read bounded by the cluster's `--api-timeout`), all under
+/// `deadline`; returns what was read, and notes for what was not.
 pub async fn read_logs(
-    client: &Client,
+    cluster: &Cluster,
     targets: Vec<LogTarget>,
-    per_call: Duration,
     deadline: Duration,
 ) -> (Vec<(LogTarget, String)>, Vec<String>) {
     let mut notes = Vec::new();
@@ -128,16 +127,15 @@ pub async fn read_logs(
     }
     let wanted: Vec<LogTarget> = targets.clone();
     let mut stream = futures::stream::iter(targets.into_iter().map(|t| async move {
-        let r = api::container_log_tail(
-            client,
-            &t.namespace,
-            &t.pod,
-            &t.container,
-            LOG_TAIL_LINES,
-            t.previous,
-            per_call,
-        )
-        .await;
+        let r = cluster
+            .container_log_tail(
+                &t.namespace,
+                &t.pod,
+                &t.container,
+                LOG_TAIL_LINES,
+                t.previous,
+            )
+            .await;
         (t, r)
     }))
     .buffer_unordered(PARALLEL_LOGS);
@@ -304,15 +302,14 @@ pub fn merge_run_dir(ev: &mut Evidence, dir: &Path) -> Result<(), super::text::I
 
 /// `doctor` on a live cluster (and an earlier run's folder).
 pub async fn gather(
-    client: &Client,
+    cluster: &Cluster,
     lab_namespace: &str,
     hami_namespace: &str,
-    timeout: Duration,
     from: Option<&Path>,
 ) -> Result<Evidence, ApiError> {
-    let snapshot = api::snapshot(client, lab_namespace, hami_namespace, timeout).await?;
+    let snapshot = cluster.snapshot(lab_namespace, hami_namespace).await?;
     let targets = log_targets(&snapshot.pods, hami_namespace, true);
-    let (logs, notes) = read_logs(client, targets, timeout, timeout).await;
+    let (logs, notes) = read_logs(cluster, targets, cluster.timeout()).await;
     let mut ev = evidence_from_live(snapshot, logs, notes);
     if let Some(dir) = from
         && let Err(e) = merge_run_dir(&mut ev, dir)
@@ -325,14 +322,13 @@ pub async fn gather(
 /// `run`'s capture: the HAMi containers' logs into `cluster/logs/`, so a later
 /// `doctor --explain DIR` reads them. Failures are warnings: the run's results matter more.
 pub async fn capture_logs(
-    client: &Client,
+    cluster: &Cluster,
     hami_pods: &[Pod],
     hami_namespace: &str,
     out: &OutDir,
-    timeout: Duration,
 ) {
     let targets = log_targets(hami_pods, hami_namespace, false);
-    let (logs, notes) = read_logs(client, targets, timeout, timeout).await;
+    let (logs, notes) = read_logs(cluster, targets, cluster.timeout()).await;
     for (t, text) in logs {
         if let Err(e) = out.write(&format!("cluster/logs/{}", t.file_name()), text.as_bytes()) {
             eprintln!("cluster-ctl: warning: cannot keep {}: {e}", t.name());
@@ -394,93 +390,5 @@ mod tests {
             3,
             "run keeps HAMi's logs only"
         );
-    }
-
-    /// A client whose `…/log` answers come from `answer` (others: 404), with a delay.
-    fn log_client(delay: Duration) -> Client {
-        let svc = tower::service_fn(move |req: http::Request<kube::client::Body>| async move {
-            tokio::time::sleep(delay).await;
-            let path = req.uri().path().to_owned();
-            let q = req.uri().query().unwrap_or_default().to_owned();
-            let body = if path.ends_with("/log") {
-                format!(
-                    "line for {path}?{q}\nE0903 06:53:42 1 x] err=\"binding rejected: node user has been locked within 5 minutes\"\n"
-                )
-            } else {
-                String::new()
-            };
-            Ok::<_, std::convert::Infallible>(
-                http::Response::builder()
-                    .status(if path.ends_with("/log") { 200 } else { 404 })
-                    .body(kube::client::Body::from(body.into_bytes()))
-                    .unwrap(),
-            )
-        });
-        Client::new(svc, "default")
-    }
-
-    #[tokio::test]
-    async fn logs_are_read_with_their_tail_and_become_evidence() {
-        let pods = vec![pod(
-            "kube-system",
-            "hami-scheduler-a",
-            json!({"app.kubernetes.io/component": "hami-scheduler"}),
-            0,
-        )];
-        let targets = log_targets(&pods, "kube-system", false);
-        let (logs, notes) = read_logs(
-            &log_client(Duration::ZERO),
-            targets,
-            Duration::from_secs(5),
-            Duration::from_secs(5),
-        )
-        .await;
-        assert!(notes.is_empty(), "{notes:?}");
-        assert_eq!(logs.len(), 2);
-        assert!(logs[0].1.contains("tailLines=200"), "{}", logs[0].1);
-        assert!(
-            logs[0].1.contains("container=kube-scheduler"),
-            "{}",
-            logs[0].1
-        );
-        let ev = evidence_from_live(crate::doctor::Snapshot::default(), logs, notes);
-        let d = super::super::diagnose(&ev);
-        let lock = d
-            .findings
-            .iter()
-            .find(|f| f.mode == "node-lock-held")
-            .unwrap();
-        assert_eq!(
-            lock.evidence[0].source,
-            "log kube-system/hami-scheduler-a/kube-scheduler"
-        );
-        assert_eq!(lock.evidence[0].line, Some(2));
-        assert!(
-            lock.commands
-                .iter()
-                .any(|c| c.contains("kubectl annotate node user hami.io/mutex.lock-"))
-        );
-    }
-
-    #[tokio::test]
-    async fn a_slow_log_is_a_note_after_the_deadline_not_a_hang() {
-        let pods = vec![pod(
-            "kube-system",
-            "hami-scheduler-a",
-            json!({"app.kubernetes.io/component": "hami-scheduler"}),
-            0,
-        )];
-        let started = std::time::Instant::now();
-        let (logs, notes) = read_logs(
-            &log_client(Duration::from_secs(30)),
-            log_targets(&pods, "kube-system", false),
-            Duration::from_secs(30),
-            Duration::from_millis(200),
-        )
-        .await;
-        assert!(started.elapsed() < Duration::from_secs(5));
-        assert!(logs.is_empty());
-        assert_eq!(notes.len(), 2, "{notes:?}");
-        assert!(notes[0].contains("deadline"), "{notes:?}");
     }
 }

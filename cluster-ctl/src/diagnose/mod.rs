@@ -48,18 +48,11 @@ pub fn explain(paths: &[PathBuf]) -> Result<commands::Outcome, Failure> {
 
 /// `doctor` on the cluster (`--from DIR`: and an earlier run's probe reports and logs).
 pub async fn doctor(
-    client: &kube::Client,
+    cluster: &crate::api::Cluster,
     ctx: &Ctx,
     from: Option<&Path>,
 ) -> Result<commands::Outcome, Failure> {
-    let ev = live::gather(
-        client,
-        &ctx.namespace,
-        &ctx.hami_namespace,
-        ctx.api_timeout,
-        from,
-    )
-    .await?;
+    let ev = live::gather(cluster, &ctx.namespace, &ctx.hami_namespace, from).await?;
     Ok(outcome(&diagnose(&ev)))
 }
 

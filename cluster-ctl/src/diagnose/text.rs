@@ -548,6 +548,34 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_run_folder_gives_each_probe_report_its_verdict_and_a_full_card_view_wins() {
+        // The real bare-H100 `all` report saw the full card; its audit report has no view.
+        let bare = crate::testdata::h100_bare("h100-bare-all-expect-8000.json");
+        let audit = crate::testdata::h100_bare("h100-bare-audit-expect-8000.json");
+        let active = crate::testdata::h200("h1-8000.json");
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("probe")).unwrap();
+        for (file, text) in [
+            ("hami-share-a.json", &bare),
+            ("hami-share-a-audit.json", &audit),
+            ("hami-share-b.json", &active),
+        ] {
+            std::fs::write(dir.path().join("probe").join(file), text).unwrap();
+        }
+        let ev = read_paths(&[dir.path().to_path_buf()], &mut std::io::empty()).unwrap();
+        let mut verdicts = ev.snapshot.probe_verdicts.clone();
+        verdicts.sort();
+        assert_eq!(
+            verdicts,
+            vec![
+                ("hami-share-a".to_owned(), "shows-full-card".to_owned()),
+                ("hami-share-a-audit".to_owned(), "not-verified".to_owned()),
+                ("hami-share-b".to_owned(), "verified".to_owned()),
+            ]
+        );
+    }
+
+    #[test]
     fn inputs_are_read_as_what_they_are() {
         let node = br#"{"apiVersion":"v1","kind":"NodeList","items":[{"metadata":{"name":"n1","labels":{"gpu":"on"},
             "annotations":{"hami.io/node-nvidia-register":"GPU-1,10,11264,100,NVIDIA-X,0,false:"}}}]}"#;

@@ -39,7 +39,7 @@ pub fn copy_tree(from: &Path, to: &Path) {
 pub fn pack(dir: &Path, out_dir: &Path) -> PathBuf {
     let plan = bundle::plan(dir, None).unwrap();
     let path = out_dir.join(plan.file_name());
-    bundle::write(&plan, &path).unwrap();
+    bundle::write(&plan, &path, false).unwrap();
     path
 }
 

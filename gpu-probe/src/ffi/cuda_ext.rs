@@ -1,92 +1,135 @@
 //! The optional part of the CUDA driver API: the other allocation paths the audit tries, streams,
 //! memory pools, VMM, arrays, modules and kernel launches, copies. Each entry point is optional:
-//! a driver without it makes that path "not applicable", never a failure to start.
+//! a driver without it makes that path "not applicable", never a failure to start. Types and
+//! argument lists are cudarc's (`cudarc::driver::sys`).
 
-use std::ffi::{c_char, c_int, c_uint, c_void};
+use std::ffi::{c_char, c_int, c_uint, c_ulonglong, c_void};
 
-use libloading::Library;
+use cudarc::driver::sys;
 
-pub type CuResult = c_int;
-pub type CuStream = *mut c_void;
-pub type CuPool = *mut c_void;
-pub type CuArray = *mut c_void;
-pub type CuModule = *mut c_void;
-pub type CuFunction = *mut c_void;
-
+pub type CuStream = sys::CUstream;
+pub type CuPool = sys::CUmemoryPool;
+pub type CuArray = sys::CUarray;
+pub type CuModule = sys::CUmodule;
+pub type CuFunction = sys::CUfunction;
 /// `CUDA_ARRAY_DESCRIPTOR`.
-#[repr(C)]
-#[derive(Debug, Clone, Copy)]
-pub struct ArrayDescriptor {
-    pub width: usize,
-    pub height: usize,
-    pub format: c_int,
-    pub num_channels: c_uint,
+pub type ArrayDescriptor = sys::CUDA_ARRAY_DESCRIPTOR;
+
+/// Where a VMM allocation or a pool's memory lives (`CUmemLocationType`).
+pub use sys::CUmemLocationType as Location;
+
+fn location(kind: Location, id: i32) -> sys::CUmemLocation {
+    sys::CUmemLocation { type_: kind, id }
 }
 
-/// Room for `CUmemAllocationProp` / `CUmemPoolProps` (32 and 88 bytes in CUDA 12/13): the fields the
-/// probe sets come first, the rest stays zero as the headers require.
-#[repr(C, align(8))]
-#[derive(Debug, Clone, Copy)]
-pub struct PropsBuf(pub [u8; 128]);
-
-impl PropsBuf {
-    /// Pinned device memory on device `ordinal`: `type`/`allocType` = 1 (PINNED),
-    /// handle types = 0, `location` = { DEVICE (1), ordinal }.
-    pub fn pinned_on_device(ordinal: i32) -> Self {
-        let mut b = [0u8; 128];
-        b[0..4].copy_from_slice(&1i32.to_le_bytes());
-        b[8..12].copy_from_slice(&1i32.to_le_bytes());
-        b[12..16].copy_from_slice(&ordinal.to_le_bytes());
-        Self(b)
+/// `CUmemAllocationProp` for pinned memory at `kind`/`id` (a device ordinal, or a host NUMA
+/// node), no shareable handle, the rest zero as the headers require.
+pub fn allocation_prop(kind: Location, id: i32) -> sys::CUmemAllocationProp {
+    sys::CUmemAllocationProp {
+        type_: sys::CUmemAllocationType::CU_MEM_ALLOCATION_TYPE_PINNED,
+        requestedHandleTypes: sys::CUmemAllocationHandleType::CU_MEM_HANDLE_TYPE_NONE,
+        location: location(kind, id),
+        win32HandleMetaData: std::ptr::null_mut(),
+        allocFlags: sys::CUmemAllocationProp_st__bindgen_ty_1 {
+            compressionType: 0,
+            gpuDirectRDMACapable: 0,
+            usage: 0,
+            reserved: [0; 4],
+        },
     }
 }
 
-macro_rules! ext_fns {
-    ($($field:ident : $name:literal => fn($($arg:ty),*);)*) => {
-        /// Optional driver entry points (None when this driver lacks them).
-        #[derive(Debug, Default, Clone, Copy)]
-        pub struct Ext {
-            $(pub $field: Option<unsafe extern "C" fn($($arg),*) -> CuResult>,)*
-        }
-
-        impl Ext {
-            pub fn load(lib: &Library) -> Self {
-                Self {
-                    $(
-                        // SAFETY: the driver's C signature for this name matches the field's type;
-                        // the library outlives the pointer (both live in `Cuda`).
-                        $field: unsafe { lib.get(concat!($name, "\0").as_bytes()) }.ok().map(|s| *s),
-                    )*
-                }
-            }
-        }
-    };
+/// `CUmemAllocationProp` for pinned memory on device `ordinal`.
+pub fn allocation_prop_on_device(ordinal: i32) -> sys::CUmemAllocationProp {
+    allocation_prop(Location::CU_MEM_LOCATION_TYPE_DEVICE, ordinal)
 }
 
-ext_fns! {
-    mem_alloc_pitch: "cuMemAllocPitch_v2" => fn(*mut u64, *mut usize, usize, usize, c_uint);
-    mem_alloc_managed: "cuMemAllocManaged" => fn(*mut u64, usize, c_uint);
-    stream_create: "cuStreamCreate" => fn(*mut CuStream, c_uint);
-    stream_destroy: "cuStreamDestroy_v2" => fn(CuStream);
-    stream_synchronize: "cuStreamSynchronize" => fn(CuStream);
-    mem_alloc_async: "cuMemAllocAsync" => fn(*mut u64, usize, CuStream);
-    mem_free_async: "cuMemFreeAsync" => fn(u64, CuStream);
-    mem_pool_create: "cuMemPoolCreate" => fn(*mut CuPool, *const PropsBuf);
-    mem_pool_destroy: "cuMemPoolDestroy" => fn(CuPool);
-    mem_alloc_from_pool_async: "cuMemAllocFromPoolAsync" => fn(*mut u64, usize, CuPool, CuStream);
-    mem_get_allocation_granularity: "cuMemGetAllocationGranularity" => fn(*mut usize, *const PropsBuf, c_int);
-    mem_create: "cuMemCreate" => fn(*mut u64, usize, *const PropsBuf, u64);
-    mem_release: "cuMemRelease" => fn(u64);
-    array_create: "cuArrayCreate_v2" => fn(*mut CuArray, *const ArrayDescriptor);
-    array_destroy: "cuArrayDestroy" => fn(CuArray);
-    module_load_data: "cuModuleLoadData" => fn(*mut CuModule, *const c_void);
-    module_unload: "cuModuleUnload" => fn(CuModule);
-    module_get_function: "cuModuleGetFunction" => fn(*mut CuFunction, CuModule, *const c_char);
-    launch_kernel: "cuLaunchKernel" => fn(CuFunction, c_uint, c_uint, c_uint, c_uint, c_uint, c_uint, c_uint, CuStream, *mut *mut c_void, *mut *mut c_void);
-    ctx_synchronize: "cuCtxSynchronize" => fn();
-    mem_alloc_host: "cuMemAllocHost_v2" => fn(*mut *mut c_void, usize);
-    mem_free_host: "cuMemFreeHost" => fn(*mut c_void);
-    memcpy_htod: "cuMemcpyHtoD_v2" => fn(u64, *const c_void, usize);
-    memcpy_dtoh: "cuMemcpyDtoH_v2" => fn(*mut c_void, u64, usize);
-    device_get_attribute: "cuDeviceGetAttribute" => fn(*mut c_int, c_int, c_int);
+/// `CUmemPoolProps` of an explicit pool of pinned memory on device `ordinal` (no size limit).
+pub fn pool_props_on_device(ordinal: i32) -> sys::CUmemPoolProps {
+    sys::CUmemPoolProps {
+        allocType: sys::CUmemAllocationType::CU_MEM_ALLOCATION_TYPE_PINNED,
+        handleTypes: sys::CUmemAllocationHandleType::CU_MEM_HANDLE_TYPE_NONE,
+        location: location(Location::CU_MEM_LOCATION_TYPE_DEVICE, ordinal),
+        win32SecurityAttributes: std::ptr::null_mut(),
+        maxSize: 0,
+        usage: 0,
+        reserved: [0; 54],
+    }
+}
+
+/// `CU_MEM_ALLOC_GRANULARITY_MINIMUM`.
+pub const GRANULARITY_MINIMUM: sys::CUmemAllocationGranularity_flags =
+    sys::CUmemAllocationGranularity_flags::CU_MEM_ALLOC_GRANULARITY_MINIMUM;
+/// `CU_MEM_ATTACH_GLOBAL`.
+pub const ATTACH_GLOBAL: c_uint = sys::CUmemAttach_flags::CU_MEM_ATTACH_GLOBAL as c_uint;
+
+entry_points! {
+    /// Optional driver entry points (None when this driver lacks them).
+    pub struct Ext {
+        mem_alloc_pitch: cuMemAllocPitch_v2(*mut sys::CUdeviceptr, *mut usize, usize, usize, c_uint);
+        mem_alloc_managed: cuMemAllocManaged(*mut sys::CUdeviceptr, usize, c_uint);
+        stream_create: cuStreamCreate(*mut sys::CUstream, c_uint);
+        stream_destroy: cuStreamDestroy_v2(sys::CUstream);
+        stream_synchronize: cuStreamSynchronize(sys::CUstream);
+        mem_alloc_async: cuMemAllocAsync(*mut sys::CUdeviceptr, usize, sys::CUstream);
+        mem_free_async: cuMemFreeAsync(sys::CUdeviceptr, sys::CUstream);
+        mem_pool_create: cuMemPoolCreate(*mut sys::CUmemoryPool, *const sys::CUmemPoolProps);
+        mem_pool_destroy: cuMemPoolDestroy(sys::CUmemoryPool);
+        mem_alloc_from_pool_async: cuMemAllocFromPoolAsync(*mut sys::CUdeviceptr, usize, sys::CUmemoryPool, sys::CUstream);
+        mem_get_allocation_granularity: cuMemGetAllocationGranularity(*mut usize, *const sys::CUmemAllocationProp, sys::CUmemAllocationGranularity_flags);
+        mem_create: cuMemCreate(*mut sys::CUmemGenericAllocationHandle, usize, *const sys::CUmemAllocationProp, c_ulonglong);
+        mem_release: cuMemRelease(sys::CUmemGenericAllocationHandle);
+        array_create: cuArrayCreate_v2(*mut sys::CUarray, *const sys::CUDA_ARRAY_DESCRIPTOR);
+        array_destroy: cuArrayDestroy(sys::CUarray);
+        module_load_data: cuModuleLoadData(*mut sys::CUmodule, *const c_void);
+        module_unload: cuModuleUnload(sys::CUmodule);
+        module_get_function: cuModuleGetFunction(*mut sys::CUfunction, sys::CUmodule, *const c_char);
+        launch_kernel: cuLaunchKernel(sys::CUfunction, c_uint, c_uint, c_uint, c_uint, c_uint, c_uint, c_uint, sys::CUstream, *mut *mut c_void, *mut *mut c_void);
+        ctx_synchronize: cuCtxSynchronize();
+        mem_alloc_host: cuMemAllocHost_v2(*mut *mut c_void, usize);
+        mem_free_host: cuMemFreeHost(*mut c_void);
+        memcpy_htod: cuMemcpyHtoD_v2(sys::CUdeviceptr, *const c_void, usize);
+        memcpy_dtoh: cuMemcpyDtoH_v2(*mut c_void, sys::CUdeviceptr, usize);
+        device_get_attribute: cuDeviceGetAttribute(*mut c_int, sys::CUdevice_attribute, sys::CUdevice);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_structs_have_the_sizes_of_the_cuda_headers() {
+        // CUDA 12/13 cuda.h: CUmemAllocationProp 32 bytes, CUmemPoolProps 88,
+        // CUDA_ARRAY_DESCRIPTOR 24; the driver reads them at these sizes whatever its version.
+        assert_eq!(std::mem::size_of::<sys::CUmemAllocationProp>(), 32);
+        assert_eq!(std::mem::size_of::<sys::CUmemPoolProps>(), 88);
+        assert_eq!(std::mem::size_of::<ArrayDescriptor>(), 24);
+        let p = allocation_prop_on_device(3);
+        assert_eq!(p.location.id, 3);
+        assert_eq!(
+            p.type_,
+            sys::CUmemAllocationType::CU_MEM_ALLOCATION_TYPE_PINNED
+        );
+    }
+
+    #[test]
+    fn the_optional_paths_are_the_entry_points_hami_core_hooks_or_passes() {
+        for symbol in [
+            "cuMemAllocPitch_v2",
+            "cuMemAllocManaged",
+            "cuMemAllocAsync",
+            "cuMemAllocFromPoolAsync",
+            "cuMemCreate",
+            "cuArrayCreate_v2",
+            "cuMemAllocHost_v2",
+            "cuMemcpyHtoD_v2",
+            "cuMemcpyDtoH_v2",
+            "cuStreamDestroy_v2",
+        ] {
+            assert!(Ext::SYMBOLS.contains(&symbol), "{symbol}");
+        }
+        let none = Ext::default();
+        assert_eq!(none.missing().len(), Ext::SYMBOLS.len());
+    }
 }

@@ -26,7 +26,7 @@ pub fn check_library(path: &str, names: &[&str]) -> Result<Vec<SymbolCheck>, Str
     let lib = unsafe {
         libloading::os::unix::Library::open(Some(path), libc::RTLD_LAZY | libc::RTLD_LOCAL)
     }
-    .map_err(|e| format!("cannot open {path}: {e}"))?;
+    .map_err(|e| format!("cannot open {path}: {}", super::loader_error(&e)))?;
     let checks = names
         .iter()
         .map(|name| {

@@ -5,11 +5,13 @@
 
 use std::path::{Path, PathBuf};
 
+use host_setup::apply::ApplyOptions;
 use host_setup::observe::{Observation, Observer};
 use host_setup::root::HostRoot;
+use host_setup::validate::Validators;
 use lab_runner::{Cmd, RecordingRunner, Runner, SystemRunner};
 
-pub const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/fixtures/host");
+pub const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/host");
 pub const SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/make-fixture-tree.sh");
 pub const GOLDEN: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/golden");
 
@@ -18,7 +20,7 @@ pub fn fixture(name: &str) -> String {
         .unwrap_or_else(|e| panic!("fixture {name}: {e}"))
 }
 
-/// Every containerd config fixture (all `.toml` files of shared/fixtures/host).
+/// Every containerd config fixture (all `.toml` files of tests/data/host).
 pub fn containerd_fixtures() -> Vec<String> {
     let mut names: Vec<String> = std::fs::read_dir(FIXTURES)
         .expect("fixtures dir")
@@ -71,7 +73,7 @@ pub fn containerd_bins() -> Vec<(String, u32)> {
         if !runner.exists(&c) || out.iter().any(|(p, _)| *p == c) {
             continue;
         }
-        if let Some(major) = host_setup::apply::containerd_major(&runner, &c) {
+        if let Some(major) = host_setup::validate::containerd_major(&runner, &c) {
             out.push((c, major));
         }
     }
@@ -131,4 +133,25 @@ pub fn snapshot(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
             (p, bytes)
         })
         .collect()
+}
+
+/// Apply options for tests: polls without pauses, a fixed backup stamp.
+pub fn apply_opts(system: bool, wait_attempts: u32, validators: Validators) -> ApplyOptions {
+    ApplyOptions {
+        system,
+        wait_attempts,
+        poll_interval: std::time::Duration::ZERO,
+        validators,
+        stamp: "20260101T000000Z".to_owned(),
+    }
+}
+
+/// `--no-validate`: for tests of other things than validation (golden bytes, rollback with a
+/// recording runner, where no real containerd runs). The real-containerd tier is
+/// `tests/real_containerd.rs`.
+pub fn waived() -> Validators {
+    Validators {
+        waive: true,
+        ..Validators::default()
+    }
 }

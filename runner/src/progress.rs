@@ -1,0 +1,458 @@
+//! Progress of long work, on stderr and never on stdout (where a tool's JSON goes).
+//!
+//! One [`Progress`] per process, in one of four [`Style`]s:
+//! - [`Style::Bars`]: indicatif bars, only when stderr is a terminal;
+//! - [`Style::Lines`]: the same events as plain log lines (`-o json`, `--quiet`, no terminal: logs
+//!   and CI), printable characters only;
+//! - [`Style::Events`]: one machine-readable line per event (prefix [`EVENT_PREFIX`]), written by
+//!   a child process for the parent that shows it: the parent runs the child with
+//!   [`Runner::run_streaming`](crate::Runner::run_streaming), hands each stderr line to
+//!   [`Progress::relay`], and keeps the child's stderr without them ([`strip_events`]);
+//! - [`Style::Hidden`], which shows nothing.
+//!
+//! A [`Task`] is one long operation (a search, a list of paths, a matrix of cells, a wait): a
+//! name, a position out of an optional length, a unit, and a message per event. Tools create
+//! tasks and update them; the style decides how each event is shown.
+
+use std::collections::HashMap;
+use std::io::{IsTerminal as _, Write};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+use serde::{Deserialize, Serialize};
+
+/// How a [`Progress`] shows its events.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Style {
+    Bars,
+    Lines,
+    Events,
+    Hidden,
+}
+
+impl Style {
+    /// Bars when stderr is a terminal and nothing asked for plain output (`plain`: `-o json`,
+    /// `--quiet`); plain lines otherwise.
+    pub fn for_stderr(plain: bool) -> Self {
+        if !plain && std::io::stderr().is_terminal() {
+            Self::Bars
+        } else {
+            Self::Lines
+        }
+    }
+}
+
+/// The start of every line [`Style::Events`] writes.
+pub const EVENT_PREFIX: &str = "lab-progress ";
+
+/// One progress event, as a child reports it to its parent.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Event {
+    pub task: String,
+    pub pos: u64,
+    pub len: Option<u64>,
+    pub unit: String,
+    pub msg: String,
+    pub done: bool,
+}
+
+impl Event {
+    /// The event as one line of [`Style::Events`] (no newline).
+    pub fn to_line(&self) -> String {
+        let json = serde_json::to_string(self).unwrap_or_default();
+        format!("{EVENT_PREFIX}{json}")
+    }
+
+    /// The event of a [`Style::Events`] line; `None` for any other line.
+    pub fn parse(line: &str) -> Option<Self> {
+        serde_json::from_str(line.trim_end().strip_prefix(EVENT_PREFIX)?).ok()
+    }
+}
+
+/// `stderr` without the lines [`Style::Events`] wrote: what the child itself said.
+pub fn strip_events(stderr: &str) -> String {
+    stderr
+        .split_inclusive('\n')
+        .filter(|l| !l.starts_with(EVENT_PREFIX))
+        .collect()
+}
+
+type Sink = Arc<Mutex<Box<dyn Write + Send>>>;
+
+/// The progress of one process; cheap to clone (clones share tasks and output).
+#[derive(Clone)]
+pub struct Progress {
+    style: Style,
+    multi: Option<MultiProgress>,
+    sink: Sink,
+    tasks: Arc<Mutex<HashMap<String, Task>>>,
+}
+
+impl std::fmt::Debug for Progress {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Progress")
+            .field("style", &self.style)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Default for Progress {
+    fn default() -> Self {
+        Self::hidden()
+    }
+}
+
+impl Progress {
+    /// Progress on stderr in `style`.
+    pub fn new(style: Style) -> Self {
+        Self::with_writer(style, Box::new(std::io::stderr()))
+    }
+
+    /// Progress whose lines and events go to `out` (bars always draw on stderr, and only on a
+    /// terminal).
+    pub fn with_writer(style: Style, out: Box<dyn Write + Send>) -> Self {
+        let multi = (style == Style::Bars)
+            .then(|| MultiProgress::with_draw_target(ProgressDrawTarget::stderr()));
+        Self {
+            style,
+            multi,
+            sink: Arc::new(Mutex::new(out)),
+            tasks: Arc::new(Mutex::new(HashMap::new())),
+        }
+    }
+
+    /// Progress that shows nothing.
+    pub fn hidden() -> Self {
+        Self::with_writer(Style::Hidden, Box::new(std::io::sink()))
+    }
+
+    pub fn style(&self) -> Style {
+        self.style
+    }
+
+    /// Starts a task (replacing one of the same name): `len` in `unit`s when known.
+    pub fn task(&self, name: &str, len: Option<u64>, unit: &str) -> Task {
+        let bar = self.multi.as_ref().map(|m| {
+            let bar = m.add(len.map_or_else(ProgressBar::no_length, ProgressBar::new));
+            bar.set_style(bar_style(len.is_some(), unit));
+            bar.set_prefix(name.to_owned());
+            bar.enable_steady_tick(Duration::from_millis(120));
+            bar
+        });
+        let task = Task(Arc::new(TaskInner {
+            name: name.to_owned(),
+            unit: unit.to_owned(),
+            style: self.style,
+            sink: Arc::clone(&self.sink),
+            bar,
+            state: Mutex::new(State {
+                pos: 0,
+                len,
+                started: Instant::now(),
+                done: false,
+            }),
+        }));
+        self.tasks
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(name.to_owned(), task.clone());
+        task
+    }
+
+    /// Shows a child's event line as this progress's own (the task of the same name, started
+    /// when first seen). Returns whether `line` was an event.
+    pub fn relay(&self, line: &str) -> bool {
+        let Some(event) = Event::parse(line) else {
+            return false;
+        };
+        let existing = self
+            .tasks
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&event.task)
+            .cloned();
+        let task = existing.unwrap_or_else(|| self.task(&event.task, event.len, &event.unit));
+        if let Some(len) = event.len {
+            task.set_len(len);
+        }
+        if event.done {
+            task.finish_at(event.pos, &event.msg);
+        } else {
+            task.update(event.pos, &event.msg);
+        }
+        true
+    }
+}
+
+fn bar_style(known_len: bool, unit: &str) -> ProgressStyle {
+    // A unit never holds a brace: the template's own syntax.
+    let unit: String = unit.chars().filter(|c| !matches!(c, '{' | '}')).collect();
+    let template = if known_len {
+        format!(
+            "{{spinner}} {{prefix:<16}} [{{bar:28}}] {{pos}}/{{len}} {unit} {{elapsed:>4}} {{wide_msg}}"
+        )
+    } else {
+        format!("{{spinner}} {{prefix:<16}} {{pos}} {unit} {{elapsed:>4}} {{wide_msg}}")
+    };
+    ProgressStyle::with_template(&template)
+        .unwrap_or_else(|_| ProgressStyle::default_bar())
+        .progress_chars("=> ")
+}
+
+#[derive(Debug)]
+struct State {
+    pos: u64,
+    len: Option<u64>,
+    started: Instant,
+    done: bool,
+}
+
+struct TaskInner {
+    name: String,
+    unit: String,
+    style: Style,
+    sink: Sink,
+    bar: Option<ProgressBar>,
+    state: Mutex<State>,
+}
+
+/// One long operation of a [`Progress`]; clones are the same task.
+#[derive(Clone)]
+pub struct Task(Arc<TaskInner>);
+
+impl std::fmt::Debug for Task {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Task")
+            .field("name", &self.0.name)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Task {
+    /// A task that shows nothing (for code that reports progress only when asked to).
+    pub fn hidden() -> Self {
+        Progress::hidden().task("", None, "")
+    }
+
+    pub fn name(&self) -> &str {
+        &self.0.name
+    }
+
+    /// Where the task is: (position, length).
+    pub fn position(&self) -> (u64, Option<u64>) {
+        let s = self.state();
+        (s.pos, s.len)
+    }
+
+    /// Sets the length (no event of its own).
+    pub fn set_len(&self, len: u64) {
+        self.state().len = Some(len);
+        if let Some(bar) = &self.0.bar {
+            if bar.length().is_none() {
+                bar.set_style(bar_style(true, &self.0.unit));
+            }
+            bar.set_length(len);
+        }
+    }
+
+    /// One event: the task is at `pos`, with `msg`.
+    pub fn update(&self, pos: u64, msg: &str) {
+        self.state().pos = pos;
+        self.emit(msg, false);
+    }
+
+    /// One event: one more unit done, with `msg`.
+    pub fn inc(&self, msg: &str) {
+        self.state().pos += 1;
+        self.emit(msg, false);
+    }
+
+    /// The last event: the task ended where it is, with `msg`.
+    pub fn finish(&self, msg: &str) {
+        let pos = self.state().pos;
+        self.finish_at(pos, msg);
+    }
+
+    /// The last event: the task ended at `pos`, with `msg`.
+    pub fn finish_at(&self, pos: u64, msg: &str) {
+        {
+            let mut s = self.state();
+            if s.done {
+                return;
+            }
+            s.pos = pos;
+            s.done = true;
+        }
+        self.emit(msg, true);
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        self.0.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn emit(&self, msg: &str, done: bool) {
+        let (pos, len, elapsed) = {
+            let s = self.state();
+            (s.pos, s.len, s.started.elapsed())
+        };
+        let t = &self.0;
+        match t.style {
+            Style::Hidden => {}
+            Style::Bars => {
+                if let Some(bar) = &t.bar {
+                    bar.set_position(pos);
+                    let msg = printable(msg);
+                    if done {
+                        // Where it ended, not full: a search stops where the memory did.
+                        bar.abandon_with_message(msg);
+                    } else {
+                        bar.set_message(msg);
+                    }
+                }
+            }
+            Style::Lines => {
+                let of = len.map(|l| format!("/{l}")).unwrap_or_default();
+                let unit = if t.unit.is_empty() {
+                    String::new()
+                } else {
+                    format!(" {}", t.unit)
+                };
+                let end = if done { " (done)" } else { "" };
+                let line = format!(
+                    "{}: {pos}{of}{unit} after {:.1} s: {}{end}",
+                    t.name,
+                    elapsed.as_secs_f64(),
+                    msg
+                );
+                self.write_line(&printable(&line));
+            }
+            Style::Events => {
+                let event = Event {
+                    task: t.name.clone(),
+                    pos,
+                    len,
+                    unit: t.unit.clone(),
+                    msg: msg.to_owned(),
+                    done,
+                };
+                self.write_line(&event.to_line());
+            }
+        }
+    }
+
+    fn write_line(&self, line: &str) {
+        let mut sink = self.0.sink.lock().unwrap_or_else(PoisonError::into_inner);
+        // Progress must never stop the work: a closed stderr only loses the line.
+        let _ = writeln!(sink, "{line}");
+        let _ = sink.flush();
+    }
+}
+
+/// `text` with every control character (escape sequences, carriage returns, newlines) turned
+/// into a space: a plain line stays one plain line.
+pub fn printable(text: &str) -> String {
+    text.chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A writer the test can read back.
+    #[derive(Clone, Default)]
+    struct Buffer(Arc<Mutex<Vec<u8>>>);
+
+    impl Write for Buffer {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    impl Buffer {
+        fn text(&self) -> String {
+            String::from_utf8(self.0.lock().unwrap().clone()).unwrap()
+        }
+    }
+
+    #[test]
+    fn lines_are_one_printable_line_per_event() {
+        let out = Buffer::default();
+        let p = Progress::with_writer(Style::Lines, Box::new(out.clone()));
+        let t = p.task("cap device 0", Some(10000), "MiB");
+        t.update(1024, "+1024 MiB ok");
+        t.update(2048, "+1024 MiB \x1b[31mok\r\n");
+        t.finish("refused at 2048 MiB");
+        let text = out.text();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 3, "{text}");
+        assert!(
+            lines[0].starts_with("cap device 0: 1024/10000 MiB after "),
+            "{text}"
+        );
+        assert!(lines[2].ends_with("refused at 2048 MiB (done)"), "{text}");
+        assert!(
+            !text.chars().any(|c| c.is_control() && c != '\n'),
+            "{text:?}"
+        );
+    }
+
+    #[test]
+    fn a_childs_events_are_relayed_and_stripped_from_its_stderr() {
+        let child_out = Buffer::default();
+        let child = Progress::with_writer(Style::Events, Box::new(child_out.clone()));
+        let t = child.task("audit", None, "paths");
+        t.inc("cuMemAlloc_v2: capped");
+        t.set_len(9);
+        t.inc("cuMemAllocPitch_v2: capped");
+        let stderr = format!("[HAMI-core Msg] hello\n{}", child_out.text());
+
+        let parent_out = Buffer::default();
+        let parent = Progress::with_writer(Style::Lines, Box::new(parent_out.clone()));
+        let relayed = stderr.lines().filter(|l| parent.relay(l)).count();
+        assert_eq!(relayed, 2);
+        let shown = parent_out.text();
+        assert!(shown.contains("audit: 1 paths after "), "{shown}");
+        assert!(
+            shown.contains("audit: 2/9 paths after ") && shown.contains("cuMemAllocPitch_v2"),
+            "{shown}"
+        );
+        assert_eq!(strip_events(&stderr), "[HAMI-core Msg] hello\n");
+        // The parent's own handle of the same task continues where the child left it.
+        let (pos, len) = parent.task_position("audit");
+        assert_eq!((pos, len), (2, Some(9)));
+    }
+
+    #[test]
+    fn a_line_that_only_looks_like_an_event_is_not_one() {
+        let p = Progress::hidden();
+        assert!(!p.relay("lab-progress not json"));
+        assert!(!p.relay("some other line"));
+        assert_eq!(
+            strip_events("a\nlab-progress {}\nb"),
+            "a\nb",
+            "every event line goes, even a malformed one"
+        );
+    }
+
+    #[test]
+    fn plain_output_is_chosen_when_asked_or_without_a_terminal() {
+        assert_eq!(Style::for_stderr(true), Style::Lines);
+        // Under `cargo test` stderr is captured (a pipe), never a terminal.
+        if !std::io::stderr().is_terminal() {
+            assert_eq!(Style::for_stderr(false), Style::Lines);
+        }
+    }
+
+    impl Progress {
+        fn task_position(&self, name: &str) -> (u64, Option<u64>) {
+            self.tasks.lock().unwrap()[name].position()
+        }
+    }
+}
