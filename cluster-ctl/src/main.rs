@@ -132,6 +132,14 @@ enum Command {
         /// Without it the overhead is reported as a measurement, never as a pass.
         #[arg(long, requires = "audit", value_parser = parse_pct)]
         max_overhead_pct: Option<f64>,
+        /// Also run the bypass exercises B1–B6: one misbehaving pod each (manifests/bypass/),
+        /// refused at admission, or probed from inside and deleted; contained or escaped.
+        #[arg(long)]
+        bypass: bool,
+        /// Where --audit's baseline pod (CUDA_DISABLE_CONTROL=true) runs; with the GPU tenant
+        /// policy bound, an exempt namespace such as hami-isolation-lab-baseline (default: -n).
+        #[arg(long, value_name = "NS")]
+        baseline_namespace: Option<String>,
     },
     /// Detect and explain the known failures of a HAMi install, each with its fix.
     Doctor {
@@ -385,6 +393,8 @@ fn run_args(cmd: &Command) -> RunArgs {
             probe_timeout,
             audit,
             max_overhead_pct,
+            bypass,
+            baseline_namespace,
         } => RunArgs {
             card_mib: *card_mib,
             slice_mib: *slice_mib,
@@ -398,6 +408,8 @@ fn run_args(cmd: &Command) -> RunArgs {
             probe_timeout: Duration::from_secs(*probe_timeout),
             audit: *audit,
             max_overhead_pct: *max_overhead_pct,
+            bypass: *bypass,
+            baseline_namespace: baseline_namespace.clone(),
         },
         _ => RunArgs {
             card_mib: None,
@@ -412,6 +424,8 @@ fn run_args(cmd: &Command) -> RunArgs {
             probe_timeout: Duration::from_secs(300),
             audit: false,
             max_overhead_pct: None,
+            bypass: false,
+            baseline_namespace: None,
         },
     }
 }

@@ -884,6 +884,9 @@ fn probe_outcome(path: &str, r: &Report, given: u64) -> Result<BypassOutcome, Ju
     })
 }
 
+/// The audit row of the region tamper (gpu-probe's `bypass::ROWS`), B5's attempt.
+pub const REGION_TAMPER_ROW: &str = "region tamper";
+
 /// B1–B6 over their evidence: the refusal or the probe report, and optionally the Pod.
 fn bypass_exercise(
     id: &ExerciseId,
@@ -924,7 +927,29 @@ fn bypass_exercise(
             }
         },
     };
-    let outcome = bypass_outcome(statuses.first().copied(), probes.first().copied(), given)?;
+    // B5's attempt is the region tamper: of an audit report, only that row is its evidence (the
+    // other bypass rows are other ways around HAMi-core, judged by A1).
+    let tamper_only;
+    let probe = match probes.first().copied() {
+        Some((path, r)) if *id == ExerciseId::B5 && r.audit.is_some() => {
+            let mut only = r.clone();
+            if let Some(a) = only.audit.as_mut() {
+                a.paths.retain(|p| p.path.starts_with(REGION_TAMPER_ROW));
+                if a.paths.is_empty() {
+                    return Err(Judgement::unsupported(
+                        Some(path),
+                        format!(
+                            "is an audit report without the `{REGION_TAMPER_ROW}` row, which is what B5 tries"
+                        ),
+                    ));
+                }
+            }
+            tamper_only = only;
+            Some((path, &tamper_only))
+        }
+        other => other,
+    };
+    let outcome = bypass_outcome(statuses.first().copied(), probe, given)?;
     let numbers = |j: Judgement| {
         j.with(
             "outcome",

@@ -10,6 +10,7 @@
 mod mockapi;
 
 mod api;
+mod bypass;
 mod chart_install;
 mod commands;
 mod doctor_logs;

@@ -241,6 +241,8 @@ pub fn run_args(dir: &std::path::Path, audit: bool) -> RunArgs {
         probe_timeout: Duration::from_secs(300),
         audit,
         max_overhead_pct: None,
+        bypass: false,
+        baseline_namespace: None,
     }
 }
 
