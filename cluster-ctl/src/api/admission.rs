@@ -123,7 +123,8 @@ impl Cluster {
 
     /// Creates a bypass pod: [`Admission::Refused`] with the server's `Status` when an admission
     /// policy or webhook refuses it; any other failure is an error. A namesake left by an earlier
-    /// run is deleted (and waited out, under `wait`) first, so the pod is the one rendered now.
+    /// run is deleted (and waited out, under `wait`) first, so the pod is the one rendered now; a
+    /// 409 (one appeared in between) is met once more the same way.
     pub async fn create_bypass_pod(
         &self,
         namespace: &str,
@@ -131,31 +132,41 @@ impl Cluster {
         wait: std::time::Duration,
     ) -> Result<Admission, ApiError> {
         let name = pod.metadata.name.clone().unwrap_or_default();
-        if self
-            .get_namespaced::<Pod>(namespace, &name)
-            .await?
-            .is_some()
-        {
-            crate::progress(&format!(
-                "pod {name} is left from an earlier run; deleting it first"
-            ));
-            self.delete_pod(namespace, &name, wait).await?;
-        }
         let api = self.namespaced::<Pod>(namespace);
         let op = Op::of::<Pod>("create", Some(namespace), Some(&name));
         let pp = PostParams::default();
         let (api, pp) = (&api, &pp);
-        self.call(&op, || async move {
-            match api.create(pp, pod).await {
-                Ok(p) => Ok(Admission::Created(Box::new(p))),
-                Err(kube::Error::Api(s)) => match admission_refusal(&s) {
-                    Some(v) => Ok(Admission::Refused(v)),
-                    None => Err(kube::Error::Api(s)),
-                },
-                Err(e) => Err(e),
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            if self
+                .get_namespaced::<Pod>(namespace, &name)
+                .await?
+                .is_some()
+            {
+                crate::progress(&format!(
+                    "pod {name} is left from an earlier run; deleting it first"
+                ));
+                self.delete_pod(namespace, &name, wait).await?;
             }
-        })
-        .await
+            let created = self
+                .call(&op, || async move {
+                    match api.create(pp, pod).await {
+                        Ok(p) => Ok(Admission::Created(Box::new(p))),
+                        Err(kube::Error::Api(s)) => match admission_refusal(&s) {
+                            Some(v) => Ok(Admission::Refused(v)),
+                            None => Err(kube::Error::Api(s)),
+                        },
+                        Err(e) => Err(e),
+                    }
+                })
+                .await;
+            match created {
+                // A namesake appeared between the check and the create: once more, from the check.
+                Err(ApiError::Status { code: 409, .. }) if attempt < 2 => continue,
+                other => return other,
+            }
+        }
     }
 }
 
