@@ -7,10 +7,21 @@
 use serde_json::json;
 
 use super::{Ctx, Failure, Outcome, exit};
-use crate::api::Cluster;
+use crate::api::{ApiError, Cluster};
 use crate::harden::{
     Action, check_server, plan, plan_human, pods_at_risk, render_policy, type_warnings,
 };
+
+/// A refused read or write of the policy objects: `harden` needs a cluster admin, not the lab's
+/// identities (which manifests/rbac.yaml keeps away from the policy on purpose).
+fn admin(e: ApiError) -> Failure {
+    match e {
+        ApiError::Forbidden { op, message, rule } => Failure::env(anyhow::anyhow!(
+            "the API server refused to let cluster-ctl {op} (403 Forbidden: {message}). `harden` applies cluster-scoped admission policy, which the lab's identities of manifests/rbac.yaml may not touch (a tenant that could change the policy could lift it): run it with a cluster admin's kubeconfig (k3s: /etc/rancher/k3s/k3s.yaml), or an identity granted {rule} and get/create/update on validatingadmissionpolicies and validatingadmissionpolicybindings"
+        )),
+        other => Failure::from(other),
+    }
+}
 
 /// `cluster-ctl harden`.
 pub async fn harden(
@@ -30,7 +41,7 @@ pub async fn harden(
         )));
     }
     let name = desired.policy.metadata.name.clone().unwrap_or_default();
-    let (live_policy, live_binding) = cluster.admission_policy(&name).await?;
+    let (live_policy, live_binding) = cluster.admission_policy(&name).await.map_err(admin)?;
     let mut before = plan(
         &desired,
         live_policy.as_ref(),
@@ -60,15 +71,17 @@ pub async fn harden(
     if before.objects[0].action != Action::Unchanged {
         cluster
             .create_or_replace(&desired.policy, live_policy.as_ref())
-            .await?;
+            .await
+            .map_err(admin)?;
     }
     if before.objects[1].action != Action::Unchanged {
         cluster
             .create_or_replace(&desired.binding, live_binding.as_ref())
-            .await?;
+            .await
+            .map_err(admin)?;
     }
     // Read back: the plan against what the server now holds must be empty.
-    let (after_policy, after_binding) = cluster.admission_policy(&name).await?;
+    let (after_policy, after_binding) = cluster.admission_policy(&name).await.map_err(admin)?;
     let after = plan(
         &desired,
         after_policy.as_ref(),

@@ -1,8 +1,8 @@
 //! `cluster-ctl harden` against the mock API server: creates the policy and its binding, a second
 //! run changes nothing, a changed exempt list replaces only the binding, `--dry-run` writes
 //! nothing, a server before 1.30 is refused before anything else is asked, HAMi outside the exempt
-//! namespaces stops it before any write; and with the policy bound, the mock refuses pods as
-//! kube-apiserver would (the bypass pods) and admits the lab's.
+//! namespaces stops it before any write, and the lab's own identities (manifests/rbac.yaml) may
+//! not apply it. What the bound policy refuses is `bypass.rs`'s.
 
 use cluster_ctl::commands::{exit, harden};
 use serde_json::json;
@@ -155,4 +155,25 @@ async fn an_unreachable_server_is_an_environment_failure() {
         .await
         .unwrap_err();
     assert_eq!(err.code, exit::ENVIRONMENT);
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_labs_own_identity_may_not_apply_the_policy_and_is_told_who_may() {
+    let m = MockApi::new();
+    m.enforce_rbac(&rbac_policy());
+    for token in [crate::mockapi::TOKEN, crate::mockapi::INSTALLER_TOKEN] {
+        let err = harden(&m.cluster_as(token, API_TIMEOUT), &ctx(false), &[])
+            .await
+            .unwrap_err();
+        assert_eq!(err.code, exit::ENVIRONMENT);
+        let text = format!("{:#}", err.error);
+        assert!(
+            text.contains("403 Forbidden")
+                && text.contains("validatingadmissionpolicies")
+                && text.contains("cluster admin"),
+            "{text}"
+        );
+    }
+    assert!(writes(&m).is_empty(), "{:?}", m.seen_paths());
+    assert!(!m.has(POLICY_RESOURCE, "", NAME));
 }
