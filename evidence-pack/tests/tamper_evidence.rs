@@ -55,15 +55,25 @@ fn inputs(dir: &Path) {
         lab("k8s/status-policy-denied-b1.json"),
     )
     .unwrap();
-    std::fs::write(dir.join("probe/hami-bypass-b4.json"), lab("h200/h1-8000.json")).unwrap();
+    std::fs::write(
+        dir.join("probe/hami-bypass-b4.json"),
+        lab("h200/h1-8000.json"),
+    )
+    .unwrap();
     for (b, file) in [
-        (&lab_report::run::BYPASSES[0], "admission/hami-bypass-b1.json"),
+        (
+            &lab_report::run::BYPASSES[0],
+            "admission/hami-bypass-b1.json",
+        ),
         (&lab_report::run::BYPASSES[3], "probe/hami-bypass-b4.json"),
     ] {
-        run["exercises"].as_array_mut().unwrap().push(serde_json::json!({
-            "id": b.id, "claim": b.claim(), "result": "pass", "reason": "claimed",
-            "evidence": [file]
-        }));
+        run["exercises"]
+            .as_array_mut()
+            .unwrap()
+            .push(serde_json::json!({
+                "id": b.id, "claim": b.claim(), "result": "pass", "reason": "claimed",
+                "evidence": [file]
+            }));
     }
     std::fs::write(&path, serde_json::to_vec_pretty(&run).unwrap()).unwrap();
 }
