@@ -550,14 +550,45 @@ fn a_bypass_held_to_its_slice_by_real_hami_core_is_contained_and_not_to_a_smalle
 }
 
 #[test]
-fn a_bypass_audit_with_real_escaped_paths_escaped() {
-    // The real audit report under HAMi-core: three paths held 10000 MiB against the 8000 MiB slice.
+fn b5_is_judged_by_the_real_region_tamper_row_alone() {
+    // gpu-probe's audit with the bypass rows, under real HAMi-core 8f3a89c on an H200: the region
+    // tamper held 10000 MiB against the 8000 MiB slice.
+    let bypass_audit = |rev: &str| {
+        let path = format!(
+            "{}/../gpu-probe/tests/data/bypass/{rev}-audit-8000.json",
+            env!("CARGO_MANIFEST_DIR")
+        );
+        Some(std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e}")))
+    };
+    for rev in ["8f3a89c", "5091a2f", "ecbf908", "c0f9da6"] {
+        let j = judge(
+            ExerciseId::B5,
+            &SLICE_8000,
+            &[("probe/hami-bypass-b5.json", bypass_audit(rev))],
+        );
+        escaped(&j, "probe/hami-bypass-b5.json", 10000.0);
+        assert!(j.reason.contains("region tamper"), "{rev}: {}", j.reason);
+    }
+    // On the bare card there is no region to tamper with: the row is not applicable, and the
+    // other rows' escapes (not B5's attempt) do not count for B5.
+    let j = judge(
+        ExerciseId::B5,
+        &SLICE_8000,
+        &[("probe/hami-bypass-b5.json", bypass_audit("bare"))],
+    );
+    unsupported(&j, Some("probe/hami-bypass-b5.json"), "shows neither");
+    // An audit without the row (an older gpu-probe's, three allocation paths escaped) shows
+    // nothing about B5.
     let j = judge(
         ExerciseId::B5,
         &SLICE_8000,
         &[("probe/hami-bypass-b5-audit.json", h200("h4-audit.json"))],
     );
-    escaped(&j, "probe/hami-bypass-b5-audit.json", 10000.0);
+    unsupported(
+        &j,
+        Some("probe/hami-bypass-b5-audit.json"),
+        "without the `region tamper` row",
+    );
 }
 
 #[test]
