@@ -37,6 +37,41 @@ fn dry_run_prints_manifests_and_plan_without_a_cluster() {
 }
 
 #[test]
+fn dry_run_with_bypass_prints_the_bypass_pods_and_their_steps() {
+    let out = ctl(&[
+        "run",
+        "--dry-run",
+        "--card-mib",
+        "143771",
+        "--audit",
+        "--bypass",
+        "--baseline-namespace",
+        "hami-isolation-lab-baseline",
+    ]);
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for pod in 1..=6 {
+        assert!(
+            text.contains(&format!("# manifests/hami-bypass-b{pod}.yaml")),
+            "{text}"
+        );
+        assert!(text.contains(&format!("bypass-b{pod}")), "{text}");
+    }
+    // B3 claims the whole card for itself; B5 runs the audit's bypass rows.
+    assert!(text.contains("143771m"), "{text}");
+    assert!(text.contains("audit --rows bypass"), "{text}");
+    assert!(
+        text.contains("hami-isolation-lab-baseline/hami-baseline"),
+        "{text}"
+    );
+}
+
+#[test]
 fn dry_run_json_is_one_document() {
     let out = ctl(&[
         "run",
