@@ -15,9 +15,7 @@ use crate::register::{Gpu, REGISTER_ANNOTATION, RegisterFormat, parse_register};
 /// The scheduler name HAMi's webhook sets on GPU pods, hami-scheduler's event texts and their
 /// parser: defined in lab-report, which judges the same objects again (E1's co-residency rule is
 /// lab-report's alone, applied to the pods `run` writes).
-pub use lab_report::k8s::{
-    FilterMessage, HAMI_SCHEDULER, INSUFFICIENT_MEMORY, OversubscribeEvidence, parse_filter_message,
-};
+pub use lab_report::k8s::{HAMI_SCHEDULER, INSUFFICIENT_MEMORY, OversubscribeEvidence};
 /// HAMi resource names that make the webhook route a pod to HAMi.
 pub const HAMI_RESOURCES: [&str; 4] = [
     "nvidia.com/gpumem",
@@ -578,42 +576,6 @@ mod tests {
     }
 
     #[test]
-    fn filter_messages_all_variants() {
-        assert_eq!(
-            parse_filter_message("1 nodes CardInsufficientMemory(gpu-vm-1)"),
-            FilterMessage::Reason {
-                count: 1,
-                reason: "CardInsufficientMemory".into(),
-                nodes: vec!["gpu-vm-1".into()]
-            }
-        );
-        assert_eq!(
-            parse_filter_message("2 nodes NodeInsufficientDevice(a,b)"),
-            FilterMessage::Reason {
-                count: 2,
-                reason: "NodeInsufficientDevice".into(),
-                nodes: vec!["a".into(), "b".into()]
-            }
-        );
-        assert_eq!(
-            parse_filter_message("no available node, 1 nodes do not meet"),
-            FilterMessage::NoAvailableNode {
-                not_meeting: Some(1)
-            }
-        );
-        assert_eq!(
-            parse_filter_message("no available node, all node scores do not meet"),
-            FilterMessage::NoAvailableNode { not_meeting: None }
-        );
-        assert_eq!(
-            parse_filter_message(
-                "find fit node(gpu-vm-1), 0 nodes not fit, 1 nodes fit(gpu-vm-1:0.00)"
-            ),
-            FilterMessage::Other
-        );
-    }
-
-    #[test]
     fn oversubscribe_events_match() {
         let ev = fixture_events("events-oversubscribe.json");
         assert_eq!(
@@ -678,14 +640,6 @@ mod tests {
     }
 
     proptest! {
-        #[test]
-        fn filter_message_never_panics(s in ".{0,200}") {
-            let _ = parse_filter_message(&s);
-        }
-        #[test]
-        fn filter_message_like_text_never_panics(s in "[0-9 a-zA-Z(),-]{0,120}") {
-            let _ = parse_filter_message(&s);
-        }
         #[test]
         fn version_and_tag_never_panic(s in ".{0,80}") {
             let _ = strip_server_version(&s);
