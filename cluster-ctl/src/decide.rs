@@ -411,18 +411,6 @@ pub fn pod_warnings(events: &[Event], pod: &str) -> Vec<String> {
     out.split_off(skip)
 }
 
-/// kubelet image-pull progress events (`Pulling`/`Pulled`) as one-line texts.
-pub fn pull_progress(ev: &Event) -> Option<String> {
-    match ev.reason.as_deref() {
-        Some(r @ ("Pulling" | "Pulled" | "Failed" | "BackOff" | "ErrImagePull")) => Some(format!(
-            "{} {r}: {}",
-            ev.involved_object.name.as_deref().unwrap_or("?"),
-            ev.message.as_deref().unwrap_or("")
-        )),
-        _ => None,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -623,20 +611,6 @@ mod tests {
         );
         assert_eq!(over.len(), 3);
         assert!(pod_warnings(&fixture_events("events-share-a.json"), "hami-share-a").is_empty());
-    }
-
-    #[test]
-    fn pull_progress_from_kubelet_events() {
-        let ev = fixture_events("events-share-a.json");
-        let lines: Vec<String> = ev.iter().filter_map(pull_progress).collect();
-        assert!(
-            lines.iter().any(|l| l.starts_with("hami-share-a Pulling")),
-            "{lines:?}"
-        );
-        assert!(
-            lines.iter().any(|l| l.starts_with("hami-share-a Pulled")),
-            "{lines:?}"
-        );
     }
 
     proptest! {

@@ -2,7 +2,7 @@
 //! known failures, over the Kubernetes API (kube + k8s-openapi) and helm (through `lab-runner`).
 //!
 //! Layout: pure decisions (`register`, `sizing`, `decide`, `doctor`, the `diagnose`
-//! engine, `exercises`, `helm` command lines, `helmchart` for k3s's HelmChart path, `manifests`,
+//! engine, `exercises`, `helm` command lines, `helmchart` for k3s's HelmChart path, `manifests`, `wait_state`,
 //! `plan`, `kubeconfig`) are unit-tested on the in-repo fixtures; `api` is the only module that
 //! talks to the API server and is tested against the mock API server of `tests/mockapi`;
 //! `commands` has one module per subcommand.
@@ -23,6 +23,7 @@ pub mod plan;
 pub mod register;
 pub mod report;
 pub mod sizing;
+pub mod wait_state;
 
 #[cfg(test)]
 mod testdata;
