@@ -6,7 +6,7 @@
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment};
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{Endpoints, Event, Node, Pod};
-use kube::api::DynamicObject;
+use kube::core::DynamicObject;
 
 use crate::decide::{daemonset_ready, deployment_ready, endpoints_ready, node_registration};
 
@@ -65,8 +65,16 @@ impl WaitState for Deployment {
             || "not there".to_owned(),
             |d| {
                 let want = d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
-                let ready = d.status.as_ref().and_then(|s| s.ready_replicas).unwrap_or(0);
-                let word = if deployment_ready(d) { "ready" } else { "not ready" };
+                let ready = d
+                    .status
+                    .as_ref()
+                    .and_then(|s| s.ready_replicas)
+                    .unwrap_or(0);
+                let word = if deployment_ready(d) {
+                    "ready"
+                } else {
+                    "not ready"
+                };
                 format!("{ready}/{want} replicas ready ({word})")
             },
         )
@@ -78,10 +86,15 @@ impl WaitState for DaemonSet {
         ds.map_or_else(
             || "not there".to_owned(),
             |ds| {
-                let (ready, want) = ds.status.as_ref().map_or((0, 0), |s| {
-                    (s.number_ready, s.desired_number_scheduled)
-                });
-                let word = if daemonset_ready(ds) { "ready" } else { "not ready" };
+                let (ready, want) = ds
+                    .status
+                    .as_ref()
+                    .map_or((0, 0), |s| (s.number_ready, s.desired_number_scheduled));
+                let word = if daemonset_ready(ds) {
+                    "ready"
+                } else {
+                    "not ready"
+                };
                 format!("{ready}/{want} pods ready ({word})")
             },
         )
@@ -156,11 +169,17 @@ impl PullStep {
     /// The step an event is, when it is one.
     pub fn of(ev: &Event) -> Option<Self> {
         match ev.reason.as_deref() {
-            Some(r @ ("Pulling" | "Pulled" | "Failed" | "BackOff" | "ErrImagePull")) => Some(Self {
-                pod: ev.involved_object.name.clone().unwrap_or_else(|| "?".into()),
-                reason: r.to_owned(),
-                message: ev.message.clone().unwrap_or_default(),
-            }),
+            Some(r @ ("Pulling" | "Pulled" | "Failed" | "BackOff" | "ErrImagePull")) => {
+                Some(Self {
+                    pod: ev
+                        .involved_object
+                        .name
+                        .clone()
+                        .unwrap_or_else(|| "?".into()),
+                    reason: r.to_owned(),
+                    message: ev.message.clone().unwrap_or_default(),
+                })
+            }
             _ => None,
         }
     }
@@ -226,10 +245,7 @@ mod tests {
         assert_eq!(Endpoints::wait_state(Some(&ready)), "has a ready address");
         assert_eq!(Endpoints::wait_state(Some(&empty)), "no ready address yet");
         let node = fixture_node("node-hami-v2.10-h100.json");
-        assert_eq!(
-            Node::wait_state(Some(&node)),
-            "registered by HAMi (1 GPU)"
-        );
+        assert_eq!(Node::wait_state(Some(&node)), "registered by HAMi (1 GPU)");
         let un = fixture_node("node-gpu-on-unregistered.json");
         assert_eq!(Node::wait_state(Some(&un)), "not registered by HAMi yet");
         let ds = fixture_daemonsets("daemonsets-hami-only.json");

@@ -163,18 +163,21 @@ impl Progress {
     /// A log line that is no task's event (a retry, a warning): above the bars on a terminal, a
     /// plain line otherwise (also for [`Style::Events`], where the parent shows it as the child's
     /// own stderr); nothing when hidden.
-    pub fn log(&self, line: &str) {
-        match (self.style, &self.multi) {
-            (Style::Hidden, _) => {}
-            (Style::Bars, Some(multi)) => {
-                if multi.println(printable(line)).is_err() {
-                    eprintln!("{}", printable(line));
+    /// Text of several lines is several log lines.
+    pub fn log(&self, text: &str) {
+        for line in text.lines().map(printable) {
+            match (self.style, &self.multi) {
+                (Style::Hidden, _) => {}
+                (Style::Bars, Some(multi)) => {
+                    if multi.println(&line).is_err() {
+                        eprintln!("{line}");
+                    }
                 }
-            }
-            _ => {
-                let mut sink = self.sink.lock().unwrap_or_else(PoisonError::into_inner);
-                let _ = writeln!(sink, "{}", printable(line));
-                let _ = sink.flush();
+                _ => {
+                    let mut sink = self.sink.lock().unwrap_or_else(PoisonError::into_inner);
+                    let _ = writeln!(sink, "{line}");
+                    let _ = sink.flush();
+                }
             }
         }
     }
@@ -211,6 +214,9 @@ fn bar_style(known_len: bool, unit: &str) -> ProgressStyle {
         format!(
             "{{spinner}} {{prefix:<16}} [{{bar:28}}] {{pos}}/{{len}} {unit} {{elapsed:>4}} {{wide_msg}}"
         )
+    } else if unit.is_empty() {
+        // Nothing to count (a pull, a phase): the time and what it does.
+        "{spinner} {prefix:<16} {elapsed:>4} {wide_msg}".to_owned()
     } else {
         format!("{{spinner}} {{prefix:<16}} {{pos}} {unit} {{elapsed:>4}} {{wide_msg}}")
     };
@@ -262,6 +268,11 @@ impl Task {
     pub fn position(&self) -> (u64, Option<u64>) {
         let s = self.state();
         (s.pos, s.len)
+    }
+
+    /// Whether the task has had its last event.
+    pub fn is_done(&self) -> bool {
+        self.state().done
     }
 
     /// Sets the length (no event of its own).
@@ -346,9 +357,15 @@ impl Task {
                 } else {
                     format!(" {}", t.unit)
                 };
+                // A task with nothing to count shows its time alone.
+                let at = if len.is_none() && t.unit.is_empty() {
+                    String::new()
+                } else {
+                    format!(": {pos}{of}{unit}")
+                };
                 let end = if done { " (done)" } else { "" };
                 let line = format!(
-                    "{}: {pos}{of}{unit} after {:.1} s: {}{end}",
+                    "{}{at} after {:.1} s: {}{end}",
                     t.name,
                     elapsed.as_secs_f64(),
                     msg
@@ -473,10 +490,24 @@ mod tests {
         assert_eq!(lines.len(), 3, "{text}");
         assert_eq!(lines[1], "watch for pod a: closed [0m; resuming");
         assert!(
-            lines[2].starts_with("pod a Ready: 6/600 s after ") && lines[2].ends_with(": Ready (done)"),
+            lines[2].starts_with("pod a Ready: 6/600 s after ")
+                && lines[2].ends_with(": Ready (done)"),
             "{text}"
         );
         Progress::hidden().log("nothing");
+        let uncounted = p.task("image pull for a", None, "");
+        assert!(!uncounted.is_done());
+        uncounted.finish("Pulled");
+        assert!(uncounted.is_done());
+        assert!(
+            out.text()
+                .lines()
+                .last()
+                .unwrap()
+                .starts_with("image pull for a after "),
+            "{}",
+            out.text()
+        );
     }
 
     #[test]

@@ -84,7 +84,7 @@ impl Cluster {
             })?
             .with_layer(&response_timeout_layer(api_timeout))
             .build();
-        Ok(Self::new(client, api_timeout))
+        Ok(Self::new(client, api_timeout).with_progress(Progress::new(Style::Lines)))
     }
 
     /// A cluster over an existing client (tests: a client on the mock API server, built with
@@ -93,12 +93,12 @@ impl Cluster {
         Self {
             client,
             timeout: api_timeout,
-            progress: Progress::new(Style::Lines),
+            progress: Progress::hidden(),
         }
     }
 
     /// The same cluster, its waits, pulls and retries reported to `progress` (default: plain
-    /// lines on stderr).
+    /// lines on stderr from [`Cluster::connect`], nothing from [`Cluster::new`]).
     #[must_use]
     pub fn with_progress(mut self, progress: Progress) -> Self {
         self.progress = progress;

@@ -34,6 +34,12 @@ pub const WATCH_TIMEOUT_SECS: u32 = 290;
 /// How often a wait's bar moves while nothing changes.
 const TICK: Duration = Duration::from_secs(1);
 
+/// A deadline's length in whole seconds, rounded up (a wait of 600 s set a moment ago is still
+/// one of 600 s).
+fn whole_secs(d: Duration) -> u64 {
+    d.as_secs() + u64::from(d.subsec_nanos() > 0)
+}
+
 /// Whole seconds since `started`.
 fn secs_since(started: Instant) -> u64 {
     started.elapsed().as_secs()
@@ -113,7 +119,7 @@ impl Cluster {
     {
         let name = op.name.clone().unwrap_or_default();
         let started = Instant::now();
-        let limit = deadline.saturating_duration_since(started).as_secs();
+        let limit = whole_secs(deadline.saturating_duration_since(started));
         let task = self.progress.task(what, Some(limit), "s");
         let stream = object_watch(api, &name);
         futures::pin_mut!(stream);
@@ -263,11 +269,9 @@ impl Cluster {
         futures::pin_mut!(stream);
         let started = Instant::now();
         let deadline = started + timeout;
-        let task = self.progress.task(
-            &format!("events of {pod}"),
-            Some(timeout.as_secs()),
-            "s",
-        );
+        let task = self
+            .progress
+            .task(&format!("events of {pod}"), Some(timeout.as_secs()), "s");
         let mut events: Vec<Event> = Vec::new();
         let mut best = OversubscribeEvidence::Nothing;
         loop {
@@ -275,7 +279,10 @@ impl Cluster {
             match tokio::time::timeout_at(tick, stream.next()).await {
                 Err(_) if Instant::now() < deadline => task.tick(secs_since(started)),
                 Err(_) | Ok(None) => {
-                    task.finish_at(timeout.as_secs(), &format!("watched to the end: {}", evidence_text(&best)));
+                    task.finish_at(
+                        timeout.as_secs(),
+                        &format!("watched to the end: {}", evidence_text(&best)),
+                    );
                     return Ok(best);
                 }
                 Ok(Some(Err(e))) => {

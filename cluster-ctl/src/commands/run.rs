@@ -18,9 +18,7 @@ use lab_runner::progress::{Progress, Task};
 
 use serde_json::{Value, json};
 
-use super::{
-    Ctx, Failure, Outcome, default_probe_bin, exit, write_json_or_warn, write_or_warn,
-};
+use super::{Ctx, Failure, Outcome, default_probe_bin, exit, write_json_or_warn, write_or_warn};
 use crate::api::{ApiError, Cluster};
 use crate::decide::{self, NodeRegistration, container_image, node_registration};
 use crate::doctor::{self, Finding, Severity};
@@ -254,7 +252,12 @@ impl Steps {
     /// The last event: how the exercises came out.
     fn finish(&self, ex: &Exercises) {
         self.decided(ex);
-        let count = |r: ExerciseResult| ex.ids().iter().filter(|id| ex[(*id).clone()].result == r).count();
+        let count = |r: ExerciseResult| {
+            ex.ids()
+                .iter()
+                .filter(|id| ex[(*id).clone()].result == r)
+                .count()
+        };
         self.task.finish(&format!(
             "{} pass, {} fail, {} not run",
             count(ExerciseResult::Pass),
@@ -273,21 +276,54 @@ fn result_word(r: &ExerciseResult) -> &'static str {
     }
 }
 
-/// Shows kubelet's pull steps of the lab pods as one task per pod: started at `Pulling`, ended
-/// at `Pulled` (its time is the pull's), a failure as its message.
-fn pull_tasks(progress: &Progress) -> impl Fn(crate::wait_state::PullStep) + Send + 'static {
-    let progress = progress.clone();
-    let tasks: Arc<Mutex<BTreeMap<String, Task>>> = Arc::default();
-    move |step| {
-        let mut tasks = tasks.lock().unwrap_or_else(PoisonError::into_inner);
-        let task = tasks
-            .entry(step.pod.clone())
-            .or_insert_with(|| progress.task(&format!("image pull for {}", step.pod), None, ""));
+/// kubelet's pull steps of the lab pods as one task per pod: started at `Pulling`, ended at
+/// `Pulled` (its time is the pull's), a failure as its message.
+#[derive(Clone)]
+struct Pulls {
+    progress: Progress,
+    tasks: Arc<Mutex<BTreeMap<String, Task>>>,
+}
+
+impl Pulls {
+    fn new(progress: &Progress) -> Self {
+        Self {
+            progress: progress.clone(),
+            tasks: Arc::default(),
+        }
+    }
+
+    fn show(&self, step: crate::wait_state::PullStep) {
+        let mut tasks = self.tasks.lock().unwrap_or_else(PoisonError::into_inner);
+        let task = tasks.entry(step.pod.clone()).or_insert_with(|| {
+            self.progress
+                .task(&format!("image pull for {}", step.pod), None, "")
+        });
         let what = format!("{}: {}", step.reason, step.message);
         if step.pulled() {
             task.finish(&what);
         } else {
             task.update(0, &what);
+        }
+    }
+
+    /// After the pods are Ready: kubelet's `Pulled` comes with the container's start, so the
+    /// watch gets a moment to show it; a pull still open then ends saying what is known.
+    async fn settle(&self) {
+        let open = || {
+            self.tasks
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .values()
+                .filter(|t| !t.is_done())
+                .cloned()
+                .collect::<Vec<_>>()
+        };
+        if open().is_empty() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        for task in open() {
+            task.finish("the pod is Ready (kubelet's Pulled event not seen yet)");
         }
     }
 }
@@ -512,15 +548,20 @@ async fn run_exercises(env: &RunEnv<'_>, ex: &mut Exercises) -> Result<(), ApiEr
         }
     }
     let ready = {
+        let pulls = Pulls::new(cluster.progress());
+        let shown = pulls.clone();
         let _progress = AbortOnDrop(cluster.spawn_pull_progress(
             ns,
             vec![SHARE_A.to_owned(), SHARE_B.to_owned()],
-            pull_tasks(cluster.progress()),
+            move |step| shown.show(step),
         ));
-        env.steps.doing("E1: waiting for the share pods to be Ready");
-        cluster
+        env.steps
+            .doing("E1: waiting for the share pods to be Ready");
+        let ready = cluster
             .wait_pods_ready(ns, &[SHARE_A, SHARE_B], args.pod_timeout)
-            .await
+            .await;
+        pulls.settle().await;
+        ready
     };
     ex[E1].number("slice_mib", sizing.slice_mib);
     let pods = match ready {
