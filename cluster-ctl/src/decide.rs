@@ -220,14 +220,20 @@ pub fn find_coexisting(daemonsets: &[DaemonSet], pods: &[Pod]) -> Vec<Coexisting
 // ---------------------------------------------------------------------------------------------
 // Readiness
 
-/// A Deployment is ready when it wants ≥ 1 replica and all of them are ready.
-pub fn deployment_ready(d: &Deployment) -> bool {
+/// A Deployment's (ready, wanted) replicas; wanted defaults to 1, as the API server's default.
+pub fn deployment_replicas(d: &Deployment) -> (i32, i32) {
     let want = d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
     let ready = d
         .status
         .as_ref()
         .and_then(|s| s.ready_replicas)
         .unwrap_or(0);
+    (ready, want)
+}
+
+/// A Deployment is ready when it wants ≥ 1 replica and all of them are ready.
+pub fn deployment_ready(d: &Deployment) -> bool {
+    let (ready, want) = deployment_replicas(d);
     want > 0 && ready >= want
 }
 

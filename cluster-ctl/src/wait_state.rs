@@ -8,7 +8,9 @@ use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{Endpoints, Event, Node, Pod};
 use kube::core::DynamicObject;
 
-use crate::decide::{daemonset_ready, deployment_ready, endpoints_ready, node_registration};
+use crate::decide::{
+    daemonset_ready, deployment_ready, deployment_replicas, endpoints_ready, node_registration,
+};
 
 /// The state of an object as a wait shows it; `None`: the object is not there.
 pub trait WaitState {
@@ -64,12 +66,7 @@ impl WaitState for Deployment {
         d.map_or_else(
             || "not there".to_owned(),
             |d| {
-                let want = d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
-                let ready = d
-                    .status
-                    .as_ref()
-                    .and_then(|s| s.ready_replicas)
-                    .unwrap_or(0);
+                let (ready, want) = deployment_replicas(d);
                 let word = if deployment_ready(d) {
                     "ready"
                 } else {

@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use lab_runner::{Cmd, Runner, SystemRunner};
 use mockapi::MockApi;
 use mockapi::exec::Reply;
-use mockapi::fixtures::{FIXTURE_H100_UUID, H200_UUID, fixture, h200};
+use mockapi::fixtures::{H200_UUID, h200};
 use mockapi::lifecycle::{Card, Placement};
 
 /// How long the mock's kubelet takes to pull the lab image.
@@ -34,17 +34,7 @@ fn slow_pull_cluster() -> MockApi {
         .add_fixture("daemonsets-hami-only.json")
         .add_fixture("deploy-hami-scheduler-tag-match.json")
         .add_fixture("endpoints-hami-scheduler-ready.json");
-    let node: serde_json::Value = fixture("node-hami-v2.10-h100.json");
-    let register = node["metadata"]["annotations"]["hami.io/node-nvidia-register"]
-        .as_str()
-        .unwrap()
-        .replace(FIXTURE_H100_UUID, H200_UUID);
-    m.patch(
-        "nodes",
-        "",
-        "gpu-vm-1",
-        serde_json::json!({"metadata": {"annotations": {"hami.io/node-nvidia-register": register}}}),
-    );
+    m.register_h200();
     m.place_on(Placement {
         node: "gpu-vm-1".into(),
         cards: vec![Card {
