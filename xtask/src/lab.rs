@@ -443,7 +443,7 @@ pub fn run(args: &LabArgs) -> Result<u8> {
         &phases_to_run(&load_state(args, &layout)?),
     );
     let progress = Progress::new(Style::for_stderr(false));
-    execute_with(args, &layout, &SystemRunner::new(true), &facts, &progress)
+    execute(args, &layout, &SystemRunner::new(true), &facts, &progress)
 }
 
 /// The state file with `--from` applied.
@@ -464,12 +464,6 @@ pub fn phases_to_run(state: &State) -> Vec<Phase> {
         .collect()
 }
 
-/// Preflight, then every phase not yet finished, recording each in the state file; progress as
-/// plain lines on stderr.
-pub fn execute(args: &LabArgs, layout: &Layout, runner: &dyn Runner, facts: &Facts) -> Result<u8> {
-    execute_with(args, layout, runner, facts, &Progress::new(Style::Lines))
-}
-
 /// Runs one command of a phase where its output is seen: straight to the terminal, or, while a
 /// bar is drawn, line by line above it (a child's progress events shown as the lab's own).
 fn run_shown(runner: &dyn Runner, cmd: &Cmd, progress: &Progress) -> Result<Output> {
@@ -485,8 +479,9 @@ fn run_shown(runner: &dyn Runner, cmd: &Cmd, progress: &Progress) -> Result<Outp
     Ok(out)
 }
 
-/// [`execute`], its progress shown by `progress`.
-pub fn execute_with(
+/// Preflight, then every phase not yet finished, recording each in the state file, each phase's
+/// start and end shown by `progress`.
+pub fn execute(
     args: &LabArgs,
     layout: &Layout,
     runner: &dyn Runner,
@@ -749,6 +744,11 @@ pub(crate) mod tests {
         );
     }
 
+    /// The lab with its progress hidden.
+    fn execute(args: &LabArgs, layout: &Layout, runner: &dyn Runner, facts: &Facts) -> Result<u8> {
+        super::execute(args, layout, runner, facts, &Progress::hidden())
+    }
+
     /// A writer the test reads back.
     #[derive(Clone, Default)]
     struct Buffer(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
@@ -773,7 +773,7 @@ pub(crate) mod tests {
         );
         let out = Buffer::default();
         let progress = Progress::with_writer(Style::Lines, Box::new(out.clone()));
-        let code = execute_with(&args(&[]), &layout, &fake, &ready_gpu_host(), &progress);
+        let code = super::execute(&args(&[]), &layout, &fake, &ready_gpu_host(), &progress);
         assert_eq!(code.expect("runs"), 0);
         let text = String::from_utf8(out.0.lock().expect("lock").clone()).expect("utf-8");
         let phases = Phase::ALL.len() - 1;
