@@ -4,7 +4,8 @@
 //!
 //! - on a terminal (a tmux pane, run through `lab_runner::SystemRunner` so the tier table counts
 //!   it): the waits draw a bar of their seconds out of the deadline that moves, the pulls and the
-//!   exercises show as their own lines, and the results follow on the same terminal;
+//!   exercises show as their own lines, and the results follow on the same terminal; with
+//!   `--quiet` the same terminal gets plain lines and no bar;
 //! - without a terminal (`-o json`, stderr a pipe): the same events as plain lines on stderr,
 //!   without a control character, and stdout is the JSON report alone.
 
@@ -240,20 +241,23 @@ fn bar_seconds(frame: &str, task: &str) -> Option<u64> {
     pos.trim().parse().ok()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn on_a_terminal_the_run_draws_bars_that_move() {
+/// Runs `cluster-ctl run` (with `extra` flags) against a fresh slow-pull mock in a tmux pane and
+/// returns every distinct frame of the pane until the run ended (the last one included); `None`
+/// when tmux is not installed (the skip is recorded).
+async fn frames_in_a_terminal(name: &str, extra: &[&str]) -> Option<Vec<String>> {
     let runner = SystemRunner::new(false);
     if !runner.exists("tmux") {
         lab_runner::tier::skipped(
             "tmux",
             "tmux is not installed (Debian: apt-get install -y tmux); no terminal was driven",
         );
-        return;
+        return None;
     }
     let m = slow_pull_cluster();
     let addr = m.serve_tcp().await;
     let dir = tempfile::tempdir().unwrap();
-    let args = run_args(dir.path(), &kubeconfig(dir.path(), addr));
+    let mut args = run_args(dir.path(), &kubeconfig(dir.path(), addr));
+    args.extend(extra.iter().map(|a| (*a).to_owned()));
     let mut line = format!(
         "env -u KUBECONFIG PATH=/nonexistent-path-for-tests HOME=/nonexistent-home-for-tests '{}'",
         ctl_bin()
@@ -264,46 +268,58 @@ async fn on_a_terminal_the_run_draws_bars_that_move() {
     line.push_str("; echo CTL-EXITED $?; sleep 60");
     let tmux = Tmux {
         runner,
-        socket: format!("cluster-ctl-progress-{}", std::process::id()),
+        socket: format!("cluster-ctl-{name}-{}", std::process::id()),
     };
     // On the test's own thread (the runtime's workers serve the mock), so the tier log names
-    // this test as the one that ran tmux.
-    let (seconds, frames, last) = {
-        let started = tmux.run(&[
-            "new-session",
-            "-d",
-            "-s",
-            "ctl",
-            "-x",
-            "160",
-            "-y",
-            "45",
-            &line,
-        ]);
-        assert!(started.success(), "{}", started.stderr);
-        let begin = Instant::now();
-        let mut seconds: Vec<u64> = Vec::new();
-        let mut frames: Vec<String> = Vec::new();
-        let mut last = String::new();
-        while begin.elapsed() < Duration::from_secs(90) {
-            last = tmux.capture();
-            if let Some(s) = bar_seconds(&last, "pod hami-share-a to be Ready")
-                && seconds.last() != Some(&s)
-            {
-                seconds.push(s);
-                frames.push(last.clone());
-            }
-            if last.contains("CTL-EXITED") {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(100));
+    // the test as the one that ran tmux.
+    let started = tmux.run(&[
+        "new-session",
+        "-d",
+        "-s",
+        "ctl",
+        "-x",
+        "160",
+        "-y",
+        "45",
+        &line,
+    ]);
+    assert!(started.success(), "{}", started.stderr);
+    let begin = Instant::now();
+    let mut frames: Vec<String> = Vec::new();
+    while begin.elapsed() < Duration::from_secs(90) {
+        let frame = tmux.capture();
+        let ended = frame.contains("CTL-EXITED");
+        if frames.last() != Some(&frame) {
+            frames.push(frame);
         }
-        (seconds, frames, last)
+        if ended {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    Some(frames)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_a_terminal_the_run_draws_bars_that_move() {
+    let Some(frames) = frames_in_a_terminal("bars", &[]).await else {
+        return;
     };
+    let last = frames.last().unwrap();
     assert!(
         last.contains("CTL-EXITED 0"),
         "the run did not end well:\n{last}"
     );
+    let mut seconds: Vec<u64> = Vec::new();
+    let mut moving: Vec<&String> = Vec::new();
+    for f in &frames {
+        if let Some(s) = bar_seconds(f, "pod hami-share-a to be Ready")
+            && seconds.last() != Some(&s)
+        {
+            seconds.push(s);
+            moving.push(f);
+        }
+    }
     // The wait's bar was drawn and moved, second by second, while the image was pulled.
     assert!(
         seconds.len() >= 3,
@@ -312,7 +328,7 @@ async fn on_a_terminal_the_run_draws_bars_that_move() {
     assert!(seconds.windows(2).all(|w| w[0] < w[1]), "{seconds:?}");
     assert!(*seconds.last().unwrap() >= PULL.as_secs(), "{seconds:?}");
     // While it moved, the pull and the exercises were on screen too.
-    let during = frames
+    let during = moving
         .iter()
         .find(|f| f.contains("Pulling"))
         .unwrap_or_else(|| panic!("no frame showed the pull:\n{}", frames.join("\n-----\n")));
@@ -326,4 +342,30 @@ async fn on_a_terminal_the_run_draws_bars_that_move() {
     assert!(last.contains("5/5 decided"), "{last}");
     assert!(last.contains("E1 pass"), "{last}");
     assert!(last.contains("results: "), "{last}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_a_terminal_quiet_shows_the_same_events_as_plain_lines() {
+    let Some(frames) = frames_in_a_terminal("quiet", &["--quiet"]).await else {
+        return;
+    };
+    let last = frames.last().unwrap();
+    assert!(last.contains("CTL-EXITED 0"), "{last}");
+    for f in &frames {
+        assert!(
+            bar_seconds(f, "pod hami-share-a to be Ready").is_none(),
+            "a bar under --quiet:\n{f}"
+        );
+    }
+    let all = frames.join("\n");
+    assert!(
+        all.lines()
+            .any(|l| l.starts_with("pod hami-share-a to be Ready: 0/600 s after ")),
+        "{all}"
+    );
+    assert!(
+        all.lines()
+            .any(|l| l.starts_with("exercises: 5/5 decided after ")),
+        "{all}"
+    );
 }
