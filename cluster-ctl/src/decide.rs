@@ -15,9 +15,7 @@ use crate::register::{Gpu, REGISTER_ANNOTATION, RegisterFormat, parse_register};
 /// The scheduler name HAMi's webhook sets on GPU pods, hami-scheduler's event texts and their
 /// parser: defined in lab-report, which judges the same objects again (E1's co-residency rule is
 /// lab-report's alone, applied to the pods `run` writes).
-pub use lab_report::k8s::{
-    FilterMessage, HAMI_SCHEDULER, INSUFFICIENT_MEMORY, OversubscribeEvidence, parse_filter_message,
-};
+pub use lab_report::k8s::{HAMI_SCHEDULER, INSUFFICIENT_MEMORY, OversubscribeEvidence};
 /// HAMi resource names that make the webhook route a pod to HAMi.
 pub const HAMI_RESOURCES: [&str; 4] = [
     "nvidia.com/gpumem",
@@ -222,14 +220,20 @@ pub fn find_coexisting(daemonsets: &[DaemonSet], pods: &[Pod]) -> Vec<Coexisting
 // ---------------------------------------------------------------------------------------------
 // Readiness
 
-/// A Deployment is ready when it wants ≥ 1 replica and all of them are ready.
-pub fn deployment_ready(d: &Deployment) -> bool {
+/// A Deployment's (ready, wanted) replicas; wanted defaults to 1, as the API server's default.
+pub fn deployment_replicas(d: &Deployment) -> (i32, i32) {
     let want = d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
     let ready = d
         .status
         .as_ref()
         .and_then(|s| s.ready_replicas)
         .unwrap_or(0);
+    (ready, want)
+}
+
+/// A Deployment is ready when it wants ≥ 1 replica and all of them are ready.
+pub fn deployment_ready(d: &Deployment) -> bool {
+    let (ready, want) = deployment_replicas(d);
     want > 0 && ready >= want
 }
 
@@ -413,18 +417,6 @@ pub fn pod_warnings(events: &[Event], pod: &str) -> Vec<String> {
     out.split_off(skip)
 }
 
-/// kubelet image-pull progress events (`Pulling`/`Pulled`) as one-line texts.
-pub fn pull_progress(ev: &Event) -> Option<String> {
-    match ev.reason.as_deref() {
-        Some(r @ ("Pulling" | "Pulled" | "Failed" | "BackOff" | "ErrImagePull")) => Some(format!(
-            "{} {r}: {}",
-            ev.involved_object.name.as_deref().unwrap_or("?"),
-            ev.message.as_deref().unwrap_or("")
-        )),
-        _ => None,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -578,42 +570,6 @@ mod tests {
     }
 
     #[test]
-    fn filter_messages_all_variants() {
-        assert_eq!(
-            parse_filter_message("1 nodes CardInsufficientMemory(gpu-vm-1)"),
-            FilterMessage::Reason {
-                count: 1,
-                reason: "CardInsufficientMemory".into(),
-                nodes: vec!["gpu-vm-1".into()]
-            }
-        );
-        assert_eq!(
-            parse_filter_message("2 nodes NodeInsufficientDevice(a,b)"),
-            FilterMessage::Reason {
-                count: 2,
-                reason: "NodeInsufficientDevice".into(),
-                nodes: vec!["a".into(), "b".into()]
-            }
-        );
-        assert_eq!(
-            parse_filter_message("no available node, 1 nodes do not meet"),
-            FilterMessage::NoAvailableNode {
-                not_meeting: Some(1)
-            }
-        );
-        assert_eq!(
-            parse_filter_message("no available node, all node scores do not meet"),
-            FilterMessage::NoAvailableNode { not_meeting: None }
-        );
-        assert_eq!(
-            parse_filter_message(
-                "find fit node(gpu-vm-1), 0 nodes not fit, 1 nodes fit(gpu-vm-1:0.00)"
-            ),
-            FilterMessage::Other
-        );
-    }
-
-    #[test]
     fn oversubscribe_events_match() {
         let ev = fixture_events("events-oversubscribe.json");
         assert_eq!(
@@ -663,29 +619,7 @@ mod tests {
         assert!(pod_warnings(&fixture_events("events-share-a.json"), "hami-share-a").is_empty());
     }
 
-    #[test]
-    fn pull_progress_from_kubelet_events() {
-        let ev = fixture_events("events-share-a.json");
-        let lines: Vec<String> = ev.iter().filter_map(pull_progress).collect();
-        assert!(
-            lines.iter().any(|l| l.starts_with("hami-share-a Pulling")),
-            "{lines:?}"
-        );
-        assert!(
-            lines.iter().any(|l| l.starts_with("hami-share-a Pulled")),
-            "{lines:?}"
-        );
-    }
-
     proptest! {
-        #[test]
-        fn filter_message_never_panics(s in ".{0,200}") {
-            let _ = parse_filter_message(&s);
-        }
-        #[test]
-        fn filter_message_like_text_never_panics(s in "[0-9 a-zA-Z(),-]{0,120}") {
-            let _ = parse_filter_message(&s);
-        }
         #[test]
         fn version_and_tag_never_panic(s in ".{0,80}") {
             let _ = strip_server_version(&s);

@@ -363,7 +363,7 @@ mod tests {
         let mut other_gpu = b.clone();
         if let Some(ann) = other_gpu.metadata.annotations.as_mut() {
             ann.insert(
-                crate::podann::ALLOCATED_ANNOTATION.into(),
+                lab_report::k8s::ALLOCATED_ANNOTATION.into(),
                 "GPU-other,NVIDIA,8000,0:;".into(),
             );
         }

@@ -1,8 +1,8 @@
 //! `cluster-ctl` library: installs HAMi, runs the lab's five isolation exercises and diagnoses the
 //! known failures, over the Kubernetes API (kube + k8s-openapi) and helm (through `lab-runner`).
 //!
-//! Layout: pure decisions (`register`, `podann`, `sizing`, `decide`, `doctor`, the `diagnose`
-//! engine, `exercises`, `helm` command lines, `helmchart` for k3s's HelmChart path, `manifests`,
+//! Layout: pure decisions (`register`, `sizing`, `decide`, `doctor`, the `diagnose`
+//! engine, `exercises`, `helm` command lines, `helmchart` for k3s's HelmChart path, `manifests`, `wait_state`,
 //! `plan`, `kubeconfig`) are unit-tested on the in-repo fixtures; `api` is the only module that
 //! talks to the API server and is tested against the mock API server of `tests/mockapi`;
 //! `commands` has one module per subcommand.
@@ -22,10 +22,10 @@ pub mod helmchart;
 pub mod kubeconfig;
 pub mod manifests;
 pub mod plan;
-pub mod podann;
 pub mod register;
 pub mod report;
 pub mod sizing;
+pub mod wait_state;
 
 #[cfg(test)]
 mod testdata;

@@ -17,6 +17,7 @@ use cluster_ctl::helmchart::InstallerChoice;
 use cluster_ctl::kubeconfig::{self, Environment, K3S_KUBECONFIG, Source};
 use cluster_ctl::manifests::DEFAULT_IMAGE;
 use kube::config::{Config, KubeConfigOptions, Kubeconfig};
+use lab_runner::progress::{Progress, Style};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum OutputFormat {
@@ -60,6 +61,10 @@ struct Cli {
     /// Log every helm command line before it runs.
     #[arg(long, short = 'v', global = true)]
     verbose: bool,
+    /// No progress bars: waits, pulls and exercises as plain lines on stderr (as with `-o json`
+    /// or when stderr is not a terminal).
+    #[arg(long, short = 'q', global = true)]
+    quiet: bool,
     #[command(subcommand)]
     command: Command,
 }
@@ -263,7 +268,12 @@ async fn make_cluster(cli: &Cli) -> Result<Cluster, Failure> {
             )));
         }
     };
-    Cluster::connect(config, timeout).map_err(Failure::from)
+    // Bars only on a terminal; stdout stays the result's alone either way.
+    let plain = cli.output == OutputFormat::Json || cli.quiet;
+    let progress = Progress::new(Style::for_stderr(plain));
+    Cluster::connect(config, timeout)
+        .map(|c| c.with_progress(progress))
+        .map_err(Failure::from)
 }
 
 async fn dispatch(cli: Cli) -> Result<Outcome, Failure> {

@@ -600,6 +600,18 @@ mod tests {
     #[test]
     fn filter_messages_all_variants() {
         assert_eq!(
+            parse_filter_message("1 nodes CardInsufficientMemory(gpu-vm-1)"),
+            FilterMessage::Reason {
+                count: 1,
+                reason: "CardInsufficientMemory".into(),
+                nodes: vec!["gpu-vm-1".into()]
+            }
+        );
+        assert_eq!(
+            parse_filter_message("no available node, all node scores do not meet"),
+            FilterMessage::NoAvailableNode { not_meeting: None }
+        );
+        assert_eq!(
             parse_filter_message("2 nodes NodeInsufficientDevice(a,b)"),
             FilterMessage::Reason {
                 count: 2,
@@ -619,5 +631,34 @@ mod tests {
             ),
             FilterMessage::Other
         );
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn the_annotation_parser_never_panics(s in ".{0,300}") {
+            let _ = parse_allocated(&s);
+        }
+
+        #[test]
+        fn nor_on_annotation_like_text(s in "[GPU0-9a-f,:;NVIDIA-]{0,200}") {
+            let _ = parse_allocated(&s);
+        }
+
+        #[test]
+        fn the_annotation_round_trips(mem in 0u64..10_000_000, cores in 0u32..=100) {
+            let parsed = parse_allocated(&format!("GPU-z,NVIDIA,{mem},{cores}:;")).unwrap();
+            proptest::prop_assert_eq!(parsed[0][0].mem_mib, mem);
+            proptest::prop_assert_eq!(parsed[0][0].cores, cores);
+        }
+
+        #[test]
+        fn the_filter_message_parser_never_panics(s in ".{0,200}") {
+            let _ = parse_filter_message(&s);
+        }
+
+        #[test]
+        fn nor_on_filter_message_like_text(s in "[0-9 a-zA-Z(),-]{0,120}") {
+            let _ = parse_filter_message(&s);
+        }
     }
 }

@@ -160,6 +160,28 @@ impl Progress {
         task
     }
 
+    /// A log line that is no task's event (a retry, a warning): above the bars on a terminal, a
+    /// plain line otherwise (also for [`Style::Events`], where the parent shows it as the child's
+    /// own stderr); nothing when hidden.
+    /// Text of several lines is several log lines.
+    pub fn log(&self, text: &str) {
+        for line in text.lines().map(printable) {
+            match (self.style, &self.multi) {
+                (Style::Hidden, _) => {}
+                (Style::Bars, Some(multi)) => {
+                    if multi.println(&line).is_err() {
+                        eprintln!("{line}");
+                    }
+                }
+                _ => {
+                    let mut sink = self.sink.lock().unwrap_or_else(PoisonError::into_inner);
+                    let _ = writeln!(sink, "{line}");
+                    let _ = sink.flush();
+                }
+            }
+        }
+    }
+
     /// Shows a child's event line as this progress's own (the task of the same name, started
     /// when first seen). Returns whether `line` was an event.
     pub fn relay(&self, line: &str) -> bool {
@@ -192,6 +214,9 @@ fn bar_style(known_len: bool, unit: &str) -> ProgressStyle {
         format!(
             "{{spinner}} {{prefix:<16}} [{{bar:28}}] {{pos}}/{{len}} {unit} {{elapsed:>4}} {{wide_msg}}"
         )
+    } else if unit.is_empty() {
+        // Nothing to count (a pull, a phase): the time and what it does.
+        "{spinner} {prefix:<16} {elapsed:>4} {wide_msg}".to_owned()
     } else {
         format!("{{spinner}} {{prefix:<16}} {{pos}} {unit} {{elapsed:>4}} {{wide_msg}}")
     };
@@ -245,6 +270,11 @@ impl Task {
         (s.pos, s.len)
     }
 
+    /// Whether the task has had its last event.
+    pub fn is_done(&self) -> bool {
+        self.state().done
+    }
+
     /// Sets the length (no event of its own).
     pub fn set_len(&self, len: u64) {
         self.state().len = Some(len);
@@ -260,6 +290,15 @@ impl Task {
     pub fn update(&self, pos: u64, msg: &str) {
         self.state().pos = pos;
         self.emit(msg, false);
+    }
+
+    /// Moves the task to `pos` without an event: a bar moves, no line is written (a wait's
+    /// seconds between two changes of what it waits for).
+    pub fn tick(&self, pos: u64) {
+        self.state().pos = pos;
+        if let Some(bar) = &self.0.bar {
+            bar.set_position(pos);
+        }
     }
 
     /// One event: one more unit done, with `msg`.
@@ -318,9 +357,15 @@ impl Task {
                 } else {
                     format!(" {}", t.unit)
                 };
+                // A task with nothing to count shows its time alone.
+                let at = if len.is_none() && t.unit.is_empty() {
+                    String::new()
+                } else {
+                    format!(": {pos}{of}{unit}")
+                };
                 let end = if done { " (done)" } else { "" };
                 let line = format!(
-                    "{}: {pos}{of}{unit} after {:.1} s: {}{end}",
+                    "{}{at} after {:.1} s: {}{end}",
                     t.name,
                     elapsed.as_secs_f64(),
                     msg
@@ -427,6 +472,42 @@ mod tests {
         // The parent's own handle of the same task continues where the child left it.
         let (pos, len) = parent.task_position("audit");
         assert_eq!((pos, len), (2, Some(9)));
+    }
+
+    #[test]
+    fn ticks_write_nothing_and_log_lines_are_plain() {
+        let out = Buffer::default();
+        let p = Progress::with_writer(Style::Lines, Box::new(out.clone()));
+        let t = p.task("pod a Ready", Some(600), "s");
+        t.update(0, "Pending: ContainerCreating");
+        t.tick(5);
+        t.tick(6);
+        assert_eq!(t.position(), (6, Some(600)));
+        p.log("watch for pod a: closed\x1b[0m; resuming");
+        t.finish("Ready");
+        let text = out.text();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 3, "{text}");
+        assert_eq!(lines[1], "watch for pod a: closed [0m; resuming");
+        assert!(
+            lines[2].starts_with("pod a Ready: 6/600 s after ")
+                && lines[2].ends_with(": Ready (done)"),
+            "{text}"
+        );
+        Progress::hidden().log("nothing");
+        let uncounted = p.task("image pull for a", None, "");
+        assert!(!uncounted.is_done());
+        uncounted.finish("Pulled");
+        assert!(uncounted.is_done());
+        assert!(
+            out.text()
+                .lines()
+                .last()
+                .unwrap()
+                .starts_with("image pull for a after "),
+            "{}",
+            out.text()
+        );
     }
 
     #[test]

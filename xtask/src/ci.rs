@@ -42,7 +42,7 @@ const TEST_PACKAGES: &[(&str, &str, &str)] = &[
     (
         "tmux",
         "tmux",
-        "gpu-probe's progress bars are shown on a real terminal (a tmux pane)",
+        "gpu-probe's and cluster-ctl's progress bars are shown on a real terminal (a tmux pane)",
     ),
 ];
 

@@ -40,7 +40,7 @@ impl Cluster {
         match self.get_opt(&api, op, name).await {
             Ok(crd) => Ok(crd.is_some()),
             Err(e @ ApiError::Forbidden { .. }) => {
-                crate::progress(&format!("{e}; taking {name} as not served"));
+                self.log(&format!("{e}; taking {name} as not served"));
                 Ok(false)
             }
             Err(e) => Err(e),

@@ -29,6 +29,7 @@ use std::time::Duration;
 
 use backon::{ExponentialBuilder, Retryable};
 use kube::Client;
+use lab_runner::progress::{Progress, Style};
 
 pub use admission::Admission;
 pub use error::{ApiError, Op};
@@ -44,11 +45,13 @@ pub const MAX_ATTEMPTS: usize = 4;
 const FIRST_RETRY_DELAY: Duration = Duration::from_millis(500);
 const MAX_RETRY_DELAY: Duration = Duration::from_secs(8);
 
-/// A connection to the cluster: the client and the bound of every call.
+/// A connection to the cluster: the client, the bound of every call, and where its waits and
+/// retries are reported ([`Cluster::with_progress`]).
 #[derive(Clone)]
 pub struct Cluster {
     client: Client,
     timeout: Duration,
+    progress: Progress,
 }
 
 impl std::fmt::Debug for Cluster {
@@ -84,7 +87,7 @@ impl Cluster {
             })?
             .with_layer(&response_timeout_layer(api_timeout))
             .build();
-        Ok(Self::new(client, api_timeout))
+        Ok(Self::new(client, api_timeout).with_progress(Progress::new(Style::Lines)))
     }
 
     /// A cluster over an existing client (tests: a client on the mock API server, built with
@@ -93,7 +96,26 @@ impl Cluster {
         Self {
             client,
             timeout: api_timeout,
+            progress: Progress::hidden(),
         }
+    }
+
+    /// The same cluster, its waits, pulls and retries reported to `progress` (default: plain
+    /// lines on stderr from [`Cluster::connect`], nothing from [`Cluster::new`]).
+    #[must_use]
+    pub fn with_progress(mut self, progress: Progress) -> Self {
+        self.progress = progress;
+        self
+    }
+
+    /// Where this cluster's long operations are reported; commands report theirs there too.
+    pub fn progress(&self) -> &Progress {
+        &self.progress
+    }
+
+    /// A log line beside the progress (`cluster-ctl: …`), above the bars on a terminal.
+    pub fn log(&self, line: &str) {
+        self.progress.log(&format!("cluster-ctl: {line}"));
     }
 
     /// The per-call bound (`--api-timeout`).
@@ -131,7 +153,7 @@ impl Cluster {
         // The server's Retry-After wins over the backoff (but never past the call's bound).
         .adjust(|e: &Attempt, next| next.map(|d| e.retry_after().map_or(d, |r| r.min(bound))))
         .notify(|e: &Attempt, d: Duration| {
-            crate::progress(&format!("{op}: {e}; retrying in {:.1} s", d.as_secs_f64()));
+            self.log(&format!("{op}: {e}; retrying in {:.1} s", d.as_secs_f64()));
         })
         .await;
         result.map_err(|e| e.into_error(op, bound.as_secs(), attempts.get()))

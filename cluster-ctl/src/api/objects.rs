@@ -225,7 +225,7 @@ impl Cluster {
                 continue;
             };
             if existing.metadata.deletion_timestamp.is_some() {
-                crate::progress(&format!(
+                self.log(&format!(
                     "pod {name} is still terminating; waiting until it is gone to create it again"
                 ));
                 let left = deadline.saturating_duration_since(tokio::time::Instant::now());
@@ -327,12 +327,12 @@ impl Cluster {
 
     /// What `run` keeps of the cluster (best effort: a failing list is logged and left empty).
     pub async fn capture(&self, lab_namespace: &str, hami_namespace: &str) -> Capture {
-        fn kept<T>(what: &str, r: Result<T, ApiError>) -> Option<T> {
-            r.map_err(|e| crate::progress(&format!("could not capture {what}: {e}")))
+        fn kept<T>(c: &Cluster, what: &str, r: Result<T, ApiError>) -> Option<T> {
+            r.map_err(|e| c.log(&format!("could not capture {what}: {e}")))
                 .ok()
         }
         let lp = ListParams::default();
-        let version = kept("the server version", self.server_version().await);
+        let version = kept(self, "the server version", self.server_version().await);
         let nodes = self
             .list(&self.all::<Node>(), Op::of::<Node>("list", None, None), &lp)
             .await;
@@ -359,14 +359,14 @@ impl Cluster {
             .await;
         Capture {
             version,
-            nodes: kept("nodes", nodes).unwrap_or_default(),
-            hami_pods: kept("HAMi's pods", hami_pods)
+            nodes: kept(self, "nodes", nodes).unwrap_or_default(),
+            hami_pods: kept(self, "HAMi's pods", hami_pods)
                 .unwrap_or_default()
                 .into_iter()
                 .filter(|p| p.name_any().starts_with("hami-"))
                 .collect(),
-            events: kept("events", events).unwrap_or_default(),
-            daemonsets: kept("daemonsets", daemonsets).unwrap_or_default(),
+            events: kept(self, "events", events).unwrap_or_default(),
+            daemonsets: kept(self, "daemonsets", daemonsets).unwrap_or_default(),
         }
     }
 }

@@ -4,7 +4,9 @@
 //! and 429/5xx answers are retried — until the wait's own deadline. Only 401, 403 and a resource
 //! the server does not serve end a wait early: no retry can fix them.
 //!
-//! The predicates are pure (`crate::decide`); this module only feeds them objects.
+//! The predicates are pure (`crate::decide`); this module only feeds them objects. Each wait is a
+//! task of the cluster's progress reporter: its seconds out of its deadline, and what the object
+//! is doing (`crate::wait_state`) each time that changes.
 
 use std::collections::BTreeSet;
 use std::fmt::Debug;
@@ -21,12 +23,27 @@ use serde::de::DeserializeOwned;
 use tokio::time::Instant;
 
 use super::{ApiError, Cluster, Op};
-use crate::decide::{OversubscribeEvidence, match_insufficient_memory, pull_progress};
+use crate::decide::{OversubscribeEvidence, match_insufficient_memory};
+use crate::wait_state::{PullStep, WaitState};
 
 /// `timeoutSeconds` of every watch request: the server ends the watch then (or earlier, at its
 /// own limit) and the watcher resumes it. kube-runtime declares a watch dead after this plus 5 s
 /// of silence.
 pub const WATCH_TIMEOUT_SECS: u32 = 290;
+
+/// How often a wait's bar moves while nothing changes.
+const TICK: Duration = Duration::from_secs(1);
+
+/// A deadline's length in whole seconds, rounded up (a wait of 600 s set a moment ago is still
+/// one of 600 s).
+fn whole_secs(d: Duration) -> u64 {
+    d.as_secs() + u64::from(d.subsec_nanos() > 0)
+}
+
+/// Whole seconds since `started`.
+fn secs_since(started: Instant) -> u64 {
+    started.elapsed().as_secs()
+}
 
 /// Whether a watcher error can be waited out: everything but a refusal no retry can change.
 fn fatal(op: &Op, e: &watcher::Error, secs: u64) -> Option<ApiError> {
@@ -98,19 +115,25 @@ impl Cluster {
         what: &str,
     ) -> Result<Option<K>, ApiError>
     where
-        K: Resource + Clone + DeserializeOwned + Debug + Send + 'static,
+        K: Resource + Clone + DeserializeOwned + Debug + Send + WaitState + 'static,
     {
         let name = op.name.clone().unwrap_or_default();
         let started = Instant::now();
+        let limit = whole_secs(deadline.saturating_duration_since(started));
+        let task = self.progress.task(what, Some(limit), "s");
         let stream = object_watch(api, &name);
         futures::pin_mut!(stream);
         let mut last_error: Option<String> = None;
+        let mut shown = String::new();
         loop {
-            match tokio::time::timeout_at(deadline, stream.next()).await {
+            let tick = (Instant::now() + TICK).min(deadline);
+            match tokio::time::timeout_at(tick, stream.next()).await {
+                Err(_) if Instant::now() < deadline => task.tick(secs_since(started)),
                 Err(_) | Ok(None) => {
+                    task.finish_at(limit, &format!("timed out ({shown})"));
                     return Err(ApiError::WaitTimeout {
                         what: what.to_owned(),
-                        secs: deadline.saturating_duration_since(started).as_secs(),
+                        secs: limit,
                         last: last_error
                             .map(|e| format!("; the watch last failed with: {e}"))
                             .unwrap_or_default(),
@@ -118,14 +141,21 @@ impl Cluster {
                 }
                 Ok(Some(Err(e))) => {
                     if let Some(fatal) = fatal(&op, &e, self.timeout.as_secs()) {
+                        task.finish(&format!("stopped: {fatal}"));
                         return Err(fatal);
                     }
-                    crate::progress(&format!("watch for {what}: {e}; resuming"));
+                    self.log(&format!("watch for {what}: {e}; resuming"));
                     last_error = Some(e.to_string());
                 }
                 Ok(Some(Ok(obj))) => {
+                    let state = K::wait_state(obj.as_ref());
                     if cond.matches_object(obj.as_ref()) {
+                        task.finish_at(secs_since(started), &state);
                         return Ok(obj);
+                    }
+                    if state != shown {
+                        task.update(secs_since(started), &state);
+                        shown = state;
                     }
                 }
             }
@@ -147,6 +177,7 @@ impl Cluster {
             + DeserializeOwned
             + Debug
             + Send
+            + WaitState
             + 'static,
     {
         let op = Op::of::<K>("watch", Some(namespace), Some(name));
@@ -236,41 +267,59 @@ impl Cluster {
             .timeout(WATCH_TIMEOUT_SECS);
         let stream = watcher::watcher(api, cfg).default_backoff();
         futures::pin_mut!(stream);
-        let deadline = Instant::now() + timeout;
+        let started = Instant::now();
+        let deadline = started + timeout;
+        let task = self
+            .progress
+            .task(&format!("events of {pod}"), Some(timeout.as_secs()), "s");
         let mut events: Vec<Event> = Vec::new();
         let mut best = OversubscribeEvidence::Nothing;
         loop {
-            match tokio::time::timeout_at(deadline, stream.next()).await {
-                Err(_) | Ok(None) => return Ok(best),
+            let tick = (Instant::now() + TICK).min(deadline);
+            match tokio::time::timeout_at(tick, stream.next()).await {
+                Err(_) if Instant::now() < deadline => task.tick(secs_since(started)),
+                Err(_) | Ok(None) => {
+                    task.finish_at(
+                        timeout.as_secs(),
+                        &format!("watched to the end: {}", evidence_text(&best)),
+                    );
+                    return Ok(best);
+                }
                 Ok(Some(Err(e))) => {
                     if let Some(fatal) = fatal(&op, &e, self.timeout.as_secs()) {
+                        task.finish(&format!("stopped: {fatal}"));
                         return Err(fatal);
                     }
-                    crate::progress(&format!("event watch of {pod}: {e}; resuming"));
+                    self.log(&format!("event watch of {pod}: {e}; resuming"));
                 }
                 Ok(Some(Ok(WatchEvent::Apply(ev) | WatchEvent::InitApply(ev)))) => {
                     // A re-list sends the same events again: keep one copy of each.
                     events
                         .retain(|e| e.metadata.uid != ev.metadata.uid || ev.metadata.uid.is_none());
                     events.push(ev);
-                    best = match_insufficient_memory(&events, pod);
-                    if matches!(best, OversubscribeEvidence::Named { .. }) {
-                        return Ok(best);
+                    let now = match_insufficient_memory(&events, pod);
+                    if matches!(now, OversubscribeEvidence::Named { .. }) {
+                        task.finish_at(secs_since(started), &evidence_text(&now));
+                        return Ok(now);
                     }
+                    if now != best {
+                        task.update(secs_since(started), &evidence_text(&now));
+                    }
+                    best = now;
                 }
                 Ok(Some(Ok(_))) => {}
             }
         }
     }
 
-    /// Reports kubelet pull progress (`Pulling`/`Pulled`, pull failures) for `pods` through
-    /// `on_line` until the task is aborted. Best effort, but it survives like every wait; a
+    /// Hands kubelet's pull steps (`Pulling`/`Pulled`, pull failures) for `pods` to `on_step`
+    /// until the task is aborted. Best effort, but it survives like every wait; a
     /// refusal (401/403) only ends the progress lines.
     pub fn spawn_pull_progress(
         &self,
         namespace: &str,
         pods: Vec<String>,
-        on_line: impl Fn(String) + Send + 'static,
+        on_step: impl Fn(PullStep) + Send + 'static,
     ) -> tokio::task::JoinHandle<()> {
         let api = Api::<Event>::namespaced(self.client.clone(), namespace);
         let op = Op::of::<Event>("watch", Some(namespace), None);
@@ -300,11 +349,25 @@ impl Cluster {
                 let key = (ev.name_any(), ev.count.unwrap_or(0));
                 if for_us
                     && seen.insert(key)
-                    && let Some(line) = pull_progress(&ev)
+                    && let Some(step) = PullStep::of(&ev)
                 {
-                    on_line(line);
+                    on_step(step);
                 }
             }
         })
+    }
+}
+
+/// What a wait for the oversubscribe refusal has seen so far, in a few words.
+fn evidence_text(e: &OversubscribeEvidence) -> String {
+    match e {
+        OversubscribeEvidence::Named { message, .. } => format!("hami-scheduler: {message}"),
+        OversubscribeEvidence::GenericOnly { message } => {
+            format!("only hami-scheduler's generic refusal: {message}")
+        }
+        OversubscribeEvidence::SummaryOnly { message } => {
+            format!("only the scheduler's summary: {message}")
+        }
+        OversubscribeEvidence::Nothing => "no refusal seen yet".to_owned(),
     }
 }

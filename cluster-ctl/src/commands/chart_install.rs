@@ -11,7 +11,7 @@ use serde::Serialize;
 pub use crate::helmchart::{Choice, Installer};
 
 use super::install::verify_steps;
-use super::{Ctx, Failure, progress};
+use super::{Ctx, Failure};
 use crate::api::{ApiError, Cluster};
 use crate::helm::InstallOptions;
 use crate::helmchart::{
@@ -104,7 +104,7 @@ async fn sample_log(
 /// when it has the spec asked for, else the install stops and says so.
 async fn create(cluster: &Cluster, opts: &InstallOptions, ctx: &Ctx) -> Result<(), Failure> {
     let obj = helmchart::object(opts, &ctx.hami_namespace).map_err(Failure::usage)?;
-    progress(&format!("creating {KIND} {NAMESPACE}/{NAME}"));
+    cluster.log(&format!("creating {KIND} {NAMESPACE}/{NAME}"));
     match cluster.create_helmchart(&obj).await {
         Ok(()) => Ok(()),
         Err(ApiError::Status { code: 409, .. }) => {
@@ -174,7 +174,7 @@ pub async fn install(
                 .as_ref()
                 .map(|e| e["spec"].clone())
                 .unwrap_or_default();
-            progress(&format!(
+            cluster.log(&format!(
                 "updating {KIND} {NAMESPACE}/{NAME}: {}",
                 changed.join(", ")
             ));
@@ -184,7 +184,7 @@ pub async fn install(
             job_uid
         }
         ChartAction::RetryFailedJob { reason } => {
-            progress(&format!(
+            cluster.log(&format!(
                 "deleting the failed Job {NAMESPACE}/{job_name} ({reason}) so the helm controller runs helm again"
             ));
             cluster.delete_job(NAMESPACE, &job_name).await?;
@@ -192,7 +192,7 @@ pub async fn install(
         }
         ChartAction::Watch => None,
     };
-    progress(&format!(
+    cluster.log(&format!(
         "watching Job {NAMESPACE}/{job_name} (helm runs in it)"
     ));
     let wait = cluster.wait_job_finished(NAMESPACE, &job_name, old_uid.as_deref(), deadline);
@@ -284,7 +284,7 @@ pub async fn uninstall(cluster: &Cluster, timeout: Duration) -> Result<(), Failu
     if !cluster.delete_helmchart(NAMESPACE, NAME).await? {
         return Ok(());
     }
-    progress(&format!(
+    cluster.log(&format!(
         "waiting for {KIND} {NAMESPACE}/{NAME} to be gone (helm uninstalls in Job {})",
         delete_job(NAME)
     ));

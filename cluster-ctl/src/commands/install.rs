@@ -238,7 +238,7 @@ pub async fn install_hami(
         .snapshot(&ctx.namespace, &ctx.hami_namespace)
         .await?;
     let choice = chart_install::choose(cluster, ctx, &s.server_git_version).await?;
-    progress(&format!("installer: {}", choice.why));
+    cluster.log(&format!("installer: {}", choice.why));
     if choice.installer == Installer::Helm && !runner.exists("helm") {
         return Err(Failure::env(anyhow::anyhow!(
             "{} (on k3s, `--installer helm-chart` needs no helm)",
@@ -321,7 +321,6 @@ async fn verify_install(
 ) -> Result<Outcome, Failure> {
     let ns = ctx.hami_namespace.as_str();
     let scheduler_name = crate::decide::HAMI_SCHEDULER;
-    progress("waiting for hami-scheduler to be ready");
     let waited = cluster
         .wait_namespaced::<Deployment>(
             ns,
@@ -336,7 +335,6 @@ async fn verify_install(
         cluster.get_namespaced::<Deployment>(ns, scheduler_name),
     )
     .await?;
-    progress("waiting for the webhook endpoints");
     let waited = cluster
         .wait_namespaced::<Endpoints>(
             ns,
@@ -351,7 +349,6 @@ async fn verify_install(
         cluster.get_namespaced::<Endpoints>(ns, scheduler_name),
     )
     .await?;
-    progress("waiting for hami-device-plugin");
     let waited = cluster
         .wait_namespaced::<DaemonSet>(
             ns,
@@ -369,7 +366,6 @@ async fn verify_install(
     let mut regs = Vec::new();
     for node in s.nodes.iter().filter(|n| node_registration(n).labelled) {
         let name = node.metadata.name.clone().unwrap_or_default();
-        progress(&format!("waiting for node {name} to be registered by HAMi"));
         let waited = cluster
             .wait_node(
                 &name,

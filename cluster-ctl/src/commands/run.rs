@@ -4,17 +4,23 @@
 //! (`pods/`, `events/`, `probe/`) and has lab-report's judge decide each exercise over those files
 //! as written (`crate::exercises`). An API failure after the start stops the run with every
 //! remaining exercise `not-run` (and why) in `run.json`. `--bypass` adds B1–B6 (`bypass`).
+//!
+//! Progress: one task for the exercises (decided out of those the run has, with what it does
+//! now), one per image pull (Pulling to Pulled, with its time), and the waits' own
+//! (`crate::api::wait`), all on the cluster's progress reporter.
 
 mod bypass;
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
+
+use lab_runner::progress::{Progress, Task};
 
 use serde_json::{Value, json};
 
-use super::{
-    Ctx, Failure, Outcome, default_probe_bin, exit, progress, write_json_or_warn, write_or_warn,
-};
+use super::{Ctx, Failure, Outcome, default_probe_bin, exit, write_json_or_warn, write_or_warn};
 use crate::api::{ApiError, Cluster};
 use crate::decide::{self, NodeRegistration, container_image, node_registration};
 use crate::doctor::{self, Finding, Severity};
@@ -238,6 +244,117 @@ fn probe_binary(args: &RunArgs) -> PathBuf {
     args.probe_bin.clone().unwrap_or_else(default_probe_bin)
 }
 
+/// The run's progress: exercises decided out of those the run has, and what it does now.
+struct Steps {
+    task: Task,
+    told: Mutex<BTreeSet<String>>,
+}
+
+impl Steps {
+    fn new(progress: &Progress, ex: &Exercises) -> Self {
+        let len = u64::try_from(ex.ids().len()).unwrap_or(u64::MAX);
+        Self {
+            task: progress.task("exercises", Some(len), "decided"),
+            told: Mutex::new(BTreeSet::new()),
+        }
+    }
+
+    /// What the run does now (the count stays).
+    fn doing(&self, what: &str) {
+        self.task.update(self.task.position().0, what);
+    }
+
+    /// One event per exercise decided since the last call.
+    fn decided(&self, ex: &Exercises) {
+        let mut told = self.told.lock().unwrap_or_else(PoisonError::into_inner);
+        for id in ex.ids() {
+            let e = &ex[id.clone()];
+            let open = e.result == ExerciseResult::NotRun && e.reason == "not run";
+            if !open && told.insert(id.to_string()) {
+                self.task.inc(&format!("{id} {}", result_word(&e.result)));
+            }
+        }
+    }
+
+    /// The last event: how the exercises came out.
+    fn finish(&self, ex: &Exercises) {
+        self.decided(ex);
+        let count = |r: ExerciseResult| {
+            ex.ids()
+                .iter()
+                .filter(|id| ex[(*id).clone()].result == r)
+                .count()
+        };
+        self.task.finish(&format!(
+            "{} pass, {} fail, {} not run",
+            count(ExerciseResult::Pass),
+            count(ExerciseResult::Fail) + count(ExerciseResult::Unknown),
+            count(ExerciseResult::NotRun)
+        ));
+    }
+}
+
+fn result_word(r: &ExerciseResult) -> &'static str {
+    match r {
+        ExerciseResult::Pass => "pass",
+        ExerciseResult::Fail => "FAIL",
+        ExerciseResult::NotRun => "not-run",
+        ExerciseResult::Unknown => "FAIL?",
+    }
+}
+
+/// kubelet's pull steps of the lab pods as one task per pod: started at `Pulling`, ended at
+/// `Pulled` (its time is the pull's), a failure as its message.
+#[derive(Clone)]
+struct Pulls {
+    progress: Progress,
+    tasks: Arc<Mutex<BTreeMap<String, Task>>>,
+}
+
+impl Pulls {
+    fn new(progress: &Progress) -> Self {
+        Self {
+            progress: progress.clone(),
+            tasks: Arc::default(),
+        }
+    }
+
+    fn show(&self, step: crate::wait_state::PullStep) {
+        let mut tasks = self.tasks.lock().unwrap_or_else(PoisonError::into_inner);
+        let task = tasks.entry(step.pod.clone()).or_insert_with(|| {
+            self.progress
+                .task(&format!("image pull for {}", step.pod), None, "")
+        });
+        let what = format!("{}: {}", step.reason, step.message);
+        if step.pulled() {
+            task.finish(&what);
+        } else {
+            task.update(0, &what);
+        }
+    }
+
+    /// After the pods are Ready: kubelet's `Pulled` comes with the container's start, so the
+    /// watch gets a moment to show it; a pull still open then ends saying what is known.
+    async fn settle(&self) {
+        let open = || {
+            self.tasks
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .values()
+                .filter(|t| !t.is_done())
+                .cloned()
+                .collect::<Vec<_>>()
+        };
+        if open().is_empty() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        for task in open() {
+            task.finish("the pod is Ready (kubelet's Pulled event not seen yet)");
+        }
+    }
+}
+
 /// Aborts the background task when dropped, on every way out of the wait.
 struct AbortOnDrop(tokio::task::JoinHandle<()>);
 
@@ -283,6 +400,7 @@ pub async fn run(
         );
     }
     let mut ex = Exercises::new(args.audit, args.max_overhead_pct).with_bypass(args.bypass);
+    let steps = Steps::new(cluster.progress(), &ex);
     // Refuse to start when HAMi cannot mutate or place the pods: they would silently bypass it.
     let blockers: Vec<Finding> = doctor::diagnose(&s)
         .into_iter()
@@ -304,13 +422,14 @@ pub async fn run(
             sizing: &sizing,
             rendered: &rendered,
             out: &out,
+            steps: &steps,
         };
         let mut result = run_exercises(&env, &mut ex).await;
         if result.is_ok() && args.bypass {
             result = bypass::run_bypasses(&env, &bypasses, &mut ex).await;
         }
         if let Err(e) = result {
-            progress(&format!("the run stopped: {e}"));
+            cluster.log(&format!("the run stopped: {e}"));
             ex.not_run_because(&format!("the run stopped: {e}"));
         }
     } else {
@@ -326,6 +445,7 @@ pub async fn run(
             ex[id].set(ExerciseResult::NotRun, why.clone());
         }
     }
+    steps.finish(&ex);
     // Capture.
     let captured = cluster.capture(&ctx.namespace, &ctx.hami_namespace).await;
     write_json_or_warn(&out, "cluster/version.json", &captured.version);
@@ -406,12 +526,7 @@ pub async fn run(
     })?;
     let mut human = String::new();
     for e in &report.exercises {
-        let r = match e.result {
-            ExerciseResult::Pass => "pass",
-            ExerciseResult::Fail => "FAIL",
-            ExerciseResult::NotRun => "not-run",
-            ExerciseResult::Unknown => "FAIL?",
-        };
+        let r = result_word(&e.result);
         human.push_str(&format!("{} {r:<7} {}\n    {}\n", e.id, e.claim, e.reason));
     }
     human.push_str(&format!("results: {}/run.json\n", args.out.display()));
@@ -430,6 +545,7 @@ struct RunEnv<'a> {
     sizing: &'a Sizing,
     rendered: &'a [manifests::RenderedPod],
     out: &'a OutDir,
+    steps: &'a Steps,
 }
 
 impl RunEnv<'_> {
@@ -458,20 +574,25 @@ async fn run_exercises(env: &RunEnv<'_>, ex: &mut Exercises) -> Result<(), ApiEr
     // E1
     for name in [SHARE_A, SHARE_B] {
         if let Some(r) = env.pod(name) {
-            progress(&format!("creating pod {name}"));
+            env.steps.doing(&format!("E1: creating pod {name}"));
             cluster.create_pod(ns, &r.pod, args.pod_timeout).await?;
         }
     }
     let ready = {
+        let pulls = Pulls::new(cluster.progress());
+        let shown = pulls.clone();
         let _progress = AbortOnDrop(cluster.spawn_pull_progress(
             ns,
             vec![SHARE_A.to_owned(), SHARE_B.to_owned()],
-            |line| eprintln!("  … {line}"),
+            move |step| shown.show(step),
         ));
-        progress("waiting for the share pods to be Ready");
-        cluster
+        env.steps
+            .doing("E1: waiting for the share pods to be Ready");
+        let ready = cluster
             .wait_pods_ready(ns, &[SHARE_A, SHARE_B], args.pod_timeout)
-            .await
+            .await;
+        pulls.settle().await;
+        ready
     };
     ex[E1].number("slice_mib", sizing.slice_mib);
     let pods = match ready {
@@ -515,6 +636,7 @@ async fn run_exercises(env: &RunEnv<'_>, ex: &mut Exercises) -> Result<(), ApiEr
             })
             .collect();
         judge(&mut ex[E1], &judge_ctx, out);
+        env.steps.decided(ex);
         // E2, E3
         let probe_path = probe_binary(args);
         match std::fs::read(&probe_path) {
@@ -531,7 +653,8 @@ async fn run_exercises(env: &RunEnv<'_>, ex: &mut Exercises) -> Result<(), ApiEr
             }
             Ok(bytes) => {
                 for (id, pod) in [(E2, SHARE_A), (E3, SHARE_B)] {
-                    progress(&format!("running gpu-probe in {pod}"));
+                    env.steps
+                        .doing(&format!("{id}: running gpu-probe in {pod}"));
                     match cluster
                         .copy_and_run_probe(
                             ns,
@@ -560,11 +683,13 @@ async fn run_exercises(env: &RunEnv<'_>, ex: &mut Exercises) -> Result<(), ApiEr
                         }
                         Err(e) => ex[id].set(ExerciseResult::NotRun, e.to_string()),
                     }
+                    env.steps.decided(ex);
                 }
                 if args.audit && ex[E2].result != ExerciseResult::NotRun {
                     audit_share_a(env, &bytes, &mut ex[A1]).await;
                     let a1 = ex[A1].clone();
                     overhead_exercise(&mut ex[A2], &judge_ctx, out, &a1);
+                    env.steps.decided(ex);
                 }
             }
         }
@@ -574,7 +699,8 @@ async fn run_exercises(env: &RunEnv<'_>, ex: &mut Exercises) -> Result<(), ApiEr
     // E4 needs the two slices in place, so it runs only after E1 passed.
     if ex[E1].result == ExerciseResult::Pass {
         if let Some(r) = env.pod(OVERSUBSCRIBE) {
-            progress(&format!("creating pod {OVERSUBSCRIBE}"));
+            env.steps
+                .doing(&format!("E4: creating pod {OVERSUBSCRIBE}"));
             cluster.create_pod(ns, &r.pod, args.pod_timeout).await?;
             let seen = cluster
                 .watch_oversubscribe(ns, OVERSUBSCRIBE, args.event_timeout)
@@ -597,6 +723,7 @@ async fn run_exercises(env: &RunEnv<'_>, ex: &mut Exercises) -> Result<(), ApiEr
             .flatten()
             .collect();
             judge(&mut ex[E4], &judge_ctx, out);
+            env.steps.decided(ex);
         }
     } else {
         ex[E4].set(
@@ -625,7 +752,8 @@ async fn audit_share_a(env: &RunEnv<'_>, probe: &[u8], ex: &mut Exercise) {
     let mut with_hami = None;
     let mut audited = false;
     for (stem, argv) in audit_runs(sizing.slice_mib) {
-        progress(&format!("running gpu-probe {stem} in {SHARE_A}"));
+        env.steps
+            .doing(&format!("A1: running gpu-probe {stem} in {SHARE_A}"));
         match cluster
             .run_copied_probe(&ctx.namespace, SHARE_A, None, &argv, args.probe_timeout)
             .await
@@ -648,7 +776,7 @@ async fn audit_share_a(env: &RunEnv<'_>, probe: &[u8], ex: &mut Exercise) {
                 }
             }
             Err(e) if stem == "audit" => ex.set(ExerciseResult::NotRun, e.to_string()),
-            Err(e) => progress(&format!("gpu-probe {stem} in {SHARE_A} failed: {e}")),
+            Err(e) => cluster.log(&format!("gpu-probe {stem} in {SHARE_A} failed: {e}")),
         }
     }
     match baseline_overhead(env, probe, &mut evidence).await {
@@ -699,8 +827,8 @@ async fn baseline_overhead(
         ));
     }
     evidence.push(format!("manifests/{BASELINE}.yaml"));
-    progress(&format!(
-        "creating pod {BASELINE} (CUDA_DISABLE_CONTROL=true: no HAMi-core)"
+    env.steps.doing(&format!(
+        "A1: creating pod {BASELINE} (CUDA_DISABLE_CONTROL=true: no HAMi-core)"
     ));
     let created = cluster
         .create_pod(ns, &pod.pod, args.pod_timeout)
@@ -738,9 +866,9 @@ async fn baseline_overhead(
         Ok(run.stdout)
     }
     .await;
-    progress(&format!("deleting pod {BASELINE}"));
+    env.steps.doing(&format!("A1: deleting pod {BASELINE}"));
     if let Err(e) = cluster.delete_pod(ns, BASELINE, args.pod_timeout).await {
-        progress(&format!(
+        cluster.log(&format!(
             "could not delete pod {BASELINE} ({e}); `cluster-ctl cleanup` removes it"
         ));
     }

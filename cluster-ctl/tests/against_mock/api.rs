@@ -485,7 +485,7 @@ async fn pull_progress_lines_for_the_watched_pods_only() {
     let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
     let sink = lines.clone();
     let task = cluster.spawn_pull_progress("default", vec!["hami-share-a".into()], move |l| {
-        sink.lock().unwrap().push(l)
+        sink.lock().unwrap().push(l.to_string())
     });
     for name in ["hami-share-a", "hami-share-b"] {
         cluster

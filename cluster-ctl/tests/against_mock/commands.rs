@@ -163,6 +163,84 @@ async fn install_runs_helm_in_order_and_verifies_each_item_by_watch() {
     );
 }
 
+/// A writer the test reads back.
+#[derive(Clone, Default)]
+struct Lines(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Lines {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn install_reports_each_wait_with_its_deadline_and_what_hami_is_doing() {
+    use lab_runner::progress::{Progress, Style};
+    // HAMi comes up during the waits: the scheduler at 10 s, the webhook's endpoints at 20 s,
+    // the device plugin at 30 s, the node's registration at 40 s.
+    let m = hami_coming_up();
+    let shown = Lines::default();
+    let cluster = m
+        .cluster(API_TIMEOUT)
+        .with_progress(Progress::with_writer(Style::Lines, Box::new(shown.clone())));
+    let out = commands::install_hami(
+        &cluster,
+        &helm("helm-list-deployed.json"),
+        &ctx(false),
+        &InstallOptions::default(),
+        Duration::from_secs(300),
+    )
+    .await
+    .unwrap();
+    assert_eq!(out.exit, exit::OK, "{}", out.human);
+    let text = String::from_utf8(shown.0.lock().unwrap().clone()).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    // Each wait: its state when it started, against the deadline left, then what ended it (the
+    // seconds are the mock's virtual time).
+    for (first, last) in [
+        (
+            "Deployment hami-scheduler ready: 0/300 s after ",
+            ": 1/1 replicas ready (ready) (done)",
+        ),
+        (
+            "Endpoints hami-scheduler: 0/290 s after ",
+            ": has a ready address (done)",
+        ),
+        (
+            "DaemonSet hami-device-plugin: 0/280 s after ",
+            ": 1/1 pods ready (ready) (done)",
+        ),
+        (
+            "node registration: 0/270 s after ",
+            ": registered by HAMi (1 GPU) (done)",
+        ),
+    ] {
+        let task = &first[..first.find(':').unwrap()];
+        let mine: Vec<&&str> = lines.iter().filter(|l| l.starts_with(task)).collect();
+        assert!(mine.first().is_some_and(|l| l.starts_with(first)), "{text}");
+        assert!(
+            mine.first().is_some_and(|l| !l.ends_with("(done)")),
+            "it waited: {text}"
+        );
+        let end = mine.last().unwrap();
+        assert!(
+            end.starts_with(&format!("{task}: 10/")) && end.ends_with(last),
+            "{text}"
+        );
+    }
+    assert!(
+        lines.iter().any(
+            |l| l.starts_with("Deployment hami-scheduler ready: 0/300 s after ")
+                && l.ends_with(": 0/1 replicas ready (not ready)")
+        ),
+        "{text}"
+    );
+}
+
 #[tokio::test(start_paused = true)]
 async fn install_waits_through_a_device_plugin_restart() {
     use crate::mockapi::lifecycle::device_plugin_restart;

@@ -169,17 +169,7 @@ pub fn hami_coming_up() -> MockApi {
 /// memory stays the fixture's.
 pub fn healthy_with_probes() -> MockApi {
     let m = healthy();
-    let node: serde_json::Value = crate::mockapi::fixtures::fixture("node-hami-v2.10-h100.json");
-    let register = node["metadata"]["annotations"]["hami.io/node-nvidia-register"]
-        .as_str()
-        .unwrap()
-        .replace(FIXTURE_H100_UUID, H200_UUID);
-    m.patch(
-        "nodes",
-        "",
-        "gpu-vm-1",
-        serde_json::json!({"metadata": {"annotations": {"hami.io/node-nvidia-register": register}}}),
-    );
+    m.register_h200();
     m.place_on(Placement {
         node: "gpu-vm-1".into(),
         cards: vec![Card {

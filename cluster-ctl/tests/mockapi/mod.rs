@@ -234,6 +234,22 @@ impl MockApi {
         m
     }
 
+    /// Re-registers node `gpu-vm-1` (the H100 fixture) with the UUID of the H200 whose real
+    /// gpu-probe reports the pods answer with, so what a probe saw is the GPU its pod was given.
+    pub fn register_h200(&self) {
+        let node: Value = fixtures::fixture("node-hami-v2.10-h100.json");
+        let register = node["metadata"]["annotations"]["hami.io/node-nvidia-register"]
+            .as_str()
+            .unwrap_or_default()
+            .replace(fixtures::FIXTURE_H100_UUID, fixtures::H200_UUID);
+        self.patch(
+            "nodes",
+            "",
+            "gpu-vm-1",
+            json!({"metadata": {"annotations": {"hami.io/node-nvidia-register": register}}}),
+        );
+    }
+
     pub fn lock(&self) -> MutexGuard<'_, State> {
         self.shared
             .state
