@@ -382,7 +382,7 @@ pub fn grid_svg(s: &Summary) -> String {
         .max()
         .unwrap_or(1);
     // Big enough to see and hover on a few nodes; smaller rows for hundreds.
-    let cell: u32 = if nodes.len() <= 64 { 18 } else { 8 };
+    let cell: u32 = if nodes.len() <= 64 { 22 } else { 8 };
     let gap: u32 = 2;
     let label_w: u32 = 180;
     let top: u32 = 20;
@@ -392,7 +392,7 @@ pub fn grid_svg(s: &Summary) -> String {
     let mut o = String::new();
     let _ = write!(
         o,
-        "<svg id=\"fleet-grid\" xmlns=\"http://www.w3.org/2000/svg\" width=\"{width}\" height=\"{height}\" viewBox=\"0 0 {width} {height}\" role=\"img\" aria-label=\"fleet grid: {} nodes, one square per card\" font-family=\"sans-serif\" font-size=\"11\">",
+        "<svg id=\"fleet-grid\" xmlns=\"http://www.w3.org/2000/svg\" width=\"{width}\" height=\"{height}\" viewBox=\"0 0 {width} {height}\" role=\"img\" aria-label=\"fleet grid: {} nodes, one square per card\" font-family=\"sans-serif\" font-size=\"12\">",
         nodes.len()
     );
     for i in 0..columns {
