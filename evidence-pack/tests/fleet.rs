@@ -402,3 +402,58 @@ fn a_bad_fleet_json_is_refused_with_a_fix() {
         );
     }
 }
+
+#[test]
+fn a_fleet_bundle_is_redacted_and_signed_like_any_other() {
+    let dir = tempfile::tempdir().unwrap();
+    verified_fleet(dir.path());
+    // A credential in the server URL, and a token in a probe pod's log beside the reports.
+    edit_fleet(dir.path(), |f| {
+        f.server = "https://admin:Sup3rSecretPassw0rd@10.0.0.1:6443".into();
+    });
+    std::fs::write(
+        dir.path().join("probe/h1-8000.stderr"),
+        "token: eyJhbGciOiJSUzI1NiIsImtpZCI6IjEyMyJ9.fleet-token-value\n",
+    )
+    .unwrap();
+    let keys = tempfile::tempdir().unwrap();
+    let (code, _, stderr) = cli(&[
+        "keygen",
+        "-o",
+        keys.path().to_str().unwrap(),
+        "--unencrypted",
+    ]);
+    assert_eq!(code, 0, "{stderr}");
+    let out = tempfile::tempdir().unwrap();
+    let key = keys.path().join("evidence.key");
+    let (code, stdout, stderr) = cli(&[
+        "pack",
+        dir.path().to_str().unwrap(),
+        "-o",
+        out.path().to_str().unwrap(),
+        "--sign",
+        key.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    let tgz = bundle_in(out.path());
+    let public = keys.path().join("evidence.pub");
+    let (code, stdout, stderr) = cli(&[
+        "verify",
+        tgz.to_str().unwrap(),
+        "--trust",
+        public.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    let all: Vec<u8> = files(&tgz).into_values().flatten().collect();
+    let text = String::from_utf8_lossy(&all);
+    for secret in ["Sup3rSecretPassw0rd", "fleet-token-value"] {
+        assert!(!text.contains(secret), "{secret} left in the bundle");
+    }
+    let s = summary_of(&tgz);
+    assert!(
+        s.redactions.iter().any(|r| r.file == "fleet.json"),
+        "{:?}",
+        s.redactions
+    );
+    assert_eq!(s.outcome, Outcome::AllPass);
+}
