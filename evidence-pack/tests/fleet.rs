@@ -362,7 +362,8 @@ fn a_node_whose_registration_is_unreadable_is_a_card_not_checked() {
 
 #[test]
 fn a_bad_fleet_json_is_refused_with_a_fix() {
-    let cases: Vec<(&str, Box<dyn Fn(&Path)>, &str)> = vec![
+    type Spoil = Box<dyn Fn(&Path)>;
+    let cases: Vec<(&str, Spoil, &str)> = vec![
         (
             "not JSON",
             Box::new(|d| std::fs::write(d.join("fleet.json"), "{cut off").unwrap()),

@@ -2,7 +2,8 @@
 //! `prometheus_client.openmetrics.parser`, Debian `python3-prometheus-client`, run through
 //! `lab_runner::SystemRunner` with Debian's `/usr/bin/python3`): every family, unit and sample
 //! comes back as written, label escapes round-trip, and the parser's strictness is shown on
-//! malformed expositions it must refuse.
+//! malformed expositions it must refuse. The same text, as a metrics file, is read by
+//! node-exporter's textfile collector (Debian `prometheus-node-exporter`, started here).
 //!
 //! The fleet is judged from real gpu-probe reports (`tests/data/h200/README.md`): the H200 under
 //! HAMi-core at 8000 MiB (verified), the same card bare (failed), the machine's second H200 not
@@ -265,4 +266,116 @@ fn the_parser_is_strict_a_malformed_exposition_fails() {
         let err = parse(&text).unwrap().unwrap_err();
         assert!(err.contains(why), "{why}: {err}");
     }
+}
+
+/// `GET path` on 127.0.0.1:`port` over plain HTTP/1.0, within a few seconds: the body.
+fn http_get(port: u16, path: &str) -> Option<String> {
+    use std::io::{Read as _, Write as _};
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    let mut s = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    s.set_write_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(s, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").ok()?;
+    let mut text = String::new();
+    s.read_to_string(&mut text).ok()?;
+    let (head, body) = text.split_once("\r\n\r\n")?;
+    (head.starts_with("HTTP/1.0 200") || head.starts_with("HTTP/1.1 200")).then(|| body.to_owned())
+}
+
+/// The value of the sample `name{labels}` (labels as node-exporter writes them: sorted, escaped).
+fn sample(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+        .map(|v| v.trim().parse().unwrap())
+}
+
+/// The metrics file as node-exporter's textfile collector (Debian `prometheus-node-exporter`,
+/// started here through `SystemRunner` on 127.0.0.1 with only that collector) reads it: every
+/// card's samples come back from its `/metrics`, with no scrape error; a malformed file is
+/// flagged (`node_textfile_scrape_error 1`) and its samples dropped.
+#[test]
+fn node_exporters_textfile_collector_reads_the_metrics_file() {
+    const PROGRAM: &str = "prometheus-node-exporter";
+    if lab_runner::which(PROGRAM).is_none() {
+        tier::skipped(
+            PROGRAM,
+            "prometheus-node-exporter is not installed (Debian: apt-get install prometheus-node-exporter)",
+        );
+        return;
+    }
+    let report = fleet();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("hami-isolation-fleet.prom");
+    std::fs::write(&file, openmetrics(&report)).unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let exporter = SystemRunner::new(false)
+        .start(&Cmd::new(PROGRAM).args([
+            "--collector.disable-defaults".to_owned(),
+            "--collector.textfile".to_owned(),
+            format!("--collector.textfile.directory={}", dir.path().display()),
+            format!("--web.listen-address=127.0.0.1:{port}"),
+        ]))
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let scrape = || loop {
+        if let Some(out) = exporter.try_wait().unwrap() {
+            panic!("{PROGRAM} exited: {out:?}");
+        }
+        if let Some(body) = http_get(port, "/metrics") {
+            return body;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{PROGRAM} did not answer in 30s"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let text = scrape();
+    assert_eq!(
+        sample(&text, "node_textfile_scrape_error"),
+        Some(0.0),
+        "{text}"
+    );
+    for node in &report.nodes {
+        for card in &node.cards {
+            let labels = format!(
+                "{{index=\"{}\",model=\"{}\",node=\"{}\",uuid=\"{}\"}}",
+                card.index, card.model, node.name, card.uuid
+            );
+            let verified = f64::from(u8::from(card.outcome == CardOutcome::Verified));
+            let checked = f64::from(u8::from(card.outcome != CardOutcome::NotChecked));
+            let v = |m: &str| sample(&text, &format!("{m}{labels}"));
+            assert_eq!(
+                v("hami_isolation_verified"),
+                Some(verified),
+                "{labels}\n{text}"
+            );
+            assert_eq!(v("hami_isolation_checked"), Some(checked), "{labels}");
+            assert_eq!(
+                v("hami_isolation_slice_bytes"),
+                Some(8000.0 * MIB),
+                "{labels}"
+            );
+            #[allow(clippy::cast_precision_loss)]
+            let cap = card.cap_mib.map(|c| c as f64 * MIB);
+            assert_eq!(v("hami_isolation_cap_bytes"), cap, "{labels}");
+        }
+    }
+    assert_eq!(
+        sample(&text, "hami_isolation_fleet_duration_seconds"),
+        Some(42.25)
+    );
+    // The check can fail: a malformed file is an error there, and nothing of it is exported.
+    std::fs::write(&file, "hami_isolation_verified{node=\"a} 1\n").unwrap();
+    let text = scrape();
+    assert_eq!(
+        sample(&text, "node_textfile_scrape_error"),
+        Some(1.0),
+        "{text}"
+    );
+    assert!(!text.contains("hami_isolation_verified"), "{text}");
 }

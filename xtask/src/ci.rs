@@ -49,6 +49,11 @@ const TEST_PACKAGES: &[(&str, &str, &str)] = &[
         "prometheus-pushgateway",
         "cluster-ctl pushes fleet metrics to the real Pushgateway and reads them back",
     ),
+    (
+        "prometheus-node-exporter",
+        "prometheus-node-exporter",
+        "lab-report's metrics file is read by node-exporter's textfile collector",
+    ),
 ];
 
 /// Debian packages of Python modules the tests import with Debian's own interpreter
