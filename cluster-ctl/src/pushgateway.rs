@@ -121,6 +121,23 @@ pub fn target(url: &str, job: &str) -> anyhow::Result<Target> {
     })
 }
 
+/// Pushes a fleet run's metrics (rendered with `lab_report::metrics::prometheus_text`, the form
+/// the Pushgateway parses) as job `job`: [`push`] of that body.
+pub async fn push_fleet(
+    url: &str,
+    job: &str,
+    report: &lab_report::fleet::FleetReport,
+    timeout: Duration,
+) -> anyhow::Result<()> {
+    push(
+        url,
+        job,
+        &lab_report::metrics::prometheus_text(report),
+        timeout,
+    )
+    .await
+}
+
 /// `PUT`s `body` (Prometheus text format 0.0.4) to the Pushgateway at `url` as job `job`,
 /// replacing the group's metrics; fails when it cannot be reached, does not answer within
 /// `timeout`, or answers anything but 2xx (the error quotes its answer).

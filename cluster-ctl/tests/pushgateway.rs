@@ -13,7 +13,7 @@
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use cluster_ctl::pushgateway::push;
+use cluster_ctl::pushgateway::{push, push_fleet};
 use http_body_util::{BodyExt as _, Empty};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
@@ -102,13 +102,20 @@ fn fleet() -> FleetReport {
 }
 
 async fn get(url: &str) -> Result<(u16, String), String> {
+    get_as(url, None).await
+}
+
+/// `GET url`, with `Authorization: <authorization>` when given.
+async fn get_as(url: &str, authorization: Option<&str>) -> Result<(u16, String), String> {
     let client: Client<_, Empty<Bytes>> =
         Client::builder(TokioExecutor::new()).build_http::<Empty<Bytes>>();
+    let mut request = http::Request::get(url);
+    if let Some(a) = authorization {
+        request = request.header(http::header::AUTHORIZATION, a);
+    }
+    let request = request.body(Empty::<Bytes>::new()).unwrap();
     let fut = async {
-        let resp = client
-            .get(url.parse().unwrap())
-            .await
-            .map_err(|e| e.to_string())?;
+        let resp = client.request(request).await.map_err(|e| e.to_string())?;
         let status = resp.status().as_u16();
         let body = resp
             .into_body()
@@ -133,6 +140,12 @@ struct Gateway {
 }
 
 async fn start_gateway() -> Option<Gateway> {
+    start_gateway_with(None).await
+}
+
+/// The same, with `--web.config.file` holding `web_config` when given (its readiness endpoint
+/// then answers 401 to a request without credentials: it is up).
+async fn start_gateway_with(web_config: Option<&str>) -> Option<Gateway> {
     if lab_runner::which(PROGRAM).is_none() {
         tier::skipped(
             PROGRAM,
@@ -146,15 +159,21 @@ async fn start_gateway() -> Option<Gateway> {
         .local_addr()
         .unwrap()
         .port();
+    let mut args = vec![
+        format!("--web.listen-address=127.0.0.1:{port}"),
+        format!(
+            "--persistence.file={}",
+            storage.path().join("pushgateway.data").display()
+        ),
+        "--log.level=warn".to_owned(),
+    ];
+    if let Some(config) = web_config {
+        let path = storage.path().join("web-config.yml");
+        std::fs::write(&path, config).unwrap();
+        args.push(format!("--web.config.file={}", path.display()));
+    }
     let process = SystemRunner::new(false)
-        .start(&Cmd::new(PROGRAM).args([
-            format!("--web.listen-address=127.0.0.1:{port}"),
-            format!(
-                "--persistence.file={}",
-                storage.path().join("pushgateway.data").display()
-            ),
-            "--log.level=warn".to_owned(),
-        ]))
+        .start(&Cmd::new(PROGRAM).args(args))
         .unwrap();
     let url = format!("http://127.0.0.1:{port}");
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -162,7 +181,7 @@ async fn start_gateway() -> Option<Gateway> {
         if let Some(out) = process.try_wait().unwrap() {
             panic!("{PROGRAM} exited before it was ready: {out:?}");
         }
-        if matches!(get(&format!("{url}/-/ready")).await, Ok((200, _))) {
+        if matches!(get(&format!("{url}/-/ready")).await, Ok((200 | 401, _))) {
             break;
         }
         assert!(Instant::now() < deadline, "{PROGRAM} not ready in 30s");
@@ -180,7 +199,17 @@ async fn group(
     url: &str,
     job: &str,
 ) -> std::collections::BTreeMap<String, Vec<(serde_json::Value, f64)>> {
-    let (status, body) = get(&format!("{url}/api/v1/metrics")).await.unwrap();
+    group_as(url, job, None).await
+}
+
+async fn group_as(
+    url: &str,
+    job: &str,
+    authorization: Option<&str>,
+) -> std::collections::BTreeMap<String, Vec<(serde_json::Value, f64)>> {
+    let (status, body) = get_as(&format!("{url}/api/v1/metrics"), authorization)
+        .await
+        .unwrap();
     assert_eq!(status, 200, "{body}");
     let v: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert_eq!(v["status"], "success", "{body}");
@@ -302,10 +331,10 @@ async fn a_fleet_pushed_to_the_real_pushgateway_reads_back_card_by_card() {
     // The next run replaces the group: a card that is gone from the fleet leaves no series.
     let mut smaller = report.clone();
     smaller.nodes.truncate(1);
-    push(
+    push_fleet(
         &gw.url,
         "hami-isolation-fleet",
-        &prometheus_text(&smaller),
+        &smaller,
         Duration::from_secs(10),
     )
     .await
@@ -319,6 +348,24 @@ async fn a_fleet_pushed_to_the_real_pushgateway_reads_back_card_by_card() {
     assert_eq!(
         value_of(&g, "hami_isolation_verified", "h200-hami", hami),
         Some(1.0)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_name_with_a_slash_and_a_space_reaches_its_own_group() {
+    let Some(gw) = start_gateway().await else {
+        return;
+    };
+    let job = "hami fleet/eu-west-1";
+    push_fleet(&gw.url, job, &fleet(), Duration::from_secs(10))
+        .await
+        .unwrap();
+    let g = group(&gw.url, job).await;
+    let hami = &fleet().nodes[0].cards[0];
+    assert_eq!(
+        value_of(&g, "hami_isolation_verified", "h200-hami", hami),
+        Some(1.0),
+        "{g:?}"
     );
 }
 
@@ -342,4 +389,55 @@ async fn the_real_pushgateway_refuses_a_malformed_body_and_the_error_quotes_it()
     assert!(e.to_lowercase().contains("label"), "{e}");
     // Nothing of the broken push was stored.
     assert!(group(&gw.url, "broken").await.is_empty());
+}
+
+/// The Pushgateway's web config for the basic-auth test: user `fleet`, password
+/// `fleet-test-password` (a bcrypt hash, cost 4, made for this test with Debian's python3 `crypt`).
+const WEB_CONFIG: &str =
+    "basic_auth_users:\n  fleet: $2b$04$d1xp4h4L0bAs5LYMY/3/e.2.t9N/x//pPMjQq.0NVrqD5p9TnRCLi\n";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn credentials_in_the_url_are_basic_auth_and_never_shown() {
+    let Some(gw) = start_gateway_with(Some(WEB_CONFIG)).await else {
+        return;
+    };
+    let with = |user_pass: &str| {
+        gw.url
+            .replacen("http://", &format!("http://{user_pass}@"), 1)
+    };
+    push_fleet(
+        &with("fleet:fleet-test-password"),
+        "hami-isolation-fleet",
+        &fleet(),
+        Duration::from_secs(10),
+    )
+    .await
+    .unwrap();
+    // Read back with the same credentials: the push landed.
+    let g = group_as(
+        &gw.url,
+        "hami-isolation-fleet",
+        Some("Basic ZmxlZXQ6ZmxlZXQtdGVzdC1wYXNzd29yZA=="),
+    )
+    .await;
+    let hami = &fleet().nodes[0].cards[0];
+    assert_eq!(
+        value_of(&g, "hami_isolation_verified", "h200-hami", hami),
+        Some(1.0)
+    );
+    // No credentials, or wrong ones: refused with the fix, and the password never shown.
+    for url in [gw.url.clone(), with("fleet:not-the-password-42")] {
+        let e = push_fleet(
+            &url,
+            "hami-isolation-fleet",
+            &fleet(),
+            Duration::from_secs(10),
+        )
+        .await
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("HTTP 401"), "{e}");
+        assert!(e.contains("give credentials"), "{e}");
+        assert!(!e.contains("not-the-password-42"), "{e}");
+    }
 }
