@@ -17,7 +17,7 @@ use lab_report::judge::{self, Doc};
 use serde_json::{Value, json};
 
 use crate::claims::{Unsupported, raw_path};
-use crate::model::{Claim, ClaimVerdict, FleetRow, Summary};
+use crate::model::{CapSearch, Claim, ClaimVerdict, FleetRow, Summary};
 
 /// Where the fleet document lies in the input folder (and under `raw/` in the bundle).
 pub const FLEET_JSON: &str = "fleet.json";
@@ -305,6 +305,23 @@ pub fn recheck(summary: &Summary, raw: &BTreeMap<String, Vec<u8>>) -> Vec<Unsupp
     out
 }
 
+/// How many cap-search charts report.html draws for a fleet: one chart is ~11 KiB, and a fleet
+/// of 4,000 cards would otherwise make report.html ~53 MB, near the 64 MiB a bundle entry may hold.
+pub const FLEET_CHARTS: usize = 12;
+
+/// The cap searches report.html draws for a fleet: at most [`FLEET_CHARTS`], those not enforced
+/// first, then inconclusive, then enforced, each group in the summary's order.
+pub fn charted(s: &Summary) -> Vec<&CapSearch> {
+    let mut all: Vec<&CapSearch> = s.cap_searches.iter().collect();
+    all.sort_by_key(|c| match c.outcome.as_str() {
+        "not-enforced" => 0,
+        "enforced" => 2,
+        _ => 1,
+    });
+    all.truncate(FLEET_CHARTS);
+    all
+}
+
 fn verdict_of<'a>(s: &'a Summary, row: &FleetRow) -> Option<&'a Claim> {
     s.claims.iter().find(|c| c.id == row.claim)
 }
@@ -496,4 +513,61 @@ pub fn html(s: &Summary) -> String {
     }
     o.push_str("</table>\n");
     o
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    fn search(source: &str, outcome: &str) -> CapSearch {
+        CapSearch {
+            source: source.into(),
+            device: 0,
+            slice_bytes: None,
+            card_bytes: None,
+            card_source: String::new(),
+            held_bytes: 0,
+            outcome: outcome.into(),
+            steps: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn a_fleet_draws_a_few_charts_failures_first() {
+        let mut cap_searches: Vec<CapSearch> = (0..14)
+            .map(|i| search(&format!("raw/probe/{i:02}.json"), "enforced"))
+            .collect();
+        cap_searches.push(search("raw/probe/late-bad.json", "not-enforced"));
+        cap_searches.push(search("raw/probe/late-odd.json", "inconclusive"));
+        let summary: Summary = serde_json::from_value(serde_json::json!({
+            "schema": "x", "schema_version": 1, "tool_version": "", "mode": "fleet",
+            "timestamp": "", "bundle": "",
+            "environment": crate::model::Environment::default(), "claims": [],
+            "totals": {"pass": 0, "fail": 0, "not_run": 0}, "outcome": "incomplete",
+            "scope": {"statement": "", "probe_notes": [], "not_measured": []},
+            "cap_searches": cap_searches, "redactions": [], "warnings": [], "raw_files": [],
+        }))
+        .unwrap();
+        let drawn: Vec<&str> = charted(&summary)
+            .iter()
+            .map(|c| c.source.as_str())
+            .collect();
+        assert_eq!(drawn.len(), FLEET_CHARTS);
+        assert_eq!(
+            drawn[..3],
+            [
+                "raw/probe/late-bad.json",
+                "raw/probe/late-odd.json",
+                "raw/probe/00.json"
+            ]
+        );
+        let html = crate::render::html(&summary);
+        assert_eq!(html.matches("<figure>").count(), FLEET_CHARTS);
+        assert!(
+            html.contains("and 4 more cap searches, not drawn here"),
+            "{html}"
+        );
+    }
 }

@@ -727,12 +727,25 @@ pub fn html(s: &Summary) -> String {
     }
     if !s.cap_searches.is_empty() {
         o.push_str("<h2>Cap search</h2>\n");
-        for c in &s.cap_searches {
+        // A fleet has a cap search per card: only some are drawn (see `fleet::charted`).
+        let drawn = if s.mode == crate::model::Mode::Fleet {
+            crate::fleet::charted(s)
+        } else {
+            s.cap_searches.iter().collect()
+        };
+        for c in &drawn {
             let _ = writeln!(
                 o,
                 "<figure>{}<figcaption>{}</figcaption></figure>",
                 svg_chart(c),
                 esc(&cap_line(c))
+            );
+        }
+        if drawn.len() < s.cap_searches.len() {
+            let _ = writeln!(
+                o,
+                "<p class=\"more\">and {} more cap searches, not drawn here: each one's line is in report.md, its steps in summary.json.</p>",
+                s.cap_searches.len() - drawn.len()
             );
         }
     }
