@@ -16,8 +16,8 @@ use crate::manifests::{BASELINE, SHARE_A, SHARE_B};
 use crate::report::{AUDIT_CLAIM, CLAIMS, Exercise, ExerciseId, ExerciseResult, OutDir};
 
 /// The exercises a run can have, in `run.json`'s order: the five, A1 with `--audit`, A2 with
-/// `--audit --max-overhead-pct`.
-const KNOWN: [ExerciseId; 7] = [
+/// `--audit --max-overhead-pct`, B1–B6 with `--bypass`.
+const KNOWN: [ExerciseId; 13] = [
     ExerciseId::E1,
     ExerciseId::E2,
     ExerciseId::E3,
@@ -25,6 +25,12 @@ const KNOWN: [ExerciseId; 7] = [
     ExerciseId::E5,
     ExerciseId::A1,
     ExerciseId::A2,
+    ExerciseId::B1,
+    ExerciseId::B2,
+    ExerciseId::B3,
+    ExerciseId::B4,
+    ExerciseId::B5,
+    ExerciseId::B6,
 ];
 
 fn slot(id: &ExerciseId) -> Option<usize> {
@@ -40,6 +46,7 @@ pub struct Exercises {
     unknown: Exercise,
     audit: bool,
     overhead_bound: bool,
+    bypass: bool,
 }
 
 impl Exercises {
@@ -50,6 +57,11 @@ impl Exercises {
                 let claim = match id {
                     ExerciseId::A1 => AUDIT_CLAIM.to_owned(),
                     ExerciseId::A2 => overhead_claim(max_overhead_pct.unwrap_or_default()),
+                    other if lab_report::run::bypass(other).is_some() => {
+                        lab_report::run::bypass(other)
+                            .map(|b| b.claim())
+                            .unwrap_or_default()
+                    }
                     other => CLAIMS
                         .iter()
                         .find(|(c, _)| c == other)
@@ -63,13 +75,26 @@ impl Exercises {
             unknown: Exercise::new(ExerciseId::Other("unknown".into()), ""),
             audit,
             overhead_bound: audit && max_overhead_pct.is_some(),
+            bypass: false,
         }
+    }
+
+    /// Also reports the bypass exercises B1–B6 (`run --bypass`).
+    pub fn with_bypass(mut self, bypass: bool) -> Self {
+        self.bypass = bypass;
+        self
     }
 
     fn reported(&self, id: &ExerciseId) -> bool {
         match id {
             ExerciseId::A1 => self.audit,
             ExerciseId::A2 => self.overhead_bound,
+            ExerciseId::B1
+            | ExerciseId::B2
+            | ExerciseId::B3
+            | ExerciseId::B4
+            | ExerciseId::B5
+            | ExerciseId::B6 => self.bypass,
             ExerciseId::Other(_) => false,
             _ => true,
         }

@@ -12,11 +12,13 @@
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
 pub mod api;
+pub mod bypass;
 pub mod commands;
 pub mod decide;
 pub mod diagnose;
 pub mod doctor;
 pub mod exercises;
+pub mod harden;
 pub mod helm;
 pub mod helmchart;
 pub mod kubeconfig;

@@ -132,6 +132,14 @@ enum Command {
         /// Without it the overhead is reported as a measurement, never as a pass.
         #[arg(long, requires = "audit", value_parser = parse_pct)]
         max_overhead_pct: Option<f64>,
+        /// Also run the bypass exercises B1–B6: one misbehaving pod each (manifests/bypass/),
+        /// refused at admission, or probed from inside and deleted; contained or escaped.
+        #[arg(long)]
+        bypass: bool,
+        /// Where --audit's baseline pod (CUDA_DISABLE_CONTROL=true) runs; with the GPU tenant
+        /// policy bound, an exempt namespace such as hami-isolation-lab-baseline (default: -n).
+        #[arg(long, value_name = "NS")]
+        baseline_namespace: Option<String>,
     },
     /// Detect and explain the known failures of a HAMi install, each with its fix.
     Doctor {
@@ -165,6 +173,14 @@ enum Command {
         /// Seconds allowed for copy and run.
         #[arg(long, default_value_t = 300)]
         timeout: u64,
+    },
+    /// Apply the GPU tenant policy (manifests/policy.yaml: a ValidatingAdmissionPolicy and its
+    /// binding), which refuses pods that step around HAMi; needs Kubernetes >= 1.30.
+    Harden {
+        /// Another namespace whose pods the policy does not check (repeatable); kube-system,
+        /// hami-isolation-lab-baseline and --hami-namespace always are.
+        #[arg(long, value_name = "NS")]
+        exempt_namespace: Vec<String>,
     },
     /// Delete the lab pods (and HAMi with --uninstall-hami).
     Cleanup {
@@ -335,6 +351,9 @@ async fn dispatch(cli: Cli) -> Result<Outcome, Failure> {
             )
             .await
         }
+        Command::Harden { exempt_namespace } => {
+            commands::harden(&cluster, &ctx, exempt_namespace).await
+        }
         Command::Cleanup {
             uninstall_hami,
             timeout,
@@ -374,6 +393,8 @@ fn run_args(cmd: &Command) -> RunArgs {
             probe_timeout,
             audit,
             max_overhead_pct,
+            bypass,
+            baseline_namespace,
         } => RunArgs {
             card_mib: *card_mib,
             slice_mib: *slice_mib,
@@ -387,6 +408,8 @@ fn run_args(cmd: &Command) -> RunArgs {
             probe_timeout: Duration::from_secs(*probe_timeout),
             audit: *audit,
             max_overhead_pct: *max_overhead_pct,
+            bypass: *bypass,
+            baseline_namespace: baseline_namespace.clone(),
         },
         _ => RunArgs {
             card_mib: None,
@@ -401,6 +424,8 @@ fn run_args(cmd: &Command) -> RunArgs {
             probe_timeout: Duration::from_secs(300),
             audit: false,
             max_overhead_pct: None,
+            bypass: false,
+            baseline_namespace: None,
         },
     }
 }

@@ -37,6 +37,41 @@ fn dry_run_prints_manifests_and_plan_without_a_cluster() {
 }
 
 #[test]
+fn dry_run_with_bypass_prints_the_bypass_pods_and_their_steps() {
+    let out = ctl(&[
+        "run",
+        "--dry-run",
+        "--card-mib",
+        "143771",
+        "--audit",
+        "--bypass",
+        "--baseline-namespace",
+        "hami-isolation-lab-baseline",
+    ]);
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for pod in 1..=6 {
+        assert!(
+            text.contains(&format!("# manifests/hami-bypass-b{pod}.yaml")),
+            "{text}"
+        );
+        assert!(text.contains(&format!("bypass-b{pod}")), "{text}");
+    }
+    // B3 claims the whole card for itself; B5 runs the audit's bypass rows.
+    assert!(text.contains("143771m"), "{text}");
+    assert!(text.contains("audit --rows bypass"), "{text}");
+    assert!(
+        text.contains("hami-isolation-lab-baseline/hami-baseline"),
+        "{text}"
+    );
+}
+
+#[test]
 fn dry_run_json_is_one_document() {
     let out = ctl(&[
         "run",
@@ -262,4 +297,60 @@ async fn rejected_credentials_are_named_as_such() {
         !stderr.contains("revoked-token"),
         "credentials must never be printed: {stderr}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn harden_dry_run_through_the_binary_plans_both_objects_and_writes_nothing() {
+    let m = healthy_mock();
+    let addr = m.serve_tcp().await;
+    let dir = tempfile::tempdir().unwrap();
+    let k = kubeconfig(dir.path(), addr, mockapi::TOKEN);
+    let (out, _) = ctl_async(vec![
+        "--kubeconfig".into(),
+        k.clone(),
+        "--context".into(),
+        "lab".into(),
+        "harden".into(),
+        "--dry-run".into(),
+        "--exempt-namespace".into(),
+        "gpu-admin".into(),
+    ])
+    .await;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for want in [
+        "create ValidatingAdmissionPolicy hami-isolation-lab-gpu-tenant",
+        "create ValidatingAdmissionPolicyBinding hami-isolation-lab-gpu-tenant",
+        "exempt namespaces (pods there are not checked): kube-system, hami-isolation-lab-baseline, gpu-admin",
+        "kind: ValidatingAdmissionPolicyBinding",
+    ] {
+        assert!(stdout.contains(want), "{want:?} missing:\n{stdout}");
+    }
+    let paths = m.seen_paths();
+    assert!(
+        paths.iter().any(|p| p
+            .starts_with("GET /apis/admissionregistration.k8s.io/v1/validatingadmissionpolicies/")),
+        "{paths:?}"
+    );
+    assert!(
+        paths.iter().all(|p| p.starts_with("GET ")),
+        "--dry-run wrote: {paths:?}"
+    );
+    // A bad namespace name is a usage error before any call.
+    let (bad, _) = ctl_async(vec![
+        "--kubeconfig".into(),
+        k,
+        "--context".into(),
+        "lab".into(),
+        "harden".into(),
+        "--exempt-namespace".into(),
+        "Bad_NS".into(),
+    ])
+    .await;
+    assert_eq!(bad.status.code(), Some(2));
 }

@@ -1,4 +1,4 @@
-//! The tamper matrix for evidence: for each claim E1–E5 and A1, its evidence file missing, empty,
+//! The tamper matrix for evidence: for each claim E1–E5, A1, B1 and B4, its evidence file missing, empty,
 //! cut off, replaced by a file of another kind, or replaced by one that says otherwise. On the
 //! `pack` side the inputs are tampered before packing: pack exits 1 and names the claim and the
 //! file, the claim fails as UNSUPPORTED in the bundle, and `verify` exits 1 naming both again. On
@@ -8,7 +8,9 @@
 //! (exit 3) naming both.
 //!
 //! Inputs: the `cluster-run` fixture (real H200 reports under HAMi-core, constructed Kubernetes
-//! objects) plus A1 with the real H200 audit report (`lab-report/tests/data/h200`).
+//! objects) plus A1 with the real H200 audit report (`lab-report/tests/data/h200`), and two
+//! bypass exercises: B1 refused at admission (lab-report's constructed `Status` of the policy's
+//! refusal) and B4 held to its slice (the real H200 report of an 8000 MiB HAMi-core slice).
 
 #![allow(clippy::unwrap_used)]
 
@@ -47,6 +49,32 @@ fn inputs(dir: &Path) {
         "id": "A1", "claim": lab_report::run::AUDIT_CLAIM, "result": "pass", "reason": "claimed",
         "evidence": ["probe/hami-share-a-audit.json", "probe/hami-share-a-audit.stderr"]
     }));
+    std::fs::create_dir_all(dir.join("admission")).unwrap();
+    std::fs::write(
+        dir.join("admission/hami-bypass-b1.json"),
+        lab("k8s/status-policy-denied-b1.json"),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("probe/hami-bypass-b4.json"),
+        lab("h200/h1-8000.json"),
+    )
+    .unwrap();
+    for (b, file) in [
+        (
+            &lab_report::run::BYPASSES[0],
+            "admission/hami-bypass-b1.json",
+        ),
+        (&lab_report::run::BYPASSES[3], "probe/hami-bypass-b4.json"),
+    ] {
+        run["exercises"]
+            .as_array_mut()
+            .unwrap()
+            .push(serde_json::json!({
+                "id": b.id, "claim": b.claim(), "result": "pass", "reason": "claimed",
+                "evidence": [file]
+            }));
+    }
     std::fs::write(&path, serde_json::to_vec_pretty(&run).unwrap()).unwrap();
 }
 
@@ -134,6 +162,25 @@ fn cases() -> Vec<Case> {
             says: "not the GPU the pods were given",
         },
         Case {
+            claim: "B1",
+            file: "admission/hami-bypass-b1.json",
+            wrong_kind: lab("k8s/events-unmutated.json"),
+            // A Status, but of a missing namespace: nothing was refused at admission.
+            contradicting: vec![(
+                "admission/hami-bypass-b1.json",
+                lab("k8s/status-namespace-not-found.json"),
+            )],
+            says: "not a denial by an admission policy or webhook",
+        },
+        Case {
+            claim: "B4",
+            file: "probe/hami-bypass-b4.json",
+            wrong_kind: lab("k8s/events-unmutated.json"),
+            // The bare card's report: the pod saw the whole card.
+            contradicting: vec![("probe/hami-bypass-b4.json", lab("h200/h2-bare.json"))],
+            says: "ESCAPED",
+        },
+        Case {
             claim: "A1",
             file: "probe/hami-share-a-audit.json",
             wrong_kind: report,
@@ -182,7 +229,7 @@ fn bundle_in(out: &Path) -> PathBuf {
 }
 
 #[test]
-fn the_untampered_run_passes_e1_to_e5_and_fails_a1_on_its_real_audit() {
+fn the_untampered_run_passes_e1_to_e5_b1_and_b4_and_fails_a1_on_its_real_audit() {
     let dir = tempfile::tempdir().unwrap();
     inputs(dir.path());
     let out = tempfile::tempdir().unwrap();
@@ -191,7 +238,7 @@ fn the_untampered_run_passes_e1_to_e5_and_fails_a1_on_its_real_audit() {
         code, 1,
         "A1 recorded pass, the real audit says otherwise: {stdout}{stderr}"
     );
-    for id in ["E1", "E2", "E3", "E4", "E5"] {
+    for id in ["E1", "E2", "E3", "E4", "E5", "B1", "B4"] {
         assert!(
             stdout
                 .lines()

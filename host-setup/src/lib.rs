@@ -6,7 +6,9 @@
 //! exists) → [`render`] (dry-run output) or [`apply`] (back up, write atomically, restart, roll
 //! back on failure; the commands come from [`actions`], the same ones the dry-run prints) →
 //! [`checks`] (verify). The binary (`main.rs`) is a thin CLI over these modules; tests drive them
-//! with a `RecordingRunner` and a `--root` tree so no test touches the real host.
+//! with a `RecordingRunner` and a `--root` tree so no test touches the real host. [`toolkit`] is
+//! the opt-in `harden`: the NVIDIA Container Toolkit settings that stop device requests by
+//! environment variable from unprivileged containers.
 
 pub mod actions;
 pub mod apply;
@@ -18,4 +20,5 @@ pub mod observe;
 pub mod plan;
 pub mod render;
 pub mod root;
+pub mod toolkit;
 pub mod validate;

@@ -98,6 +98,15 @@ enum Command {
         #[arg(long, default_value_t = 120)]
         timeout: u64,
     },
+    /// Opt-in: set the NVIDIA Container Toolkit to ignore NVIDIA_VISIBLE_DEVICES from
+    /// unprivileged containers and take devices from volume mounts instead
+    /// (/etc/nvidia-container-runtime/config.toml). HAMi then needs
+    /// devicePlugin.deviceListStrategy=volume-mounts.
+    Harden {
+        /// Print the plan (with the file diff) and change nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
     /// Read-only checks: nvidia is the default in the right table, the RuntimeClass exists, the
     /// node is labelled. Exit 0 when all pass, 1 otherwise.
     Verify {
@@ -213,6 +222,11 @@ fn run(cli: &Cli) -> anyhow::Result<u8> {
                 &root,
                 &validators,
             )
+        }
+        Command::Harden { dry_run } => {
+            let plan = host_setup::toolkit::plan_harden(&root);
+            let title = title_for("harden", &root, &plan, &obs);
+            harden(cli, &plan, &title, *dry_run, &runner, &root, &validators)
         }
         Command::SetDefaultRuntime {
             runtime,
@@ -353,6 +367,86 @@ fn finish<R: Runner>(
                     "ran": report.ran,
                     "skipped": report.skipped,
                     "validated": report.notes,
+                },
+                "verify": findings,
+            }))?
+        ),
+    }
+    Ok(checks::exit_code(&findings, 1))
+}
+
+/// `harden`: prints or applies its plan (one file, no restart), then verifies the file.
+fn harden<R: Runner>(
+    cli: &Cli,
+    plan: &Plan,
+    title: &str,
+    dry_run: bool,
+    runner: &R,
+    root: &HostRoot,
+    validators: &Validators,
+) -> anyhow::Result<u8> {
+    let mut plan = plan.clone();
+    if plan.blockers.is_empty() {
+        validate::validate_plan(&mut plan, runner, root, validators);
+    }
+    let plan = &plan;
+    let shown = render::Shown {
+        interval: POLL,
+        root: root.dir().to_path_buf(),
+    };
+    let invalid = plan.steps.iter().any(|s| {
+        matches!(&s.step, plan::Step::WriteFile(f) if matches!(f.validation, Some(Validation::Invalid { .. })))
+    });
+    let blocked = !plan.blockers.is_empty();
+    if dry_run || blocked || invalid || plan.steps.is_empty() {
+        match cli.output {
+            Output::Human => print!("{}", render::plan_human(title, plan, &shown)),
+            Output::Json => println!(
+                "{}",
+                serde_json::to_string_pretty(&render::plan_json(plan, &shown))?
+            ),
+        }
+        return Ok(if blocked {
+            3
+        } else if invalid {
+            1
+        } else {
+            0
+        });
+    }
+    if cli.output == Output::Human {
+        print!("{}", render::plan_human(title, plan, &shown));
+        println!();
+    }
+    let opts = ApplyOptions {
+        system: root.is_system(),
+        wait_attempts: 1,
+        poll_interval: POLL,
+        validators: validators.clone(),
+        stamp: apply::default_stamp(),
+    };
+    let report = match apply::apply(plan, runner, root, &opts, &mut |line| {
+        eprintln!("host-setup: {line}")
+    }) {
+        Ok(r) => r,
+        Err(e @ ApplyError::Invalid { .. }) => {
+            eprintln!("host-setup: {e}");
+            return Ok(1);
+        }
+        Err(e) => {
+            eprintln!("host-setup: {e}");
+            return Ok(3);
+        }
+    };
+    let findings = host_setup::toolkit::verify(root);
+    match cli.output {
+        Output::Human => print!("{}", render::findings_human("verify:", &findings)),
+        Output::Json => println!(
+            "{}",
+            serde_json::to_string_pretty(&serde_json::json!({
+                "plan": render::plan_json(plan, &shown),
+                "applied": {
+                    "written": report.written.iter().map(|(p, b)| serde_json::json!({"path": p, "backup": b})).collect::<Vec<_>>(),
                 },
                 "verify": findings,
             }))?

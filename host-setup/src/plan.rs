@@ -56,6 +56,8 @@ pub enum Check {
     ContainerdRoot,
     /// A containerd drop-in: parsed; validated together with its root file.
     ContainerdDropIn,
+    /// The NVIDIA Container Toolkit's config.toml (`harden`): parses, both settings in effect.
+    ToolkitConfig,
 }
 
 /// A file write.

@@ -297,6 +297,12 @@ pub fn validate_file<R: Runner + ?Sized>(
                 validators,
             )
         }
+        Check::ToolkitConfig => match crate::toolkit::check(&f.after) {
+            Err(why) => invalid(why),
+            Ok(()) => Validation::Parsed {
+                what: "parses as TOML with both settings in effect; the NVIDIA runtime has no offline config check and reads the file at the next container start".to_owned(),
+            },
+        },
         Check::ContainerdRoot | Check::ContainerdDropIn => {
             let root_text = overrides
                 .iter()

@@ -28,6 +28,12 @@
 //!   or below it (rows not tried, or stopped without a refusal, show nothing either way).
 //! - A2: the two `overhead` reports (share pod A, the baseline pod): every median latency with
 //!   HAMi-core within `--max-overhead-pct` of the same one without.
+//! - B1–B6 (bypass pods, [`crate::run::BYPASSES`]): contained when the API server refused the pod
+//!   at admission (a `Status` with a policy's or webhook's denial), or when the pod was admitted
+//!   and its probe report shows no GPU (CUDA and NVML see no device), or shows it held to what it
+//!   was given (nothing for B1 and B6; the run's slice for B2–B5) by E2's rule or, for an `audit`
+//!   report, A1's. Escaped when any view source or any held amount is more than it was given
+//!   (the judgement names the memory it reached).
 //! - Local checks: `view.deviceN`, `cap.deviceN`, `mechanism`, `audit.<path>`, `selftest` by the
 //!   same rules; `overhead` and `compute` are measurements; any other id cannot pass.
 
@@ -36,7 +42,7 @@ use serde_json::{Map, Value, json};
 use crate::MIB;
 use crate::check::{CheckId, audit_path_matches};
 use crate::k8s::{
-    EventFacts, HAMI_SCHEDULER, OversubscribeEvidence, PodFacts, describe_json,
+    EventFacts, HAMI_SCHEDULER, OversubscribeEvidence, PodFacts, StatusFacts, describe_json,
     match_insufficient_memory,
 };
 use crate::probe::{self, AuditPath, LatencyStats, Report};
@@ -129,6 +135,8 @@ pub enum Doc {
     Probe(Box<Report>),
     Pod(PodFacts),
     Events(Vec<EventFacts>),
+    /// The API server's `Status` answer to a refused request.
+    Status(StatusFacts),
     /// JSON of a kind no claim uses; the text says what it is.
     Other(String),
     /// Not JSON (stderr, manifests): kept for people, not judged.
@@ -141,6 +149,7 @@ impl Doc {
             Self::Probe(r) => format!("is a gpu-probe `{}` report", r.command),
             Self::Pod(p) => format!("is the Pod {}", p.name),
             Self::Events(_) => "is a list of Kubernetes Events".into(),
+            Self::Status(st) => format!("is the API server's Status {} {}", st.code, st.reason),
             Self::Other(what) => what.clone(),
             Self::Text => "is not JSON".into(),
         }
@@ -167,6 +176,7 @@ pub fn read_doc(path: &str, bytes: Option<&[u8]>) -> Result<Doc, String> {
     }
     match crate::k8s::kind_of(&v) {
         Some("Pod") => return PodFacts::from_json(&v).map(Doc::Pod),
+        Some("Status") => return StatusFacts::from_json(&v).map(Doc::Status),
         Some(k) if k.ends_with("List") && k != "PodList" => {
             return EventFacts::list_from_json(&v).map(Doc::Events);
         }
@@ -229,6 +239,16 @@ impl<'a> Loaded<'a> {
             .iter()
             .filter_map(|(p, d)| match d {
                 Doc::Pod(pod) => Some((*p, pod)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn statuses(&self) -> Vec<(&'a str, &StatusFacts)> {
+        self.docs
+            .iter()
+            .filter_map(|(p, d)| match d {
+                Doc::Status(st) => Some((*p, st)),
                 _ => None,
             })
             .collect()
@@ -297,6 +317,12 @@ pub fn judge_exercise(id: &ExerciseId, ctx: &RunContext, files: &[EvidenceFile<'
         ExerciseId::E5 => e5(&loaded, ctx),
         ExerciseId::A1 => a1(&loaded, ctx),
         ExerciseId::A2 => a2(&loaded, ctx),
+        ExerciseId::B1
+        | ExerciseId::B2
+        | ExerciseId::B3
+        | ExerciseId::B4
+        | ExerciseId::B5
+        | ExerciseId::B6 => bypass_exercise(id, &loaded, ctx),
         ExerciseId::Other(other) => Err(Judgement::unsupported(
             None,
             format!("no rule judges exercise {other} in this version, so it cannot pass"),
@@ -667,6 +693,302 @@ fn a2(l: &Loaded<'_>, ctx: &RunContext) -> Result<Judgement, Judgement> {
         pairs.len()
     );
     Ok(j.with("max_overhead_pct", json!(max)))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Bypass exercises
+
+/// What a bypass pod's evidence shows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BypassOutcome {
+    /// The API server refused the pod at admission.
+    Refused { by: String, message: String },
+    /// Admitted, and the probe inside it saw no GPU.
+    NoGpu { why: String },
+    /// Admitted, and held to what it was given.
+    Held { detail: String },
+    /// Admitted, and it saw or held more than it was given.
+    Escaped {
+        given: u64,
+        reached: u64,
+        detail: String,
+    },
+}
+
+impl BypassOutcome {
+    pub fn contained(&self) -> bool {
+        !matches!(self, Self::Escaped { .. })
+    }
+
+    /// `refused` / `no-gpu` / `held` / `escaped`.
+    pub fn word(&self) -> &'static str {
+        match self {
+            Self::Refused { .. } => "refused",
+            Self::NoGpu { .. } => "no-gpu",
+            Self::Held { .. } => "held",
+            Self::Escaped { .. } => "escaped",
+        }
+    }
+}
+
+/// Judges a bypass pod from the API server's refusal (`status`) or the probe report from inside
+/// it (`probe`), against the `given` bytes (0: no GPU was requested). `Err`: the evidence shows
+/// neither containment nor an escape, naming the file.
+pub fn bypass_outcome(
+    status: Option<(&str, &StatusFacts)>,
+    probe: Option<(&str, &Report)>,
+    given: u64,
+) -> Result<BypassOutcome, Judgement> {
+    match (status, probe) {
+        (Some((sp, _)), Some((pp, _))) => Err(Judgement::unsupported(
+            Some(sp),
+            format!(
+                "says the pod was refused at admission, but {pp} is a probe report from inside it: the evidence contradicts itself"
+            ),
+        )),
+        (Some((sp, st)), None) => match st.admission_denial() {
+            Some(d) => Ok(BypassOutcome::Refused {
+                by: d.by(),
+                message: d.message().to_owned(),
+            }),
+            None => Err(Judgement::unsupported(
+                Some(sp),
+                format!(
+                    "is a Status {} {} ({:?}), not a denial by an admission policy or webhook: the pod was not shown refused at admission",
+                    st.code, st.reason, st.message
+                ),
+            )),
+        },
+        (None, Some((pp, r))) => probe_outcome(pp, r, given),
+        (None, None) => Err(Judgement::unsupported(
+            None,
+            "needs the API server's refusal (admission/<pod>.json) or a gpu-probe report from inside the pod",
+        )),
+    }
+}
+
+/// An admitted bypass pod, judged from its probe report's numbers.
+fn probe_outcome(path: &str, r: &Report, given: u64) -> Result<BypassOutcome, Judgement> {
+    let escaped = |reached: u64, detail: String| BypassOutcome::Escaped {
+        given,
+        reached,
+        detail,
+    };
+    if let Some(audit) = &r.audit {
+        let rows: Vec<(&AuditPath, Row)> = audit
+            .paths
+            .iter()
+            .map(|p| (p, audit_row(p, given)))
+            .collect();
+        if let Some((p, _)) = rows
+            .iter()
+            .filter(|(_, row)| matches!(row, Row::Escaped { .. }))
+            .max_by_key(|(p, _)| p.held_bytes)
+        {
+            return Ok(escaped(
+                p.held_bytes,
+                format!("audit path {} held {}", p.path, m(p.held_bytes)),
+            ));
+        }
+        let capped: Vec<&str> = rows
+            .iter()
+            .filter(|(_, row)| *row == Row::Capped)
+            .map(|(p, _)| p.path.as_str())
+            .collect();
+        if capped.is_empty() {
+            return Err(Judgement::unsupported(
+                Some(path),
+                "has no audit row that held more or was refused at or below what the pod was given: it shows neither",
+            ));
+        }
+        return Ok(BypassOutcome::Held {
+            detail: format!(
+                "no audit path held more than {}; refused at or below it: {}",
+                m(given),
+                capped.join(", ")
+            ),
+        });
+    }
+    let (Some(viewsec), Some(capsec)) = (&r.view, &r.cap) else {
+        return Err(Judgement::unsupported(
+            Some(path),
+            format!(
+                "is a gpu-probe `{}` report with neither view and cap sections nor an audit",
+                r.command
+            ),
+        ));
+    };
+    if viewsec.devices.is_empty() && capsec.devices.is_empty() {
+        return match r
+            .checks
+            .iter()
+            .find(|c| c.id == "cuda" && c.status == probe::CheckStatus::Failed)
+        {
+            Some(c) => Ok(BypassOutcome::NoGpu {
+                why: c.reason.clone(),
+            }),
+            None => Err(Judgement::unsupported(
+                Some(path),
+                "shows no device, but no failed `cuda` check says why: not shown to see no GPU",
+            )),
+        };
+    }
+    // The most any view source shows, and the most any cap search held.
+    let mut seen: Option<(u64, String)> = None;
+    for d in &viewsec.devices {
+        let sources = [
+            d.nvml.map(|n| (n.total, "NVML total")),
+            d.cuda_total_mem.map(|t| (t, "cuDeviceTotalMem_v2")),
+            d.cuda_mem_info.map(|c| (c.total, "cuMemGetInfo_v2 total")),
+            d.nvidia_smi_total_mib
+                .map(|t| (t * MIB, "nvidia-smi total")),
+        ];
+        for (value, name) in sources.into_iter().flatten() {
+            if seen.as_ref().is_none_or(|(v, _)| value > *v) {
+                seen = Some((
+                    value,
+                    format!("device {}'s {name} is {}", d.index, m(value)),
+                ));
+            }
+        }
+    }
+    let held = capsec.devices.iter().max_by_key(|c| c.held_bytes).map(|c| {
+        (
+            c.held_bytes,
+            format!("device {} held {}", c.index, m(c.held_bytes)),
+        )
+    });
+    let over = |v: u64| v > given + TOLERANCE || (given == 0 && v > 0);
+    match (&seen, &held) {
+        (Some((s, sd)), Some((h, _))) if over(*s) && s >= h => {
+            return Ok(escaped(*s, sd.clone()));
+        }
+        (_, Some((h, hd))) if *h > given => return Ok(escaped(*h, hd.clone())),
+        (Some((s, sd)), _) if over(*s) => return Ok(escaped(*s, sd.clone())),
+        _ => {}
+    }
+    if given == 0 {
+        return Err(Judgement::unsupported(
+            Some(path),
+            "lists a device but no source reported its memory: not shown to see no GPU",
+        ));
+    }
+    let mut lines = Vec::new();
+    for d in &viewsec.devices {
+        let v = view(r, d.index, given).map_err(|why| Judgement::unsupported(Some(path), why))?;
+        let c = cap(r, d.index, given).map_err(|why| Judgement::unsupported(Some(path), why))?;
+        lines.push(format!("{v}; {c}"));
+    }
+    Ok(BypassOutcome::Held {
+        detail: lines.join("; "),
+    })
+}
+
+/// The audit row of the region tamper (gpu-probe's `bypass::ROWS`), B5's attempt.
+pub const REGION_TAMPER_ROW: &str = "region tamper";
+
+/// B1–B6 over their evidence: the refusal or the probe report, and optionally the Pod.
+fn bypass_exercise(
+    id: &ExerciseId,
+    l: &Loaded<'_>,
+    ctx: &RunContext,
+) -> Result<Judgement, Judgement> {
+    let Some(b) = run::bypass(id) else {
+        return Err(Judgement::unsupported(
+            None,
+            format!("{id} is not a bypass exercise"),
+        ));
+    };
+    l.only(
+        |d| matches!(d, Doc::Probe(_) | Doc::Status(_) | Doc::Pod(_)),
+        "the API server's Status, a Pod or a gpu-probe report",
+    )?;
+    let statuses = l.statuses();
+    let probes = l.probes(|_| true);
+    if statuses.len() > 1 || probes.len() > 1 {
+        return Err(Judgement::unsupported(
+            None,
+            format!(
+                "needs at most one Status and one probe report among its evidence, found {} and {}",
+                statuses.len(),
+                probes.len()
+            ),
+        ));
+    }
+    let given = match b.given {
+        run::Given::Nothing => 0,
+        run::Given::Slice => match ctx.slice_mib {
+            Some(mib) => mib * MIB,
+            None => {
+                return Err(Judgement::unsupported(
+                    None,
+                    "run.json has no slice_mib: what the pod was given is unknown",
+                ));
+            }
+        },
+    };
+    // B5's attempt is the region tamper: of an audit report, only that row is its evidence (the
+    // other bypass rows are other ways around HAMi-core, judged by A1).
+    let tamper_only;
+    let probe = match probes.first().copied() {
+        Some((path, r)) if *id == ExerciseId::B5 && r.audit.is_some() => {
+            let mut only = r.clone();
+            if let Some(a) = only.audit.as_mut() {
+                a.paths.retain(|p| p.path.starts_with(REGION_TAMPER_ROW));
+                if a.paths.is_empty() {
+                    return Err(Judgement::unsupported(
+                        Some(path),
+                        format!(
+                            "is an audit report without the `{REGION_TAMPER_ROW}` row, which is what B5 tries"
+                        ),
+                    ));
+                }
+            }
+            tamper_only = only;
+            Some((path, &tamper_only))
+        }
+        other => other,
+    };
+    let outcome = bypass_outcome(statuses.first().copied(), probe, given)?;
+    let numbers = |j: Judgement| {
+        j.with(
+            "outcome",
+            json!(if outcome.contained() {
+                "contained"
+            } else {
+                "escaped"
+            }),
+        )
+        .with("shown", json!(outcome.word()))
+        .with("given_mib", mib_value(given))
+    };
+    match &outcome {
+        BypassOutcome::Refused { by, message } => Ok(numbers(Judgement::supported(format!(
+            "contained: refused at admission by {by}: {message}"
+        )))
+        .with("refused_by", json!(by))),
+        BypassOutcome::NoGpu { why } => Ok(numbers(Judgement::supported(format!(
+            "contained: admitted, but the pod sees no GPU ({why})"
+        )))),
+        BypassOutcome::Held { detail } => Ok(numbers(Judgement::supported(format!(
+            "contained: held to the {} it was given: {detail}",
+            m(given)
+        )))),
+        BypassOutcome::Escaped {
+            given,
+            reached,
+            detail,
+        } => Err(numbers(Judgement::unsupported(
+            probes.first().map(|(p, _)| *p),
+            format!(
+                "shows the pod ESCAPED: it reached {} ({detail}), {} more than the {} it was given",
+                m(*reached),
+                m(reached.saturating_sub(*given)),
+                m(*given)
+            ),
+        ))
+        .with("reached_mib", mib_value(*reached))),
+    }
 }
 
 // ---------------------------------------------------------------------------------------------

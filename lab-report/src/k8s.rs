@@ -168,6 +168,102 @@ struct PodObject {
     status: Option<PodStatus>,
 }
 
+/// What the judge reads of the API server's `Status` answer to a request it refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StatusFacts {
+    /// `Failure` for a refusal.
+    pub status: String,
+    /// The HTTP code (403 for a policy or webhook denial with reason Forbidden, 422 Invalid).
+    pub code: u16,
+    pub reason: String,
+    pub message: String,
+}
+
+#[derive(Debug, Deserialize)]
+struct StatusObject {
+    #[serde(default)]
+    status: Option<String>,
+    #[serde(default)]
+    code: Option<u16>,
+    #[serde(default)]
+    reason: Option<String>,
+    #[serde(default)]
+    message: Option<String>,
+}
+
+/// Who refused a request at admission, read from the API server's message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AdmissionDenial {
+    /// `ValidatingAdmissionPolicy 'P' with binding 'B' denied request: …`.
+    Policy { policy: String, message: String },
+    /// `admission webhook "W" denied the request: …`.
+    Webhook { webhook: String, message: String },
+}
+
+impl AdmissionDenial {
+    /// Who refused, for people: `ValidatingAdmissionPolicy 'P'` or `admission webhook "W"`.
+    pub fn by(&self) -> String {
+        match self {
+            Self::Policy { policy, .. } => format!("ValidatingAdmissionPolicy '{policy}'"),
+            Self::Webhook { webhook, .. } => format!("admission webhook \"{webhook}\""),
+        }
+    }
+
+    /// The denial's own message (after `denied request:` / `denied the request:`).
+    pub fn message(&self) -> &str {
+        match self {
+            Self::Policy { message, .. } | Self::Webhook { message, .. } => message,
+        }
+    }
+}
+
+impl StatusFacts {
+    /// Reads a `kind: Status` object; any other JSON is an error saying what it is.
+    pub fn from_json(v: &Value) -> Result<Self, String> {
+        match kind_of(v) {
+            Some("Status") => {}
+            Some(other) => return Err(format!("is a Kubernetes {other}, not a Status")),
+            None => return Err("is not a Kubernetes object (no `kind`)".into()),
+        }
+        let s: StatusObject = serde_json::from_value(v.clone())
+            .map_err(|e| format!("is not a readable Status: {e}"))?;
+        Ok(Self {
+            status: s.status.unwrap_or_default(),
+            code: s.code.unwrap_or(0),
+            reason: s.reason.unwrap_or_default(),
+            message: s.message.unwrap_or_default(),
+        })
+    }
+
+    /// The admission check that refused the request, when this Status is such a refusal (a
+    /// `Failure` with a 4xx code whose message has the API server's denial wording).
+    pub fn admission_denial(&self) -> Option<AdmissionDenial> {
+        if self.status != "Failure" || !(400..500).contains(&self.code) {
+            return None;
+        }
+        let msg = self.message.as_str();
+        if let Some(at) = msg.find("ValidatingAdmissionPolicy '") {
+            let rest = &msg[at + "ValidatingAdmissionPolicy '".len()..];
+            let (policy, tail) = rest.split_once('\'')?;
+            let (_, message) = tail.split_once("denied request: ")?;
+            return Some(AdmissionDenial::Policy {
+                policy: policy.to_owned(),
+                message: message.to_owned(),
+            });
+        }
+        if let Some(at) = msg.find("admission webhook \"") {
+            let rest = &msg[at + "admission webhook \"".len()..];
+            let (webhook, tail) = rest.split_once('"')?;
+            let message = tail.strip_prefix(" denied the request: ")?;
+            return Some(AdmissionDenial::Webhook {
+                webhook: webhook.to_owned(),
+                message: message.to_owned(),
+            });
+        }
+        None
+    }
+}
+
 /// What kind of Kubernetes object a JSON value is (`kind`), if it says.
 pub fn kind_of(v: &Value) -> Option<&str> {
     v.get("kind").and_then(Value::as_str)

@@ -36,7 +36,19 @@ pub enum ExerciseId {
     A1,
     /// `--audit --max-overhead-pct N`: HAMi-core's latency overhead stays within N %.
     A2,
-    /// An id this version does not know (later exercises, e.g. `B1`, `fleet`).
+    /// Bypass: no GPU request, `NVIDIA_VISIBLE_DEVICES=all` (see [`BYPASSES`]).
+    B1,
+    /// Bypass: a slice, `CUDA_DISABLE_CONTROL=true`.
+    B2,
+    /// Bypass: a slice, its own larger `CUDA_DEVICE_MEMORY_LIMIT_0`.
+    B3,
+    /// Bypass: a slice, `NVIDIA_VISIBLE_DEVICES=all`.
+    B4,
+    /// Bypass: a slice pod that writes its own HAMi-core shared region.
+    B5,
+    /// Bypass: privileged, no GPU request.
+    B6,
+    /// An id this version does not know (later exercises, e.g. `fleet`).
     Other(String),
 }
 
@@ -50,6 +62,12 @@ impl ExerciseId {
             "E5" => Self::E5,
             "A1" => Self::A1,
             "A2" => Self::A2,
+            "B1" => Self::B1,
+            "B2" => Self::B2,
+            "B3" => Self::B3,
+            "B4" => Self::B4,
+            "B5" => Self::B5,
+            "B6" => Self::B6,
             other => Self::Other(other.to_owned()),
         }
     }
@@ -63,6 +81,12 @@ impl ExerciseId {
             Self::E5 => "E5",
             Self::A1 => "A1",
             Self::A2 => "A2",
+            Self::B1 => "B1",
+            Self::B2 => "B2",
+            Self::B3 => "B3",
+            Self::B4 => "B4",
+            Self::B5 => "B5",
+            Self::B6 => "B6",
             Self::Other(id) => id,
         }
     }
@@ -95,8 +119,8 @@ impl JsonSchema for ExerciseId {
     fn json_schema(_: &mut SchemaGenerator) -> Schema {
         json_schema!({
             "type": "string",
-            "description": "E1–E5 (every run), A1 and A2 (--audit); later ids are kept as written",
-            "examples": ["E1", "E2", "E3", "E4", "E5", "A1", "A2"]
+            "description": "E1–E5 (every run), A1 and A2 (--audit), B1–B6 (bypass exercises); later ids are kept as written",
+            "examples": ["E1", "E2", "E3", "E4", "E5", "A1", "A2", "B1", "B2", "B3", "B4", "B5", "B6"]
         })
     }
 }
@@ -289,6 +313,98 @@ pub const SHARE_B: &str = "hami-share-b";
 pub const OVERSUBSCRIBE: &str = "hami-oversubscribe";
 pub const BASELINE: &str = "hami-baseline";
 
+/// What a bypass pod was given, against which what it reached is judged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Given {
+    /// No GPU request: any GPU memory it sees or holds is more than it was given.
+    Nothing,
+    /// The run's slice (`slice_mib` of run.json).
+    Slice,
+}
+
+/// One bypass exercise: a pod that tries to get more GPU than it was given, around HAMi rather
+/// than through it. Contained when it is refused at admission, sees no GPU, or is held to what it
+/// was given; escaped otherwise (with the memory it reached).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Bypass {
+    /// `B1` … `B6` (as [`ExerciseId::parse`] reads it).
+    pub id: &'static str,
+    /// The pod's name.
+    pub pod: &'static str,
+    pub given: Given,
+    /// What it tries, for people.
+    pub tries: &'static str,
+}
+
+impl Bypass {
+    pub fn exercise_id(&self) -> ExerciseId {
+        ExerciseId::parse(self.id)
+    }
+
+    /// The claim recorded in run.json: the bypass is contained.
+    pub fn claim(&self) -> String {
+        format!(
+            "A pod that {} gets no more GPU memory than it was given ({}): it is refused at admission, sees no GPU, or is held to it.",
+            self.tries,
+            match self.given {
+                Given::Nothing => "none",
+                Given::Slice => "its slice",
+            }
+        )
+    }
+}
+
+/// The bypass exercises, in order.
+pub const BYPASSES: [Bypass; 6] = [
+    Bypass {
+        id: "B1",
+        pod: "hami-bypass-b1",
+        given: Given::Nothing,
+        tries: "requests no GPU but sets NVIDIA_VISIBLE_DEVICES=all",
+    },
+    Bypass {
+        id: "B2",
+        pod: "hami-bypass-b2",
+        given: Given::Slice,
+        tries: "has a slice and sets CUDA_DISABLE_CONTROL=true",
+    },
+    Bypass {
+        id: "B3",
+        pod: "hami-bypass-b3",
+        given: Given::Slice,
+        tries: "has a slice and sets its own larger CUDA_DEVICE_MEMORY_LIMIT_0",
+    },
+    Bypass {
+        id: "B4",
+        pod: "hami-bypass-b4",
+        given: Given::Slice,
+        tries: "has a slice and sets NVIDIA_VISIBLE_DEVICES=all",
+    },
+    Bypass {
+        id: "B5",
+        pod: "hami-bypass-b5",
+        given: Given::Slice,
+        tries: "has a slice and rewrites the limit in its own HAMi-core shared region",
+    },
+    Bypass {
+        id: "B6",
+        pod: "hami-bypass-b6",
+        given: Given::Nothing,
+        tries: "is privileged and requests no GPU",
+    },
+];
+
+/// The bypass exercise of an id, if it is one.
+pub fn bypass(id: &ExerciseId) -> Option<&'static Bypass> {
+    BYPASSES.iter().find(|b| b.id == id.as_str())
+}
+
+/// `admission/<pod>.json`: the API server's refusal of a pod's creation (a `Status` object),
+/// written when the pod was refused; an admitted pod has `pods/<pod>.json` instead.
+pub fn admission_file(pod: &str) -> String {
+    format!("admission/{pod}.json")
+}
+
 /// `pods/<pod>.json`: the Pod object as the decision saw it.
 pub fn pod_file(pod: &str) -> String {
     format!("pods/{pod}.json")
@@ -323,8 +439,9 @@ mod tests {
         assert_eq!(ex.id, ExerciseId::E4);
         assert_eq!(ex.result, ExerciseResult::NotRun);
         assert!(ex.claim.is_empty() && ex.evidence.is_empty());
-        let later: Exercise = serde_json::from_str(r#"{"id":"B1","result":"passed-ish"}"#).unwrap();
-        assert_eq!(later.id, ExerciseId::Other("B1".into()));
+        let later: Exercise =
+            serde_json::from_str(r#"{"id":"fleet","result":"passed-ish"}"#).unwrap();
+        assert_eq!(later.id, ExerciseId::Other("fleet".into()));
         assert_eq!(later.result, ExerciseResult::Unknown);
         let v = serde_json::to_value(Exercise::new(ExerciseId::A1, "c")).unwrap();
         assert_eq!(v["id"], "A1");
@@ -355,6 +472,24 @@ mod tests {
         r.exercises[3].set(ExerciseResult::Unknown, "?");
         assert_eq!(r.exit_code(), 1);
         assert!(r.exercise(&ExerciseId::E4).is_some());
+    }
+
+    #[test]
+    fn bypass_ids_read_and_write_as_words() {
+        for b in &BYPASSES {
+            let id = b.exercise_id();
+            assert!(!matches!(id, ExerciseId::Other(_)), "{} is typed", b.id);
+            assert_eq!(id.as_str(), b.id);
+            assert_eq!(bypass(&id), Some(b));
+            assert!(b.pod.ends_with(&b.id.to_ascii_lowercase()));
+        }
+        assert_eq!(bypass(&ExerciseId::E1), None);
+        assert!(BYPASSES[0].claim().contains("(none)"));
+        assert!(BYPASSES[1].claim().contains("(its slice)"));
+        assert_eq!(
+            admission_file("hami-bypass-b1"),
+            "admission/hami-bypass-b1.json"
+        );
     }
 
     #[test]

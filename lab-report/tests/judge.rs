@@ -433,6 +433,260 @@ fn a_local_claim_is_judged_on_its_own_report() {
     );
 }
 
+// ---------------------------------------------------------------------------------------------
+// Bypass exercises (B1–B6): refused at admission, no GPU, held to what was given, or escaped.
+
+fn k8s(name: &str) -> Option<Vec<u8>> {
+    Some(bytes(&format!("k8s/{name}")))
+}
+
+fn h200(name: &str) -> Option<Vec<u8>> {
+    Some(bytes(&format!("h200/{name}")))
+}
+
+fn escaped(j: &Judgement, file: &str, reached_mib: f64) {
+    unsupported(j, Some(file), "ESCAPED");
+    assert_eq!(j.numbers["outcome"], "escaped", "{}", j.reason);
+    assert_eq!(j.numbers["reached_mib"], reached_mib, "{}", j.reason);
+}
+
+fn contained(j: &Judgement, shown: &str) {
+    supported(j);
+    assert_eq!(j.numbers["outcome"], "contained", "{}", j.reason);
+    assert_eq!(j.numbers["shown"], shown, "{}", j.reason);
+}
+
+#[test]
+fn a_bypass_refused_at_admission_is_contained_and_says_by_whom() {
+    let j = judge(
+        ExerciseId::B1,
+        &SLICE_8000,
+        &[(
+            "admission/hami-bypass-b1.json",
+            k8s("status-policy-denied-b1.json"),
+        )],
+    );
+    contained(&j, "refused");
+    assert_eq!(
+        j.numbers["refused_by"],
+        "ValidatingAdmissionPolicy 'hami-isolation-lab-gpu-tenant'"
+    );
+    assert!(j.reason.contains("visible-devices-env"), "{}", j.reason);
+    let j = judge(
+        ExerciseId::B6,
+        &SLICE_8000,
+        &[(
+            "admission/hami-bypass-b6.json",
+            k8s("status-webhook-denied-privileged.json"),
+        )],
+    );
+    contained(&j, "refused");
+    assert_eq!(
+        j.numbers["refused_by"],
+        "admission webhook \"vgpu.hami.io\""
+    );
+    // A 404 is a refusal, but not by an admission check: nothing is shown.
+    let j = judge(
+        ExerciseId::B1,
+        &SLICE_8000,
+        &[(
+            "admission/hami-bypass-b1.json",
+            k8s("status-namespace-not-found.json"),
+        )],
+    );
+    unsupported(
+        &j,
+        Some("admission/hami-bypass-b1.json"),
+        "not a denial by an admission policy or webhook",
+    );
+}
+
+#[test]
+fn a_bypass_that_sees_the_real_full_card_escaped_with_the_memory_it_reached() {
+    // The real bare-card report: 143771 MiB visible and 10000 MiB held, against an 8000 MiB slice.
+    let j = judge(
+        ExerciseId::B4,
+        &SLICE_8000,
+        &[
+            ("probe/hami-bypass-b4.json", h200("h2-bare.json")),
+            (
+                "pods/hami-bypass-b4.json",
+                k8s("pod-hami-share-a-running.json"),
+            ),
+        ],
+    );
+    escaped(&j, "probe/hami-bypass-b4.json", 143771.0);
+    assert!(j.reason.contains("more than the 8000 MiB"), "{}", j.reason);
+    assert_eq!(j.numbers["given_mib"], 8000.0);
+    // A pod that asked for no GPU escapes with any GPU memory at all: the real 8000 MiB slice view.
+    let j = judge(
+        ExerciseId::B1,
+        &SLICE_8000,
+        &[("probe/hami-bypass-b1.json", h200("h1-8000.json"))],
+    );
+    escaped(&j, "probe/hami-bypass-b1.json", 8000.0);
+    assert_eq!(j.numbers["given_mib"], 0.0);
+}
+
+#[test]
+fn a_bypass_held_to_its_slice_by_real_hami_core_is_contained_and_not_to_a_smaller_one() {
+    let files = [("probe/hami-bypass-b3.json", h200("h1-8000.json"))];
+    let j = judge(ExerciseId::B3, &SLICE_8000, &files);
+    contained(&j, "held");
+    assert!(j.reason.contains("Device 0 OOM"), "{}", j.reason);
+    // The same report against a run whose slice was 1024 MiB: the pod got 8000, so it escaped.
+    let small = RunContext {
+        slice_mib: Some(1024),
+        max_overhead_pct: None,
+    };
+    escaped(
+        &judge(ExerciseId::B3, &small, &files),
+        "probe/hami-bypass-b3.json",
+        8000.0,
+    );
+    // Without the run's slice nothing can be judged.
+    let j = judge(ExerciseId::B3, &RunContext::default(), &files);
+    unsupported(&j, None, "no slice_mib");
+}
+
+#[test]
+fn b5_is_judged_by_the_real_region_tamper_row_alone() {
+    // gpu-probe's audit with the bypass rows, under real HAMi-core 8f3a89c on an H200: the region
+    // tamper held 10000 MiB against the 8000 MiB slice.
+    let bypass_audit = |rev: &str| {
+        let path = format!(
+            "{}/../gpu-probe/tests/data/bypass/{rev}-audit-8000.json",
+            env!("CARGO_MANIFEST_DIR")
+        );
+        Some(std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e}")))
+    };
+    for rev in ["8f3a89c", "5091a2f", "ecbf908", "c0f9da6"] {
+        let j = judge(
+            ExerciseId::B5,
+            &SLICE_8000,
+            &[("probe/hami-bypass-b5.json", bypass_audit(rev))],
+        );
+        escaped(&j, "probe/hami-bypass-b5.json", 10000.0);
+        assert!(j.reason.contains("region tamper"), "{rev}: {}", j.reason);
+    }
+    // On the bare card there is no region to tamper with: the row is not applicable, and the
+    // other rows' escapes (not B5's attempt) do not count for B5.
+    let j = judge(
+        ExerciseId::B5,
+        &SLICE_8000,
+        &[("probe/hami-bypass-b5.json", bypass_audit("bare"))],
+    );
+    unsupported(&j, Some("probe/hami-bypass-b5.json"), "shows neither");
+    // An audit without the row (an older gpu-probe's, three allocation paths escaped) shows
+    // nothing about B5.
+    let j = judge(
+        ExerciseId::B5,
+        &SLICE_8000,
+        &[("probe/hami-bypass-b5-audit.json", h200("h4-audit.json"))],
+    );
+    unsupported(
+        &j,
+        Some("probe/hami-bypass-b5-audit.json"),
+        "without the `region tamper` row",
+    );
+}
+
+#[test]
+fn a_bypass_that_sees_no_gpu_is_contained_only_when_the_report_says_why() {
+    use lab_report::probe::{CapSection, Check, CheckStatus, ViewSection};
+    // Constructed (no real report of a pod without a GPU exists here): the shape gpu-probe writes
+    // when CUDA starts but lists no device (gpu-probe/src/probe.rs, the `cuda` check).
+    let mut r = Report::new(
+        "all",
+        vec![Check {
+            id: "cuda".into(),
+            claim: "The CUDA driver starts and sees a GPU".into(),
+            status: CheckStatus::Failed,
+            reason: "CUDA started but no device is visible (NVIDIA_VISIBLE_DEVICES / CUDA_VISIBLE_DEVICES)".into(),
+            environment: true,
+        }],
+    );
+    r.view = Some(ViewSection {
+        devices: Vec::new(),
+        nvidia_smi: None,
+    });
+    r.cap = Some(CapSection {
+        devices: Vec::new(),
+    });
+    let j = judge(
+        ExerciseId::B1,
+        &SLICE_8000,
+        &[(
+            "probe/hami-bypass-b1.json",
+            Some(serde_json::to_vec(&r).unwrap()),
+        )],
+    );
+    contained(&j, "no-gpu");
+    assert!(j.reason.contains("no device is visible"), "{}", j.reason);
+    r.checks.clear();
+    let j = judge(
+        ExerciseId::B1,
+        &SLICE_8000,
+        &[(
+            "probe/hami-bypass-b1.json",
+            Some(serde_json::to_vec(&r).unwrap()),
+        )],
+    );
+    unsupported(
+        &j,
+        Some("probe/hami-bypass-b1.json"),
+        "no failed `cuda` check",
+    );
+}
+
+#[test]
+fn bypass_evidence_that_contradicts_itself_or_is_of_another_kind_is_unsupported() {
+    let j = judge(
+        ExerciseId::B2,
+        &SLICE_8000,
+        &[
+            (
+                "admission/hami-bypass-b2.json",
+                k8s("status-policy-denied-b1.json"),
+            ),
+            ("probe/hami-bypass-b2.json", h200("h1-8000.json")),
+        ],
+    );
+    unsupported(
+        &j,
+        Some("admission/hami-bypass-b2.json"),
+        "contradicts itself",
+    );
+    let j = judge(
+        ExerciseId::B2,
+        &SLICE_8000,
+        &[(
+            "events/hami-bypass-b2.json",
+            k8s("events-oversubscribe.json"),
+        )],
+    );
+    unsupported(
+        &j,
+        Some("events/hami-bypass-b2.json"),
+        "not the API server's Status",
+    );
+    let j = judge(
+        ExerciseId::B2,
+        &SLICE_8000,
+        &[(
+            "pods/hami-bypass-b2.json",
+            k8s("pod-hami-share-a-running.json"),
+        )],
+    );
+    unsupported(&j, None, "needs the API server's refusal");
+    let j = judge(
+        ExerciseId::B2,
+        &SLICE_8000,
+        &[("probe/hami-bypass-b2.json", None)],
+    );
+    unsupported(&j, Some("probe/hami-bypass-b2.json"), "is missing");
+}
+
 /// A real `gpu-probe conformance` report (gpu-probe/tests/data/conformance, see its README).
 fn conformance_report(rev: &str) -> Report {
     let path = format!(

@@ -99,7 +99,8 @@ pub struct LabArgs {
     /// Copy the kubeconfig to this user's ~/.kube/config (mode 0600).
     #[arg(long)]
     pub kubeconfig_user: Option<String>,
-    /// Also run gpu-probe audit, overhead and compute in share pod A (cluster-ctl run --audit).
+    /// Also run gpu-probe audit, overhead and compute in share pod A (cluster-ctl run --audit),
+    /// and the bypass exercises B1–B6 (cluster-ctl run --bypass).
     #[arg(long)]
     pub audit: bool,
     /// Where results, the bundle and the state file go.
@@ -294,11 +295,15 @@ pub fn plan(args: &LabArgs, layout: &Layout) -> Vec<Step> {
         run = run.args(["--slice-mib", &mib.to_string()]);
     }
     if args.audit {
-        run = run.arg("--audit");
+        run = run.args(["--audit", "--bypass"]);
     }
     steps.push(step(
         Phase::Exercises,
-        "the five exercises: co-residency, the view and the cap in each pod, the Pending pod, the mechanism",
+        if args.audit {
+            "the five exercises: co-residency, the view and the cap in each pod, the Pending pod, the mechanism; the audit of every allocation path (A1); the bypass pods B1–B6, each refused at admission, held, or escaped"
+        } else {
+            "the five exercises: co-residency, the view and the cap in each pod, the Pending pod, the mechanism"
+        },
         run,
     ));
     steps.push(Step {
@@ -585,7 +590,7 @@ pub(crate) mod tests {
             text.contains("host-setup install --tls-san gpu.example"),
             "{text}"
         );
-        assert!(text.contains("--slice-mib 4000 --audit"), "{text}");
+        assert!(text.contains("--slice-mib 4000 --audit --bypass"), "{text}");
         assert!(
             text.contains("--kubeconfig /etc/rancher/k3s/k3s.yaml"),
             "{text}"

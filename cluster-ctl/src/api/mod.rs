@@ -1,7 +1,8 @@
 //! The one module that talks to the Kubernetes API server (ARCHITECTURE.md; `tests/tidy.rs` fails
 //! the build's tests on any `kube::Api`, `Api::<…>` or `Client` call outside `src/api/`). Commands
-//! get a [`Cluster`] and ask it for objects, pods, container logs, waits, probe runs and k3s's
-//! HelmChart with its helm Jobs (`helmchart`); the decisions stay in the pure modules.
+//! get a [`Cluster`] and ask it for objects, pods, container logs, waits, probe runs, k3s's
+//! HelmChart with its helm Jobs (`helmchart`), and the GPU tenant policy with the bypass pods'
+//! create (`admission`); the decisions stay in the pure modules.
 //!
 //! How it keeps going where a real API server makes it hard:
 //! - every request has a deadline: the connect timeout and a response-header timeout (a tower
@@ -16,6 +17,7 @@
 //!   broken watch is resumed, until the wait's own deadline ([`wait`]);
 //! - 401 and 403 end at once, saying which credentials or which permission ([`ApiError`]).
 
+mod admission;
 mod error;
 pub mod exec;
 mod helmchart;
@@ -28,6 +30,7 @@ use std::time::Duration;
 use backon::{ExponentialBuilder, Retryable};
 use kube::Client;
 
+pub use admission::Admission;
 pub use error::{ApiError, Op};
 pub use exec::{PROBE_DIR, PROBE_NAME, ProbeRun, exit_code_from_status, probe_tar, untar_command};
 pub use helmchart::JOB_LOG_LINES;

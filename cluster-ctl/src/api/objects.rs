@@ -51,7 +51,7 @@ impl Cluster {
         Api::namespaced(self.client.clone(), namespace)
     }
 
-    fn all<K>(&self) -> Api<K>
+    pub(super) fn all<K>(&self) -> Api<K>
     where
         K: Resource,
         <K as Resource>::DynamicType: Default,

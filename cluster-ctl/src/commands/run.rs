@@ -3,7 +3,9 @@
 //! place or mutate the pods, then creates the pods, waits, probes over exec, writes what it saw
 //! (`pods/`, `events/`, `probe/`) and has lab-report's judge decide each exercise over those files
 //! as written (`crate::exercises`). An API failure after the start stops the run with every
-//! remaining exercise `not-run` (and why) in `run.json`.
+//! remaining exercise `not-run` (and why) in `run.json`. `--bypass` adds B1–B6 (`bypass`).
+
+mod bypass;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -49,6 +51,18 @@ pub struct RunArgs {
     /// With `audit`: hold HAMi-core's median latency overhead to this many percent of the
     /// baseline pod's (exercise A2); without it the overhead is a measurement.
     pub max_overhead_pct: Option<f64>,
+    /// Also run the bypass exercises B1–B6, after E1–E5 (in the lab namespace).
+    pub bypass: bool,
+    /// The namespace of `audit`'s baseline pod (`None`: the lab namespace). With the GPU tenant
+    /// policy bound it must be one the binding exempts.
+    pub baseline_namespace: Option<String>,
+}
+
+impl RunArgs {
+    /// Where the baseline pod runs.
+    pub fn baseline_namespace<'a>(&'a self, ctx: &'a Ctx) -> &'a str {
+        self.baseline_namespace.as_deref().unwrap_or(&ctx.namespace)
+    }
 }
 
 /// The run plan for a sizing (pure).
@@ -93,7 +107,7 @@ pub fn run_plan(sizing: &Sizing, ctx: &Ctx, args: &RunArgs) -> Plan {
     if args.audit {
         p.push(Step::new(
             "audit-share-a",
-            format!("in {SHARE_A}: `gpu-probe audit --expect-mib {}`, `overhead`, `compute --seconds 5`; then `gpu-probe overhead` in pod {BASELINE} (CUDA_DISABLE_CONTROL=true, {BASELINE_MIB} MiB, deleted after)", sizing.slice_mib),
+            format!("in {SHARE_A}: `gpu-probe audit --expect-mib {}`, `overhead`, `compute --seconds 5`; then `gpu-probe overhead` in pod {}/{BASELINE} (CUDA_DISABLE_CONTROL=true, {BASELINE_MIB} MiB, deleted after)", sizing.slice_mib, args.baseline_namespace(ctx)),
             "A1: which allocation paths are capped, what the interception costs (with vs without HAMi-core), whether the compute limit acts",
         ));
     }
@@ -115,6 +129,11 @@ pub fn run_plan(sizing: &Sizing, ctx: &Ctx, args: &RunArgs) -> Plan {
         "combine E1–E3",
         "E5: isolation is enforced inside each co-resident container",
     ));
+    if args.bypass {
+        for b in &lab_report::run::BYPASSES {
+            p.push(crate::bypass::plan_step(b, ns, sizing.slice_mib));
+        }
+    }
     p.push(Step::new(
         "capture",
         format!(
@@ -165,7 +184,7 @@ pub fn run_dry_offline(card_mib: u64, ctx: &Ctx, args: &RunArgs) -> Result<Outco
         args.oversubscribe_mib,
     )
     .map_err(Failure::usage)?;
-    let rendered = lab_pods(&sizing, ctx, args).map_err(Failure::usage)?;
+    let (rendered, _) = lab_pods(&sizing, ctx, args).map_err(Failure::usage)?;
     Ok(dry_run_outcome(
         &sizing,
         &rendered,
@@ -174,24 +193,32 @@ pub fn run_dry_offline(card_mib: u64, ctx: &Ctx, args: &RunArgs) -> Result<Outco
 }
 
 /// Every pod the run may create, rendered and validated before any is applied: the three lab
-/// pods, and with `--audit` the baseline pod.
+/// pods, with `--audit` the baseline pod, with `--bypass` the bypass pods (also returned with
+/// their exercises).
 fn lab_pods(
     sizing: &Sizing,
     ctx: &Ctx,
     args: &RunArgs,
-) -> Result<Vec<manifests::RenderedPod>, manifests::ManifestError> {
+) -> Result<(Vec<manifests::RenderedPod>, Vec<manifests::RenderedBypass>), manifests::ManifestError>
+{
     let mut pods = manifests::render_all(sizing, &ctx.namespace, &args.image)?;
+    let bypasses = if args.bypass {
+        manifests::render_bypasses(sizing, &ctx.namespace, &args.image)?
+    } else {
+        Vec::new()
+    };
+    pods.extend(bypasses.iter().map(|b| b.pod.clone()));
     if args.audit {
         pods.push(manifests::render(
             manifests::BASELINE_TEMPLATE,
             BASELINE,
-            &ctx.namespace,
+            args.baseline_namespace(ctx),
             &args.image,
             BASELINE_MIB,
             sizing.pin_uuid.as_deref(),
         )?);
     }
-    Ok(pods)
+    Ok((pods, bypasses))
 }
 
 /// The node the lab runs on: `--node`, else the first registered one.
@@ -242,7 +269,7 @@ pub async fn run(
     };
     let sizing =
         sizing::size(&cards, args.slice_mib, args.oversubscribe_mib).map_err(Failure::usage)?;
-    let rendered = lab_pods(&sizing, ctx, args).map_err(Failure::usage)?;
+    let (rendered, bypasses) = lab_pods(&sizing, ctx, args).map_err(Failure::usage)?;
     let plan = run_plan(&sizing, ctx, args);
     if ctx.dry_run {
         return Ok(dry_run_outcome(&sizing, &rendered, &plan));
@@ -255,7 +282,7 @@ pub async fn run(
             r.yaml.as_bytes(),
         );
     }
-    let mut ex = Exercises::new(args.audit, args.max_overhead_pct);
+    let mut ex = Exercises::new(args.audit, args.max_overhead_pct).with_bypass(args.bypass);
     // Refuse to start when HAMi cannot mutate or place the pods: they would silently bypass it.
     let blockers: Vec<Finding> = doctor::diagnose(&s)
         .into_iter()
@@ -278,7 +305,11 @@ pub async fn run(
             rendered: &rendered,
             out: &out,
         };
-        if let Err(e) = run_exercises(&env, &mut ex).await {
+        let mut result = run_exercises(&env, &mut ex).await;
+        if result.is_ok() && args.bypass {
+            result = bypass::run_bypasses(&env, &bypasses, &mut ex).await;
+        }
+        if let Err(e) = result {
             progress(&format!("the run stopped: {e}"));
             ex.not_run_because(&format!("the run stopped: {e}"));
         }
@@ -657,7 +688,7 @@ async fn baseline_overhead(
         out,
         ..
     } = *env;
-    let ns = ctx.namespace.as_str();
+    let ns = args.baseline_namespace(ctx);
     let pod = env
         .pod(BASELINE)
         .ok_or("the baseline pod was not rendered")?;

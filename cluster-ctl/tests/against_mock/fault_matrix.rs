@@ -58,6 +58,7 @@ fn target(cmd: Command, fault: &str) -> Option<Match> {
             InstallHami => Some(Match::verb("watch").resource("deployments")),
             Run | Cleanup => Some(Match::verb("watch").resource("pods")),
             RunAudit => Some(Match::verb("watch").resource("pods").name("hami-baseline")),
+            RunBypass => Some(Match::verb("watch").resource("pods").name("hami-bypass-b2")),
         };
     }
     if is_write_fault(fault) {
@@ -69,6 +70,11 @@ fn target(cmd: Command, fault: &str) -> Option<Match> {
                     .resource("pods")
                     .creating("hami-baseline"),
             ),
+            RunBypass => Some(
+                Match::verb("create")
+                    .resource("pods")
+                    .creating("hami-bypass-b2"),
+            ),
             Cleanup => Some(Match::verb("delete").resource("pods")),
         };
     }
@@ -79,6 +85,9 @@ fn target(cmd: Command, fault: &str) -> Option<Match> {
         RunAudit => Match::verb("create")
             .resource("pods")
             .creating("hami-baseline"),
+        RunBypass => Match::verb("create")
+            .resource("pods")
+            .creating("hami-bypass-b2"),
         Doctor => Match::verb("list").resource("events"),
         Probe => Match::verb("get").resource("pods").name("hami-share-a"),
         Cleanup => Match::verb("delete").resource("pods"),
@@ -105,7 +114,26 @@ fn expect(cmd: Command, fault: &str) -> Expect {
     match (cmd, fault) {
         (_, "429" | "500" | "stall" | "drop-mid-watch" | "410") => Completes,
         // A create meeting 409 finds no pod: it was deleted in between, so it creates again.
-        (Run | RunAudit, "409") => Completes,
+        (Run | RunAudit | RunBypass, "409") => Completes,
+        // Credentials refused: the run stops there, the exercises left are not run, run.json
+        // says why.
+        (RunBypass, "401") => Fails {
+            exit: 1,
+            names: vec!["the run stopped", "401 Unauthorized", "hami-bypass-b2"],
+        },
+        // One bypass pod not created: that exercise is not run, with why; the others go on.
+        (RunBypass, "403") => Fails {
+            exit: 1,
+            names: vec!["creating pod hami-bypass-b2 failed", "403 Forbidden"],
+        },
+        (RunBypass, "404") => Fails {
+            exit: 1,
+            names: vec!["creating pod hami-bypass-b2 failed", "not found (404)"],
+        },
+        (RunBypass, "422") => Fails {
+            exit: 1,
+            names: vec!["creating pod hami-bypass-b2 failed", "422 Invalid"],
+        },
         // A delete meeting 404: the pod is already gone.
         (Cleanup, "404") => Completes,
         // The baseline pod is best effort: A1 keeps its verdict (a fail, on the real audit) and
@@ -304,6 +332,11 @@ async fn run_under_every_fault() {
 #[tokio::test(start_paused = true)]
 async fn run_audit_under_every_fault() {
     row(Command::RunAudit).await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn run_bypass_under_every_fault() {
+    row(Command::RunBypass).await;
 }
 
 #[tokio::test(start_paused = true)]

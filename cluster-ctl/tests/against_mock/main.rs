@@ -10,10 +10,12 @@
 mod mockapi;
 
 mod api;
+mod bypass;
 mod chart_install;
 mod commands;
 mod doctor_logs;
 mod fault_matrix;
+mod harden;
 mod mock_semantics;
 mod rbac;
 mod soak;

@@ -185,7 +185,8 @@ async fn every_command_needs_only_what_manifests_rbac_yaml_grants_and_uses_all_o
 #[tokio::test(start_paused = true)]
 async fn a_missing_permission_is_refused_and_named() {
     // Without the pods/exec rule: the probes cannot run, and the run says which rule is missing.
-    let trimmed = policy().replace("    resources: [\"pods/exec\"]\n    resourceNames: [\"hami-share-a\", \"hami-share-b\", \"hami-baseline\"]\n", "    resources: [\"pods/attach\"]\n    resourceNames: [\"hami-share-a\", \"hami-share-b\", \"hami-baseline\"]\n");
+    let rule = "    resources: [\"pods/exec\"]\n    resourceNames: [\"hami-share-a\", \"hami-share-b\", \"hami-baseline\",\n";
+    let trimmed = policy().replace(rule, &rule.replace("pods/exec", "pods/attach"));
     assert_ne!(trimmed, policy(), "the rule to remove is in the file");
     let m = healthy_with_probes();
     m.enforce_rbac(&trimmed);

@@ -241,6 +241,8 @@ pub fn run_args(dir: &std::path::Path, audit: bool) -> RunArgs {
         probe_timeout: Duration::from_secs(300),
         audit,
         max_overhead_pct: None,
+        bypass: false,
+        baseline_namespace: None,
     }
 }
 
@@ -268,17 +270,20 @@ pub enum Command {
     InstallHami,
     Run,
     RunAudit,
+    /// `run --audit --bypass --baseline-namespace hami-isolation-lab-baseline`.
+    RunBypass,
     Doctor,
     Probe,
     Cleanup,
 }
 
 impl Command {
-    pub const ALL: [Command; 7] = [
+    pub const ALL: [Command; 8] = [
         Command::Preflight,
         Command::InstallHami,
         Command::Run,
         Command::RunAudit,
+        Command::RunBypass,
         Command::Doctor,
         Command::Probe,
         Command::Cleanup,
@@ -288,7 +293,8 @@ impl Command {
     /// three allocation paths escape HAMi-core).
     pub fn healthy_exit(self) -> u8 {
         match self {
-            Command::RunAudit => 1,
+            // And, without the policy bound, the bypass pods escape (the real reports).
+            Command::RunAudit | Command::RunBypass => 1,
             _ => 0,
         }
     }
@@ -314,6 +320,20 @@ pub fn prepare(cmd: Command, m: &MockApi) {
             for name in ["hami-share-a", "hami-share-b", "hami-oversubscribe"] {
                 m.add(running_lab_pod(name));
             }
+        }
+        // The baseline pod's namespace, and pods left from an earlier run that was cut short:
+        // the baseline pod (reused, as `run` reuses a lab pod of the same size) and a bypass pod
+        // (deleted first, so the pod probed is the one rendered now).
+        Command::RunBypass => {
+            let ns = cluster_ctl::manifests::BASELINE_NAMESPACE;
+            m.add(serde_json::json!({"apiVersion": "v1", "kind": "Namespace",
+                "metadata": {"name": ns}, "status": {"phase": "Active"}}));
+            let mut baseline = running_lab_pod("hami-baseline");
+            baseline["metadata"]["namespace"] = ns.into();
+            baseline["spec"]["containers"][0]["resources"]["limits"]["nvidia.com/gpumem"] =
+                "1000".into();
+            m.add(baseline);
+            m.add(running_lab_pod("hami-bypass-b3"));
         }
         _ => {}
     }
@@ -342,6 +362,12 @@ pub async fn invoke(
         }
         Command::Run => commands::run(cluster, &helm, &c, &run_args(dir, false)).await,
         Command::RunAudit => commands::run(cluster, &helm, &c, &run_args(dir, true)).await,
+        Command::RunBypass => {
+            let mut args = run_args(dir, true);
+            args.bypass = true;
+            args.baseline_namespace = Some(cluster_ctl::manifests::BASELINE_NAMESPACE.into());
+            commands::run(cluster, &helm, &c, &args).await
+        }
         Command::Doctor => commands::doctor(cluster, &c, None).await,
         Command::Probe => {
             let bin = dir.join("gpu-probe-bin");

@@ -60,3 +60,9 @@ pub fn share_pod_on_h200_json(file: &str) -> serde_json::Value {
     let text = fixture_text(file).replace(FIXTURE_H100_UUID, H200_UUID);
     serde_json::from_str(&text).unwrap_or_else(|e| panic!("fixture {file}: {e}"))
 }
+
+/// A gpu-probe report of gpu-probe's own test data (`bypass/…`: the audits with the bypass rows,
+/// captured under four real HAMi-core revisions and on the bare card of an H200; see its README).
+pub fn gpu_probe_data(name: &str) -> String {
+    read(GPU_PROBE_DATA, name)
+}

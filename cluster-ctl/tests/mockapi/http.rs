@@ -22,6 +22,7 @@ use serde_json::{Value, json};
 use tokio::io::DuplexStream;
 use tokio::time::Instant;
 
+use super::admission;
 use super::exec::{self, ExecCall};
 use super::faults::{self, Action};
 use super::kinds::Kind;
@@ -799,6 +800,16 @@ fn create(mock: &MockApi, kind: &Kind, ns: Option<&str>, body: &[u8]) -> Respons
     let webhook = is_pod && lifecycle::asks_gpu(&obj) && mock.webhook_ready();
     if webhook {
         obj["spec"]["schedulerName"] = json!("hami-scheduler");
+    }
+    // Validating admission runs after mutation: a stored policy whose binding selects the pod's
+    // namespace and denies it refuses the create (403 with the policy's reason Forbidden).
+    if is_pod && let Some(message) = admission::refusal_by_stored(&mock.lock().store, ns, &obj) {
+        return full(
+            403,
+            &json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+                    "message": message, "reason": "Forbidden",
+                    "details": {"name": name, "kind": kind.plural}, "code": 403}),
+        );
     }
     let now = mock.now_secs();
     let (stored, rv) = {

@@ -89,6 +89,20 @@ pub fn builtin() -> Vec<Kind> {
             "customresourcedefinitions",
             false,
         ),
+        Kind::new(
+            "admissionregistration.k8s.io",
+            "v1",
+            "ValidatingAdmissionPolicy",
+            "validatingadmissionpolicies",
+            false,
+        ),
+        Kind::new(
+            "admissionregistration.k8s.io",
+            "v1",
+            "ValidatingAdmissionPolicyBinding",
+            "validatingadmissionpolicybindings",
+            false,
+        ),
         Kind::new("rbac.authorization.k8s.io", "v1", "Role", "roles", true),
         Kind::new(
             "rbac.authorization.k8s.io",

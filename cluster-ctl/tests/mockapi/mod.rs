@@ -11,12 +11,15 @@
 //! Jobs (`lifecycle::HelmController`); CRDs served once their definition is stored ([`kinds`]);
 //! bearer-token authentication and RBAC from YAML ([`rbac`]); per-request faults ([`faults`]);
 //! exec with the channel protocol and scripted gpu-probe answers ([`exec`]); pod logs (current
-//! and previous run, `tailLines`, `limitBytes`). Every request is recorded with its RBAC
+//! and previous run, `tailLines`, `limitBytes`); ValidatingAdmissionPolicies: a pod created while
+//! a stored policy and its binding deny it is refused as kube-apiserver words it, the policy's
+//! own CEL evaluated by [`admission`]. Every request is recorded with its RBAC
 //! attributes, answer and duration. Every mock reports the `mock API` test tier
 //! (`lab_runner::tier`), for `cargo xtask ci`'s tier table.
 
 #![allow(dead_code)]
 
+pub mod admission;
 pub mod exec;
 pub mod faults;
 pub mod http;
@@ -512,6 +515,12 @@ impl MockApi {
     /// Adds a fault rule (applied in order, first match wins).
     pub fn fault(&self, fault: Fault) -> &Self {
         self.lock().faults.push(fault);
+        self
+    }
+
+    /// Answers `GET /version` with `v` instead of the k3s fixture.
+    pub fn set_version(&self, v: Value) -> &Self {
+        self.lock().version = v;
         self
     }
 

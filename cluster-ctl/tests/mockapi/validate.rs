@@ -171,7 +171,8 @@ fn strict<T: DeserializeOwned + Serialize>(obj: &Value) -> Result<(), Invalid> {
 /// Strict decoding for the kinds k8s-openapi has a type for (dynamic kinds are free JSON).
 fn strict_by_kind(kind: &Kind, obj: &Value) -> Result<(), Invalid> {
     use k8s_openapi::api::{
-        apps::v1 as apps, batch::v1 as batch, core::v1 as core, rbac::v1 as rbac,
+        admissionregistration::v1 as admission, apps::v1 as apps, batch::v1 as batch,
+        core::v1 as core, rbac::v1 as rbac,
     };
     match (kind.group.as_str(), kind.kind.as_str()) {
         ("", "Pod") => strict::<core::Pod>(obj),
@@ -190,6 +191,10 @@ fn strict_by_kind(kind: &Kind, obj: &Value) -> Result<(), Invalid> {
         (_, "ClusterRole") => strict::<rbac::ClusterRole>(obj),
         (_, "RoleBinding") => strict::<rbac::RoleBinding>(obj),
         (_, "ClusterRoleBinding") => strict::<rbac::ClusterRoleBinding>(obj),
+        (_, "ValidatingAdmissionPolicy") => strict::<admission::ValidatingAdmissionPolicy>(obj),
+        (_, "ValidatingAdmissionPolicyBinding") => {
+            strict::<admission::ValidatingAdmissionPolicyBinding>(obj)
+        }
         _ => Ok(()),
     }
 }
