@@ -94,6 +94,18 @@ pub fn input_time(inputs: &Inputs) -> Result<jiff::Timestamp, Error> {
             }
         }
     }
+    if let Some(fleet) = &inputs.fleet {
+        // When the run ended: its start and its duration, to the second.
+        #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+        let secs = fleet
+            .started_unix
+            .saturating_add(fleet.duration_s.max(0.0).round() as u64);
+        let secs = i64::try_from(secs).unwrap_or(i64::MAX);
+        return jiff::Timestamp::from_second(secs).map_err(|e| Error::Input {
+            what: format!("fleet.json started_unix {secs} is out of range: {e}"),
+            fix: "give the bundle's time with --timestamp 2026-11-25T10:30:00Z".into(),
+        });
+    }
     if let Some(secs) = inputs.probes.iter().map(|(_, r)| r.started_at_unix).max() {
         let secs = i64::try_from(secs).unwrap_or(i64::MAX);
         return jiff::Timestamp::from_second(secs).map_err(|e| Error::Input {

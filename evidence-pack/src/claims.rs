@@ -40,8 +40,14 @@ pub fn raw_path(rel: &str) -> String {
 pub fn summarize(inputs: &Inputs, timestamp: &str, bundle: &str) -> Summary {
     let mut warnings = inputs.warnings.clone();
     let mut measurements = Vec::new();
-    let claims = match (&inputs.mode, &inputs.run) {
-        (Mode::Cluster, Some(run)) => cluster_claims(run, inputs, &mut warnings),
+    let mut fleet_rows = Vec::new();
+    let claims = match (&inputs.mode, &inputs.run, &inputs.fleet) {
+        (Mode::Cluster, Some(run), _) => cluster_claims(run, inputs, &mut warnings),
+        (Mode::Fleet, _, Some(fleet)) => {
+            let (claims, rows) = crate::fleet::claims(fleet, &inputs.files, &mut warnings);
+            fleet_rows = rows;
+            claims
+        }
         _ => local_claims(inputs, &mut measurements, &mut warnings),
     };
     let environment = environment(inputs);
@@ -76,6 +82,7 @@ pub fn summarize(inputs: &Inputs, timestamp: &str, bundle: &str) -> Summary {
         raw_files: inputs.files.keys().map(|k| raw_path(k)).collect(),
         measurements,
         conformance: crate::matrix::from_probes(&inputs.probes),
+        fleet: fleet_rows,
     }
 }
 
@@ -247,6 +254,9 @@ pub fn recheck(summary: &Summary, files: &BTreeMap<String, Vec<u8>>) -> Vec<Unsu
             .map(|r| r.context())
             .map_err(|e| format!("raw/run.json does not parse: {e}")),
     };
+    if summary.mode == Mode::Fleet {
+        return crate::fleet::recheck(summary, &raw);
+    }
     let mut out = Vec::new();
     for c in summary
         .claims
@@ -260,7 +270,9 @@ pub fn recheck(summary: &Summary, files: &BTreeMap<String, Vec<u8>>) -> Vec<Unsu
             .collect();
         let evidence = evidence_of(&paths, &raw);
         let j = match summary.mode {
-            Mode::Local => judge::judge_local_claim(&LocalClaimId::parse(&c.id), &evidence),
+            Mode::Local | Mode::Fleet => {
+                judge::judge_local_claim(&LocalClaimId::parse(&c.id), &evidence)
+            }
             Mode::Cluster => match &run {
                 Ok(ctx) => judge::judge_exercise(
                     &lab_report::run::ExerciseId::parse(&c.id),
@@ -501,6 +513,42 @@ fn environment(inputs: &Inputs) -> Environment {
             })
             .collect();
     }
+    if let Some(fleet) = &inputs.fleet {
+        let given = |s: &String| (!s.is_empty()).then(|| s.clone());
+        env.kubernetes = given(&fleet.server_version);
+        for card in fleet.nodes.iter().flat_map(|n| &n.cards) {
+            if env
+                .gpus
+                .iter()
+                .any(|g| g.uuid.as_deref() == Some(&card.uuid))
+            {
+                continue;
+            }
+            env.gpus.push(GpuEnv {
+                model: given(&card.model),
+                uuid: given(&card.uuid),
+                memory_mib: Some(card.memory_mib),
+                memory_source: "HAMi node registration (fleet.json)".into(),
+            });
+        }
+        let mut slices: Vec<u64> = fleet
+            .nodes
+            .iter()
+            .flat_map(|n| n.cards.iter().map(|c| c.slice_mib))
+            .collect();
+        slices.dedup();
+        if let [one] = slices.as_slice() {
+            env.slice_mib = Some(*one);
+        }
+        let mut versions: Vec<&String> = fleet
+            .nodes
+            .iter()
+            .filter_map(|n| n.hami_version.as_ref())
+            .collect();
+        versions.sort();
+        versions.dedup();
+        env.hami_images = versions.into_iter().cloned().collect();
+    }
     if let Some(v) = inputs
         .files
         .get("cluster/version.json")
@@ -547,7 +595,7 @@ fn environment(inputs: &Inputs) -> Environment {
         if env.gpu_probe_version.is_none() {
             env.gpu_probe_version = Some(report.tool_version.clone());
         }
-        if inputs.run.is_none() {
+        if inputs.run.is_none() && inputs.fleet.is_none() {
             for d in report.view.iter().flat_map(|v| v.devices.iter()) {
                 if env
                     .gpus
@@ -675,6 +723,14 @@ fn not_measured(mode: Mode, claims: &[Claim]) -> Vec<String> {
         .filter(|c| c.verdict == ClaimVerdict::NotRun)
         .map(|c| format!("{}: {} (not run: {})", c.id, c.claim, c.reason))
         .collect();
+    if mode == Mode::Fleet {
+        out.push(
+            "Sharing one card between several tenants' pods and refusing over-subscription: a \
+fleet run checks each card with one probe pod held to a small slice; `cluster-ctl run` shows the rest \
+on one card."
+                .into(),
+        );
+    }
     if mode == Mode::Local {
         out.push(
             "Kubernetes scheduling, sharing one GPU between pods and refusing over-subscription: \
@@ -719,6 +775,7 @@ mod tests {
                 .collect::<BTreeMap<_, _>>(),
             redactions: Vec::new(),
             run,
+            fleet: None,
             probes,
             warnings: Vec::new(),
             skipped_bundles: Vec::new(),

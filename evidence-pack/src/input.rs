@@ -1,8 +1,9 @@
 //! Reading the input directory: every regular file, redacted, then the documents evidence-pack
 //! understands parsed out of the *redacted* bytes (so no secret can reach a rendered report).
 //!
-//! Two layouts are accepted: what `cluster-ctl run --out DIR` writes (`run.json` at the top), and
-//! a directory of gpu-probe JSON reports (local mode). `run.json` and the probe reports are read
+//! Three layouts are accepted: what `cluster-ctl run --out DIR` writes (`run.json` at the top),
+//! what `cluster-ctl fleet --out DIR` writes (`fleet.json` and `probe/*.json`, fleet mode), and a
+//! directory of gpu-probe JSON reports (local mode). `run.json` and the probe reports are read
 //! with lab-report's types, the same ones cluster-ctl and gpu-probe write: unknown fields are
 //! ignored and missing ones read as their defaults.
 
@@ -27,6 +28,8 @@ pub struct Inputs {
     pub files: BTreeMap<String, Vec<u8>>,
     pub redactions: Vec<Redaction>,
     pub run: Option<RunDoc>,
+    /// `DIR/fleet.json` (fleet mode).
+    pub fleet: Option<lab_report::fleet::FleetReport>,
     /// Relative path → parsed gpu-probe report, in path order.
     pub probes: Vec<(String, lab_report::probe::Report)>,
     pub warnings: Vec<String>,
@@ -70,19 +73,35 @@ pub fn read_dir_limited(dir: &Path, limits: &Limits) -> Result<Inputs, Error> {
         Some(bytes) => Some(parse_run(bytes)?),
         None => None,
     };
+    let fleet = match files.get("fleet.json") {
+        Some(bytes) if run.is_none() => Some(parse_fleet(bytes)?),
+        Some(_) => {
+            return Err(Error::Input {
+                what: format!("{} holds both run.json and fleet.json", dir.display()),
+                fix: "pack the folder of one `cluster-ctl run --out DIR` or one `cluster-ctl fleet --out DIR`, not both".into(),
+            });
+        }
+        None => None,
+    };
+    // Where a probe report that is not one is worth a warning: everywhere in local mode, under
+    // probe/ otherwise.
+    let structured = run.is_some() || fleet.is_some();
     let mut probes = Vec::new();
     for (name, bytes) in &files {
-        if !name.ends_with(".json") || name == "run.json" {
+        if !name.ends_with(".json")
+            || name == "run.json"
+            || (fleet.is_some() && name == "fleet.json")
+        {
             continue;
         }
         let Ok(value) = serde_json::from_slice::<serde_json::Value>(bytes) else {
-            if run.is_none() || name.starts_with("probe/") {
+            if !structured || name.starts_with("probe/") {
                 warnings.push(format!("{name} is not valid JSON; packed as it is"));
             }
             continue;
         };
         if value.get("schema").and_then(|s| s.as_str()) != Some(lab_report::probe::SCHEMA) {
-            if run.is_none() || name.starts_with("probe/") {
+            if !structured || name.starts_with("probe/") {
                 warnings.push(format!("{name} is not a gpu-probe report; packed as it is"));
             }
             continue;
@@ -105,15 +124,17 @@ pub fn read_dir_limited(dir: &Path, limits: &Limits) -> Result<Inputs, Error> {
     }
     let mode = if run.is_some() {
         Mode::Cluster
+    } else if fleet.is_some() {
+        Mode::Fleet
     } else if !probes.is_empty() {
         Mode::Local
     } else {
         return Err(Error::Input {
             what: format!(
-                "{} holds neither run.json nor any gpu-probe JSON report",
+                "{} holds neither run.json, fleet.json nor any gpu-probe JSON report",
                 dir.display()
             ),
-            fix: "pass the directory that `cluster-ctl run --out DIR` wrote, or save `gpu-probe all --output json` into a directory and pass that".into(),
+            fix: "pass the directory that `cluster-ctl run --out DIR` or `cluster-ctl fleet --out DIR` wrote, or save `gpu-probe all --output json` into a directory and pass that".into(),
         });
     };
     Ok(Inputs {
@@ -121,6 +142,7 @@ pub fn read_dir_limited(dir: &Path, limits: &Limits) -> Result<Inputs, Error> {
         files,
         redactions,
         run,
+        fleet,
         probes,
         warnings,
         skipped_bundles,
@@ -149,6 +171,33 @@ fn parse_run(bytes: &[u8]) -> Result<RunDoc, Error> {
         });
     }
     Ok(run)
+}
+
+fn parse_fleet(bytes: &[u8]) -> Result<lab_report::fleet::FleetReport, Error> {
+    use lab_report::fleet::{SCHEMA, SCHEMA_VERSION};
+    let fix =
+        "fleet.json must be what `cluster-ctl fleet --out DIR` wrote; re-run it or fix the file";
+    let fleet: lab_report::fleet::FleetReport =
+        serde_json::from_slice(bytes).map_err(|e| Error::Input {
+            what: format!("fleet.json does not parse: {e}"),
+            fix: fix.into(),
+        })?;
+    if fleet.schema != SCHEMA {
+        return Err(Error::Input {
+            what: format!("fleet.json has schema `{}`, not `{SCHEMA}`", fleet.schema),
+            fix: fix.into(),
+        });
+    }
+    if fleet.schema_version != SCHEMA_VERSION {
+        return Err(Error::Input {
+            what: format!(
+                "fleet.json has schema_version {}, this evidence-pack reads {SCHEMA_VERSION}",
+                fleet.schema_version
+            ),
+            fix: "use the evidence-pack built from the same lab checkout as cluster-ctl".into(),
+        });
+    }
+    Ok(fleet)
 }
 
 /// Collects regular files under `dir`, sorted by their `/`-separated relative path. Symbolic links

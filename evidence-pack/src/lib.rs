@@ -2,12 +2,14 @@
 //! reports from a bare GPU box) into a deterministic, checksummed evidence bundle with a readable
 //! validation report, and verifies such a bundle.
 //!
-//! Pipeline: [`input`] reads and redacts every file → [`claims`] derives the [`model::Summary`] →
+//! Pipeline: [`input`] reads and redacts every file → [`claims`] derives the [`model::Summary`]
+//! ([`fleet`] for a `cluster-ctl fleet` folder) →
 //! [`render`] turns the summary into report.md / report.html / junit.xml → [`bundle`] plans,
 //! writes and verifies the `.tgz`.
 
 pub mod bundle;
 pub mod claims;
+pub mod fleet;
 pub mod input;
 pub mod matrix;
 pub mod model;

@@ -54,8 +54,8 @@ impl LimitArgs {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Packs DIR (what `cluster-ctl run --out DIR` wrote, or a directory of gpu-probe JSON
-    /// reports) into hami-evidence-<UTC time>.tgz: raw outputs (secrets redacted), summary.json,
+    /// Packs DIR (what `cluster-ctl run --out DIR` or `cluster-ctl fleet --out DIR` wrote, or a
+    /// directory of gpu-probe JSON reports) into hami-evidence-<UTC time>.tgz: raw outputs (secrets redacted), summary.json,
     /// report.md, report.html, junit.xml and SHA256SUMS. The time comes from the inputs, so the
     /// same inputs give the same bytes.
     Pack {

@@ -24,6 +24,7 @@ pub fn renderer_id() -> String {
     // The summary types live in lab-report: a change there changes what is rendered.
     h.update(lab_report::summary::TYPES_SOURCE);
     h.update(include_str!("matrix.rs"));
+    h.update(include_str!("fleet.rs"));
     h.finalize()
         .iter()
         .take(8)
@@ -327,6 +328,7 @@ pub fn markdown(s: &Summary) -> String {
             md_cell(&c.reason)
         );
     }
+    o.push_str(&crate::fleet::markdown(s));
     if !s.measurements.is_empty() {
         o.push_str("\n## Measurements\n\nMeasured and reported with their numbers; not claims, so never counted as a pass.\n\n| Id | What | Numbers | Why not a claim | Evidence |\n|---|---|---|---|---|\n");
         for m in &s.measurements {
@@ -660,6 +662,7 @@ pub fn html(s: &Summary) -> String {
         b = esc(&s.bundle),
     );
     html_summary(&mut o, s);
+    o.push_str(&crate::fleet::html(s));
     o.push_str("<h2 id=\"claims\">Claims and evidence</h2>\n<table class=\"claims\"><colgroup><col class=\"id\"><col class=\"claim\"><col class=\"verdict\"><col class=\"why\"><col class=\"numbers\"><col class=\"evidence\"></colgroup><tr><th>Id</th><th>Claim</th><th>Verdict</th><th>Why</th><th>Numbers</th><th>Evidence</th></tr>\n");
     for c in &s.claims {
         let class = match c.verdict {
@@ -724,12 +727,25 @@ pub fn html(s: &Summary) -> String {
     }
     if !s.cap_searches.is_empty() {
         o.push_str("<h2>Cap search</h2>\n");
-        for c in &s.cap_searches {
+        // A fleet has a cap search per card: only some are drawn (see `fleet::charted`).
+        let drawn = if s.mode == crate::model::Mode::Fleet {
+            crate::fleet::charted(s)
+        } else {
+            s.cap_searches.iter().collect()
+        };
+        for c in &drawn {
             let _ = writeln!(
                 o,
                 "<figure>{}<figcaption>{}</figcaption></figure>",
                 svg_chart(c),
                 esc(&cap_line(c))
+            );
+        }
+        if drawn.len() < s.cap_searches.len() {
+            let _ = writeln!(
+                o,
+                "<p class=\"more\">and {} more cap searches, not drawn here: each one's line is in report.md, its steps in summary.json.</p>",
+                s.cap_searches.len() - drawn.len()
             );
         }
     }

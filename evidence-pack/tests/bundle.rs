@@ -321,7 +321,7 @@ fn bad_input_directories_exit_2_with_a_fix() {
     let (code, _, stderr) = cli(&["pack", empty.path().to_str().unwrap(), "--dry-run"]);
     assert_eq!(code, 2, "{stderr}");
     assert!(
-        stderr.contains("neither run.json nor any gpu-probe JSON report"),
+        stderr.contains("neither run.json, fleet.json nor any gpu-probe JSON report"),
         "{stderr}"
     );
     assert!(stderr.contains("fix:"), "{stderr}");

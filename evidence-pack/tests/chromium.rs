@@ -71,10 +71,21 @@ addEventListener('load', () => {
 
 /// Positions of the summary's parts, as chromium laid them out.
 fn measure(runner: &SystemRunner, html: &str, work: &Path, name: &str) -> serde_json::Value {
+    measure_with(runner, html, MEASURE, work, name)
+}
+
+/// Runs `script` (which leaves its JSON in `<pre id="layout-result">`) on a copy of `html`.
+fn measure_with(
+    runner: &SystemRunner,
+    html: &str,
+    script: &str,
+    work: &Path,
+    name: &str,
+) -> serde_json::Value {
     let page = work.join(format!("{name}-measure.html"));
     std::fs::write(
         &page,
-        html.replacen("</body>", &format!("{MEASURE}</body>"), 1),
+        html.replacen("</body>", &format!("{script}</body>"), 1),
     )
     .unwrap();
     let profile = tempfile::tempdir().unwrap();
@@ -278,4 +289,145 @@ fn several_real_reports_render_in_chromium() {
 #[test]
 fn audit_overhead_compute_reports_render_in_chromium() {
     render("local-h100-more");
+}
+
+/// Measures, in chromium, the fleet grid: where each card's square lies and its colour.
+const MEASURE_GRID: &str = r#"<script>
+addEventListener('load', () => {
+  const g = document.querySelector('#fleet-grid');
+  const box = e => { const b = e.getBoundingClientRect(); return [b.left, b.top, b.width, b.height]; };
+  const out = {
+    grid: g ? box(g) : null,
+    cells: Array.from(document.querySelectorAll('#fleet-grid rect.cell')).map(c => ({
+      claim: c.dataset.claim, class: c.getAttribute('class'), fill: getComputedStyle(c).fill, box: box(c),
+    })),
+  };
+  const pre = document.createElement('pre');
+  pre.id = 'layout-result';
+  pre.textContent = JSON.stringify(out);
+  document.body.appendChild(pre);
+});
+</script>"#;
+
+/// The grid rules: one visible square per card, coloured by its claim's verdict (three distinct
+/// colours), one row per node in the fleet's order, cards left to right by index.
+fn check_grid(m: &serde_json::Value, s: &evidence_pack::model::Summary) -> Result<(), String> {
+    use evidence_pack::model::ClaimVerdict;
+    let grid = m["grid"].as_array().ok_or("no #fleet-grid in the page")?;
+    if grid[2].as_f64().unwrap_or(0.0) < 50.0 || grid[3].as_f64().unwrap_or(0.0) < 20.0 {
+        return Err(format!("the grid is not visible: {grid:?}"));
+    }
+    let cells = m["cells"].as_array().ok_or("no cells")?;
+    if cells.len() != s.fleet.len() {
+        return Err(format!(
+            "{} squares for {} cards",
+            cells.len(),
+            s.fleet.len()
+        ));
+    }
+    let mut colour_of = std::collections::BTreeMap::new();
+    let mut rows: Vec<(String, f64)> = Vec::new();
+    let mut last: Option<(String, f64)> = None;
+    for c in cells {
+        let claim = c["claim"].as_str().ok_or("a square names no claim")?;
+        let verdict = s
+            .claims
+            .iter()
+            .find(|x| x.id == claim)
+            .map(|x| x.verdict)
+            .ok_or(format!("square {claim} has no claim"))?;
+        let want = match verdict {
+            ClaimVerdict::Pass => "pass",
+            ClaimVerdict::Fail => "fail",
+            ClaimVerdict::NotRun => "not-run",
+        };
+        let class = c["class"].as_str().unwrap_or("");
+        if class != format!("cell {want}") {
+            return Err(format!("square {claim} is `{class}`, its claim is {want}"));
+        }
+        let fill = c["fill"].as_str().unwrap_or("").to_owned();
+        if let Some(other) = colour_of.insert(want, fill.clone())
+            && other != fill
+        {
+            return Err(format!("{want} squares in two colours: {other} and {fill}"));
+        }
+        let b: Vec<f64> = c["box"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_f64().unwrap())
+            .collect();
+        if b[2] < 10.0 || b[3] < 10.0 {
+            return Err(format!(
+                "square {claim} is {}×{} px: too small to see",
+                b[2], b[3]
+            ));
+        }
+        let (node, _) = claim.rsplit_once('/').unwrap();
+        match rows.iter().find(|(n, _)| n == node) {
+            Some((_, top)) if (top - b[1]).abs() > 0.5 => {
+                return Err(format!("square {claim} is not on its node's row"));
+            }
+            Some(_) => {}
+            None => {
+                if rows.iter().any(|(_, top)| (top - b[1]).abs() < b[3]) {
+                    return Err(format!("node {node}'s row overlaps another's"));
+                }
+                rows.push((node.to_owned(), b[1]));
+            }
+        }
+        if let Some((prev_node, prev_left)) = &last
+            && prev_node == node
+            && b[0] <= *prev_left
+        {
+            return Err(format!("square {claim} is not right of the card before it"));
+        }
+        last = Some((node.to_owned(), b[0]));
+    }
+    let colours: std::collections::BTreeSet<&String> = colour_of.values().collect();
+    if colours.len() != colour_of.len() {
+        return Err(format!("outcomes share a colour: {colour_of:?}"));
+    }
+    Ok(())
+}
+
+/// A fleet bundle of real H200 reports (a verified card, a card not checked, the bare card):
+/// the page opens on its one-screen summary, and chromium lays out the fleet grid as one row per
+/// node with one square per card in its outcome's colour. The check fails on a grid whose
+/// colours are all one, and on a hidden grid.
+#[test]
+fn a_fleet_bundle_shows_its_grid_in_chromium() {
+    let runner = SystemRunner::new(false);
+    if !runner.exists("chromium") {
+        lab_runner::tier::skipped(
+            "chromium",
+            "chromium is not installed (Debian: apt-get install -y chromium)",
+        );
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    common::fleet::mixed_fleet(dir.path());
+    render_dir("fleet-h200", dir.path());
+    let work = tempfile::tempdir().unwrap();
+    let files = common::files(&pack(dir.path(), work.path()));
+    let summary: evidence_pack::model::Summary =
+        serde_json::from_slice(&files["summary.json"]).unwrap();
+    let html = String::from_utf8(files["report.html"].clone()).unwrap();
+    let grid =
+        |page: &str, name: &str| measure_with(&runner, page, MEASURE_GRID, work.path(), name);
+    let m = grid(&html, "fleet-grid");
+    eprintln!("fleet grid: {m}");
+    check_grid(&m, &summary).unwrap_or_else(|why| panic!("{why}"));
+    assert_eq!(m["cells"].as_array().unwrap().len(), 3);
+    // The check can fail: one colour for every outcome, and a hidden grid.
+    let one_colour = html
+        .replace("fill=\"#c62828\"", "fill=\"#2e7d32\"")
+        .replace("fill=\"#f9a825\"", "fill=\"#2e7d32\"");
+    assert!(check_grid(&grid(&one_colour, "fleet-grid-one-colour"), &summary).is_err());
+    let hidden = html.replacen(
+        "<svg id=\"fleet-grid\"",
+        "<svg style=\"display:none\" id=\"fleet-grid\"",
+        1,
+    );
+    assert!(check_grid(&grid(&hidden, "fleet-grid-hidden"), &summary).is_err());
 }

@@ -27,6 +27,9 @@ pub enum Mode {
     Cluster,
     /// A directory of gpu-probe reports from a bare GPU box: claims are the probes' checks.
     Local,
+    /// `cluster-ctl fleet --out DIR`: one claim per card of `fleet.json`, judged from its probe
+    /// report.
+    Fleet,
 }
 
 impl Mode {
@@ -34,6 +37,7 @@ impl Mode {
         match self {
             Self::Cluster => "cluster",
             Self::Local => "local",
+            Self::Fleet => "fleet",
         }
     }
 }
@@ -127,6 +131,32 @@ pub struct Summary {
     /// never counted as a pass. Missing in older bundles.
     #[serde(default)]
     pub measurements: Vec<Measurement>,
+    /// Fleet mode: one row per card of `fleet.json` (and per node whose cards are unknown), in
+    /// the document's order; each row's verdict is its claim's.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub fleet: Vec<FleetRow>,
+}
+
+/// One card of a fleet run, for the fleet table and grid.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, JsonSchema)]
+pub struct FleetRow {
+    pub node: String,
+    /// `ready`, `not ready` or `cordoned`, at discovery.
+    pub node_state: String,
+    /// HAMi's version as the node shows it.
+    pub hami_version: Option<String>,
+    /// The card's index on its node; absent for a node whose registration could not be read.
+    pub index: Option<u32>,
+    pub uuid: String,
+    pub model: String,
+    /// The card's memory as HAMi registered it.
+    pub memory_mib: Option<u64>,
+    /// The slice the probe pod asked for.
+    pub slice_mib: Option<u64>,
+    /// The cap boundary the probe measured.
+    pub cap_mib: Option<u64>,
+    /// The id of this card's claim (its verdict and reason).
+    pub claim: String,
 }
 
 /// A measurement: what was measured, its numbers and the files they come from.

@@ -9,6 +9,8 @@ use std::process::Command;
 
 use evidence_pack::bundle;
 
+pub mod fleet;
+
 pub fn data(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("tests/data")
