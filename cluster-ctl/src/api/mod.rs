@@ -18,6 +18,7 @@
 
 mod error;
 pub mod exec;
+mod fleet;
 mod helmchart;
 mod objects;
 pub mod wait;

@@ -10,6 +10,7 @@
 mod chart_install;
 mod cleanup;
 mod doctor;
+mod fleet;
 mod install;
 mod preflight;
 mod probe;
@@ -28,6 +29,7 @@ use crate::report::OutDir;
 
 pub use cleanup::cleanup;
 pub use doctor::doctor;
+pub use fleet::{FleetArgs, fleet, fleet_cronjob, write_atomic};
 pub use install::{Check, install_checks, install_hami, install_plan, verify_steps};
 pub use preflight::{PreflightReport, preflight, preflight_report};
 pub use probe::{container_gpumem, probe};
