@@ -14,6 +14,7 @@ mod chart_install;
 mod commands;
 mod doctor_logs;
 mod fault_matrix;
+mod fleet;
 mod mock_semantics;
 mod rbac;
 mod soak;
