@@ -5,6 +5,8 @@
 //! engine, `exercises`, `fleet` (discovery, probe pods, the CronJob), `helm` command lines, `helmchart` for k3s's HelmChart path, `manifests`,
 //! `plan`, `kubeconfig`) are unit-tested on the in-repo fixtures; `api` is the only module that
 //! talks to the API server and is tested against the mock API server of `tests/mockapi`;
+//! `pushgateway` pushes a fleet run's metrics to a Prometheus Pushgateway (tested against the real
+//! one);
 //! `commands` has one module per subcommand.
 
 #![cfg_attr(test, allow(clippy::unwrap_used))]
@@ -22,6 +24,7 @@ pub mod kubeconfig;
 pub mod manifests;
 pub mod plan;
 pub mod podann;
+pub mod pushgateway;
 pub mod register;
 pub mod report;
 pub mod sizing;

@@ -7,6 +7,8 @@
 //! - [`run`]: `run.json`, what `cluster-ctl run --out DIR` writes (typed exercise ids and results);
 //! - [`fleet`]: `fleet.json`, what `cluster-ctl fleet --out DIR` writes (every card, its slice,
 //!   its probe report and the judgement of it);
+//! - [`metrics`]: a fleet run as OpenMetrics text (and the Prometheus text the Pushgateway
+//!   parses): per card verified, checked, slice and cap; per run timestamp and duration;
 //! - [`summary`]: evidence-pack's `summary.json`;
 //! - [`check`]: the ids of gpu-probe's checks (`view.device0`, `audit.<path>`) and of local claims;
 //! - [`k8s`]: the few facts the judge reads from Kubernetes Pod and Event objects (serde only);
@@ -23,6 +25,7 @@ pub mod check;
 pub mod fleet;
 pub mod judge;
 pub mod k8s;
+pub mod metrics;
 pub mod probe;
 pub mod report_conformance;
 pub mod run;

@@ -44,7 +44,70 @@ const TEST_PACKAGES: &[(&str, &str, &str)] = &[
         "tmux",
         "gpu-probe's progress bars are shown on a real terminal (a tmux pane)",
     ),
+    (
+        "prometheus-pushgateway",
+        "prometheus-pushgateway",
+        "cluster-ctl pushes fleet metrics to the real Pushgateway and reads them back",
+    ),
 ];
+
+/// Debian packages of Python modules the tests import with Debian's own interpreter
+/// ([`DEBIAN_PYTHON`]): `(package, module, why)`. What must be present is the module, not a
+/// program, so each gets a reported tier named after the package (the test calls
+/// `lab_runner::tier::ran(package)` after using it).
+const TEST_PYTHON_MODULES: &[(&str, &str, &str)] = &[(
+    "python3-prometheus-client",
+    "prometheus_client.openmetrics.parser",
+    "lab-report's OpenMetrics exposition is parsed by the reference OpenMetrics parser",
+)];
+
+/// The interpreter Debian's `python3-*` packages install modules for.
+const DEBIAN_PYTHON: &str = "/usr/bin/python3";
+
+/// Every tier of the table: the fixed ones, one per test package, one per Python module package.
+fn registry() -> Vec<tiers::Tier> {
+    let mut out = tiers::registry(TEST_PACKAGES);
+    out.extend(
+        TEST_PYTHON_MODULES
+            .iter()
+            .map(|(package, _, _)| tiers::Tier {
+                name: (*package).to_owned(),
+                evidence: tiers::Evidence::Reported,
+                install: tiers::Install::Debian((*package).to_owned()),
+            }),
+    );
+    out
+}
+
+/// Whether Debian's python3 imports `module`.
+fn python_module_present(runner: &dyn Runner, module: &str) -> bool {
+    runner.exists(DEBIAN_PYTHON)
+        && runner
+            .run(
+                &Cmd::new(DEBIAN_PYTHON)
+                    .args(["-c", &format!("import {module}")])
+                    .timeout(std::time::Duration::from_secs(60)),
+            )
+            .is_ok_and(|o| o.success())
+}
+
+/// The test packages (programs and Python modules) not present here: `(package, why)`.
+fn missing_test_packages(runner: &dyn Runner) -> Vec<(&'static str, String)> {
+    let programs = TEST_PACKAGES
+        .iter()
+        .filter(|(_, bin, _)| !runner.exists(bin))
+        .map(|(pkg, bin, what)| (*pkg, format!("`{bin}` is not on PATH; {what}")));
+    let modules = TEST_PYTHON_MODULES
+        .iter()
+        .filter(|(_, module, _)| !python_module_present(runner, module))
+        .map(|(pkg, module, what)| {
+            (
+                *pkg,
+                format!("{DEBIAN_PYTHON} cannot import {module}; {what}"),
+            )
+        });
+    programs.chain(modules).collect()
+}
 
 #[derive(Debug, clap::Args)]
 pub struct CiArgs {
@@ -209,7 +272,7 @@ fn tier_table(runner: &dyn Runner, root: &Path) -> Result<Vec<tiers::Row>> {
     };
     let records = lab_runner::tier::parse(&read(&log)?);
     let passed = tiers::passed_tests(&read(&output)?);
-    let registry = tiers::registry(TEST_PACKAGES);
+    let registry = registry();
     let mut machine = tiers::Machine {
         target_dir: target_dir(root).to_string_lossy().into_owned(),
         ..tiers::Machine::default()
@@ -322,21 +385,18 @@ fn install_containerd2(runner: &dyn Runner, root: &Path) -> Vec<String> {
 /// Installs the missing test packages when root with apt; returns the ones that are still
 /// missing afterwards, with why.
 fn install_test_packages(runner: &dyn Runner) -> Result<Vec<String>> {
-    let missing: Vec<&(&str, &str, &str)> = TEST_PACKAGES
-        .iter()
-        .filter(|(_, bin, _)| !runner.exists(bin))
-        .collect();
+    let missing = missing_test_packages(runner);
     if missing.is_empty() {
         return Ok(Vec::new());
     }
-    let names: Vec<&str> = missing.iter().map(|(pkg, _, _)| *pkg).collect();
+    let names: Vec<&str> = missing.iter().map(|(pkg, _)| *pkg).collect();
     // SAFETY: geteuid has no preconditions.
     let root = unsafe { libc::geteuid() } == 0;
     if !root || !runner.exists("apt-get") {
         let why = if root { "no apt-get" } else { "not root" };
         return Ok(missing
             .iter()
-            .map(|(pkg, _, what)| {
+            .map(|(pkg, what)| {
                 format!(
                     "Debian package {pkg} is missing ({what}) and cannot be installed here ({why})"
                 )
@@ -358,12 +418,9 @@ fn install_test_packages(runner: &dyn Runner) -> Result<Vec<String>> {
             .run_checked(&cmd)
             .context("installing the Debian packages the tests use")?;
     }
-    Ok(TEST_PACKAGES
-        .iter()
-        .filter(|(_, bin, _)| !runner.exists(bin))
-        .map(|(pkg, bin, _)| {
-            format!("Debian package {pkg} was installed but `{bin}` is still not on PATH")
-        })
+    Ok(missing_test_packages(runner)
+        .into_iter()
+        .map(|(pkg, what)| format!("Debian package {pkg} was installed but still {what}"))
         .collect())
 }
 
@@ -377,16 +434,19 @@ mod tests {
         let present: Vec<&str> = TEST_PACKAGES
             .iter()
             .map(|(_, bin, _)| *bin)
-            .chain(["apt-get"])
+            .chain(["apt-get", DEBIAN_PYTHON])
             .collect();
         let fake = RecordingRunner::new(&present);
         assert!(install_test_packages(&fake).expect("ok").is_empty());
-        assert!(fake.calls().is_empty());
+        // Only the import checks ran.
+        let lines = fake.lines();
+        assert_eq!(lines.len(), TEST_PYTHON_MODULES.len(), "{lines:?}");
+        assert!(lines.iter().all(|l| l.contains("import ")), "{lines:?}");
     }
 
     #[test]
     fn every_test_package_has_a_tier_row() {
-        let rows = tiers::registry(TEST_PACKAGES);
+        let rows = registry();
         for (_, bin, _) in TEST_PACKAGES {
             let want = if *bin == "containerd" {
                 "containerd 1.x"
@@ -395,5 +455,39 @@ mod tests {
             };
             assert!(rows.iter().any(|t| t.name == want), "{bin}");
         }
+        for (package, _, _) in TEST_PYTHON_MODULES {
+            let row = rows.iter().find(|t| t.name == *package).expect("a row");
+            assert!(row.install.required(), "{package}");
+        }
+    }
+
+    #[test]
+    fn a_python_module_that_does_not_import_is_installed() {
+        let present: Vec<&str> = TEST_PACKAGES
+            .iter()
+            .map(|(_, bin, _)| *bin)
+            .chain(["apt-get", DEBIAN_PYTHON])
+            .collect();
+        let fake = RecordingRunner::new(&present);
+        // Not importable before the install (and not after: the run then says so).
+        fake.reply("import prometheus_client", 1, "", "ModuleNotFoundError");
+        // Root: apt-get installs it (and the check after says it still does not import);
+        // not root: the problem says it cannot be installed here.
+        let problems = install_test_packages(&fake).expect("ok");
+        let lines = fake.lines();
+        if lines.iter().any(|l| l.contains("apt-get install")) {
+            assert!(
+                lines
+                    .iter()
+                    .any(|l| l.contains("python3-prometheus-client")),
+                "{lines:?}"
+            );
+        }
+        assert!(
+            problems
+                .iter()
+                .any(|p| p.contains("python3-prometheus-client")),
+            "{problems:?}"
+        );
     }
 }
