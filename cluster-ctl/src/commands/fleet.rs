@@ -410,7 +410,38 @@ pub async fn fleet(cluster: &Cluster, ctx: &Ctx, args: &FleetArgs) -> Result<Out
             Failure::env(anyhow::anyhow!("writing {}/fleet.json: {e}", dir.display()))
         })?;
     }
+    deliver_metrics(&report, args).await?;
     Ok(outcome(&report, stopped.as_deref(), args.out.as_deref()))
+}
+
+/// The Pushgateway job fleet pushes as (its group is replaced on every push).
+pub const PUSH_JOB: &str = "hami-isolation-lab-fleet";
+/// The bound of one push.
+const PUSH_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// `--metrics-file` (OpenMetrics, written atomically) and `--pushgateway` (pushed). Either one
+/// failing is an environment error: continuous verification whose results are lost is no
+/// verification (fleet.json, when asked for, is already written).
+async fn deliver_metrics(report: &FleetReport, args: &FleetArgs) -> Result<(), Failure> {
+    if let Some(path) = &args.metrics_file {
+        write_atomic(path, lab_report::metrics::openmetrics(report).as_bytes()).map_err(|e| {
+            Failure::env(anyhow::anyhow!(
+                "writing the metrics file {}: {e} (its folder must exist and be writable)",
+                path.display()
+            ))
+        })?;
+    }
+    if let Some(url) = &args.pushgateway {
+        crate::pushgateway::push(
+            url,
+            PUSH_JOB,
+            &lab_report::metrics::prometheus_text(report),
+            PUSH_TIMEOUT,
+        )
+        .await
+        .map_err(Failure::env)?;
+    }
+    Ok(())
 }
 
 type Position = (usize, usize);
@@ -580,7 +611,7 @@ fn finish(env: &Env<'_>, task: &CardTask, mut card: FleetCard, begun: Instant) -
         ));
     }
     let step = (env.total / 20).max(1);
-    if done % step == 0 || done == env.total {
+    if done.is_multiple_of(step) || done == env.total {
         let in_flight = env.started.load(Ordering::Relaxed).saturating_sub(done);
         progress(&format!(
             "{done}/{} cards done, {in_flight} in flight, {} not verified",
@@ -680,6 +711,14 @@ async fn card_turn(
         .cluster
         .run_probe_at(ns, &name, None, &path, &args, left())
         .await?;
+    if run.exit_code.is_none() && node_gone(env.cluster, &task.node).await {
+        // The exec stream ended without a status: the kubelet went with its node.
+        return Ok(not_checked(
+            card,
+            NotChecked::NodeGone,
+            format!("node {} disappeared while the probe ran", task.node),
+        ));
+    }
     let mut card = card;
     if let Some(out) = &env.out {
         let stem = format!("probe/{}-{}", task.node, card.index);

@@ -156,7 +156,7 @@ pub fn discover(
             .as_ref()
             .and_then(|a| a.get(REGISTER_ANNOTATION));
         let named = wanted.contains(&name);
-        if (!wanted.is_empty() && !named) || (annotation.is_none() && !named) {
+        if !named && (!wanted.is_empty() || annotation.is_none()) {
             continue; // not asked for, or not a node HAMi registered
         }
         let hostname = node

@@ -21,13 +21,13 @@ use crate::support::{API_TIMEOUT, rbac_policy};
 /// The real report of an 8000 MiB slice under HAMi-core: the slice the fleet gives every card.
 const SLICE: u64 = 8000;
 
-fn ctx() -> Ctx {
+pub fn ctx() -> Ctx {
     let mut c = crate::support::ctx(false);
     c.namespace = SA_NAMESPACE.into();
     c
 }
 
-fn args(dir: &std::path::Path, parallel: u32) -> FleetArgs {
+pub fn args(dir: &std::path::Path, parallel: u32) -> FleetArgs {
     let bin = dir.join("gpu-probe-bin");
     std::fs::write(&bin, b"\x7fELF gpu-probe").unwrap();
     FleetArgs {
@@ -50,7 +50,7 @@ fn args(dir: &std::path::Path, parallel: u32) -> FleetArgs {
     }
 }
 
-fn verified_reply() -> Reply {
+pub fn verified_reply() -> Reply {
     Reply::new(&h200("h1-8000.json"), &h200("h1-8000.err"), 0)
 }
 
@@ -87,13 +87,23 @@ async fn one_node_one_card_is_verified_from_its_real_report_and_leaves_nothing_b
     m.enforce_rbac(&rbac_policy());
     m.probe_reply("*", "all", verified_reply());
     let dir = tempfile::tempdir().unwrap();
-    let out = commands::fleet(&m.cluster(API_TIMEOUT), &ctx(), &args(dir.path(), 4))
+    let mut a = args(dir.path(), 4);
+    let metrics = dir.path().join("textfile/hami_isolation.prom");
+    a.metrics_file = Some(metrics.clone());
+    let out = commands::fleet(&m.cluster(API_TIMEOUT), &ctx(), &a)
         .await
         .unwrap();
     assert_eq!(out.exit, 0, "{}", out.human);
     assert!(m.denied().is_empty(), "{:#?}", m.denied());
     let r = read_report(dir.path());
     assert_eq!(r.totals.verified, 1);
+    // The metrics file is lab-report's OpenMetrics of this very report, written whole.
+    let text = std::fs::read_to_string(&metrics).unwrap();
+    assert_eq!(text, lab_report::metrics::openmetrics(&r));
+    assert!(
+        text.contains("hami_isolation_verified{") && text.ends_with("# EOF\n"),
+        "{text}"
+    );
     let card = &r.nodes[0].cards[0];
     assert_eq!(card.outcome, CardOutcome::Verified, "{}", card.reason);
     assert_eq!(card.probe_verdict.as_deref(), Some("verified"));
