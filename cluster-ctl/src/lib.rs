@@ -2,7 +2,7 @@
 //! known failures, over the Kubernetes API (kube + k8s-openapi) and helm (through `lab-runner`).
 //!
 //! Layout: pure decisions (`register`, `sizing`, `decide`, `doctor`, the `diagnose`
-//! engine, `exercises`, `helm` command lines, `helmchart` for k3s's HelmChart path, `manifests`, `wait_state`,
+//! engine, `exercises`, `fleet` (discovery, probe pods, the CronJob), `helm` command lines, `helmchart` for k3s's HelmChart path, `manifests`, `wait_state`,
 //! `plan`, `kubeconfig`) are unit-tested on the in-repo fixtures; `api` is the only module that
 //! talks to the API server and is tested against the mock API server of `tests/mockapi`;
 //! `pushgateway` pushes a fleet run's metrics to a Prometheus Pushgateway (tested against the real
@@ -18,6 +18,7 @@ pub mod decide;
 pub mod diagnose;
 pub mod doctor;
 pub mod exercises;
+pub mod fleet;
 pub mod harden;
 pub mod helm;
 pub mod helmchart;

@@ -187,6 +187,10 @@ enum Command {
         #[arg(long, value_name = "NS")]
         exempt_namespace: Vec<String>,
     },
+    /// Check every card HAMi registered: one short-lived probe pod per card, pinned to its node and
+    /// card, running `gpu-probe all`; writes fleet.json with --out. --emit-cronjob prints the
+    /// CronJob that does it on a schedule.
+    Fleet(commands::FleetArgs),
     /// Delete the lab pods (and HAMi with --uninstall-hami).
     Cleanup {
         /// Also uninstall HAMi (deletes the HelmChart on k3s, else `helm uninstall`).
@@ -304,6 +308,12 @@ async fn dispatch(cli: Cli) -> Result<Outcome, Failure> {
         let outcome = cluster_ctl::diagnose::explain(explain)?;
         return saved(outcome, save.as_deref());
     }
+    if let Command::Fleet(args) = &cli.command
+        && args.emit_cronjob
+    {
+        // Printed, not applied: no cluster needed.
+        return commands::fleet_cronjob(args);
+    }
     let cluster = make_cluster(&cli).await?;
     match &cli.command {
         Command::Preflight => commands::preflight(&cluster, &runner, &ctx).await,
@@ -364,6 +374,7 @@ async fn dispatch(cli: Cli) -> Result<Outcome, Failure> {
         Command::Harden { exempt_namespace } => {
             commands::harden(&cluster, &ctx, exempt_namespace).await
         }
+        Command::Fleet(args) => commands::fleet(&cluster, &ctx, args).await,
         Command::Cleanup {
             uninstall_hami,
             timeout,

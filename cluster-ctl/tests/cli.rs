@@ -354,3 +354,151 @@ async fn harden_dry_run_through_the_binary_plans_both_objects_and_writes_nothing
     .await;
     assert_eq!(bad.status.code(), Some(2));
 }
+
+#[test]
+fn fleet_emit_cronjob_prints_valid_objects_without_a_cluster() {
+    let out = ctl(&[
+        "fleet",
+        "--emit-cronjob",
+        "--schedule",
+        "17 */6 * * *",
+        "--cronjob-image",
+        "registry.example.com/hami-isolation-lab:0.1.0",
+        "--pushgateway",
+        "http://pushgateway.monitoring.svc:9091",
+    ]);
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let kinds: Vec<String> = text
+        .split("\n---\n")
+        .map(|d| {
+            let v: serde_yaml_ng::Value = serde_yaml_ng::from_str(d).unwrap();
+            v["kind"].as_str().unwrap().to_owned()
+        })
+        .collect();
+    assert_eq!(kinds.last().map(String::as_str), Some("CronJob"));
+    assert!(kinds.contains(&"ServiceAccount".to_owned()) && kinds.contains(&"Role".to_owned()));
+    // A schedule cron cannot read, or no place for the results: usage errors with the fix.
+    let bad = ctl(&[
+        "fleet",
+        "--emit-cronjob",
+        "--schedule",
+        "hourly",
+        "--cronjob-image",
+        "x",
+        "--pushgateway",
+        "http://p:9091",
+    ]);
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("five fields"));
+    let nowhere = ctl(&[
+        "fleet",
+        "--emit-cronjob",
+        "--schedule",
+        "@hourly",
+        "--cronjob-image",
+        "x",
+    ]);
+    assert_eq!(nowhere.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&nowhere.stderr).contains("--metrics-file"));
+}
+
+/// Ctrl-C in the middle of a fleet run: the binary stops, deletes every probe pod it created
+/// (waiting until they are gone), writes fleet.json with the cards not done as "run stopped",
+/// and exits 1.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fleet_interrupted_by_ctrl_c_removes_its_pods_and_reports_the_cards_not_done() {
+    use mockapi::gpu_cluster::{GpuNode, gpu_cluster};
+    let m = gpu_cluster(&[GpuNode::new(0, 3)], std::time::Duration::ZERO);
+    m.settings(|s| s.kubelet_stop = std::time::Duration::from_millis(200));
+    m.probe_reply(
+        "*",
+        "all",
+        mockapi::exec::Reply {
+            takes: std::time::Duration::from_secs(60),
+            ..mockapi::exec::Reply::new(&mockapi::fixtures::h200("h1-8000.json"), "", 0)
+        },
+    );
+    let addr = m.serve_tcp().await;
+    let dir = tempfile::tempdir().unwrap();
+    let k = kubeconfig(dir.path(), addr, mockapi::TOKEN);
+    let bin = dir.path().join("gpu-probe");
+    std::fs::write(&bin, b"\x7fELF gpu-probe").unwrap();
+    let out_dir = dir.path().join("out");
+    let child = Command::new(env!("CARGO_BIN_EXE_cluster-ctl"))
+        .args([
+            "--kubeconfig",
+            &k,
+            "--context",
+            "lab",
+            "-n",
+            mockapi::SA_NAMESPACE,
+            "fleet",
+        ])
+        .args([
+            "--slice-mib",
+            "8000",
+            "--parallel",
+            "2",
+            "--probe-bin",
+            bin.to_str().unwrap(),
+        ])
+        .args(["--out", out_dir.to_str().unwrap()])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Wait until both probes run (their exec calls seen), then Ctrl-C.
+    let t0 = std::time::Instant::now();
+    while m
+        .exec_calls()
+        .iter()
+        .filter(|c| c.command[0] == "/tmp/gpu-probe")
+        .count()
+        < 2
+    {
+        assert!(
+            t0.elapsed() < std::time::Duration::from_secs(30),
+            "the probes never started"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let kill = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    let status = tokio::task::spawn_blocking(move || child.wait_with_output().unwrap())
+        .await
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&status.stderr);
+    assert_eq!(status.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("interrupted"), "{stderr}");
+    assert!(
+        t0.elapsed() < std::time::Duration::from_secs(30),
+        "it did not wait for the probes"
+    );
+    assert!(
+        m.names("pods", mockapi::SA_NAMESPACE).is_empty(),
+        "{:?}",
+        m.names("pods", mockapi::SA_NAMESPACE)
+    );
+    let report: lab_report::fleet::FleetReport =
+        serde_json::from_str(&std::fs::read_to_string(out_dir.join("fleet.json")).unwrap())
+            .unwrap();
+    assert_eq!(report.totals.cards, 3);
+    assert_eq!(report.totals.verified, 0);
+    assert!(
+        report.nodes[0].cards.iter().all(|c| matches!(
+            &c.not_checked,
+            Some(lab_report::fleet::NotChecked::RunStopped { why }) if why.contains("Ctrl-C")
+        )),
+        "{:#?}",
+        report.nodes[0].cards
+    );
+}

@@ -72,7 +72,7 @@ impl Cluster {
         pod: &str,
         container: Option<&str>,
         command: Vec<String>,
-        stdin: Option<Vec<u8>>,
+        stdin: Option<&[u8]>,
     ) -> Result<ProbeRun, ApiError> {
         let api = Api::<Pod>::namespaced(self.client.clone(), namespace);
         let mut ap = AttachParams::default().stdin(stdin.is_some());
@@ -92,7 +92,7 @@ impl Cluster {
         let mut out = proc.stdout();
         let mut errs = proc.stderr();
         if let (Some(bytes), Some(mut w)) = (stdin, proc.stdin()) {
-            w.write_all(&bytes)
+            w.write_all(bytes)
                 .await
                 .map_err(|e| err(format!("writing stdin: {e}")))?;
             w.shutdown()
@@ -139,6 +139,19 @@ impl Cluster {
             pod: pod.to_owned(),
             what: format!("building the tar archive: {e}"),
         })?;
+        self.copy_probe_archive(namespace, pod, container, &archive, timeout)
+            .await
+    }
+
+    /// Unpacks `archive` (from [`probe_tar`], built once for many pods) into `pod`.
+    pub async fn copy_probe_archive(
+        &self,
+        namespace: &str,
+        pod: &str,
+        container: Option<&str>,
+        archive: &[u8],
+        timeout: Duration,
+    ) -> Result<(), ApiError> {
         let copied = tokio::time::timeout(
             timeout,
             self.exec_collect(
@@ -199,7 +212,28 @@ impl Cluster {
         args: &[String],
         timeout: Duration,
     ) -> Result<ProbeRun, ApiError> {
-        let mut cmd = vec![format!("{PROBE_DIR}/{PROBE_NAME}")];
+        self.run_probe_at(
+            namespace,
+            pod,
+            container,
+            &format!("{PROBE_DIR}/{PROBE_NAME}"),
+            args,
+            timeout,
+        )
+        .await
+    }
+
+    /// Runs the gpu-probe at `path` inside `pod` (copied there, or part of its image) with `args`.
+    pub async fn run_probe_at(
+        &self,
+        namespace: &str,
+        pod: &str,
+        container: Option<&str>,
+        path: &str,
+        args: &[String],
+        timeout: Duration,
+    ) -> Result<ProbeRun, ApiError> {
+        let mut cmd = vec![path.to_owned()];
         cmd.extend(args.iter().cloned());
         tokio::time::timeout(
             timeout,

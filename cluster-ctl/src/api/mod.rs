@@ -20,6 +20,7 @@
 mod admission;
 mod error;
 pub mod exec;
+mod fleet;
 mod helmchart;
 mod objects;
 pub mod wait;

@@ -10,6 +10,7 @@
 mod chart_install;
 mod cleanup;
 mod doctor;
+mod fleet;
 mod harden;
 mod install;
 mod preflight;
@@ -29,6 +30,7 @@ use crate::report::OutDir;
 
 pub use cleanup::cleanup;
 pub use doctor::doctor;
+pub use fleet::{FleetArgs, fleet, fleet_cronjob, write_atomic};
 pub use harden::harden;
 pub use install::{Check, install_checks, install_hami, install_plan, verify_steps};
 pub use preflight::{PreflightReport, preflight, preflight_report};

@@ -15,6 +15,7 @@ mod chart_install;
 mod commands;
 mod doctor_logs;
 mod fault_matrix;
+mod fleet;
 mod harden;
 mod mock_semantics;
 mod rbac;

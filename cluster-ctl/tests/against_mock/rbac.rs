@@ -172,6 +172,28 @@ async fn every_command_needs_only_what_manifests_rbac_yaml_grants_and_uses_all_o
         assert!(m.denied().is_empty(), "{:#?}", denied_text(&m.seen()));
         record(&m);
     }
+    // fleet in hami-isolation-lab: probe pods created, watched, probed over exec, deleted and
+    // swept; one card the scheduler cannot place (its FailedScheduling event read).
+    {
+        use crate::mockapi::gpu_cluster::{GpuNode, gpu_cluster};
+        let mut node = GpuNode::new(0, 2);
+        node.cards[1].schedulable = false;
+        let m = gpu_cluster(&[node], Duration::from_secs(5));
+        m.enforce_rbac(&policy());
+        m.probe_reply("*", "all", crate::fleet::verified_reply());
+        let dir = tempfile::tempdir().unwrap();
+        let out = commands::fleet(
+            &m.cluster(API_TIMEOUT),
+            &crate::fleet::ctx(),
+            &crate::fleet::args(dir.path(), 2),
+        )
+        .await
+        .unwrap();
+        assert_eq!(out.exit, exit::CLAIM_FAILED, "{}", out.human);
+        assert_eq!(out.json["totals"]["verified"], 1, "{}", out.human);
+        assert!(m.denied().is_empty(), "{:#?}", denied_text(&m.seen()));
+        record(&m);
+    }
     // Least privilege: no permission granted is left unused (helm's installer roles are helm's:
     // the tests record helm, they do not run it; the HelmChart path's role is checked).
     let granted = Policy::from_yaml(&policy()).unwrap().all_rules();

@@ -55,7 +55,8 @@ pub struct ExecState {
 }
 
 impl MockApi {
-    /// `gpu-probe SUBCOMMAND` in pod `pod` (`*`: any pod) answers `reply`.
+    /// `gpu-probe SUBCOMMAND` in pod `pod` (`uuid:GPU-…`: any pod HAMi gave that card; `*`: any
+    /// pod) answers `reply`.
     pub fn probe_reply(&self, pod: &str, subcommand: &str, reply: Reply) -> &Self {
         self.lock()
             .exec
@@ -179,10 +180,21 @@ where
             Some(_) => {
                 let sub = call.command.get(1).cloned().unwrap_or_default();
                 let st = mock.lock();
+                // The card the pod was given (HAMi's allocation): what a probe on it would show.
+                let card = st
+                    .store
+                    .get(&super::store::ObjKey {
+                        resource: "pods".into(),
+                        namespace: call.namespace.clone(),
+                        name: call.pod.clone(),
+                    })
+                    .and_then(super::lifecycle::allocated)
+                    .map(|(uuid, _)| format!("uuid:{uuid}"));
                 let reply = st
                     .exec
                     .replies
                     .get(&(call.pod.clone(), sub.clone()))
+                    .or_else(|| card.and_then(|c| st.exec.replies.get(&(c, sub.clone()))))
                     .or_else(|| st.exec.replies.get(&("*".to_owned(), sub.clone())))
                     .cloned();
                 drop(st);
@@ -201,8 +213,18 @@ where
             }
         }
     };
-    mock.lock().exec.calls.push(call);
+    {
+        let mut st = mock.lock();
+        if !st.settings.keep_exec_stdin {
+            call.stdin = Vec::new();
+        }
+        st.exec.calls.push(call.clone());
+    }
     tokio::time::sleep(takes).await;
+    // The node (and the pod with it) went while the command ran: the kubelet's stream breaks.
+    if !mock.has("pods", &call.namespace, &call.pod) {
+        return;
+    }
     if !stdout.is_empty() {
         let _ = ws.send(frame(1, stdout.as_bytes())).await;
     }

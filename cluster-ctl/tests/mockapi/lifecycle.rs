@@ -262,6 +262,65 @@ impl Placement {
     }
 }
 
+/// kube-scheduler's node filter for a pod with a `nodeSelector` on `kubernetes.io/hostname`
+/// among the GPU nodes of `placements`: the node must exist, be Ready and not cordoned; otherwise
+/// the pod stays Pending with kube-scheduler's FailedScheduling message and `PodScheduled=False`.
+pub fn pick_node<'a>(
+    placements: &'a [Placement],
+    pod: &Value,
+    store: &super::store::Store,
+) -> Result<&'a Placement, Timeline> {
+    let nodes: Vec<&Value> = store
+        .objects
+        .iter()
+        .filter(|(k, _)| k.resource == "nodes")
+        .map(|(_, v)| v)
+        .collect();
+    let total = nodes.len();
+    let wanted = pod["spec"]["nodeSelector"]["kubernetes.io/hostname"].as_str();
+    let hostname = |n: &Value| {
+        n["metadata"]["labels"]["kubernetes.io/hostname"]
+            .as_str()
+            .or(n["metadata"]["name"].as_str())
+            .map(str::to_owned)
+    };
+    let refuse = |why: String| {
+        Timeline::default()
+            .at(SCHEDULE_AFTER, Step::event("Warning", "FailedScheduling", &why, "default-scheduler"))
+            .at(SCHEDULE_AFTER, Step::Patch(json!({"status": {"conditions": [{"type": "PodScheduled", "status": "False", "reason": "Unschedulable", "message": why}]}})))
+    };
+    let node = nodes
+        .iter()
+        .find(|n| wanted.is_none_or(|w| hostname(n).as_deref() == Some(w)));
+    let Some(node) = node else {
+        return Err(refuse(format!(
+            "0/{total} nodes are available: {total} node(s) didn't match Pod's node affinity/selector. preemption: 0/{total} nodes are available: {total} Preemption is not helpful for scheduling."
+        )));
+    };
+    let others = total - 1;
+    if node["spec"]["unschedulable"] == true {
+        return Err(refuse(format!(
+            "0/{total} nodes are available: 1 node(s) were unschedulable, {others} node(s) didn't match Pod's node affinity/selector."
+        )));
+    }
+    let ready = node["status"]["conditions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .any(|c| c["type"] == "Ready" && c["status"] == "True");
+    if !ready {
+        return Err(refuse(format!(
+            "0/{total} nodes are available: 1 node(s) had untolerated taint {{node.kubernetes.io/not-ready: }}, {others} node(s) didn't match Pod's node affinity/selector."
+        )));
+    }
+    let name = node["metadata"]["name"].as_str().unwrap_or_default();
+    placements.iter().find(|p| p.node == name).ok_or_else(|| {
+        refuse(format!(
+            "0/{total} nodes are available: 1 Insufficient nvidia.com/gpu."
+        ))
+    })
+}
+
 /// HAMi's device plugin pod restarting (the container dies and comes back): the pod and the
 /// DaemonSet go unready for `down`, the node's register annotation is rewritten on the way back.
 pub fn device_plugin_restart(

@@ -22,6 +22,7 @@
 pub mod admission;
 pub mod exec;
 pub mod faults;
+pub mod gpu_cluster;
 pub mod http;
 pub mod kinds;
 pub mod lifecycle;
@@ -94,6 +95,9 @@ pub struct Settings {
     pub bookmark_every: Duration,
     /// How long a deleted pod on a node stays Terminating beyond its grace period (kubelet).
     pub kubelet_stop: Duration,
+    /// Keep the stdin of every exec in [`exec::ExecCall`] (off for the benchmark: thousands of
+    /// copies of gpu-probe).
+    pub keep_exec_stdin: bool,
     /// No connection can be made (the server is down).
     pub unreachable: bool,
     /// HAMi's webhook does not answer although its Service has endpoints (failurePolicy Ignore:
@@ -134,6 +138,9 @@ pub struct State {
     pub faults: Vec<Fault>,
     pub seen: Vec<Seen>,
     pub placement: Option<Placement>,
+    /// A cluster of many GPU nodes ([`MockApi::place_on_nodes`]): the pod goes to the node its
+    /// `nodeSelector` names, as kube-scheduler filters, then HAMi picks the card.
+    pub placements: Vec<Placement>,
     pub pod_scripts: BTreeMap<String, Timeline>,
     pub exec: ExecState,
     /// (namespace, pod, container) → log text.
@@ -206,6 +213,7 @@ impl MockApi {
             faults: Vec::new(),
             seen: Vec::new(),
             placement: None,
+            placements: Vec::new(),
             pod_scripts: BTreeMap::new(),
             exec: ExecState::default(),
             logs: BTreeMap::new(),
@@ -214,6 +222,7 @@ impl MockApi {
                 watch_lifetime: Duration::from_secs(1800),
                 bookmark_every: Duration::from_secs(60),
                 kubelet_stop: Duration::from_secs(2),
+                keep_exec_stdin: true,
                 unreachable: false,
                 webhook_fails: false,
                 chaos: None,
@@ -401,7 +410,25 @@ impl MockApi {
                 exists
             }
             Step::Patch(p) => st.store.merge(key, p).is_some(),
-            Step::Remove => st.store.remove(key).is_some(),
+            Step::Remove => {
+                let removed = st.store.remove(key).is_some();
+                if removed && key.resource == "nodes" {
+                    // The pod garbage collector deletes the pods bound to a node that is gone.
+                    let orphans: Vec<ObjKey> = st
+                        .store
+                        .objects
+                        .iter()
+                        .filter(|(k, v)| {
+                            k.resource == "pods" && v["spec"]["nodeName"] == key.name.as_str()
+                        })
+                        .map(|(k, _)| k.clone())
+                        .collect();
+                    for k in orphans {
+                        st.store.remove(&k);
+                    }
+                }
+                removed
+            }
             Step::Event {
                 type_,
                 reason,
@@ -445,8 +472,25 @@ impl MockApi {
     fn schedule(&self, key: &ObjKey, webhook: bool) -> bool {
         let plan = {
             let st = self.lock();
-            let (Some(placement), Some(pod)) = (st.placement.clone(), st.store.get(key).cloned())
-            else {
+            let Some(pod) = st.store.get(key).cloned() else {
+                return false;
+            };
+            let placement = if st.placements.is_empty() {
+                st.placement.clone()
+            } else {
+                match lifecycle::pick_node(&st.placements, &pod, &st.store) {
+                    Ok(p) => Some(p.clone()),
+                    Err(refusal) => {
+                        drop(st);
+                        let steps = refusal.steps;
+                        for (_, step) in &steps {
+                            self.apply(key, step);
+                        }
+                        return true;
+                    }
+                }
+            };
+            let Some(placement) = placement else {
                 return false;
             };
             if !pod["metadata"]["deletionTimestamp"].is_null() {
@@ -507,6 +551,13 @@ impl MockApi {
                 me.apply(&key, &step);
             }
         });
+    }
+
+    /// Places GPU pods on many nodes: each pod on the node its `nodeSelector` names (by the
+    /// node's `kubernetes.io/hostname` label), then on a card there with the HAMi model.
+    pub fn place_on_nodes(&self, placements: Vec<Placement>) -> &Self {
+        self.lock().placements = placements;
+        self
     }
 
     /// Places GPU pods with the HAMi model of [`lifecycle`].
