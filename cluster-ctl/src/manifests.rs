@@ -133,7 +133,13 @@ pub fn render(
     })
 }
 
-fn validate(pod: &Pod, name: &str, gpumem_mib: u64, image: &str) -> Result<(), ManifestError> {
+/// The checks every lab pod passes, request or not: its name, the lab label (cleanup finds it by
+/// it), one container running `image`. Returns that container.
+fn validate_shape<'p>(
+    pod: &'p Pod,
+    name: &str,
+    image: &str,
+) -> Result<&'p k8s_openapi::api::core::v1::Container, ManifestError> {
     let mismatch = |what: String| ManifestError::Mismatch {
         name: name.to_owned(),
         what,
@@ -168,6 +174,15 @@ fn validate(pod: &Pod, name: &str, gpumem_mib: u64, image: &str) -> Result<(), M
     if container.image.as_deref() != Some(image) {
         return Err(mismatch(format!("image is {:?}", container.image)));
     }
+    Ok(container)
+}
+
+fn validate(pod: &Pod, name: &str, gpumem_mib: u64, image: &str) -> Result<(), ManifestError> {
+    let mismatch = |what: String| ManifestError::Mismatch {
+        name: name.to_owned(),
+        what,
+    };
+    let container = validate_shape(pod, name, image)?;
     let limits = container
         .resources
         .as_ref()
@@ -371,36 +386,7 @@ fn validate_bypass(
         Given::Slice => validate(pod, b.pod, slice_mib, image)?,
         Given::Nothing => {
             // The checks of `validate` that do not concern the request, then: no GPU request.
-            if pod.metadata.name.as_deref() != Some(b.pod) {
-                return Err(mismatch(format!(
-                    "metadata.name is {:?}",
-                    pod.metadata.name
-                )));
-            }
-            let labelled = pod
-                .metadata
-                .labels
-                .as_ref()
-                .and_then(|l| l.get(PART_OF_KEY))
-                .is_some_and(|v| v == PART_OF_VALUE);
-            if !labelled {
-                return Err(mismatch(format!(
-                    "label {LAB_SELECTOR} missing, cleanup could not find it"
-                )));
-            }
-            let spec = pod
-                .spec
-                .as_ref()
-                .ok_or_else(|| mismatch("no spec".to_owned()))?;
-            let [container] = spec.containers.as_slice() else {
-                return Err(mismatch(format!(
-                    "{} containers, expected 1",
-                    spec.containers.len()
-                )));
-            };
-            if container.image.as_deref() != Some(image) {
-                return Err(mismatch(format!("image is {:?}", container.image)));
-            }
+            let container = validate_shape(pod, b.pod, image)?;
             let asks = container
                 .resources
                 .as_ref()
