@@ -4,7 +4,7 @@
 //!
 //! Invariant, as in the other modes: a card `fleet.json` calls verified passes only when its
 //! probe report (a file of the bundle, not `fleet.json`'s word) is the report of that very card
-//! (device 0's UUID is the card's) and [`lab_report::fleet::judge_card`] finds it held to the
+//! (device 0's UUID is the card's) and [`lab_report::fleet::judge_card_of`] finds it held to the
 //! slice the card's pod asked for; otherwise the claim fails as UNSUPPORTED, naming the file.
 //! `verify` runs the same [`judge`] over the files inside the bundle ([`recheck`]) and checks the
 //! summary's fleet table against `raw/fleet.json`.
@@ -12,7 +12,7 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
-use lab_report::fleet::{CardOutcome, FleetCard, FleetNode, FleetReport, judge_card};
+use lab_report::fleet::{CardOutcome, FleetCard, FleetNode, FleetReport, judge_card_of};
 use lab_report::judge::{self, Doc};
 use serde_json::{Value, json};
 
@@ -58,30 +58,8 @@ pub fn judge(
     let Doc::Probe(report) = doc else {
         return Err((file, format!("{path} is not a gpu-probe report")));
     };
-    let seen = report
-        .view
-        .as_ref()
-        .and_then(|v| v.devices.iter().find(|d| d.index == 0))
-        .and_then(|d| d.uuid.as_deref());
-    match seen {
-        Some(uuid) if uuid == card.uuid => {}
-        Some(uuid) => {
-            return Err((
-                file,
-                format!("{path} is the report of card {uuid}, not of {}", card.uuid),
-            ));
-        }
-        None => {
-            return Err((
-                file,
-                format!(
-                    "{path} shows no GPU UUID on device 0, so it cannot be tied to card {}",
-                    card.uuid
-                ),
-            ));
-        }
-    }
-    judge_card(&report, card.slice_mib).map_err(|why| (file, format!("{path}: {why}")))
+    judge_card_of(&report, &card.uuid, card.slice_mib)
+        .map_err(|why| (file, format!("{path}: {why}")))
 }
 
 fn numbers(card: &FleetCard) -> BTreeMap<String, Value> {

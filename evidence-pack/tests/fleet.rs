@@ -190,7 +190,7 @@ fn a_card_claimed_verified_without_a_report_that_shows_it_is_unsupported() {
         (
             "another card's report named",
             "h200-hami/gpu1",
-            "probe/h1-8000.json is the report of card",
+            "probe/h1-8000.json: is the report of card",
             Box::new(|d| {
                 edit_fleet(d, |f| {
                     let c = &mut f.nodes[0].cards[1];

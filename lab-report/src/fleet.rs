@@ -252,6 +252,23 @@ pub fn judge_card(report: &Report, slice_mib: u64) -> Result<String, String> {
     Ok(format!("{view}; {cap}; {mechanism}"))
 }
 
+/// [`judge_card`] for the card `uuid`: the report must also be that card's (its device 0 shows
+/// that UUID), so a report of another card, or one that shows none, verifies nothing.
+pub fn judge_card_of(report: &Report, uuid: &str, slice_mib: u64) -> Result<String, String> {
+    let seen = report
+        .view
+        .as_ref()
+        .and_then(|v| v.devices.iter().find(|d| d.index == 0))
+        .and_then(|d| d.uuid.as_deref());
+    match seen {
+        Some(u) if u == uuid => judge_card(report, slice_mib),
+        Some(u) => Err(format!("is the report of card {u}, not of {uuid}")),
+        None => Err(format!(
+            "shows no GPU UUID on device 0, so it cannot be tied to card {uuid}"
+        )),
+    }
+}
+
 /// The cap boundary a report measured on device 0, in MiB.
 pub fn cap_mib(report: &Report) -> Option<u64> {
     report

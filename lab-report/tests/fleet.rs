@@ -45,3 +45,18 @@ fn two_devices_are_not_one_card() {
     let err = judge_card(&report("h7-two.json"), 8000).unwrap_err();
     assert!(err.contains("device"), "{err}");
 }
+
+#[test]
+fn a_report_verifies_only_the_card_it_was_taken_on() {
+    use lab_report::fleet::judge_card_of;
+    let r = report("h1-8000.json");
+    let own = r.view.as_ref().unwrap().devices[0].uuid.clone().unwrap();
+    assert!(judge_card_of(&r, &own, 8000).is_ok());
+    let err = judge_card_of(&r, "GPU-00000000-0000-4a1e-9c2b-000000000001", 8000).unwrap_err();
+    assert!(
+        err.contains(&format!("is the report of card {own}")),
+        "{err}"
+    );
+    // Right card, wrong slice: still the slice rule.
+    assert!(judge_card_of(&r, &own, 1000).is_err());
+}

@@ -4,7 +4,8 @@
 //! ([`judge_output`]) and the CronJob of continuous verification ([`cronjob`]).
 //! `commands::fleet` runs it against the cluster through `crate::api`.
 //!
-//! A card is verified only by `lab_report::fleet::judge_card` over its probe report; every other
+//! A card is verified only by `lab_report::fleet::judge_card_of` over its probe report (which must
+//! also be that card's: its device 0 shows the card's UUID); every other
 //! way a card's turn can end is a typed `NotChecked` reason, never a pass.
 
 pub mod cronjob;
@@ -12,7 +13,7 @@ pub mod discover;
 pub mod pod;
 
 use k8s_openapi::api::core::v1::Pod;
-use lab_report::fleet::{CardOutcome, FleetCard, NotChecked, cap_mib, judge_card};
+use lab_report::fleet::{CardOutcome, FleetCard, NotChecked, cap_mib, judge_card_of};
 use lab_report::probe::Report;
 
 pub use discover::{CardTask, Discovery, discover};
@@ -145,7 +146,7 @@ pub fn judge_output(mut card: FleetCard, stdout: &str, exit_code: Option<i32>) -
     card.probe_verdict = serde_json::to_value(report.verdict.outcome)
         .ok()
         .and_then(|v| v.as_str().map(str::to_owned));
-    match judge_card(&report, card.slice_mib) {
+    match judge_card_of(&report, &card.uuid, card.slice_mib) {
         Ok(why) => {
             card.outcome = CardOutcome::Verified;
             card.reason = why;
@@ -171,7 +172,8 @@ mod tests {
 
     fn card(slice: u64) -> FleetCard {
         FleetCard {
-            uuid: "GPU-x".into(),
+            // The card the real H200 report was taken on.
+            uuid: "GPU-e0628ec7-253e-9593-877b-faac7911234e".into(),
             memory_mib: 81559,
             slice_mib: slice,
             ..FleetCard::default()
@@ -232,6 +234,19 @@ mod tests {
         let c = judge_output(card(1000), &h200("h1-8000.json"), Some(0));
         assert_eq!(c.outcome, CardOutcome::Failed);
         assert!(c.reason.contains("1000 MiB"), "{}", c.reason);
+    }
+
+    #[test]
+    fn the_report_of_another_card_verifies_nothing() {
+        let mut other = card(8000);
+        other.uuid = "GPU-3448387e-9840-f423-9016-6f8e6b30693c".into();
+        let c = judge_output(other, &h200("h1-8000.json"), Some(0));
+        assert_eq!(c.outcome, CardOutcome::Failed);
+        assert!(
+            c.reason.contains("is the report of card GPU-e0628ec7"),
+            "{}",
+            c.reason
+        );
     }
 
     #[test]

@@ -189,17 +189,27 @@ where
                         name: call.pod.clone(),
                     })
                     .and_then(super::lifecycle::allocated)
-                    .map(|(uuid, _)| format!("uuid:{uuid}"));
+                    .map(|(uuid, _)| uuid);
+                let shows_card = st.settings.probe_shows_its_card;
                 let reply = st
                     .exec
                     .replies
                     .get(&(call.pod.clone(), sub.clone()))
-                    .or_else(|| card.and_then(|c| st.exec.replies.get(&(c, sub.clone()))))
+                    .or_else(|| {
+                        card.as_ref()
+                            .and_then(|c| st.exec.replies.get(&(format!("uuid:{c}"), sub.clone())))
+                    })
                     .or_else(|| st.exec.replies.get(&("*".to_owned(), sub.clone())))
                     .cloned();
                 drop(st);
                 match reply {
-                    Some(r) => (r.stdout, r.stderr, r.exit_code, r.takes),
+                    Some(r) => {
+                        let stdout = match card.as_deref().filter(|_| shows_card) {
+                            Some(uuid) => on_card(&r.stdout, uuid),
+                            None => r.stdout,
+                        };
+                        (stdout, r.stderr, r.exit_code, r.takes)
+                    }
                     None => (
                         String::new(),
                         format!(
@@ -259,4 +269,26 @@ pub fn archive_entries(archive: &[u8]) -> Vec<(String, u32, Vec<u8>)> {
 /// The files a pod has (for a test's check that nothing was left half-copied).
 pub fn copied(files: &BTreeMap<String, u32>) -> BTreeSet<String> {
     files.keys().cloned().collect()
+}
+
+/// A gpu-probe JSON report as the probe on card `uuid` prints it: device 0's UUID is that card's
+/// (in the view and the NVML sections that carry it). Anything that is not such a report stays
+/// as it is.
+fn on_card(stdout: &str, uuid: &str) -> String {
+    let Ok(mut v) = serde_json::from_str::<serde_json::Value>(stdout) else {
+        return stdout.to_owned();
+    };
+    let Some(devices) = v
+        .pointer_mut("/view/devices")
+        .and_then(|d| d.as_array_mut())
+    else {
+        return stdout.to_owned();
+    };
+    for d in devices {
+        if d.get("index").and_then(serde_json::Value::as_u64) == Some(0) && d.get("uuid").is_some()
+        {
+            d["uuid"] = serde_json::Value::String(uuid.to_owned());
+        }
+    }
+    serde_json::to_string(&v).unwrap_or_else(|_| stdout.to_owned())
 }

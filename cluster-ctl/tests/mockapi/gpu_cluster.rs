@@ -162,6 +162,7 @@ pub fn gpu_cluster(nodes: &[GpuNode], pull: Duration) -> MockApi {
         });
     }
     m.place_on_nodes(placements);
+    m.settings(|s| s.probe_shows_its_card = true);
     m
 }
 

@@ -98,6 +98,9 @@ pub struct Settings {
     /// Keep the stdin of every exec in [`exec::ExecCall`] (off for the benchmark: thousands of
     /// copies of gpu-probe).
     pub keep_exec_stdin: bool,
+    /// A scripted gpu-probe report run in a pod HAMi gave a card shows that card's UUID as its
+    /// device 0, as the probe on that card would (many cards answered by one recorded report).
+    pub probe_shows_its_card: bool,
     /// No connection can be made (the server is down).
     pub unreachable: bool,
     /// HAMi's webhook does not answer although its Service has endpoints (failurePolicy Ignore:
@@ -223,6 +226,7 @@ impl MockApi {
                 bookmark_every: Duration::from_secs(60),
                 kubelet_stop: Duration::from_secs(2),
                 keep_exec_stdin: true,
+                probe_shows_its_card: false,
                 unreachable: false,
                 webhook_fails: false,
                 chaos: None,
