@@ -126,6 +126,22 @@ pub struct FleetCard {
     pub duration_s: f64,
 }
 
+impl FleetCard {
+    /// Takes what `report` (this card's probe report) shows: the outcome and reason from
+    /// [`judge_card_of`], the cap boundary and the probe's own verdict word; no longer not checked.
+    pub fn judge(&mut self, report: &Report) {
+        self.cap_mib = cap_mib(report);
+        self.probe_verdict = serde_json::to_value(report.verdict.outcome)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_owned));
+        (self.outcome, self.reason) = match judge_card_of(report, &self.uuid, self.slice_mib) {
+            Ok(why) => (CardOutcome::Verified, why),
+            Err(why) => (CardOutcome::Failed, why),
+        };
+        self.not_checked = None;
+    }
+}
+
 /// `verified` | `failed` | `not-checked`.
 #[derive(
     Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, schemars::JsonSchema,

@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use lab_report::fleet::{
     CardOutcome, FleetCard, FleetNode, FleetParameters, FleetReport, FleetTotals, NotChecked,
-    SCHEMA, SCHEMA_VERSION, cap_mib, judge_card,
+    SCHEMA, SCHEMA_VERSION,
 };
 use lab_report::metrics::{openmetrics, prometheus_text};
 use lab_report::probe::Report;
@@ -37,22 +37,17 @@ fn probe_report(name: &str) -> Report {
 fn judged(file: &str, index: u32, slice_mib: u64) -> FleetCard {
     let report = probe_report(file);
     let device = &report.view.as_ref().unwrap().devices[0];
-    let (outcome, reason) = match judge_card(&report, slice_mib) {
-        Ok(why) => (CardOutcome::Verified, why),
-        Err(why) => (CardOutcome::Failed, why),
-    };
-    FleetCard {
+    let mut card = FleetCard {
         uuid: device.uuid.clone().unwrap(),
         index,
         model: device.name.clone().unwrap(),
         memory_mib: 143_771,
         slice_mib,
-        outcome,
-        reason,
         probe_report: Some(format!("probe/{file}")),
-        cap_mib: cap_mib(&report),
         ..FleetCard::default()
-    }
+    };
+    card.judge(&report);
+    card
 }
 
 fn fleet() -> FleetReport {

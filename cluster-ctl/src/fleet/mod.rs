@@ -13,7 +13,7 @@ pub mod discover;
 pub mod pod;
 
 use k8s_openapi::api::core::v1::Pod;
-use lab_report::fleet::{CardOutcome, FleetCard, NotChecked, cap_mib, judge_card_of};
+use lab_report::fleet::{CardOutcome, FleetCard, NotChecked};
 use lab_report::probe::Report;
 
 pub use discover::{CardTask, Discovery, discover};
@@ -142,21 +142,7 @@ pub fn judge_output(mut card: FleetCard, stdout: &str, exit_code: Option<i32>) -
             );
         }
     };
-    card.cap_mib = cap_mib(&report);
-    card.probe_verdict = serde_json::to_value(report.verdict.outcome)
-        .ok()
-        .and_then(|v| v.as_str().map(str::to_owned));
-    match judge_card_of(&report, &card.uuid, card.slice_mib) {
-        Ok(why) => {
-            card.outcome = CardOutcome::Verified;
-            card.reason = why;
-        }
-        Err(why) => {
-            card.outcome = CardOutcome::Failed;
-            card.reason = why;
-        }
-    }
-    card.not_checked = None;
+    card.judge(&report);
     card
 }
 

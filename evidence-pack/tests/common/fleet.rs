@@ -6,7 +6,7 @@ use std::path::Path;
 
 use lab_report::fleet::{
     CardOutcome, FleetCard, FleetNode, FleetParameters, FleetReport, NotChecked, SCHEMA,
-    SCHEMA_VERSION, cap_mib, judge_card,
+    SCHEMA_VERSION,
 };
 use lab_report::probe::Report;
 
@@ -27,27 +27,19 @@ pub fn probed(dir: &Path, name: &str, index: u32, slice_mib: u64) -> FleetCard {
     std::fs::write(dir.join("probe").join(name), lab(name)).unwrap();
     let r = report(name);
     let device = &r.view.as_ref().unwrap().devices[0];
-    let (outcome, reason) = match judge_card(&r, slice_mib) {
-        Ok(why) => (CardOutcome::Verified, why),
-        Err(why) => (CardOutcome::Failed, why),
-    };
-    FleetCard {
+    let mut card = FleetCard {
         uuid: device.uuid.clone().unwrap(),
         index,
         model: device.name.clone().unwrap(),
         memory_mib: 143_771,
         slice_mib,
-        outcome,
-        reason,
         pod: Some(format!("hami-fleet-probe-{index}")),
         probe_report: Some(format!("probe/{name}")),
-        cap_mib: cap_mib(&r),
-        probe_verdict: serde_json::to_value(r.verdict.outcome)
-            .ok()
-            .and_then(|v| v.as_str().map(str::to_owned)),
         duration_s: 21.5,
         ..FleetCard::default()
-    }
+    };
+    card.judge(&r);
+    card
 }
 
 pub fn node(name: &str, cards: Vec<FleetCard>) -> FleetNode {
