@@ -8,6 +8,10 @@
 //!   `--quiet` the same terminal gets plain lines and no bar;
 //! - without a terminal (`-o json`, stderr a pipe): the same events as plain lines on stderr,
 //!   without a control character, and stdout is the JSON report alone.
+//!
+//! And of `cluster-ctl fleet` over a mock cluster of several GPU nodes whose probes take a
+//! second each: one counter of the cards (a bar with the time left on a terminal, that moves
+//! card by card; lines every 5 % without one), none of the cards' own waits.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -245,6 +249,24 @@ fn bar_seconds(frame: &str, task: &str) -> Option<u64> {
 /// returns every distinct frame of the pane until the run ended (the last one included); `None`
 /// when tmux is not installed (the skip is recorded).
 async fn frames_in_a_terminal(name: &str, extra: &[&str]) -> Option<Vec<String>> {
+    let dir = tempfile::tempdir().unwrap();
+    frames_of(name, slow_pull_cluster(), 45, |addr| {
+        let mut args = run_args(dir.path(), &kubeconfig(dir.path(), addr));
+        args.extend(extra.iter().map(|a| (*a).to_owned()));
+        args
+    })
+    .await
+}
+
+/// Runs cluster-ctl with the arguments `args` gives for the mock's address, against `m` in a
+/// tmux pane 160 columns wide and `rows` high, and returns every distinct frame of the pane until it ended (the last one
+/// included); `None` when tmux is not installed (the skip is recorded).
+async fn frames_of(
+    name: &str,
+    m: MockApi,
+    rows: u16,
+    args: impl FnOnce(std::net::SocketAddr) -> Vec<String>,
+) -> Option<Vec<String>> {
     let runner = SystemRunner::new(false);
     if !runner.exists("tmux") {
         lab_runner::tier::skipped(
@@ -253,11 +275,8 @@ async fn frames_in_a_terminal(name: &str, extra: &[&str]) -> Option<Vec<String>>
         );
         return None;
     }
-    let m = slow_pull_cluster();
     let addr = m.serve_tcp().await;
-    let dir = tempfile::tempdir().unwrap();
-    let mut args = run_args(dir.path(), &kubeconfig(dir.path(), addr));
-    args.extend(extra.iter().map(|a| (*a).to_owned()));
+    let args = args(addr);
     let mut line = format!(
         "env -u KUBECONFIG PATH=/nonexistent-path-for-tests HOME=/nonexistent-home-for-tests '{}'",
         ctl_bin()
@@ -280,7 +299,7 @@ async fn frames_in_a_terminal(name: &str, extra: &[&str]) -> Option<Vec<String>>
         "-x",
         "160",
         "-y",
-        "45",
+        &rows.to_string(),
         &line,
     ]);
     assert!(started.success(), "{}", started.stderr);
@@ -367,5 +386,177 @@ async fn on_a_terminal_quiet_shows_the_same_events_as_plain_lines() {
         all.lines()
             .any(|l| l.starts_with("exercises: 5/5 decided after ")),
         "{all}"
+    );
+}
+
+/// Nodes × cards of the fleet tests, and the probes in flight.
+const FLEET_NODES: usize = 2;
+const FLEET_CARDS: usize = 3;
+const FLEET_PARALLEL: &str = "2";
+
+/// A mock cluster of `FLEET_NODES` HAMi nodes with `FLEET_CARDS` cards each, whose gpu-probe
+/// answers with the real H200 report (shown as the card the pod was given) after a second.
+fn fleet_cluster() -> MockApi {
+    use mockapi::gpu_cluster::{GpuNode, gpu_cluster};
+    let nodes: Vec<GpuNode> = (0..FLEET_NODES)
+        .map(|n| GpuNode::new(n, FLEET_CARDS))
+        .collect();
+    let m = gpu_cluster(&nodes, Duration::ZERO);
+    let mut all = Reply::new(&h200("h1-8000.json"), "", 0);
+    all.takes = Duration::from_secs(1);
+    m.probe_reply("*", "all", all);
+    m
+}
+
+/// `fleet`'s arguments against the mock on `addr`, with files in `dir`.
+fn fleet_args(dir: &Path, addr: std::net::SocketAddr) -> Vec<String> {
+    let bin = dir.join("gpu-probe-bin");
+    std::fs::write(&bin, b"\x7fELF gpu-probe").unwrap();
+    [
+        "--kubeconfig",
+        &kubeconfig(dir, addr).display().to_string(),
+        "-n",
+        mockapi::SA_NAMESPACE,
+        "fleet",
+        "--slice-mib",
+        "8000",
+        "--parallel",
+        FLEET_PARALLEL,
+        "--probe-bin",
+        &bin.display().to_string(),
+    ]
+    .iter()
+    .map(|s| (*s).to_owned())
+    .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_terminal_fleet_logs_its_counter_as_plain_lines() {
+    let m = fleet_cluster();
+    let addr = m.serve_tcp().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut args = fleet_args(dir.path(), addr);
+    args.extend(["-o".to_owned(), "json".to_owned()]);
+    let out = tokio::task::spawn_blocking(move || {
+        // std's Command, not the lab's runner: this test reads the child's stderr as a pipe.
+        std::process::Command::new(ctl_bin())
+            .args(&args)
+            .env_remove("KUBECONFIG")
+            .env("HOME", "/nonexistent-home-for-tests")
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    let report: lab_report::fleet::FleetReport = serde_json::from_str(&stdout)
+        .unwrap_or_else(|e| panic!("stdout is not the fleet report ({e}): {stdout}"));
+    let cards = FLEET_NODES * FLEET_CARDS;
+    assert_eq!(report.totals.verified as usize, cards, "{stderr}");
+    let counter: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.starts_with("fleet: "))
+        .collect();
+    // The start, a line every 5 % of the cards (each card here), and the end.
+    assert_eq!(counter.len(), cards + 1, "{stderr}");
+    assert!(
+        counter[0].starts_with(&format!("fleet: 0/{cards} cards after "))
+            && counter[0].ends_with(": 2 at a time"),
+        "{stderr}"
+    );
+    assert!(
+        counter[1..cards]
+            .iter()
+            .all(|l| l.contains(" left: ") && l.contains(" in flight, 0 not verified")),
+        "every line after the first card says the time left: {stderr}"
+    );
+    let positions: Vec<usize> = counter[1..cards]
+        .iter()
+        .map(|l| {
+            l.trim_start_matches("fleet: ")
+                .split_once('/')
+                .unwrap()
+                .0
+                .parse()
+                .unwrap()
+        })
+        .collect();
+    assert_eq!(positions, (1..cards).collect::<Vec<_>>(), "{stderr}");
+    assert!(
+        counter[cards].starts_with(&format!("fleet: {cards}/{cards} cards after "))
+            && counter[cards].ends_with(": 0 not verified (done)"),
+        "{stderr}"
+    );
+    // The cards' own waits are not shown, only the counter.
+    assert!(
+        !stderr.contains("to start"),
+        "a probe pod's wait was shown: {stderr}"
+    );
+    assert!(!stdout.contains("fleet: "), "progress on stdout");
+    assert_eq!(control_chars(&stderr), Vec::<char>::new(), "{stderr:?}");
+}
+
+/// The cards a frame's fleet bar shows done: `fleet [====>   ] 5/12 cards 3s, ETA 4s …`.
+fn fleet_bar(frame: &str) -> Option<(u64, String)> {
+    let line = frame
+        .lines()
+        .find(|l| l.contains("fleet") && l.contains("] "))?;
+    let close = line.find(']')?;
+    let rest = line[close + 1..].trim_start();
+    let (pos, after) = rest.split_once('/')?;
+    Some((pos.trim().parse().ok()?, after.to_owned()))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_a_terminal_fleet_draws_one_bar_of_the_cards_with_the_time_left() {
+    let dir = tempfile::tempdir().unwrap();
+    // Tall enough that the finished bar stays on screen above the table of the cards.
+    let Some(frames) = frames_of("fleet", fleet_cluster(), 100, |addr| {
+        fleet_args(dir.path(), addr)
+    })
+    .await
+    else {
+        return;
+    };
+    let last = frames.last().unwrap();
+    let cards = FLEET_NODES * FLEET_CARDS;
+    assert!(
+        last.contains("CTL-EXITED 0"),
+        "the fleet did not end well:\n{last}"
+    );
+    let mut done: Vec<u64> = Vec::new();
+    for f in &frames {
+        if let Some((pos, after)) = fleet_bar(f) {
+            assert!(
+                after.starts_with(&format!("{cards} cards")),
+                "the bar counts the cards: {after}"
+            );
+            if pos > 0 && pos < cards as u64 {
+                assert!(after.contains("ETA "), "no time left on the bar:\n{f}");
+                assert!(after.contains("in flight"), "{f}");
+            }
+            if done.last() != Some(&pos) {
+                done.push(pos);
+            }
+        }
+        // One bar: the probe pods' waits draw none.
+        assert!(
+            !f.contains("to start"),
+            "a probe pod's wait on screen:\n{f}"
+        );
+    }
+    // The bar moved card by card (2 at a time, a second each) to the end.
+    assert!(
+        done.len() >= 4,
+        "bar positions {done:?}; last frame:\n{last}"
+    );
+    assert!(done.windows(2).all(|w| w[0] < w[1]), "{done:?}");
+    assert_eq!(done.last(), Some(&(cards as u64)), "{done:?}\n{last}");
+    // The table and totals follow on the same terminal.
+    assert!(
+        last.contains(&format!("{cards} cards: {cards} verified, 0 failed")),
+        "{last}"
     );
 }

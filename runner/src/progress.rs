@@ -12,7 +12,10 @@
 //!
 //! A [`Task`] is one long operation (a search, a list of paths, a matrix of cells, a wait): a
 //! name, a position out of an optional length, a unit, and a message per event. Tools create
-//! tasks and update them; the style decides how each event is shown.
+//! tasks and update them; the style decides how each event is shown. A [`Progress::counter`]
+//! counts items of a known number and also shows the time left; [`Progress::without_tasks`]
+//! keeps a process's log lines but hides the tasks of work too fine-grained to show (one wait
+//! per pod of a fleet, under the fleet's own counter).
 
 use std::collections::HashMap;
 use std::io::{IsTerminal as _, Write};
@@ -87,6 +90,8 @@ pub struct Progress {
     multi: Option<MultiProgress>,
     sink: Sink,
     tasks: Arc<Mutex<HashMap<String, Task>>>,
+    /// Whether [`Progress::task`] shows its tasks ([`Progress::without_tasks`] hides them).
+    tasks_shown: bool,
 }
 
 impl std::fmt::Debug for Progress {
@@ -119,6 +124,17 @@ impl Progress {
             multi,
             sink: Arc::new(Mutex::new(out)),
             tasks: Arc::new(Mutex::new(HashMap::new())),
+            tasks_shown: true,
+        }
+    }
+
+    /// The same output for log lines, but every task it starts is hidden: for work nested under
+    /// a task of its own that already shows it (a fleet's counter over its cards' waits).
+    #[must_use]
+    pub fn without_tasks(&self) -> Self {
+        Self {
+            tasks_shown: false,
+            ..self.clone()
         }
     }
 
@@ -133,9 +149,22 @@ impl Progress {
 
     /// Starts a task (replacing one of the same name): `len` in `unit`s when known.
     pub fn task(&self, name: &str, len: Option<u64>, unit: &str) -> Task {
+        self.start(name, len, unit, false)
+    }
+
+    /// Starts a task counting `len` items (cards, cells) that also shows the time left, as
+    /// estimated from the items done so far.
+    pub fn counter(&self, name: &str, len: u64, unit: &str) -> Task {
+        self.start(name, Some(len), unit, true)
+    }
+
+    fn start(&self, name: &str, len: Option<u64>, unit: &str, eta: bool) -> Task {
+        if !self.tasks_shown {
+            return Task::hidden_named(name, len, unit);
+        }
         let bar = self.multi.as_ref().map(|m| {
             let bar = m.add(len.map_or_else(ProgressBar::no_length, ProgressBar::new));
-            bar.set_style(bar_style(len.is_some(), unit));
+            bar.set_style(bar_style(len.is_some(), unit, eta));
             bar.set_prefix(name.to_owned());
             bar.enable_steady_tick(Duration::from_millis(120));
             bar
@@ -144,6 +173,7 @@ impl Progress {
             name: name.to_owned(),
             unit: unit.to_owned(),
             style: self.style,
+            eta,
             sink: Arc::clone(&self.sink),
             bar,
             state: Mutex::new(State {
@@ -207,10 +237,14 @@ impl Progress {
     }
 }
 
-fn bar_style(known_len: bool, unit: &str) -> ProgressStyle {
+fn bar_style(known_len: bool, unit: &str, eta: bool) -> ProgressStyle {
     // A unit never holds a brace: the template's own syntax.
     let unit: String = unit.chars().filter(|c| !matches!(c, '{' | '}')).collect();
-    let template = if known_len {
+    let template = if known_len && eta {
+        format!(
+            "{{spinner}} {{prefix:<16}} [{{bar:28}}] {{pos}}/{{len}} {unit} {{elapsed:>4}}, ETA {{eta}} {{wide_msg}}"
+        )
+    } else if known_len {
         format!(
             "{{spinner}} {{prefix:<16}} [{{bar:28}}] {{pos}}/{{len}} {unit} {{elapsed:>4}} {{wide_msg}}"
         )
@@ -237,6 +271,8 @@ struct TaskInner {
     name: String,
     unit: String,
     style: Style,
+    /// Whether the time left is shown ([`Progress::counter`]).
+    eta: bool,
     sink: Sink,
     bar: Option<ProgressBar>,
     state: Mutex<State>,
@@ -257,7 +293,25 @@ impl std::fmt::Debug for Task {
 impl Task {
     /// A task that shows nothing (for code that reports progress only when asked to).
     pub fn hidden() -> Self {
-        Progress::hidden().task("", None, "")
+        Self::hidden_named("", None, "")
+    }
+
+    /// A hidden task that still keeps its name and position.
+    fn hidden_named(name: &str, len: Option<u64>, unit: &str) -> Self {
+        Self(Arc::new(TaskInner {
+            name: name.to_owned(),
+            unit: unit.to_owned(),
+            style: Style::Hidden,
+            eta: false,
+            sink: Arc::new(Mutex::new(Box::new(std::io::sink()))),
+            bar: None,
+            state: Mutex::new(State {
+                pos: 0,
+                len,
+                started: Instant::now(),
+                done: false,
+            }),
+        }))
     }
 
     pub fn name(&self) -> &str {
@@ -280,7 +334,7 @@ impl Task {
         self.state().len = Some(len);
         if let Some(bar) = &self.0.bar {
             if bar.length().is_none() {
-                bar.set_style(bar_style(true, &self.0.unit));
+                bar.set_style(bar_style(true, &self.0.unit, self.0.eta));
             }
             bar.set_length(len);
         }
@@ -298,6 +352,16 @@ impl Task {
         self.state().pos = pos;
         if let Some(bar) = &self.0.bar {
             bar.set_position(pos);
+        }
+    }
+
+    /// Moves the task to `pos` and a bar's message to `msg`, without a line: what changes too
+    /// often for a log (every card of a fleet), between the events that are written.
+    pub fn show(&self, pos: u64, msg: &str) {
+        self.state().pos = pos;
+        if let Some(bar) = &self.0.bar {
+            bar.set_position(pos);
+            bar.set_message(printable(msg));
         }
     }
 
@@ -364,8 +428,14 @@ impl Task {
                     format!(": {pos}{of}{unit}")
                 };
                 let end = if done { " (done)" } else { "" };
+                let left = match (t.eta && !done, len) {
+                    (true, Some(len)) => time_left(pos, len, elapsed)
+                        .map(|s| format!(", about {} left", short_duration(s)))
+                        .unwrap_or_default(),
+                    _ => String::new(),
+                };
                 let line = format!(
-                    "{}{at} after {:.1} s: {}{end}",
+                    "{}{at} after {:.1} s{left}: {}{end}",
                     t.name,
                     elapsed.as_secs_f64(),
                     msg
@@ -391,6 +461,26 @@ impl Task {
         // Progress must never stop the work: a closed stderr only loses the line.
         let _ = writeln!(sink, "{line}");
         let _ = sink.flush();
+    }
+}
+
+/// The time left for `len - pos` more items at the rate of the `pos` done in `elapsed`; `None`
+/// before the first.
+fn time_left(pos: u64, len: u64, elapsed: Duration) -> Option<Duration> {
+    if pos == 0 {
+        return None;
+    }
+    let rest = len.saturating_sub(pos);
+    Some(elapsed.mul_f64(rest as f64 / pos as f64))
+}
+
+/// `1h02m`, `3m05s`, `42s`: a time left to the second.
+fn short_duration(d: Duration) -> String {
+    let s = d.as_secs();
+    match (s / 3600, s / 60 % 60, s % 60) {
+        (0, 0, s) => format!("{s}s"),
+        (0, m, s) => format!("{m}m{s:02}s"),
+        (h, m, _) => format!("{h}h{m:02}m"),
     }
 }
 
@@ -508,6 +598,73 @@ mod tests {
             "{}",
             out.text()
         );
+    }
+
+    #[test]
+    fn a_counter_says_how_long_is_left_once_an_item_is_done() {
+        let out = Buffer::default();
+        let p = Progress::with_writer(Style::Lines, Box::new(out.clone()));
+        let t = p.counter("fleet", 4, "cards");
+        t.update(0, "2 in flight");
+        std::thread::sleep(Duration::from_millis(20));
+        t.update(1, "2 in flight, 0 not verified");
+        t.show(2, "moves a bar only");
+        t.finish_at(4, "4 verified");
+        let text = out.text();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 3, "show writes no line: {text}");
+        assert!(
+            lines[0].starts_with("fleet: 0/4 cards after ") && !lines[0].contains("left"),
+            "no estimate before the first card: {text}"
+        );
+        assert!(
+            lines[1].contains(" s, about ") && lines[1].contains("s left: 2 in flight"),
+            "{text}"
+        );
+        assert!(
+            lines[2].ends_with(": 4 verified (done)") && !lines[2].contains("left"),
+            "{text}"
+        );
+        assert_eq!(t.position(), (4, Some(4)));
+        // A plain task has no estimate.
+        let plain = p.task("pod x to start", Some(600), "s");
+        plain.update(5, "Pending");
+        assert!(!out.text().lines().last().unwrap().contains("left"));
+    }
+
+    #[test]
+    fn time_left_is_the_rate_so_far_and_reads_short() {
+        assert_eq!(time_left(0, 10, Duration::from_secs(5)), None);
+        assert_eq!(
+            time_left(2, 10, Duration::from_secs(5)),
+            Some(Duration::from_secs(20))
+        );
+        assert_eq!(
+            time_left(10, 10, Duration::from_secs(5)),
+            Some(Duration::ZERO)
+        );
+        assert_eq!(short_duration(Duration::from_secs(42)), "42s");
+        assert_eq!(short_duration(Duration::from_secs(185)), "3m05s");
+        assert_eq!(short_duration(Duration::from_secs(3720)), "1h02m");
+    }
+
+    #[test]
+    fn without_tasks_hides_the_tasks_and_keeps_the_log() {
+        let out = Buffer::default();
+        let p = Progress::with_writer(Style::Lines, Box::new(out.clone()));
+        let nested = p.without_tasks();
+        let t = nested.task("pod a to start", Some(60), "s");
+        t.update(3, "Pending");
+        t.finish("Running");
+        assert!(t.is_done());
+        assert_eq!(t.position(), (3, Some(60)));
+        nested.log("a retry");
+        p.task("fleet", Some(1), "cards").finish_at(1, "done");
+        let text = out.text();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 2, "{text}");
+        assert_eq!(lines[0], "a retry");
+        assert!(lines[1].starts_with("fleet: 1/1 cards after "), "{text}");
     }
 
     #[test]

@@ -5,6 +5,11 @@
 //! label and is deleted after its card, and the run's pods are swept by that label at the end —
 //! also after Ctrl-C, SIGTERM (a CronJob's deadline), the total deadline or an error.
 //! `--emit-cronjob` prints continuous verification instead (`crate::fleet::cronjob`).
+//!
+//! Progress: one counter of the cards (done out of those to probe, in flight, not verified, the
+//! time left) on the cluster's progress: a bar on a terminal, a line every 5 % and at the end
+//! otherwise; each card that is not verified is a log line. The cards' own waits are not shown
+//! (hundreds in flight): their cluster reports to `Progress::without_tasks`.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -19,7 +24,9 @@ use lab_report::fleet::{
 use serde_json::json;
 use tokio::time::Instant;
 
-use super::{Ctx, Failure, Outcome, default_probe_bin, exit, progress};
+use lab_runner::progress::Task;
+
+use super::{Ctx, Failure, Outcome, default_probe_bin, exit};
 use crate::api::{ApiError, Cluster, PROBE_DIR, PROBE_NAME, probe_tar};
 use crate::fleet::cronjob::{self, CronSpec};
 use crate::fleet::pod::{self, ProbePod};
@@ -101,7 +108,10 @@ enum ProbeSource {
 
 /// What every card's turn works with.
 struct Env<'a> {
-    cluster: &'a Cluster,
+    /// The cluster as the cards' turns use it: their waits hidden, log lines kept.
+    cluster: Cluster,
+    /// The counter of the cards.
+    counter: Task,
     namespace: &'a str,
     run: String,
     image: &'a str,
@@ -229,7 +239,7 @@ async fn sweep_leftovers(cluster: &Cluster, ns: &str, card_timeout: Duration) {
     let pods = match cluster.pods_labelled(ns, ANY_RUN_SELECTOR).await {
         Ok(p) => p,
         Err(e) => {
-            progress(&format!("could not look for leftover probe pods: {e}"));
+            cluster.log(&format!("could not look for leftover probe pods: {e}"));
             return;
         }
     };
@@ -249,11 +259,11 @@ async fn sweep_leftovers(cluster: &Cluster, ns: &str, card_timeout: Duration) {
         .filter_map(|p| p.metadata.name.clone())
         .collect();
     for name in stale {
-        progress(&format!(
+        cluster.log(&format!(
             "deleting leftover probe pod {name} of an earlier run"
         ));
         if let Err(e) = cluster.delete_pod(ns, &name, DELETE_TIMEOUT).await {
-            progress(&format!("could not delete {name}: {e}"));
+            cluster.log(&format!("could not delete {name}: {e}"));
         }
     }
 }
@@ -332,7 +342,7 @@ pub async fn fleet(cluster: &Cluster, ctx: &Ctx, args: &FleetArgs) -> Result<Out
         return Ok(dry_run(report, &discovery.tasks, &run, args));
     }
     sweep_leftovers(cluster, ns, Duration::from_secs(args.card_timeout)).await;
-    progress(&format!(
+    cluster.log(&format!(
         "fleet run {run}: {} cards on {} nodes, {} to probe, {} at a time",
         report.nodes.iter().map(|n| n.cards.len()).sum::<usize>(),
         report.nodes.len(),
@@ -349,8 +359,25 @@ pub async fn fleet(cluster: &Cluster, ctx: &Ctx, args: &FleetArgs) -> Result<Out
             "the run stopped before this card's turn ended".into(),
         );
     }
+    let to_probe = discovery.tasks.len();
+    let counter = cluster.progress().counter(
+        "fleet",
+        u64::try_from(to_probe).unwrap_or(u64::MAX),
+        "cards",
+    );
+    counter.update(
+        0,
+        &format!(
+            "{} at a time",
+            args.parallel
+                .min(u32::try_from(to_probe).unwrap_or(u32::MAX))
+        ),
+    );
     let env = Env {
-        cluster,
+        cluster: cluster
+            .clone()
+            .with_progress(cluster.progress().without_tasks()),
+        counter,
         namespace: ns,
         run: run.clone(),
         image: &args.image,
@@ -360,10 +387,21 @@ pub async fn fleet(cluster: &Cluster, ctx: &Ctx, args: &FleetArgs) -> Result<Out
         done: AtomicUsize::new(0),
         started: AtomicUsize::new(0),
         failed: AtomicUsize::new(0),
-        total: discovery.tasks.len(),
+        total: to_probe,
     };
     let (results, stopped, fatal) =
         run_cards(&env, discovery.tasks, args.parallel, total_deadline).await;
+    let done = env.done.load(Ordering::Relaxed);
+    env.counter.finish_at(
+        u64::try_from(done).unwrap_or(u64::MAX),
+        &match &stopped {
+            None => format!("{} not verified", env.failed.load(Ordering::Relaxed)),
+            Some(why) => format!(
+                "{} not verified; stopped: {why}",
+                env.failed.load(Ordering::Relaxed)
+            ),
+        },
+    );
     for (t, card) in results {
         report.nodes[t.0].cards[t.1] = card;
     }
@@ -382,19 +420,19 @@ pub async fn fleet(cluster: &Cluster, ctx: &Ctx, args: &FleetArgs) -> Result<Out
     {
         Ok((deleted, failed)) => {
             if !deleted.is_empty() {
-                progress(&format!(
+                cluster.log(&format!(
                     "deleted {} probe pods left in flight",
                     deleted.len()
                 ));
             }
             for (name, e) in failed {
-                progress(&format!(
+                cluster.log(&format!(
                     "could not delete probe pod {ns}/{name} ({e}); delete it with `kubectl -n {ns} delete pod -l {}`",
                     run_selector(&run)
                 ));
             }
         }
-        Err(e) => progress(&format!(
+        Err(e) => cluster.log(&format!(
             "could not list the run's probe pods to delete them ({e}); `kubectl -n {ns} delete pod -l {}` does",
             run_selector(&run)
         )),
@@ -482,15 +520,15 @@ async fn run_cards(
                 None => return (results, None, None),
             },
             () = tokio::time::sleep_until(total_deadline) => {
-                progress("the total deadline (--timeout) passed: stopping, deleting the probe pods");
+                env.cluster.log("the total deadline (--timeout) passed: stopping, deleting the probe pods");
                 return (results, Some("the total deadline (--timeout) passed".into()), None);
             }
             _ = &mut ctrl_c => {
-                progress("interrupted: stopping, deleting the probe pods");
+                env.cluster.log("interrupted: stopping, deleting the probe pods");
                 return (results, Some("interrupted (Ctrl-C)".into()), None);
             }
             () = &mut sigterm => {
-                progress("terminated (SIGTERM): stopping, deleting the probe pods");
+                env.cluster.log("terminated (SIGTERM): stopping, deleting the probe pods");
                 return (results, Some("terminated (SIGTERM)".into()), None);
             }
         }
@@ -512,6 +550,7 @@ fn fatal(e: &ApiError) -> bool {
 /// One card's turn: create its pod, wait, copy, probe, judge, delete.
 async fn probe_card(env: &Env<'_>, task: CardTask) -> Result<(Position, FleetCard), ApiError> {
     env.started.fetch_add(1, Ordering::Relaxed);
+    show_counter(env, env.done.load(Ordering::Relaxed), false);
     let begun = Instant::now();
     let deadline = begun + env.card_timeout;
     let position = (task.node_index, task.card_index);
@@ -567,7 +606,7 @@ async fn probe_card(env: &Env<'_>, task: CardTask) -> Result<(Position, FleetCar
                 format!("no probe report within --card-timeout ({after_s} s)"),
             )
         }
-        Err(e) if node_gone(env.cluster, &task.node).await => not_checked(
+        Err(e) if node_gone(&env.cluster, &task.node).await => not_checked(
             card,
             NotChecked::NodeGone,
             format!("node {} disappeared during the run ({e})", task.node),
@@ -588,7 +627,7 @@ async fn probe_card(env: &Env<'_>, task: CardTask) -> Result<(Position, FleetCar
         .delete_pod(env.namespace, &name, DELETE_TIMEOUT)
         .await
     {
-        progress(&format!(
+        env.cluster.log(&format!(
             "could not delete probe pod {name} yet ({e}); the sweep at the end retries"
         ));
     }
@@ -601,7 +640,7 @@ fn finish(env: &Env<'_>, task: &CardTask, mut card: FleetCard, begun: Instant) -
     let done = env.done.fetch_add(1, Ordering::Relaxed) + 1;
     if card.outcome != CardOutcome::Verified {
         env.failed.fetch_add(1, Ordering::Relaxed);
-        progress(&format!(
+        env.cluster.log(&format!(
             "{} card {} ({}): {} — {}",
             task.node,
             card.index,
@@ -610,16 +649,25 @@ fn finish(env: &Env<'_>, task: &CardTask, mut card: FleetCard, begun: Instant) -
             card.reason
         ));
     }
-    let step = (env.total / 20).max(1);
-    if done.is_multiple_of(step) || done == env.total {
-        let in_flight = env.started.load(Ordering::Relaxed).saturating_sub(done);
-        progress(&format!(
-            "{done}/{} cards done, {in_flight} in flight, {} not verified",
-            env.total,
-            env.failed.load(Ordering::Relaxed)
-        ));
-    }
+    show_counter(env, done, true);
     card
+}
+
+/// The counter at `done` cards: a bar moves when a card starts or ends; a line is written when a
+/// card ends, every 5 % (the last card's line is the counter's end, written when the run ends).
+fn show_counter(env: &Env<'_>, done: usize, card_ended: bool) {
+    let in_flight = env.started.load(Ordering::Relaxed).saturating_sub(done);
+    let msg = format!(
+        "{in_flight} in flight, {} not verified",
+        env.failed.load(Ordering::Relaxed)
+    );
+    let pos = u64::try_from(done).unwrap_or(u64::MAX);
+    let step = (env.total / 20).max(1);
+    if card_ended && done < env.total && done.is_multiple_of(step) {
+        env.counter.update(pos, &msg);
+    } else {
+        env.counter.show(pos, &msg);
+    }
 }
 
 /// Create, wait, copy, probe and judge (the pod is deleted by the caller, whatever happened).
@@ -644,7 +692,7 @@ async fn card_turn(
                 last: String::new(),
             });
         }
-        state if node_gone(env.cluster, &task.node).await => {
+        state if node_gone(&env.cluster, &task.node).await => {
             return Ok(not_checked(
                 card,
                 NotChecked::NodeGone,
@@ -711,7 +759,7 @@ async fn card_turn(
         .cluster
         .run_probe_at(ns, &name, None, &path, &args, left())
         .await?;
-    if run.exit_code.is_none() && node_gone(env.cluster, &task.node).await {
+    if run.exit_code.is_none() && node_gone(&env.cluster, &task.node).await {
         // The exec stream ended without a status: the kubelet went with its node.
         return Ok(not_checked(
             card,
@@ -724,7 +772,9 @@ async fn card_turn(
         let stem = format!("probe/{}-{}", task.node, card.index);
         match out.write(&format!("{stem}.json"), run.stdout.as_bytes()) {
             Ok(rel) => card.probe_report = Some(rel),
-            Err(e) => progress(&format!("could not write {stem}.json: {e}")),
+            Err(e) => env
+                .cluster
+                .log(&format!("could not write {stem}.json: {e}")),
         }
         let _ = out.write(&format!("{stem}.stderr"), run.stderr.as_bytes());
     }
