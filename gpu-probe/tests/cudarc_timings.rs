@@ -121,6 +121,9 @@ fn every_gpu_test_log_cited_passed() {
         "gpu-test-hami-8f3a89c.txt",
         "gpu-test-hami-5091a2f.txt",
         "gpu-test-hami-ecbf908.txt",
+        "gpu-test-hami-c0f9da6.txt",
+        "gpu-test-fill-card.txt",
+        "gpu-test-mps.txt",
     ] {
         let log = data(name);
         assert!(
@@ -130,8 +133,18 @@ fn every_gpu_test_log_cited_passed() {
         );
         assert!(!log.contains("FAILED"), "{name}: {log}");
     }
+    // The opt-in tests ran (not skipped).
+    for (name, test) in [
+        ("gpu-test-fill-card.txt", "a_full_card_is_a_real_refusal_but_inconclusive"),
+        ("gpu-test-mps.txt", "mps_client_with_a_pinned_limit_is_verified_as_mps"),
+    ] {
+        assert!(
+            data(name).lines().any(|l| l == format!("test {test} ... ok")),
+            "{name}"
+        );
+    }
     // The library tier ran its four tests for each revision, none skipped.
-    for rev in ["8f3a89c", "5091a2f", "ecbf908"] {
+    for rev in ["8f3a89c", "5091a2f", "ecbf908", "c0f9da6"] {
         let log = data(&format!("gpu-test-hami-{rev}.txt"));
         let passed = log
             .lines()
