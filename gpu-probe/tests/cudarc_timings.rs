@@ -135,11 +135,19 @@ fn every_gpu_test_log_cited_passed() {
     }
     // The opt-in tests ran (not skipped).
     for (name, test) in [
-        ("gpu-test-fill-card.txt", "a_full_card_is_a_real_refusal_but_inconclusive"),
-        ("gpu-test-mps.txt", "mps_client_with_a_pinned_limit_is_verified_as_mps"),
+        (
+            "gpu-test-fill-card.txt",
+            "a_full_card_is_a_real_refusal_but_inconclusive",
+        ),
+        (
+            "gpu-test-mps.txt",
+            "mps_client_with_a_pinned_limit_is_verified_as_mps",
+        ),
     ] {
         assert!(
-            data(name).lines().any(|l| l == format!("test {test} ... ok")),
+            data(name)
+                .lines()
+                .any(|l| l == format!("test {test} ... ok")),
             "{name}"
         );
     }

@@ -254,7 +254,26 @@ pub fn discover(
         }
         d.nodes.push(fleet_node);
     }
+    d.tasks = across_nodes(d.tasks);
     Ok(d)
+}
+
+/// `tasks` in turns across the nodes: every node's first card, then every node's second, ….
+/// hami-scheduler binds one pod per node at a time (its node lock, held from Bind to the device
+/// plugin's Allocate; a Bind meanwhile fails and kube-scheduler retries it after a backoff of 1
+/// to 10 s), so the pods in flight are best spread over as many nodes as there are.
+pub fn across_nodes(tasks: Vec<CardTask>) -> Vec<CardTask> {
+    let mut turns: Vec<Vec<CardTask>> = Vec::new();
+    let mut turn_of_node: std::collections::HashMap<usize, usize> = Default::default();
+    for t in tasks {
+        let turn = turn_of_node.entry(t.node_index).or_insert(0);
+        if turns.len() <= *turn {
+            turns.push(Vec::new());
+        }
+        turns[*turn].push(t);
+        *turn += 1;
+    }
+    turns.into_iter().flatten().collect()
 }
 
 #[cfg(test)]
@@ -262,6 +281,32 @@ mod tests {
     use super::*;
     use crate::testdata::{fixture_node, fixture_pod};
     use lab_report::fleet::CardOutcome;
+
+    #[test]
+    fn cards_are_probed_in_turns_across_the_nodes() {
+        let task = |node_index: usize, card_index: usize| CardTask {
+            node_index,
+            card_index,
+            node: format!("n{node_index}"),
+            hostname: format!("n{node_index}"),
+            card: FleetCard::default(),
+        };
+        // Node 0 with three cards, node 1 with one, node 2 with two, as discovery lists them.
+        let listed = vec![
+            task(0, 0),
+            task(0, 1),
+            task(0, 2),
+            task(1, 0),
+            task(2, 0),
+            task(2, 1),
+        ];
+        let order: Vec<(usize, usize)> = across_nodes(listed)
+            .iter()
+            .map(|t| (t.node_index, t.card_index))
+            .collect();
+        assert_eq!(order, [(0, 0), (1, 0), (2, 0), (0, 1), (2, 1), (0, 2)]);
+        assert!(across_nodes(Vec::new()).is_empty());
+    }
 
     #[test]
     fn every_register_format_gives_its_cards() {

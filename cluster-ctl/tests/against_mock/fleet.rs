@@ -1,7 +1,8 @@
 //! `cluster-ctl fleet` against the mock: clusters of 1, 3 and 500 HAMi nodes with 1–8 cards of
 //! mixed models; nodes NotReady and cordoned, cards full, a card the scheduler cannot place on,
 //! probes that fail (a real bare-H200 report), time out or print garbage, a registration that
-//! cannot be read, a node that disappears mid-run, the total deadline; manifests/rbac.yaml
+//! cannot be read, a node that disappears mid-run, the total deadline; HAMi's node lock (binds on
+//! one node wait for each other; cards in flight are spread over the nodes); manifests/rbac.yaml
 //! enforced. gpu-probe's answers are the real H200 reports of lab-report's test data.
 
 use std::collections::BTreeMap;
@@ -393,4 +394,113 @@ async fn five_hundred_nodes_of_one_to_eight_cards_with_rbac_enforced() {
     );
     assert!(probe_pods_left(&m).is_empty());
     assert!(m.open().is_empty());
+}
+
+/// The FailedScheduling events of HAMi's node lock: (pod, message).
+fn lock_refusals(m: &MockApi) -> Vec<(String, String)> {
+    m.lock()
+        .store
+        .objects
+        .iter()
+        .filter(|(k, v)| {
+            k.resource == "events"
+                && v["reason"] == "FailedScheduling"
+                && v["message"]
+                    .as_str()
+                    .is_some_and(|s| s.contains("has been locked within"))
+        })
+        .map(|(_, v)| {
+            (
+                v["involvedObject"]["name"]
+                    .as_str()
+                    .unwrap_or("")
+                    .to_owned(),
+                v["message"].as_str().unwrap_or("").to_owned(),
+            )
+        })
+        .collect()
+}
+
+fn node_lock_annotation(m: &MockApi, node: &str) -> Option<String> {
+    let key = ObjKey {
+        resource: "nodes".into(),
+        namespace: String::new(),
+        name: node.into(),
+    };
+    m.lock().store.get(&key).and_then(|n| {
+        n["metadata"]["annotations"]["hami.io/mutex.lock"]
+            .as_str()
+            .map(str::to_owned)
+    })
+}
+
+/// Four cards of one node at once: hami-scheduler's node lock binds one pod at a time, the
+/// others' binds fail ("node … has been locked within 5m0s", PodScheduled=False SchedulerError)
+/// and kube-scheduler retries them after its backoff; fleet waits through it and every card is
+/// verified, the lock released at the end.
+#[tokio::test(start_paused = true)]
+async fn one_node_many_cards_at_once_wait_for_hamis_node_lock() {
+    let m = gpu_cluster(&[GpuNode::new(0, 4)], Duration::from_secs(5));
+    m.enforce_rbac(&rbac_policy());
+    m.probe_reply("*", "all", verified_reply());
+    let dir = tempfile::tempdir().unwrap();
+    let out = commands::fleet(&m.cluster(API_TIMEOUT), &ctx(), &args(dir.path(), 4))
+        .await
+        .unwrap();
+    assert_eq!(out.exit, 0, "{}", out.human);
+    let r = read_report(dir.path());
+    assert_eq!(r.totals.verified, 4, "{}", out.human);
+    let refused = lock_refusals(&m);
+    assert!(
+        refused.len() >= 3,
+        "three of the four binds meet a held lock at least once: {refused:?}"
+    );
+    assert!(
+        refused
+            .iter()
+            .all(|(_, msg)| msg == "node gpu-000 has been locked within 5m0s"),
+        "{refused:?}"
+    );
+    assert_eq!(node_lock_annotation(&m, "gpu-000"), None);
+    assert!(probe_pods_left(&m).is_empty());
+}
+
+/// Cards are probed in turns across the nodes: with one pod in flight per node, no bind ever
+/// meets another's node lock (listed node by node, the two cards of gpu-000 would be in flight
+/// together and one would).
+#[tokio::test(start_paused = true)]
+async fn cards_in_flight_are_spread_over_the_nodes() {
+    let nodes: Vec<GpuNode> = (0..3).map(|n| GpuNode::new(n, 2)).collect();
+    let m = gpu_cluster(&nodes, Duration::from_secs(5));
+    m.enforce_rbac(&rbac_policy());
+    m.probe_reply("*", "all", verified_reply());
+    let dir = tempfile::tempdir().unwrap();
+    let out = commands::fleet(&m.cluster(API_TIMEOUT), &ctx(), &args(dir.path(), 3))
+        .await
+        .unwrap();
+    assert_eq!(out.exit, 0, "{}", out.human);
+    assert_eq!(read_report(dir.path()).totals.verified, 6);
+    let created: Vec<String> = m
+        .seen()
+        .into_iter()
+        .filter(|s| {
+            s.method == "POST"
+                && s.uri
+                    .split('?')
+                    .next()
+                    .is_some_and(|p| p.ends_with("/pods"))
+        })
+        .map(|s| {
+            s.body.unwrap()["spec"]["nodeSelector"]["kubernetes.io/hostname"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
+        .collect();
+    assert_eq!(
+        created[..3],
+        ["gpu-000", "gpu-001", "gpu-002"],
+        "the first three pods, one per node: {created:?}"
+    );
+    assert_eq!(lock_refusals(&m), Vec::<(String, String)>::new());
 }

@@ -113,6 +113,44 @@ pub struct Placement {
 pub const SCHEDULE_AFTER: Duration = Duration::from_millis(300);
 const KUBELET_AFTER: Duration = Duration::from_millis(800);
 
+/// HAMi's node lock (`pkg/util/nodelock/nodelock.go`): hami-scheduler's Bind sets this node
+/// annotation (`<RFC3339>,<namespace>,<pod>`) and the device plugin's Allocate removes it, so
+/// one node binds one HAMi pod at a time. A Bind while another live pod holds a lock younger
+/// than `HAMI_NODELOCK_EXPIRE` (5 min) fails with "node <node> has been locked within 5m0s";
+/// a lock whose pod is gone is released by the next Bind.
+pub const NODE_LOCK_KEY: &str = "hami.io/mutex.lock";
+pub const NODE_LOCK_EXPIRE: Duration = Duration::from_secs(300);
+/// From the Bind to the device plugin's Allocate (the kubelet admitting the pod).
+pub const ALLOCATE_AFTER_BIND: Duration = Duration::from_millis(500);
+
+/// Whether `plan` is hami-scheduler binding a GPU pod (the Bind that takes the node's lock).
+pub fn hami_binds(plan: &Timeline, pod: &Value) -> bool {
+    asks_gpu(pod)
+        && pod["spec"]["schedulerName"] == "hami-scheduler"
+        && plan.steps.iter().any(|(d, s)| {
+            *d <= SCHEDULE_AFTER && matches!(s, Step::Patch(p) if p["spec"]["nodeName"].is_string())
+        })
+}
+
+/// kube-scheduler's backoff before it retries a pod whose binding failed `attempts` times:
+/// 1 s doubling up to 10 s (podInitialBackoffSeconds, podMaxBackoffSeconds).
+pub fn scheduler_backoff(attempts: u32) -> Duration {
+    let secs = 1u64 << attempts.saturating_sub(1).min(4);
+    Duration::from_secs(secs.min(10))
+}
+
+/// A Bind that failed on the node lock, as kube-scheduler records it: a FailedScheduling event
+/// with the extender's error, `PodScheduled=False` with reason `SchedulerError` (not
+/// `Unschedulable`: the pod is retried).
+pub fn bind_refused(error: &str) -> Timeline {
+    Timeline::default()
+        .at(Duration::ZERO, Step::event("Warning", "FailedScheduling", error, "hami-scheduler"))
+        .at(
+            Duration::ZERO,
+            Step::Patch(json!({"status": {"conditions": [{"type": "PodScheduled", "status": "False", "reason": "SchedulerError", "message": error}]}})),
+        )
+}
+
 /// `nvidia.com/gpumem` of the pod's first container.
 pub fn gpumem(pod: &Value) -> Option<u64> {
     pod["spec"]["containers"][0]["resources"]["limits"]["nvidia.com/gpumem"]

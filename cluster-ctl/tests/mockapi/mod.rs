@@ -6,8 +6,9 @@
 //! does not): objects with uid, creationTimestamp and a resourceVersion that only grows
 //! ([`store`]); strict decoding and validation of writes ([`validate`]); list and watch with label
 //! and field selectors, bookmarks, a server-side watch lifetime, and 410 Gone below a compaction
-//! ([`http`]); graceful deletion; the HAMi webhook, scheduler and kubelet as timelines in virtual
-//! time ([`lifecycle`]), and k3s's helm controller with the Job controller's part for its helm
+//! ([`http`]); graceful deletion; the HAMi webhook, scheduler (with its node lock: one Bind per
+//! node at a time, the others retried after kube-scheduler's backoff) and kubelet as timelines in
+//! virtual time ([`lifecycle`]), and k3s's helm controller with the Job controller's part for its helm
 //! Jobs (`lifecycle::HelmController`); CRDs served once their definition is stored ([`kinds`]);
 //! bearer-token authentication and RBAC from YAML ([`rbac`]); per-request faults ([`faults`]);
 //! exec with the channel protocol and scripted gpu-probe answers ([`exec`]); pod logs (current
@@ -150,6 +151,10 @@ pub struct State {
     pub logs: BTreeMap<(String, String, String), String>,
     /// k3s's helm controller, when it runs (`MockApi::run_helm_controller`).
     pub helm: Option<lifecycle::HelmController>,
+    /// HAMi's node locks: node → the pod whose Bind holds it, and since when.
+    pub node_locks: BTreeMap<String, (ObjKey, Instant)>,
+    /// Failed binds per pod (kube-scheduler's backoff grows with them).
+    pub bind_attempts: BTreeMap<ObjKey, u32>,
     pub settings: Settings,
     rng: u64,
 }
@@ -221,6 +226,8 @@ impl MockApi {
             exec: ExecState::default(),
             logs: BTreeMap::new(),
             helm: None,
+            node_locks: BTreeMap::new(),
+            bind_attempts: BTreeMap::new(),
             settings: Settings {
                 watch_lifetime: Duration::from_secs(1800),
                 bookmark_every: Duration::from_secs(60),
@@ -472,10 +479,12 @@ impl MockApi {
     }
 
     /// The scheduler's decision for pod `key` on the cluster as it is now: the binding (or the
-    /// refusal) is applied at once, the kubelet's part runs on in the background.
+    /// refusal) is applied at once, the kubelet's part runs on in the background. A GPU pod that
+    /// hami-scheduler binds takes the node's lock first ([`MockApi::take_node_lock`]).
     fn schedule(&self, key: &ObjKey, webhook: bool) -> bool {
+        let now = self.now_secs();
         let plan = {
-            let st = self.lock();
+            let mut st = self.lock();
             let Some(pod) = st.store.get(key).cloned() else {
                 return false;
             };
@@ -511,8 +520,27 @@ impl MockApi {
                 })
                 .map(|(_, v)| v.clone())
                 .collect();
-            placement.plan(&pod, webhook, &placed)
+            let plan = placement.plan(&pod, webhook, &placed);
+            if lifecycle::hami_binds(&plan, &pod)
+                && let Some(held) = Self::take_node_lock(&mut st, &placement.node, key, now)
+            {
+                let attempts = st.bind_attempts.entry(key.clone()).or_insert(0);
+                *attempts += 1;
+                let backoff = lifecycle::scheduler_backoff(*attempts);
+                drop(st);
+                for (_, step) in lifecycle::bind_refused(&held).steps {
+                    self.apply(key, &step);
+                }
+                self.spawn_timeline(
+                    key.clone(),
+                    Timeline::default().at(backoff, Step::Schedule { webhook }),
+                );
+                return true;
+            }
+            plan
         };
+        let rv = self.lock().store.rv;
+        self.notify(rv);
         let (now, later): (Vec<_>, Vec<_>) = plan
             .steps
             .into_iter()
@@ -524,7 +552,80 @@ impl MockApi {
             t.at(d - lifecycle::SCHEDULE_AFTER, s)
         });
         self.spawn_timeline(key.clone(), later);
+        if let Some(node) = self.node_lock_holder_of(key) {
+            // The device plugin's Allocate, when the kubelet admits the pod, releases the lock.
+            let me = self.clone();
+            let key = key.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(lifecycle::ALLOCATE_AFTER_BIND).await;
+                me.release_node_lock(&node, &key);
+            });
+        }
         true
+    }
+
+    /// HAMi's node lock at Bind (`pkg/util/nodelock`): free, expired (5 min) or held by a pod
+    /// that no longer exists → taken by `pod` (the node's `hami.io/mutex.lock` annotation set);
+    /// held by another live pod → `Some(what its Bind error says)`. A node the store does not
+    /// have is not locked.
+    fn take_node_lock(st: &mut State, node: &str, pod: &ObjKey, now: u64) -> Option<String> {
+        let node_key = ObjKey {
+            resource: "nodes".into(),
+            namespace: String::new(),
+            name: node.into(),
+        };
+        st.store.get(&node_key)?;
+        if let Some((holder, since)) = st.node_locks.get(node)
+            && holder != pod
+            && since.elapsed() < lifecycle::NODE_LOCK_EXPIRE
+            && st.store.get(holder).is_some()
+        {
+            return Some(format!("node {node} has been locked within 5m0s"));
+        }
+        let value = format!("{},{},{}", store::timestamp(now), pod.namespace, pod.name);
+        st.node_locks
+            .insert(node.to_owned(), (pod.clone(), Instant::now()));
+        st.bind_attempts.remove(pod);
+        st.store.merge(
+            &node_key,
+            &json!({"metadata": {"annotations": {lifecycle::NODE_LOCK_KEY: value}}}),
+        );
+        None
+    }
+
+    /// The node whose lock pod `key` holds.
+    fn node_lock_holder_of(&self, key: &ObjKey) -> Option<String> {
+        self.lock()
+            .node_locks
+            .iter()
+            .find(|(_, (holder, _))| holder == key)
+            .map(|(node, _)| node.clone())
+    }
+
+    /// The device plugin's release of `node`'s lock after `pod`'s Allocate (only its own).
+    fn release_node_lock(&self, node: &str, pod: &ObjKey) {
+        let rv = {
+            let mut st = self.lock();
+            if st
+                .node_locks
+                .get(node)
+                .is_none_or(|(holder, _)| holder != pod)
+            {
+                return;
+            }
+            st.node_locks.remove(node);
+            let node_key = ObjKey {
+                resource: "nodes".into(),
+                namespace: String::new(),
+                name: node.into(),
+            };
+            st.store.merge(
+                &node_key,
+                &json!({"metadata": {"annotations": {lifecycle::NODE_LOCK_KEY: null}}}),
+            );
+            st.store.rv
+        };
+        self.notify(rv);
     }
 
     /// Runs `timeline` on object `key` from now (in the background).
