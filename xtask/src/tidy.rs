@@ -22,7 +22,7 @@ use std::path::{Path, PathBuf};
 /// The one member allowed to start processes itself: lab-runner.
 const RUNNER: &str = "runner";
 
-/// What clippy.toml must forbid, and why (the reason clippy shows).
+/// The spawning functions root clippy.toml must forbid (`duct::cmd` only where a member uses duct).
 const FORBIDDEN_SPAWNS: [&str; 2] = ["std::process::Command::new", "duct::cmd"];
 
 /// Test folders whose files are not named one by one in a README (their own README covers them).
