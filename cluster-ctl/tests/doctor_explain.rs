@@ -2,6 +2,8 @@
 //! was named, 0 when none matched, 3 when an input cannot be read; `-` reads stdin; `-o json` is
 //! one document; `--save` keeps it.
 
+// std's Command, not lab_runner: the built CLI under test, its stdin piped as a user pastes text.
+#![allow(clippy::disallowed_methods)]
 #![allow(clippy::unwrap_used)]
 
 use std::io::Write;

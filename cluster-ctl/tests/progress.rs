@@ -13,6 +13,9 @@
 //! second each: one counter of the cards (a bar with the time left on a terminal, that moves
 //! card by card; lines every 5 % without one), none of the cards' own waits.
 
+// std's Command, not lab_runner: these tests read the built CLI's stderr as a plain pipe (tmux goes
+// through SystemRunner).
+#![allow(clippy::disallowed_methods)]
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 #[path = "mockapi/mod.rs"]

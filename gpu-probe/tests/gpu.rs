@@ -77,6 +77,8 @@ macro_rules! require_hami_core {
     }};
 }
 
+// std's Command, not lab_runner: the binary under test, for its exit code, stderr and report file.
+#[allow(clippy::disallowed_methods)]
 fn run_probe(args: &[&str], env: &[(&str, &str)]) -> (i32, Report, String) {
     let dir = tempfile::tempdir().expect("tmp");
     let report_path = dir.path().join("report.json");

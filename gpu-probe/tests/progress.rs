@@ -12,6 +12,10 @@
 //!
 //! The same probe on the real card and under real HAMi-core: tests/gpu.rs.
 
+// std's Command, not lab_runner: the binary under test with stderr a plain pipe, in tmux panes of
+// the test's own, and `cc` for the simulated driver.
+#![allow(clippy::disallowed_methods)]
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};

@@ -263,7 +263,7 @@ impl Runner for SystemRunner {
         if self.verbose {
             eprintln!("+ {cmd}");
         }
-        let mut expr = duct::cmd(&cmd.program, &cmd.args).unchecked();
+        let mut expr = expression(cmd);
         if !cmd.stream {
             expr = expr.stdout_capture().stderr_capture();
         }
@@ -337,10 +337,7 @@ impl Runner for SystemRunner {
         };
         let (reader, writer) = std::io::pipe().map_err(spawn_err)?;
         let handle = {
-            let mut expr = duct::cmd(&cmd.program, &cmd.args)
-                .unchecked()
-                .stdout_capture()
-                .stderr_file(writer);
+            let mut expr = expression(cmd).stdout_capture().stderr_file(writer);
             if let Some(dir) = &cmd.dir {
                 expr = expr.dir(dir);
             }
@@ -426,6 +423,15 @@ fn stderr_lines(pipe: std::io::PipeReader) -> mpsc::Receiver<String> {
 
 /// The command's environment, plus the test-tier origin when a tier log is being written (so a
 /// CLI started by a test attributes its own program runs to that test; see [`tier`]).
+/// The one place of the workspace that makes a process: root clippy.toml's `disallowed-methods`
+/// forbids `duct::cmd` and `std::process::Command::new` everywhere else, so every spawn goes
+/// through a `Runner` (a deadline, the install hint, the tier log). Exit codes are the caller's to
+/// judge (`unchecked`).
+#[allow(clippy::disallowed_methods)]
+fn expression(cmd: &Cmd) -> duct::Expression {
+    duct::cmd(&cmd.program, &cmd.args).unchecked()
+}
+
 fn with_env(mut expr: duct::Expression, cmd: &Cmd) -> duct::Expression {
     if cmd.clear_env {
         return expr.full_env(cmd.env.iter().cloned());
@@ -484,8 +490,7 @@ impl SystemRunner {
         if self.verbose {
             eprintln!("+ {cmd} &");
         }
-        let mut expr = duct::cmd(&cmd.program, &cmd.args)
-            .unchecked()
+        let mut expr = expression(cmd)
             .stdout_capture()
             .stderr_capture()
             .stdin_null();

@@ -6,7 +6,9 @@
 //! - `dist`: portable release binaries (glibc ≤ 2.28) and SHA256SUMS;
 //! - `gpu-bundle`: the binaries to carry to a GPU host for the GPU tests;
 //! - `hami-core`: `libvgpu.so` from a HAMi-core source folder, for `gpu-probe conformance`;
-//! - `fresh-vm-test`: README's VM commands, as written, in a fresh Debian root (`fresh_vm.rs`).
+//! - `fresh-vm-test`: README's VM commands, as written, in a fresh Debian root (`fresh_vm.rs`);
+//! - `tidy.rs` (tests only): the workspace's code rules — `//!` docs, workspace dependency
+//!   versions, READMEs naming what exists, processes only through lab-runner.
 
 mod ci;
 mod dist;
@@ -14,6 +16,9 @@ mod fresh_vm;
 mod hami_core;
 mod lab;
 mod tiers;
+// The workspace's code rules, checked by `cargo test -p xtask` (no task of its own: tests only).
+#[cfg(test)]
+mod tidy;
 
 use std::process::ExitCode;
 

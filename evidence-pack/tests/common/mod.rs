@@ -51,6 +51,9 @@ pub fn files(tgz: &Path) -> BTreeMap<String, Vec<u8>> {
 }
 
 /// Runs the real `evidence-pack` binary; returns (exit code, stdout, stderr).
+// std's Command, not lab_runner: the built CLI under test, for its exit code and output as a shell
+// sees them.
+#[allow(clippy::disallowed_methods)]
 pub fn cli(args: &[&str]) -> (i32, String, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_evidence-pack"))
         .args(args)
