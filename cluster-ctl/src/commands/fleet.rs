@@ -367,11 +367,15 @@ pub async fn fleet(cluster: &Cluster, ctx: &Ctx, args: &FleetArgs) -> Result<Out
     );
     counter.update(
         0,
-        &format!(
-            "{} at a time",
-            args.parallel
-                .min(u32::try_from(to_probe).unwrap_or(u32::MAX))
-        ),
+        &if to_probe == 0 {
+            "no card to probe".to_owned()
+        } else {
+            format!(
+                "{} at a time",
+                args.parallel
+                    .min(u32::try_from(to_probe).unwrap_or(u32::MAX))
+            )
+        },
     );
     let env = Env {
         cluster: cluster
