@@ -2,6 +2,8 @@
 //! (`tests/data/conformance/<revision>-<n>gpu.json`): this test fails when they differ.
 //! `GPU_PROBE_BLESS=1 cargo test -p gpu-probe --test conformance_readme` rewrites the block.
 
+mod readme_block;
+
 use std::path::PathBuf;
 
 use gpu_probe::report::Report;
@@ -76,22 +78,11 @@ fn generated() -> String {
 
 #[test]
 fn readme_matrix_is_generated_from_the_reports() {
-    let readme_path = root().join("README.md");
-    let readme = std::fs::read_to_string(&readme_path).expect("README.md");
-    let (before, rest) = readme
-        .split_once(BEGIN)
-        .unwrap_or_else(|| panic!("README.md has no `{BEGIN}` marker"));
-    let (current, after) = rest
-        .split_once(END)
-        .unwrap_or_else(|| panic!("README.md has no `{END}` marker"));
-    let want = format!("\n{}", generated());
-    if std::env::var_os("GPU_PROBE_BLESS").is_some_and(|v| v == "1") {
-        std::fs::write(&readme_path, format!("{before}{BEGIN}{want}{END}{after}"))
-            .expect("write README.md");
-        return;
-    }
-    assert!(
-        current == want,
-        "README.md's conformance matrix differs from tests/data/conformance; run `GPU_PROBE_BLESS=1 cargo test -p gpu-probe --test conformance_readme`\n--- README ---\n{current}\n--- generated ---\n{want}"
+    readme_block::check(
+        BEGIN,
+        END,
+        &generated(),
+        "conformance matrix (from tests/data/conformance)",
+        "GPU_PROBE_BLESS=1 cargo test -p gpu-probe --test conformance_readme",
     );
 }

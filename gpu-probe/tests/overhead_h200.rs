@@ -6,6 +6,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod readme_block;
+
 use std::path::PathBuf;
 
 use gpu_probe::report::Report;
@@ -142,23 +144,12 @@ fn median_of(mut v: Vec<f64>) -> f64 {
 
 #[test]
 fn readme_overhead_table_is_generated_from_the_reports() {
-    let readme_path = root().join("README.md");
-    let readme = std::fs::read_to_string(&readme_path).expect("README.md");
-    let (before, rest) = readme
-        .split_once(BEGIN)
-        .unwrap_or_else(|| panic!("README.md has no `{BEGIN}` marker"));
-    let (current, after) = rest
-        .split_once(END)
-        .unwrap_or_else(|| panic!("README.md has no `{END}` marker"));
-    let want = format!("\n{}", generated());
-    if std::env::var_os("GPU_PROBE_BLESS").is_some_and(|v| v == "1") {
-        std::fs::write(&readme_path, format!("{before}{BEGIN}{want}{END}{after}"))
-            .expect("write README.md");
-        return;
-    }
-    assert!(
-        current == want,
-        "README.md's overhead table differs from tests/data/overhead-h200; run `GPU_PROBE_BLESS=1 cargo test -p gpu-probe --test overhead_h200`\n--- README ---\n{current}\n--- generated ---\n{want}"
+    readme_block::check(
+        BEGIN,
+        END,
+        &generated(),
+        "overhead table (from tests/data/overhead-h200)",
+        "GPU_PROBE_BLESS=1 cargo test -p gpu-probe --test overhead_h200",
     );
 }
 
