@@ -284,37 +284,9 @@ fn finish<R: Runner>(
     root: &HostRoot,
     validators: &Validators,
 ) -> anyhow::Result<u8> {
-    let mut plan = plan.clone();
-    if plan.blockers.is_empty() {
-        validate::validate_plan(&mut plan, runner, root, validators);
-    }
-    let shown = render::Shown {
-        interval: POLL,
-        root: root.dir().to_path_buf(),
-    };
-    let invalid = plan.steps.iter().any(|s| {
-        matches!(&s.step, plan::Step::WriteFile(f) if matches!(f.validation, Some(Validation::Invalid { .. })))
-    });
-    let blocked = !plan.blockers.is_empty();
-    if dry_run || blocked || invalid {
-        match cli.output {
-            Output::Human => print!("{}", render::plan_human(title, &plan, &shown)),
-            Output::Json => println!(
-                "{}",
-                serde_json::to_string_pretty(&render::plan_json(&plan, &shown))?
-            ),
-        }
-        return Ok(if blocked {
-            3
-        } else if invalid {
-            1
-        } else {
-            0
-        });
-    }
-    if cli.output == Output::Human {
-        print!("{}", render::plan_human(title, &plan, &shown));
-        println!();
+    let (plan, shown) = validated(plan, runner, root, validators);
+    if let Some(code) = show_plan(cli, title, &plan, &shown, dry_run, false)? {
+        return Ok(code);
     }
     let opts = ApplyOptions {
         system: root.is_system(),
@@ -325,19 +297,9 @@ fn finish<R: Runner>(
         validators: validators.clone(),
         stamp: apply::default_stamp(),
     };
-    let result = apply::apply(&plan, runner, root, &opts, &mut |line| {
-        eprintln!("host-setup: {line}")
-    });
-    let report = match result {
+    let report = match apply_plan(&plan, runner, root, &opts) {
         Ok(r) => r,
-        Err(e @ ApplyError::Invalid { .. }) => {
-            eprintln!("host-setup: {e}");
-            return Ok(1);
-        }
-        Err(e) => {
-            eprintln!("host-setup: {e}");
-            return Ok(3);
-        }
+        Err(code) => return Ok(code),
     };
     // Verify from a fresh observation (read-only).
     let fresh = Observer {
@@ -385,38 +347,11 @@ fn harden<R: Runner>(
     root: &HostRoot,
     validators: &Validators,
 ) -> anyhow::Result<u8> {
-    let mut plan = plan.clone();
-    if plan.blockers.is_empty() {
-        validate::validate_plan(&mut plan, runner, root, validators);
-    }
+    let (plan, shown) = validated(plan, runner, root, validators);
     let plan = &plan;
-    let shown = render::Shown {
-        interval: POLL,
-        root: root.dir().to_path_buf(),
-    };
-    let invalid = plan.steps.iter().any(|s| {
-        matches!(&s.step, plan::Step::WriteFile(f) if matches!(f.validation, Some(Validation::Invalid { .. })))
-    });
-    let blocked = !plan.blockers.is_empty();
-    if dry_run || blocked || invalid || plan.steps.is_empty() {
-        match cli.output {
-            Output::Human => print!("{}", render::plan_human(title, plan, &shown)),
-            Output::Json => println!(
-                "{}",
-                serde_json::to_string_pretty(&render::plan_json(plan, &shown))?
-            ),
-        }
-        return Ok(if blocked {
-            3
-        } else if invalid {
-            1
-        } else {
-            0
-        });
-    }
-    if cli.output == Output::Human {
-        print!("{}", render::plan_human(title, plan, &shown));
-        println!();
+    // A second run finds nothing to change: it shows the plan and stops.
+    if let Some(code) = show_plan(cli, title, plan, &shown, dry_run, plan.steps.is_empty())? {
+        return Ok(code);
     }
     let opts = ApplyOptions {
         system: root.is_system(),
@@ -425,18 +360,9 @@ fn harden<R: Runner>(
         validators: validators.clone(),
         stamp: apply::default_stamp(),
     };
-    let report = match apply::apply(plan, runner, root, &opts, &mut |line| {
-        eprintln!("host-setup: {line}")
-    }) {
+    let report = match apply_plan(plan, runner, root, &opts) {
         Ok(r) => r,
-        Err(e @ ApplyError::Invalid { .. }) => {
-            eprintln!("host-setup: {e}");
-            return Ok(1);
-        }
-        Err(e) => {
-            eprintln!("host-setup: {e}");
-            return Ok(3);
-        }
+        Err(code) => return Ok(code),
     };
     let findings = host_setup::toolkit::verify(root);
     match cli.output {
@@ -453,6 +379,83 @@ fn harden<R: Runner>(
         ),
     }
     Ok(checks::exit_code(&findings, 1))
+}
+
+/// The plan with its file writes validated (when nothing blocks it), and how paths and waits
+/// are shown.
+fn validated<R: Runner>(
+    plan: &Plan,
+    runner: &R,
+    root: &HostRoot,
+    validators: &Validators,
+) -> (Plan, render::Shown) {
+    let mut plan = plan.clone();
+    if plan.blockers.is_empty() {
+        validate::validate_plan(&mut plan, runner, root, validators);
+    }
+    let shown = render::Shown {
+        interval: POLL,
+        root: root.dir().to_path_buf(),
+    };
+    (plan, shown)
+}
+
+/// Prints the plan. Returns the exit code when it is not to be applied: a blocker (3), a file
+/// that fails validation (1), a dry run or `nothing_to_do` (0); `None` when apply goes on.
+fn show_plan(
+    cli: &Cli,
+    title: &str,
+    plan: &Plan,
+    shown: &render::Shown,
+    dry_run: bool,
+    nothing_to_do: bool,
+) -> anyhow::Result<Option<u8>> {
+    let invalid = plan.steps.iter().any(|s| {
+        matches!(&s.step, plan::Step::WriteFile(f) if matches!(f.validation, Some(Validation::Invalid { .. })))
+    });
+    let blocked = !plan.blockers.is_empty();
+    if dry_run || blocked || invalid || nothing_to_do {
+        match cli.output {
+            Output::Human => print!("{}", render::plan_human(title, plan, shown)),
+            Output::Json => println!(
+                "{}",
+                serde_json::to_string_pretty(&render::plan_json(plan, shown))?
+            ),
+        }
+        return Ok(Some(if blocked {
+            3
+        } else if invalid {
+            1
+        } else {
+            0
+        }));
+    }
+    if cli.output == Output::Human {
+        print!("{}", render::plan_human(title, plan, shown));
+        println!();
+    }
+    Ok(None)
+}
+
+/// Applies `plan`, its progress on stderr; a failure is printed and becomes the exit code (1: a
+/// file failed validation, 3: the host).
+fn apply_plan<R: Runner>(
+    plan: &Plan,
+    runner: &R,
+    root: &HostRoot,
+    opts: &ApplyOptions,
+) -> Result<apply::Report, u8> {
+    apply::apply(plan, runner, root, opts, &mut |line| {
+        eprintln!("host-setup: {line}")
+    })
+    .map_err(|e| {
+        eprintln!("host-setup: {e}");
+        if matches!(e, ApplyError::Invalid { .. }) {
+            1
+        } else {
+            3
+        }
+    })
 }
 
 fn print_findings(output: Output, title: &str, findings: &[checks::Finding]) -> anyhow::Result<()> {
