@@ -12,6 +12,9 @@
 // Test code: a failed unwrap is a failed test.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+#[path = "support/fleet_card.rs"]
+mod fleet_card;
+
 use std::time::Duration;
 
 use lab_report::fleet::{
@@ -35,19 +38,7 @@ fn probe_report(name: &str) -> Report {
 }
 
 fn judged(file: &str, index: u32, slice_mib: u64) -> FleetCard {
-    let report = probe_report(file);
-    let device = &report.view.as_ref().unwrap().devices[0];
-    let mut card = FleetCard {
-        uuid: device.uuid.clone().unwrap(),
-        index,
-        model: device.name.clone().unwrap(),
-        memory_mib: 143_771,
-        slice_mib,
-        probe_report: Some(format!("probe/{file}")),
-        ..FleetCard::default()
-    };
-    card.judge(&report);
-    card
+    fleet_card::judged(&probe_report(file), file, index, slice_mib)
 }
 
 fn fleet() -> FleetReport {

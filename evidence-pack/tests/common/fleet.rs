@@ -2,6 +2,9 @@
 //! (`lab-report/tests/data/h200/README.md`): each card's outcome is what
 //! `lab_report::fleet::judge_card` says of its report, never written by hand.
 
+#[path = "../../../lab-report/tests/support/fleet_card.rs"]
+mod fleet_card;
+
 use std::path::Path;
 
 use lab_report::fleet::{
@@ -25,21 +28,11 @@ pub fn report(name: &str) -> Report {
 pub fn probed(dir: &Path, name: &str, index: u32, slice_mib: u64) -> FleetCard {
     std::fs::create_dir_all(dir.join("probe")).unwrap();
     std::fs::write(dir.join("probe").join(name), lab(name)).unwrap();
-    let r = report(name);
-    let device = &r.view.as_ref().unwrap().devices[0];
-    let mut card = FleetCard {
-        uuid: device.uuid.clone().unwrap(),
-        index,
-        model: device.name.clone().unwrap(),
-        memory_mib: 143_771,
-        slice_mib,
+    FleetCard {
         pod: Some(format!("hami-fleet-probe-{index}")),
-        probe_report: Some(format!("probe/{name}")),
         duration_s: 21.5,
-        ..FleetCard::default()
-    };
-    card.judge(&r);
-    card
+        ..fleet_card::judged(&report(name), name, index, slice_mib)
+    }
 }
 
 pub fn node(name: &str, cards: Vec<FleetCard>) -> FleetNode {
