@@ -43,12 +43,6 @@ fn section(mode: &str, run: u32) -> OverheadSection {
         .unwrap_or_else(|| panic!("{}: no overhead section", path.display()))
 }
 
-/// The median of three values.
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
-}
-
 /// One row: the median (and range) over the runs of `pick`'s p50, per mode.
 fn latency_row(
     label: &str,
@@ -66,7 +60,7 @@ fn latency_row(
             p50.iter().copied().fold(f64::INFINITY, f64::min),
             p50.iter().copied().fold(f64::NEG_INFINITY, f64::max),
         );
-        let m = median(p50);
+        let m = median_of(p50);
         if i == 0 {
             bare = m;
             cells.push(format!("{m:.1} ({lo:.1}–{hi:.1})"));
