@@ -20,9 +20,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use common::fleet::{edit_fleet, mixed_fleet, node, probed, report, verified_fleet, write_fleet};
-use common::{cli, files, repack};
-use evidence_pack::model::{ClaimVerdict, Mode, Outcome, Summary, Totals};
-use evidence_pack::render;
+use common::{cli, files, rewrite};
+use evidence_pack::model::{ClaimVerdict, Mode, Outcome, Summary};
 use lab_report::fleet::{CardOutcome, FleetReport};
 use lab_runner::{Cmd, Runner as _, SystemRunner, tier};
 
@@ -243,24 +242,6 @@ fn a_card_claimed_verified_without_a_report_that_shows_it_is_unsupported() {
             "{what}: {stdout}"
         );
     }
-}
-
-/// Rewrites a bundle as someone covering their tracks would: `edit` changes the summary and the
-/// files, then the reports are re-rendered from the summary and SHA256SUMS recomputed.
-fn rewrite(tgz: &Path, to: &Path, edit: impl FnOnce(&mut Summary, &mut BTreeMap<String, Vec<u8>>)) {
-    let mut files = files(tgz);
-    let mut summary: Summary = serde_json::from_slice(&files["summary.json"]).unwrap();
-    edit(&mut summary, &mut files);
-    summary.totals = Totals::of(&summary.claims);
-    summary.outcome = Outcome::from_claims(&summary.claims);
-    let mut json = serde_json::to_string_pretty(&summary).unwrap();
-    json.push('\n');
-    files.insert("summary.json".into(), json.into_bytes());
-    files.insert("report.md".into(), render::markdown(&summary).into_bytes());
-    files.insert("report.html".into(), render::html(&summary).into_bytes());
-    files.insert("junit.xml".into(), render::junit(&summary).into_bytes());
-    let top = tgz.file_stem().unwrap().to_str().unwrap().to_owned();
-    repack(&top, &mut files, to, true);
 }
 
 fn set_fleet_json(files: &mut BTreeMap<String, Vec<u8>>, edit: impl FnOnce(&mut FleetReport)) {

@@ -18,9 +18,8 @@ mod common;
 
 use std::path::{Path, PathBuf};
 
-use common::{cli, copy_tree, data, files, repack};
-use evidence_pack::model::{ClaimVerdict, Outcome, Summary, Totals};
-use evidence_pack::render;
+use common::{cli, copy_tree, data, files, rewrite};
+use evidence_pack::model::ClaimVerdict;
 
 fn lab(rel: &str) -> Vec<u8> {
     let path = Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -289,28 +288,6 @@ fn tampered_inputs_fail_pack_and_verify_naming_claim_and_file() {
             );
         }
     }
-}
-
-/// Rewrites a bundle as someone covering their tracks would: `edit` changes the summary and the
-/// files, then the reports are re-rendered from the summary and SHA256SUMS recomputed.
-fn rewrite(
-    tgz: &Path,
-    to: &Path,
-    edit: impl FnOnce(&mut Summary, &mut std::collections::BTreeMap<String, Vec<u8>>),
-) {
-    let mut files = files(tgz);
-    let mut summary: Summary = serde_json::from_slice(&files["summary.json"]).unwrap();
-    edit(&mut summary, &mut files);
-    summary.totals = Totals::of(&summary.claims);
-    summary.outcome = Outcome::from_claims(&summary.claims);
-    let mut json = serde_json::to_string_pretty(&summary).unwrap();
-    json.push('\n');
-    files.insert("summary.json".into(), json.into_bytes());
-    files.insert("report.md".into(), render::markdown(&summary).into_bytes());
-    files.insert("report.html".into(), render::html(&summary).into_bytes());
-    files.insert("junit.xml".into(), render::junit(&summary).into_bytes());
-    let top = tgz.file_stem().unwrap().to_str().unwrap().to_owned();
-    repack(&top, &mut files, to, true);
 }
 
 #[test]

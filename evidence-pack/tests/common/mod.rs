@@ -114,3 +114,27 @@ pub fn repack(top: &str, files: &mut BTreeMap<String, Vec<u8>>, path: &Path, fix
     }
     regzip(&builder.into_inner().unwrap(), path);
 }
+
+/// Rewrites a bundle as someone covering their tracks would: `edit` changes the summary and the
+/// files, then the reports are re-rendered from the summary and SHA256SUMS recomputed.
+pub fn rewrite(
+    tgz: &Path,
+    to: &Path,
+    edit: impl FnOnce(&mut evidence_pack::model::Summary, &mut BTreeMap<String, Vec<u8>>),
+) {
+    use evidence_pack::model::{Outcome, Summary, Totals};
+    use evidence_pack::render;
+    let mut files = files(tgz);
+    let mut summary: Summary = serde_json::from_slice(&files["summary.json"]).unwrap();
+    edit(&mut summary, &mut files);
+    summary.totals = Totals::of(&summary.claims);
+    summary.outcome = Outcome::from_claims(&summary.claims);
+    let mut json = serde_json::to_string_pretty(&summary).unwrap();
+    json.push('\n');
+    files.insert("summary.json".into(), json.into_bytes());
+    files.insert("report.md".into(), render::markdown(&summary).into_bytes());
+    files.insert("report.html".into(), render::html(&summary).into_bytes());
+    files.insert("junit.xml".into(), render::junit(&summary).into_bytes());
+    let top = tgz.file_stem().unwrap().to_str().unwrap().to_owned();
+    repack(&top, &mut files, to, true);
+}
