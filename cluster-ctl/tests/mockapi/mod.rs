@@ -483,6 +483,7 @@ impl MockApi {
     /// hami-scheduler binds takes the node's lock first ([`MockApi::take_node_lock`]).
     fn schedule(&self, key: &ObjKey, webhook: bool) -> bool {
         let now = self.now_secs();
+        let mut locked: Option<String> = None;
         let plan = {
             let mut st = self.lock();
             let Some(pod) = st.store.get(key).cloned() else {
@@ -521,9 +522,12 @@ impl MockApi {
                 .map(|(_, v)| v.clone())
                 .collect();
             let plan = placement.plan(&pod, webhook, &placed);
-            if lifecycle::hami_binds(&plan, &pod)
-                && let Some(held) = Self::take_node_lock(&mut st, &placement.node, key, now)
-            {
+            let lock = if lifecycle::hami_binds(&plan, &pod) {
+                Self::take_node_lock(&mut st, &placement.node, key, now)
+            } else {
+                Ok(false)
+            };
+            if let Err(held) = lock {
                 let attempts = st.bind_attempts.entry(key.clone()).or_insert(0);
                 *attempts += 1;
                 let backoff = lifecycle::scheduler_backoff(*attempts);
@@ -536,6 +540,9 @@ impl MockApi {
                     Timeline::default().at(backoff, Step::Schedule { webhook }),
                 );
                 return true;
+            }
+            if lock == Ok(true) {
+                locked = Some(placement.node.clone());
             }
             plan
         };
@@ -552,7 +559,7 @@ impl MockApi {
             t.at(d - lifecycle::SCHEDULE_AFTER, s)
         });
         self.spawn_timeline(key.clone(), later);
-        if let Some(node) = self.node_lock_holder_of(key) {
+        if let Some(node) = locked {
             // The device plugin's Allocate, when the kubelet admits the pod, releases the lock.
             let me = self.clone();
             let key = key.clone();
@@ -566,21 +573,23 @@ impl MockApi {
 
     /// HAMi's node lock at Bind (`pkg/util/nodelock`): free, expired (5 min) or held by a pod
     /// that no longer exists → taken by `pod` (the node's `hami.io/mutex.lock` annotation set);
-    /// held by another live pod → `Some(what its Bind error says)`. A node the store does not
-    /// have is not locked.
-    fn take_node_lock(st: &mut State, node: &str, pod: &ObjKey, now: u64) -> Option<String> {
+    /// held by another live pod → `Err(what its Bind error says)`. A node the store does not
+    /// have is not locked (`Ok(false)`).
+    fn take_node_lock(st: &mut State, node: &str, pod: &ObjKey, now: u64) -> Result<bool, String> {
         let node_key = ObjKey {
             resource: "nodes".into(),
             namespace: String::new(),
             name: node.into(),
         };
-        st.store.get(&node_key)?;
+        if st.store.get(&node_key).is_none() {
+            return Ok(false);
+        }
         if let Some((holder, since)) = st.node_locks.get(node)
             && holder != pod
             && since.elapsed() < lifecycle::NODE_LOCK_EXPIRE
             && st.store.get(holder).is_some()
         {
-            return Some(format!("node {node} has been locked within 5m0s"));
+            return Err(format!("node {node} has been locked within 5m0s"));
         }
         let value = format!("{},{},{}", store::timestamp(now), pod.namespace, pod.name);
         st.node_locks
@@ -590,16 +599,7 @@ impl MockApi {
             &node_key,
             &json!({"metadata": {"annotations": {lifecycle::NODE_LOCK_KEY: value}}}),
         );
-        None
-    }
-
-    /// The node whose lock pod `key` holds.
-    fn node_lock_holder_of(&self, key: &ObjKey) -> Option<String> {
-        self.lock()
-            .node_locks
-            .iter()
-            .find(|(_, (holder, _))| holder == key)
-            .map(|(node, _)| node.clone())
+        Ok(true)
     }
 
     /// The device plugin's release of `node`'s lock after `pod`'s Allocate (only its own).
